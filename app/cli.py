@@ -1,0 +1,84 @@
+"""`syncgov` command line: one entry point, subcommands import only what they need."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from app.broker import run_foreground
+
+    return run_foreground(args.port)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from app.worker import run_worker
+
+    return run_worker()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from app.replay import run_replay
+
+    return run_replay(args.input, args.output, args.dead_letter)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from app.simulator.cli import main as simulate_main
+
+    return int(simulate_main(args.rest) or 0)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from app import settings
+
+    settings.load()
+    print("configuration OK")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "broker": ("run the embedded Kafka-compatible broker in the foreground", _broker),
+    "worker": ("run the stateful Faust worker", _worker),
+    "replay": ("run the governance rules over a recorded stream", _replay),
+    "simulate": ("generate a seeded warehouse stream (see `syncgov simulate --help`)", _simulate),
+    "check-config": ("validate the settings from the environment and exit", _check_config),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncgov", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, add_help=name != "simulate")
+        if name == "broker":
+            p.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+        elif name == "replay":
+            p.add_argument("input", help="NDJSON (or length-prefixed Avro single-object) events")
+            p.add_argument("--output", help="milestones NDJSON (default: stdout)")
+            p.add_argument("--dead-letter", help="dead letters NDJSON")
+        elif name == "simulate":
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from app.settings import SettingsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except SettingsError as exc:
+        print(f"syncgov: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Avro single-object and JSON codecs for the sync contract (schemas in ``avro/``).
+
+Avro records are ``C3 01`` + the writer schema's 8-byte little-endian CRC-64-AVRO
+fingerprint + the schemaless body. The writer schema is looked up by fingerprint among
+``avro/*.avsc`` and ``avro/history/*.avsc``; an old writer is resolved to the current
+schema of the same full name. Decoded timestamps (``timestamp-millis``) are int ms.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import to_parsing_canonical_form
+
+AVRO_DIR: Final = Path(__file__).resolve().parent.parent / "avro"
+MAGIC: Final = b"\xc3\x01"
+HEADER_LEN: Final = 10
+EVENT_NAMESPACE: Final = "syncgov.event"
+MILESTONE_NAMESPACE: Final = "syncgov.milestone"
+DEAD_LETTER_SCHEMA: Final = "syncgov.ops.DeadLetter"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS: Final = timedelta(milliseconds=1)
+_CRC64_EMPTY: Final = 0xC15D213AA4D7A795
+
+
+class DecodeError(ValueError):
+    """A record is neither a decodable Avro single-object record nor a JSON object."""
+
+
+class EncodeError(ValueError):
+    """A record does not fit its schema (or names no known schema)."""
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        fp = byte
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE: Final = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro spec's 64-bit Rabin fingerprint (CRC-64-AVRO) of ``data``, unsigned."""
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def fingerprint(schema: str | list[Any] | Mapping[str, Any]) -> int:
+    """CRC-64-AVRO of the schema's Parsing Canonical Form (schema given as JSON value)."""
+    return crc64_avro(to_parsing_canonical_form(schema).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """One parsed schema file; ``parsed`` has timestamp-millis reduced to plain long."""
+
+    name: str
+    fingerprint: int
+    parsed: Mapping[str, Any]
+    timestamps: tuple[str, ...]
+    header: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Registry:
+    current: Mapping[str, Schema]
+    by_fingerprint: Mapping[int, tuple[Schema, Schema | None]]
+
+
+def _is_timestamp(node: Any) -> bool:
+    return isinstance(node, dict) and node.get("logicalType") == "timestamp-millis"
+
+
+def _plain_longs(node: Any) -> Any:
+    """The schema with every timestamp-millis replaced by its long (no datetime round trip)."""
+    if _is_timestamp(node):
+        return node["type"]
+    if isinstance(node, dict):
+        return {k: _plain_longs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain_longs(v) for v in node]
+    return node
+
+
+def _top_level_timestamps(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    names = []
+    for field in raw["fields"]:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        if any(_is_timestamp(b) for b in branches):
+            names.append(field["name"])
+    return tuple(names)
+
+
+def _load(path: Path) -> Schema:
+    raw = orjson.loads(path.read_bytes())
+    parsed = parse_schema(_plain_longs(raw))
+    fp = fingerprint(raw)
+    return Schema(
+        name=parsed["name"],
+        fingerprint=fp,
+        parsed=parsed,
+        timestamps=_top_level_timestamps(raw),
+        header=MAGIC + fp.to_bytes(8, "little"),
+    )
+
+
+@cache
+def _registry() -> _Registry:
+    current: dict[str, Schema] = {}
+    for path in sorted(AVRO_DIR.glob("*.avsc")):
+        schema = _load(path)
+        if schema.name in current:
+            raise RuntimeError(f"two current schemas named {schema.name} in {AVRO_DIR}")
+        current[schema.name] = schema
+    by_fp: dict[int, tuple[Schema, Schema | None]] = {
+        s.fingerprint: (s, None) for s in current.values()
+    }
+    for path in sorted((AVRO_DIR / "history").glob("*.avsc")):
+        schema = _load(path)
+        by_fp.setdefault(schema.fingerprint, (schema, current.get(schema.name)))
+    return _Registry(MappingProxyType(current), MappingProxyType(by_fp))
+
+
+def schema_names() -> tuple[str, ...]:
+    """Full names of the current schemas, sorted."""
+    return tuple(sorted(_registry().current))
+
+
+def schema_fingerprint(name: str) -> int:
+    """Fingerprint of the current schema ``name`` (KeyError if unknown)."""
+    return _registry().current[name].fingerprint
+
+
+def known_fingerprints() -> Mapping[int, str]:
+    """Every decodable fingerprint (current and history) -> schema full name."""
+    return {fp: writer.name for fp, (writer, _) in _registry().by_fingerprint.items()}
+
+
+def _to_ms(value: Any) -> int | None:
+    """Timestamp as int ms: accepts int ms, an aware datetime or an ISO-8601 string."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise EncodeError(f"bad ISO-8601 timestamp {value!r}") from exc
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return (value - _EPOCH) // _MS
+    raise EncodeError(f"timestamp must be int ms, aware datetime or ISO string: {value!r}")
+
+
+def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
+    """Single-object Avro encoding of a contract-shaped record with the current schema."""
+    schema = _registry().current.get(schema_name)
+    if schema is None:
+        raise EncodeError(f"no schema named {schema_name!r}")
+    if schema.timestamps:
+        record = {**record, **{f: _to_ms(record.get(f)) for f in schema.timestamps}}
+    out = io.BytesIO()
+    out.write(schema.header)
+    try:
+        schemaless_writer(out, schema.parsed, record)
+    except Exception as exc:  # fastavro raises many types; the boundary normalises them
+        raise EncodeError(f"cannot encode {schema_name}: {type(exc).__name__}: {exc}") from exc
+    return out.getvalue()
+
+
+def _encode_typed(record: Mapping[str, Any], namespace: str) -> bytes:
+    kind = record.get("type")
+    if not isinstance(kind, str):
+        raise EncodeError(f"record has no string 'type': {kind!r}")
+    return encode(record, f"{namespace}.{kind}")
+
+
+def encode_event(record: Mapping[str, Any]) -> bytes:
+    """Encode an input event; the schema is ``syncgov.event.<type>``."""
+    return _encode_typed(record, EVENT_NAMESPACE)
+
+
+def encode_milestone(record: Mapping[str, Any]) -> bytes:
+    """Encode a milestone (``Milestone.to_dict()``); the schema is ``syncgov.milestone.<type>``."""
+    return _encode_typed(record, MILESTONE_NAMESPACE)
+
+
+def encode_dead_letter(
+    *,
+    raw: bytes,
+    reason: str,
+    record_id: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    failed_at: int | str | datetime,
+) -> bytes:
+    """Encode a dead letter (``syncgov.ops.DeadLetter``)."""
+    record = {
+        "raw": raw,
+        "reason": reason,
+        "record_id": record_id,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "failed_at": failed_at,
+    }
+    return encode(record, DEAD_LETTER_SCHEMA)
+
+
+def _decode_avro(data: bytes) -> tuple[str, dict[str, Any]]:
+    if data[:2] != MAGIC:
+        raise DecodeError(f"not Avro single-object: starts with {data[:2].hex() or 'nothing'}")
+    if len(data) < HEADER_LEN:
+        raise DecodeError(f"truncated Avro header: {len(data)} bytes, need {HEADER_LEN}")
+    fp = int.from_bytes(data[2:HEADER_LEN], "little")
+    entry = _registry().by_fingerprint.get(fp)
+    if entry is None:
+        raise DecodeError(f"unknown schema fingerprint 0x{fp:016x}")
+    writer, reader = entry
+    body = io.BytesIO(data)
+    body.seek(HEADER_LEN)
+    try:
+        record = schemaless_reader(body, writer.parsed, None if reader is None else reader.parsed)
+    except Exception as exc:  # fastavro raises many types; the boundary normalises them
+        raise DecodeError(
+            f"corrupt or truncated {writer.name} body: {type(exc).__name__}: {exc}"
+        ) from exc
+    if body.tell() != len(data):
+        raise DecodeError(f"{len(data) - body.tell()} trailing bytes after {writer.name} body")
+    return writer.name, record
+
+
+def _unrecognised(data: bytes) -> DecodeError:
+    if not data.strip():
+        return DecodeError("empty record")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return DecodeError(
+            f"neither Avro single-object (C3 01) nor a JSON object; starts with {data[:8]!r}"
+        )
+    return DecodeError(f"JSON top-level value is {type(value).__name__}, expected an object")
+
+
+def decode(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode Avro single-object (by magic) or a JSON object (first non-space byte ``{``)."""
+    data = bytes(raw)
+    if data[:2] == MAGIC:
+        return _decode_avro(data)[1]
+    if data.lstrip()[:1] != b"{":
+        raise _unrecognised(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from exc
+
+
+def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode a ``syncgov.ops.DeadLetter`` record (Avro only)."""
+    name, record = _decode_avro(bytes(raw))
+    if name != DEAD_LETTER_SCHEMA:
+        raise DecodeError(f"expected {DEAD_LETTER_SCHEMA}, got {name}")
+    return record

@@ -1,0 +1,66 @@
+"""The Faust app, created from the one settings object.
+
+Agents and tables are autodiscovered from the ``agents`` and ``tables`` packages.
+At-least-once processing (the embedded broker has no transactional isolation):
+milestones carry deterministic ids, so the ERP sink makes their effect exactly-once.
+"""
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import faust
+
+from app import settings as settings_module
+from app.settings import Settings
+
+
+def broker_credentials(s: Settings) -> Any:
+    """Faust credentials for SASL/TLS, or None for PLAINTEXT."""
+    k = s.kafka
+    context = None
+    if k.security_protocol in {"SSL", "SASL_SSL"}:
+        context = ssl.create_default_context(cafile=k.ssl_cafile or None)
+        if k.ssl_certfile:
+            context.load_cert_chain(k.ssl_certfile, k.ssl_keyfile or None)
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.value,
+            mechanism=k.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def faust_options(s: Settings) -> dict[str, Any]:
+    """Faust settings derived from ours; Tansu's quirks are handled here."""
+    if not s.kafka.bootstrap_servers:
+        raise settings_module.SettingsError(
+            "KAFKA_BOOTSTRAP_SERVERS='': no broker to use (`syncgov worker` starts the embedded one when it is empty)"
+        )
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in s.kafka.bootstrap_servers.split(",")],
+        "broker_credentials": broker_credentials(s),
+        "broker_session_timeout": s.kafka.session_timeout_s,
+        "broker_heartbeat_interval": max(0.5, s.kafka.session_timeout_s / 3),
+        "producer_max_batch_size": s.kafka.producer_max_batch_size,
+        "store": s.worker.store,
+        "datadir": str(s.worker.data_dir),
+        "web_host": s.worker.web_host,
+        "web_port": s.worker.web_port,
+        "web_bind": s.worker.web_host,
+        "topic_partitions": s.topics.partitions,
+        "topic_replication_factor": s.topics.replication_factor,
+        "table_standby_replicas": s.worker.standby_replicas,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "autodiscover": ("agents", "tables"),
+        "origin": "app",
+    }
+
+
+SETTINGS: Settings = settings_module.load()
+app = faust.App(SETTINGS.worker.app_id, **faust_options(SETTINGS))
