@@ -68,7 +68,7 @@ def fingerprint(schema: str | list[Any] | Mapping[str, Any]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Schema:
+class _Schema:
     """One parsed schema file; ``parsed`` has timestamp-millis reduced to plain long."""
 
     name: str
@@ -80,8 +80,8 @@ class Schema:
 
 @dataclass(frozen=True, slots=True)
 class _Registry:
-    current: Mapping[str, Schema]
-    by_fingerprint: Mapping[int, tuple[Schema, Schema | None]]
+    current: Mapping[str, _Schema]
+    by_fingerprint: Mapping[int, tuple[_Schema, _Schema | None]]
 
 
 def _is_timestamp(node: Any) -> bool:
@@ -108,11 +108,11 @@ def _top_level_timestamps(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _load(path: Path) -> Schema:
+def _load(path: Path) -> _Schema:
     raw = orjson.loads(path.read_bytes())
     parsed = parse_schema(_plain_longs(raw))
     fp = fingerprint(raw)
-    return Schema(
+    return _Schema(
         name=parsed["name"],
         fingerprint=fp,
         parsed=parsed,
@@ -123,13 +123,15 @@ def _load(path: Path) -> Schema:
 
 @cache
 def _registry() -> _Registry:
-    current: dict[str, Schema] = {}
+    current: dict[str, _Schema] = {}
     for path in sorted(AVRO_DIR.glob("*.avsc")):
         schema = _load(path)
         if schema.name in current:
             raise RuntimeError(f"two current schemas named {schema.name} in {AVRO_DIR}")
         current[schema.name] = schema
-    by_fp: dict[int, tuple[Schema, Schema | None]] = {
+    if not current:
+        raise RuntimeError(f"no Avro schemas (*.avsc) in {AVRO_DIR}")
+    by_fp: dict[int, tuple[_Schema, _Schema | None]] = {
         s.fingerprint: (s, None) for s in current.values()
     }
     for path in sorted((AVRO_DIR / "history").glob("*.avsc")):

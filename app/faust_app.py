@@ -57,7 +57,7 @@ def faust_options(s: Settings) -> dict[str, Any]:
         "table_standby_replicas": s.worker.standby_replicas,
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        "autodiscover": ("agents", "tables"),
+        "autodiscover": ("agents", "tables", "app.web"),
         "origin": "app",
     }
 

@@ -80,6 +80,7 @@ class WorkerSettings:
     batch_size: int
     batch_within_s: float
     admin_token: Secret  # empty: mutating endpoints are off
+    log_level: str
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_BATCH_SIZE": ("1000", _positive(int)),
     "WORKER_BATCH_WITHIN_S": ("0.05", _positive(float)),
     "WORKER_ADMIN_TOKEN": ("", str),
+    "LOG_LEVEL": ("info", _one_of("debug", "info", "warning", "error")),
     "ERP_ADAPTER": ("tryton", _one_of("tryton", "http")),
     "ERP_BASE_URL": ("http://127.0.0.1:18080", str),
     "ERP_DATABASE": ("erp", str),
@@ -280,6 +282,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             batch_size=v["WORKER_BATCH_SIZE"],
             batch_within_s=v["WORKER_BATCH_WITHIN_S"],
             admin_token=v["WORKER_ADMIN_TOKEN"],
+            log_level=v["LOG_LEVEL"],
         ),
         erp=ErpSettings(
             adapter=v["ERP_ADAPTER"],

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# syncgov image: `syncgov worker` by default; `source` and `reconcile` via args.
+#   docker build -t syncgov .
+#   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=... syncgov worker
+# ---- build: resolve and install the project (and its wheels) into a venv ----
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# compilers only here, for any dependency without a wheel for this platform
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/syncgov
+ENV PATH=/opt/syncgov/bin:$PATH
+WORKDIR /src
+COPY . .
+RUN pip install .
+
+# ---- runtime: the venv, the Avro schemas, a non-root user, nothing else ----
+FROM python:3.11-slim-bookworm AS runtime
+ENV PATH=/opt/syncgov/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    WORKER_DATA_DIR=/data \
+    WORKER_WEB_HOST=0.0.0.0
+RUN groupadd --system --gid 10001 syncgov \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin syncgov \
+ && mkdir -p /data /app \
+ && chown 10001:10001 /data
+COPY --from=build /opt/syncgov /opt/syncgov
+# avro/ is data read at run time (writer schemas by fingerprint, incl. history/)
+COPY --from=build /src/avro /app/avro
+WORKDIR /app
+USER 10001:10001
+EXPOSE 6066
+# checkov:skip=CKV_DOCKER_2: health is probed by Kubernetes (/healthz, /readyz on the worker); `source` and `reconcile` serve no HTTP
+ENTRYPOINT ["syncgov"]
+CMD ["worker"]

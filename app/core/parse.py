@@ -1,0 +1,277 @@
+"""Rule 8 (bad input): raw JSON bytes or a decoded dict -> a validated ``Event``, or the
+reason the record is rejected. The reason names the offending field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from app.core.model import (
+    AUTHORITY,
+    DISPOSITIONS,
+    ITEM_SCANNED,
+    LINE_SHORT_CLOSED,
+    ORDER_CANCELLED,
+    ORDER_CHANGED,
+    ORDER_RELEASED,
+    PACK_CONFIRMED,
+    PICK_CONFIRMED,
+    RETURN_RECEIVED,
+    SHIPMENT_DISPATCHED,
+    STOCK_ADJUSTED,
+    TOTE_CONVEYED,
+    Event,
+)
+from app.core.timeutil import parse_ts
+
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+
+
+class Invalid(Exception):
+    """Raised by field validators; ``reason`` is the dead-letter reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSpec:
+    """How to validate one input type."""
+
+    name: str
+    authority: frozenset[str]
+    strings: tuple[str, ...]  # required non-empty strings besides the common fields
+    optional: tuple[str, ...]  # optional strings (null counts as absent)
+    extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None  # other fields, normalised
+    telemetry: bool
+
+
+def _int(
+    d: Mapping[str, Any], name: str, *, positive: bool, limit: int = INT32_MAX, where: str = ""
+) -> int:
+    v = d.get(name)
+    if v is None:
+        raise Invalid(f"missing field '{where}{name}'")
+    if v.__class__ is not int:
+        raise Invalid(f"field '{where}{name}' must be an integer, got {type(v).__name__}")
+    if positive and v <= 0:
+        raise Invalid(f"field '{where}{name}' must be > 0, got {v}")
+    if not -limit - 1 <= v <= limit:
+        raise Invalid(f"field '{where}{name}' is out of range: {v}")
+    return v
+
+
+def _str(d: Mapping[str, Any], name: str, where: str = "") -> str:
+    v = d.get(name)
+    if v is None:
+        raise Invalid(f"missing field '{where}{name}'")
+    if v.__class__ is not str or not v:
+        raise Invalid(f"field '{where}{name}' must be a non-empty string")
+    return v
+
+
+def _list(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
+    v = d.get(name)
+    if v is None:
+        raise Invalid(f"missing field '{name}'")
+    if not isinstance(v, (list, tuple)):
+        raise Invalid(f"field '{name}' must be a list, got {type(v).__name__}")
+    return v
+
+
+def _entries(d: Mapping[str, Any], name: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The non-empty list of objects in ``d[name]``, each with its ``name[i].`` prefix."""
+    entries = _list(d, name)
+    if not entries:
+        raise Invalid(f"field '{name}' must not be empty")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise Invalid(f"field '{name}[{i}]' must be an object")
+        out.append((f"{name}[{i}].", entry))
+    return out
+
+
+def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
+    lines = []
+    seen: set[int] = set()
+    for where, entry in _entries(d, "lines"):
+        line_no = _int(entry, "line_no", positive=False, where=where)
+        sku = _str(entry, "sku", where)
+        qty = _int(entry, "qty", positive=True, where=where)
+        if line_no in seen:
+            raise Invalid(f"duplicate line_no {line_no} in 'lines'")
+        seen.add(line_no)
+        lines.append((line_no, sku, qty))
+    return {"lines": tuple(lines)}
+
+
+def _pick(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"line_no": _int(d, "line_no", positive=False), "qty": _int(d, "qty", positive=True)}
+
+
+def _short_close(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"line_no": _int(d, "line_no", positive=False)}
+
+
+def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
+    items = tuple(
+        (_int(e, "line_no", positive=False, where=w), _int(e, "qty", positive=True, where=w))
+        for w, e in _entries(d, "items")
+    )
+    out: dict[str, Any] = {"items": items}
+    weight = d.get("weight_kg")
+    if weight is not None:
+        if weight.__class__ not in (int, float) or not weight >= 0:
+            raise Invalid("field 'weight_kg' must be a number >= 0")
+        out["weight_kg"] = weight
+    return out
+
+
+def _dispatch(d: Mapping[str, Any]) -> dict[str, Any]:
+    ids = _list(d, "package_ids")
+    for i, v in enumerate(ids):
+        if v.__class__ is not str or not v:
+            raise Invalid(f"field 'package_ids[{i}]' must be a non-empty string")
+    return {"package_ids": tuple(ids)}
+
+
+def _stock(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"delta": _int(d, "delta", positive=False, limit=INT64_MAX)}
+
+
+def _return(d: Mapping[str, Any]) -> dict[str, Any]:
+    qty = _int(d, "qty", positive=True)
+    disposition = d.get("disposition")
+    if disposition is None:
+        raise Invalid("missing field 'disposition'")
+    if disposition.__class__ is not str or disposition not in DISPOSITIONS:
+        raise Invalid("field 'disposition' must be one of inspect, restock, scrap")
+    return {"qty": qty, "disposition": disposition}
+
+
+def _spec(
+    name: str,
+    strings: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+    extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    telemetry: bool = False,
+) -> TypeSpec:
+    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, telemetry)
+
+
+SPECS: Final[dict[str, TypeSpec]] = {
+    s.name: s
+    for s in (
+        _spec(ORDER_RELEASED, ("order_id",), ("wave_id", "carrier"), _lines),
+        _spec(ORDER_CHANGED, ("order_id",), (), _lines),
+        _spec(ORDER_CANCELLED, ("order_id",)),
+        _spec(ITEM_SCANNED, ("barcode", "location", "device_id"), ("order_id", "tote_id"), telemetry=True),
+        _spec(TOTE_CONVEYED, ("tote_id", "scanner_id", "lane"), ("order_id",), telemetry=True),
+        _spec(PICK_CONFIRMED, ("order_id", "sku", "location"), ("tote_id", "wave_id"), _pick),
+        _spec(LINE_SHORT_CLOSED, ("order_id",), (), _short_close),
+        _spec(PACK_CONFIRMED, ("order_id", "package_id"), (), _pack),
+        _spec(SHIPMENT_DISPATCHED, ("order_id", "shipment_id", "carrier", "tracking_no"), (), _dispatch),
+        _spec(STOCK_ADJUSTED, ("sku", "location", "reason"), (), _stock),
+        _spec(RETURN_RECEIVED, ("rma_id", "order_id", "sku"), (), _return),
+    )
+}
+_TYPE_NAMES: Final = ", ".join(sorted(SPECS))
+
+
+def _bad_string(d: Mapping[str, Any], name: str) -> str:
+    if d.get(name) is None:
+        return f"missing field '{name}'"
+    return f"field '{name}' must be a non-empty string"
+
+
+def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] | str:
+    """Validate ``d``; return ``(spec, occurred_at_ms, data)`` or the rejection reason.
+
+    ``data`` (the normalised type-specific fields) is None for telemetry, which needs none.
+    """
+    event_id = d.get("event_id")
+    if event_id.__class__ is not str or not event_id:
+        return _bad_string(d, "event_id")
+    kind = d.get("type")
+    spec = SPECS.get(kind) if kind.__class__ is str else None  # type: ignore[arg-type]
+    if spec is None:
+        if kind is None:
+            return "missing field 'type'"
+        return f"field 'type' must be one of {_TYPE_NAMES}, got {str(kind)[:40]!r}"
+    try:
+        occurred_at = parse_ts(d.get("occurred_at"))
+    except ValueError as exc:
+        if d.get("occurred_at") is None:
+            return "missing field 'occurred_at'"
+        return f"field 'occurred_at' is not a valid timestamp: {exc}"
+    source = d.get("source")
+    if source.__class__ is not str:
+        if source is None:
+            return "missing field 'source'"
+        return "field 'source' must be a string"
+    warehouse_id = d.get("warehouse_id")
+    if warehouse_id.__class__ is not str or not warehouse_id:
+        return _bad_string(d, "warehouse_id")
+    for name in spec.strings:
+        v = d.get(name)
+        if v.__class__ is not str or not v:
+            return _bad_string(d, name)
+    for name in spec.optional:
+        v = d.get(name)
+        if v is not None and v.__class__ is not str:
+            return f"field '{name}' must be a string or null"
+    if spec.extra is None:
+        return spec, occurred_at, None
+    try:
+        data = spec.extra(d)
+    except Invalid as exc:
+        return exc.reason
+    for name in spec.strings:
+        if name != "order_id":
+            data[name] = d[name]
+    for name in spec.optional:
+        v = d.get(name)
+        if v is not None:
+            data[name] = v
+    return spec, occurred_at, data
+
+
+def validate(d: Mapping[str, Any]) -> Event | str:
+    """A validated ``Event`` (telemetry included) or the rejection reason."""
+    checked = check(d)
+    if checked.__class__ is str:
+        return checked  # type: ignore[return-value]
+    spec, occurred_at, data = checked  # type: ignore[misc]
+    if data is None:
+        data = {n: d[n] for n in spec.strings}
+        data.update((n, d[n]) for n in spec.optional if d.get(n) is not None)
+    order_id = data.pop("order_id", None) if spec.telemetry else d.get("order_id")
+    return Event(d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, data)
+
+
+def decode(raw: bytes) -> dict[str, Any] | str:
+    """JSON bytes -> dict, or the reason they are not a JSON object."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"undecodable: invalid JSON: {exc}"
+    if value.__class__ is not dict:
+        return f"undecodable: JSON value is {type(value).__name__}, expected an object"
+    return value  # type: ignore[no-any-return]
+
+
+def identity(d: object) -> tuple[str, str] | None:
+    """The record identity (source, event_id) when both are usable strings, else None."""
+    if not isinstance(d, Mapping):
+        return None
+    source = d.get("source")
+    event_id = d.get("event_id")
+    if source.__class__ is str and event_id.__class__ is str and event_id:
+        return source, event_id
+    return None

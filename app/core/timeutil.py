@@ -1,0 +1,72 @@
+"""Event time as int milliseconds since the Unix epoch (UTC), and its ISO-8601 form."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Final
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS: Final = timedelta(milliseconds=1)
+MIN_MS: Final = -62135596800000  # 0001-01-01T00:00:00.000Z
+MAX_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+# "YYYY-MM-DDTHH:MM:" -> ms of that minute; the canonical form parses without datetime.
+_MINUTES: dict[str, int] = {}
+_MINUTES_MAX: Final = 200_000
+# "SS.mmmZ" -> ms within the minute (60,000 entries, filled on first use).
+_REST: dict[str, int] = {}
+
+
+def parse_ts(value: object) -> int:
+    """ISO-8601 string with ``Z`` or an offset, int ms, or aware datetime -> int ms UTC.
+
+    Sub-millisecond digits are truncated (floor). Raises ``ValueError`` for anything else
+    (naive times, floats, bools, out-of-range values).
+    """
+    cls = value.__class__
+    if cls is str:
+        v: str = value  # type: ignore[assignment]
+        base = _MINUTES.get(v[:17])
+        if base is not None:
+            rest = _REST.get(v[17:])
+            if rest is not None:
+                return base + rest
+        return _parse_iso(v)
+    if cls is int:
+        ms: int = value  # type: ignore[assignment]
+        if MIN_MS <= ms <= MAX_MS:
+            return ms
+        raise ValueError(f"timestamp {ms} ms is out of range")
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime has no UTC offset")
+        return (value - EPOCH) // _MS
+    raise ValueError(f"not a timestamp: {type(value).__name__}")
+
+
+def _parse_iso(v: str) -> int:
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 timestamp: {v[:40]!r}") from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"ISO-8601 timestamp without UTC offset: {v[:40]!r}")
+    ms = (dt - EPOCH) // _MS
+    if len(v) == 24 and v[23] == "Z" and v[19] == "." and v[10] == "T":
+        if not _REST:
+            millis = [f"{m:03d}" for m in range(1000)]
+            _REST.update(
+                (f"{sec:02d}.{milli}Z", sec * 1000 + i)
+                for sec in range(60)
+                for i, milli in enumerate(millis)
+            )
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[v[:17]] = ms - ms % 60_000
+    return ms
+
+
+def format_ts(ms: int) -> str:
+    """int ms -> ``2026-11-27T10:00:00.000Z``."""
+    dt = EPOCH + timedelta(milliseconds=ms)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"

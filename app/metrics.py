@@ -1,0 +1,77 @@
+"""Every Prometheus metric, declared once, in business terms (``syncgov_`` prefix, units in names)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: SLA buckets: seconds, from a few seconds to a day (minutes-to-hours business latencies).
+SLA_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+
+EVENTS = Counter("syncgov_events_total", "Input events admitted, by type and source.", ["type", "source"], registry=REGISTRY)
+MILESTONES = Counter("syncgov_milestones_total", "Milestones emitted, by type.", ["type"], registry=REGISTRY)
+SYNC_EXCEPTIONS = Counter(
+    "syncgov_sync_exceptions_total", "SyncException milestones, by code.", ["code"], registry=REGISTRY
+)
+DEAD_LETTERS = Counter("syncgov_dead_letters_total", "Records sent to a dead-letter topic, by reason.", ["reason"], registry=REGISTRY)
+BATCH_SECONDS = Histogram(
+    "syncgov_batch_duration_seconds",
+    "Time to process one consumed batch through the core.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+LAST_COMMIT = Gauge(
+    "syncgov_last_commit_timestamp_seconds", "Unix time of the last processed batch.", registry=REGISTRY
+)
+CONSUMER_LAG = Gauge(
+    "syncgov_consumer_lag_records", "Records behind the partition end.", ["topic", "partition"], registry=REGISTRY
+)
+TABLE_KEYS = Gauge("syncgov_table_keys", "Keys held in a state table on this worker.", ["table"], registry=REGISTRY)
+RECOVERY_IN_PROGRESS = Gauge(
+    "syncgov_table_recovery_in_progress", "1 while tables recover from their changelogs.", registry=REGISTRY
+)
+WATERMARK = Gauge(
+    "syncgov_watermark_timestamp_seconds", "Event-time watermark per input partition.", ["partition"], registry=REGISTRY
+)
+
+ERP_CALLS = Counter(
+    "syncgov_erp_calls_total",
+    "ERP calls, by milestone type and outcome (posted, already_done, throttled, transient_error, permanent_error).",
+    ["milestone_type", "outcome"],
+    registry=REGISTRY,
+)
+ERP_RATE = Gauge("syncgov_erp_rate_limit_per_second", "Current adaptive ERP request rate.", registry=REGISTRY)
+ERP_THROTTLED = Counter("syncgov_erp_throttled_total", "ERP throttle answers (429 or configured).", registry=REGISTRY)
+ERP_RETRY_AFTER = Counter(
+    "syncgov_erp_retry_after_seconds_total", "Seconds waited because the ERP said Retry-After.", registry=REGISTRY
+)
+ERP_BACKLOG = Gauge("syncgov_erp_backlog_milestones", "Milestones not yet posted to the ERP.", registry=REGISTRY)
+ERP_BACKLOG_AGE = Gauge(
+    "syncgov_erp_backlog_oldest_age_seconds", "Age of the oldest milestone not yet posted.", registry=REGISTRY
+)
+
+SLA_RELEASE_TO_ACCEPTED = Histogram(
+    "syncgov_order_release_to_accepted_seconds", "Order release to OrderAccepted.", buckets=SLA_BUCKETS, registry=REGISTRY
+)
+SLA_RELEASE_TO_PICKED = Histogram(
+    "syncgov_order_release_to_picked_seconds", "Order release to OrderPicked (pick confirmation latency).",
+    buckets=SLA_BUCKETS, registry=REGISTRY,
+)
+SLA_PACKED_TO_SHIPPED = Histogram(
+    "syncgov_order_packed_to_shipped_seconds", "OrderPacked to ShipmentConfirmed.", buckets=SLA_BUCKETS, registry=REGISTRY
+)
+SLA_SHIPPED_TO_POSTED = Histogram(
+    "syncgov_shipment_confirmed_to_posted_seconds",
+    "ShipmentConfirmed to posted in the ERP (shipment posting completion).",
+    buckets=SLA_BUCKETS, registry=REGISTRY,
+)
+SLA_RETURN_TO_POSTED = Histogram(
+    "syncgov_return_received_to_posted_seconds", "ReturnReceived to posted in the ERP (return-to-credit).",
+    buckets=SLA_BUCKETS, registry=REGISTRY,
+)
+SYNC_DRIFT = Gauge(
+    "syncgov_sync_drift_documents",
+    "Documents out of sync between the ERP and the milestone ledger, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
