@@ -2,6 +2,7 @@
 # syncgov image: `syncgov worker` by default; `source` and `reconcile` via args.
 #   docker build -t syncgov .
 #   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=... syncgov worker
+
 # ---- build: resolve and install the project (and its wheels) into a venv ----
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -30,8 +31,9 @@ RUN groupadd --system --gid 10001 syncgov \
  && mkdir -p /data /app \
  && chown 10001:10001 /data
 COPY --from=build /opt/syncgov /opt/syncgov
-# avro/ is data read at run time (writer schemas by fingerprint, incl. history/)
-COPY --from=build /src/avro /app/avro
+# avro/ is data, not a package: app/codec.py reads it from <site-packages>/avro
+# (the directory beside the installed `app` package), incl. avro/history/.
+COPY --from=build /src/avro /opt/syncgov/lib/python3.11/site-packages/avro
 WORKDIR /app
 USER 10001:10001
 EXPOSE 6066

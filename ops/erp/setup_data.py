@@ -4,7 +4,7 @@ Runs inside the Tryton venv (``.venv-erp``) through proteus:
 company (EUR), warehouse (code ``--warehouse``) with its storage and
 lost-and-found (inventory) locations, products ``SKU-0001``..``SKU-NNNN``
 (goods, cost and list price, 1000 units on hand), customers, carriers, sale
-configuration (manual invoicing) and a REST key for ``admin`` written to
+configuration (manual invoicing), shipment number prefixes and a REST key for ``admin`` written to
 ``--key-file`` with mode 0600.
 """
 from __future__ import annotations
@@ -20,6 +20,13 @@ from proteus import Model, Wizard, config
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
 CARRIERS = ("DHL", "UPS", "DPD")
 ON_HAND = 1000
+BATCH = 20
+#: Shipment numbers: OUT-000001 is an order_id, RET-/INT- are returns/adjustments.
+SEQUENCE_PREFIXES = {
+    "shipment_out_sequence": "OUT-",
+    "shipment_out_return_sequence": "RET-",
+    "shipment_internal_sequence": "INT-",
+}
 
 
 def _company(currency_code: str):
@@ -59,7 +66,8 @@ def _products(count: int):
         )
         template.cost_price = Decimal("5") + Decimal(n) / 2
         templates.append(template)
-    Template.save(templates)
+    for start in range(0, len(templates), BATCH):  # SQLite's parser limits one statement's size
+        Template.save(templates[start:start + BATCH])
     Product = Model.get("product.product")
     return Product.find([("type", "=", "goods")], order=[("code", "ASC")])
 
@@ -104,6 +112,16 @@ def _carriers() -> None:
         Carrier(party=party, carrier_product=product).save()
 
 
+def _sequences() -> None:
+    StockConfig = Model.get("stock.configuration")
+    stock_config = StockConfig(1)
+    for name, prefix in SEQUENCE_PREFIXES.items():
+        sequence = getattr(stock_config, name)
+        sequence.prefix = prefix
+        sequence.padding = 6
+        sequence.save()
+
+
 def _rest_key(key_file: Path) -> None:
     User = Model.get("res.user")
     Application = Model.get("res.user.application")
@@ -141,6 +159,7 @@ def main() -> None:
     sale_config.sale_invoice_method = "manual"
     sale_config.save()
 
+    _sequences()
     products = _products(args.products)
     _stock(warehouse, products)
     _parties()

@@ -52,3 +52,11 @@ def test_unreadable_secret_file_names_the_setting(tmp_path) -> None:
 def test_env_names_cover_secret_files() -> None:
     names = settings.env_names()
     assert "ERP_API_KEY_FILE" in names and "KAFKA_BOOTSTRAP_SERVERS" in names
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    undocumented = [name for name in settings.SPEC if f"`{name}`" not in readme]
+    assert undocumented == []

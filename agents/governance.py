@@ -1,0 +1,116 @@
+"""The governance agent: warehouse events in, governed milestones out.
+
+Thin by design: per batch and input partition it decodes, runs the pure core, emits
+the outputs (flushed), then stores the partition's state (meta last). Events are
+keyed by warehouse_id, so a site's stream stays ordered in one partition and its
+event-time watermark is exact; redeliveries up to the stored offset are skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Sequence
+
+from faust.types import EventT
+
+from app import codec, metrics
+from app.core.model import M_SYNC_EXCEPTION, DeadLetter, Milestone
+from app.faust_app import SETTINGS, app
+from app.topics import dead_letters, events, exceptions, milestones
+from tables import state
+from tables.records import PartitionState
+
+_partitions: dict[int, PartitionState] = {}
+
+
+@app.on_partitions_revoked.connect
+async def _forget_revoked(sender: object, revoked: set, **_: object) -> None:  # type: ignore[type-arg]
+    """Revoked partitions' engines go; a partition reassigned later reloads from the table."""
+    for tp in revoked:
+        if tp.topic == SETTINGS.topics.events:
+            _partitions.pop(tp.partition, None)
+
+
+def _decode(raw: bytes) -> dict:  # type: ignore[type-arg]
+    return codec.decode(raw)
+
+
+def milestone_key(m: Milestone) -> bytes:
+    """One order's (or stock key's) milestones stay in one partition, in order."""
+    body = m.body
+    if "order_id" in body and body["order_id"]:
+        return f"{m.warehouse_id}|{body['order_id']}".encode()
+    if "sku" in body and "location" in body:
+        return f"{m.warehouse_id}|{body['sku']}|{body['location']}".encode()
+    return m.milestone_id.encode()
+
+
+async def _emit(outputs: list[tuple[object, EventT]]) -> None:
+    """Send every output and wait until the broker has them all."""
+    pending = []
+    for out, ev in outputs:
+        if isinstance(out, Milestone):
+            topic = exceptions if out.type == M_SYNC_EXCEPTION else milestones
+            value = codec.encode_milestone(out.to_dict())
+            pending.append(await topic.send(key=milestone_key(out), value=value))
+            metrics.MILESTONES.labels(out.type).inc()
+            if out.type == M_SYNC_EXCEPTION:
+                metrics.SYNC_EXCEPTIONS.labels(out.body["code"]).inc()
+        elif isinstance(out, DeadLetter):
+            msg = ev.message
+            value = codec.encode_dead_letter(
+                raw=out.raw,
+                reason=out.reason,
+                record_id=out.record_id,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                failed_at=int(time.time() * 1000),
+            )
+            pending.append(await dead_letters.send(key=out.record_id.encode(), value=value))
+            metrics.DEAD_LETTERS.labels(out.reason.split(":", 1)[0]).inc()
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tuple[object, EventT]]) -> int | None:
+    """Run the core over one partition's events; the last offset processed, or None."""
+    last = None
+    skip_to = ps.offset
+    for ev in evs:
+        msg = ev.message
+        if msg.offset <= skip_to:
+            continue  # already in the stored state (redelivery after a crash)
+        raw = ev.value
+        if raw and raw[0] == 0xC3:
+            outs = ps.process(raw, _decode)
+        else:
+            outs = ps.process(raw or b"")
+        for out in outs:
+            outputs.append((out, ev))
+        last = msg.offset
+    return last
+
+
+@app.agent(events)
+async def govern(stream: AsyncIterable[EventT]) -> None:
+    """Consume events in batches; one engine per input partition."""
+    async for batch in stream.take_events(SETTINGS.worker.batch_size, within=SETTINGS.worker.batch_within_s):  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        by_partition: dict[int, list[EventT]] = {}
+        for ev in batch:
+            by_partition.setdefault(ev.message.partition, []).append(ev)
+        for partition, evs in by_partition.items():
+            ps = _partitions.get(partition)
+            if ps is None:
+                ps = _partitions[partition] = state.load_partition(partition)
+            outputs: list[tuple[object, EventT]] = []
+            last = _run_partition(ps, evs, outputs)
+            if last is None:
+                continue
+            await _emit(outputs)
+            state.write(evs[-1], ps.flush(last, state.stored))
+            if ps.engine.watermark is not None:
+                metrics.WATERMARK.labels(str(partition)).set(ps.engine.watermark / 1000)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.LAST_COMMIT.set(time.time())

@@ -1,0 +1,256 @@
+"""The governance core for one ordered stream: decode -> rule 8 -> dedup (rule 1) ->
+authority (rule 2) -> watermark -> order rules / inventory windows.
+
+State lives in attributes that are plain mutable mappings (a worker may pass its own):
+``orders`` (warehouse_id, order_id) -> ``OrderState``; ``windows.store``
+(warehouse_id, sku, location) -> open windows; ``seen.store`` (source, event_id) ->
+base time; ``rejected`` the milestone ids of records already reported INVALID_EVENT;
+``returns`` (warehouse_id, rma_id, sku) -> time of its ReturnReceived; ``watermark``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, MutableSet
+from heapq import heappop, heappush
+from math import inf
+from typing import Any, Final, Union
+
+import orjson
+
+from app.core import ids, orders
+from app.core import milestones as ms
+from app.core.dedup import Dedup
+from app.core.inventory import StockKey, WindowRecord, Windows
+from app.core.model import (
+    M_RETURN_RECEIVED,
+    M_SYNC_EXCEPTION,
+    STOCK_ADJUSTED,
+    Code,
+    CoreSettings,
+    DeadLetter,
+    Event,
+    Milestone,
+)
+from app.core.orders import OrderState
+from app.core.parse import TypeSpec, check, decode, identity
+from app.core.timeutil import parse_ts
+
+OrderKey = tuple[str, str]  # (warehouse_id, order_id)
+Output = Union[Milestone, DeadLetter]
+FUTURE: Final = "future"
+
+
+class Engine:
+    """Applies the contract's rules to one ordered stream of records."""
+
+    def __init__(
+        self,
+        settings: CoreSettings = CoreSettings(),
+        clock: Callable[[], int] | None = None,
+        *,
+        orders: MutableMapping[OrderKey, OrderState] | None = None,
+        windows: MutableMapping[StockKey, dict[int, WindowRecord]] | None = None,
+        seen: MutableMapping[Any, int] | None = None,
+        rejected: MutableSet[str] | None = None,
+        returns: MutableMapping[tuple[str, str, str], int] | None = None,
+        watermark: int | None = None,
+    ) -> None:
+        """``clock`` (int ms) enables the worker-only ``future`` check; the keyword
+        stores let a worker supply its own (restored) state."""
+        self.settings = settings
+        self.clock = clock
+        self.orders: MutableMapping[OrderKey, OrderState] = {} if orders is None else orders
+        self.windows = Windows(settings.window_size_ms, settings.window_grace_ms, windows)
+        self.seen = Dedup(settings.dedup_retention_ms, seen)
+        self.rejected: MutableSet[str] = set() if rejected is None else rejected
+        self.returns: MutableMapping[tuple[str, str, str], int] = {} if returns is None else returns
+        self.watermark = watermark
+        self._hold = settings.hold_window_ms
+        self._hold_heap: list[tuple[int, OrderKey]] = []
+        self._hold_at: dict[OrderKey, int] = {}
+        self._due: int | float = inf
+        for key, state in self.orders.items():
+            self._schedule(key, state)
+        self._refresh_due()
+
+    # -- entry points -------------------------------------------------------------
+
+    def process(self, raw: bytes) -> list[Output]:
+        """One raw JSON record."""
+        d = decode(raw)
+        if d.__class__ is str:
+            return self._invalid(None, raw, d)  # type: ignore[arg-type]
+        return self.process_event(d, raw)  # type: ignore[arg-type]
+
+    def process_event(self, d: Mapping[str, Any], raw: bytes | None = None) -> list[Output]:
+        """One decoded record (timestamps as ISO str, int ms or aware datetime).
+
+        ``raw`` is kept in the dead letter if the record fails rule 8; without it the
+        dead letter holds the record as canonical JSON.
+        """
+        if d.__class__ is not dict:
+            if not isinstance(d, Mapping):
+                return self._invalid(None, raw, "undecodable: record is not an object")
+            d = dict(d)
+        checked = check(d)
+        if checked.__class__ is str:
+            return self._invalid(d, raw, checked)  # type: ignore[arg-type]
+        spec, occurred_at, data = checked  # type: ignore[misc]
+        clock = self.clock
+        if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
+            return self._invalid(d, raw, FUTURE)
+        source = d["source"]
+        key = (source, d["event_id"])
+        wm = self.watermark
+        seen = self.seen
+        if not seen.first(key, occurred_at, wm):
+            return []
+        if seen.next_prune < self._due:
+            self._due = seen.next_prune
+        if source not in spec.authority:
+            return self._filter([self._unauthorized(d, spec, occurred_at)])
+        out: list[Output] = []
+        if wm is None or occurred_at > wm:
+            self.watermark = wm = occurred_at
+            if wm >= self._due:
+                out.extend(self._advance(wm))
+        if data is None:  # telemetry
+            return out
+        if spec.name == STOCK_ADJUSTED:
+            ev = Event(key[1], spec.name, source, occurred_at, d["warehouse_id"], None, data)
+            out.extend(self.windows.add(ev, wm))
+            if self.windows.next_close < self._due:
+                self._due = self.windows.next_close
+        else:
+            ev = Event(key[1], spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
+            out.extend(self._apply_order(ev, wm))
+        return out
+
+    def reject(self, raw: bytes, reason: str) -> list[Output]:
+        """A record the caller could not decode (e.g. bad Avro): INVALID_EVENT + dead letter."""
+        return self._invalid(None, raw, reason)
+
+    def advance(self, watermark: int) -> list[Milestone]:
+        """Move the watermark forward (never back) and emit what becomes due."""
+        if self.watermark is not None and watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        return self._advance(watermark)
+
+    def finish(self) -> list[Milestone]:
+        """End of input (rule 9): the watermark goes to infinity; every open window
+        closes and every held order or waiting dispatch expires."""
+        out = self._expire_due(inf)
+        self._refresh_due()
+        return out
+
+    # -- internals ----------------------------------------------------------------
+
+    def _advance(self, watermark: int) -> list[Milestone]:
+        out = self._expire_due(watermark)
+        if watermark >= self.seen.next_prune:
+            self.seen.prune(watermark)
+        self._refresh_due()
+        return out
+
+    def _expire_due(self, watermark: int | float) -> list[Milestone]:
+        """Holds first (deadline order, ties by key), then windows (same order)."""
+        out: list[Milestone] = []
+        heap = self._hold_heap
+        while heap and heap[0][0] <= watermark:
+            deadline, key = heappop(heap)
+            if self._hold_at.get(key) != deadline:
+                continue  # superseded by a later schedule
+            del self._hold_at[key]
+            state = self.orders.get(key)
+            if state is None:
+                continue
+            state, expired = orders.expire(state, watermark, self._hold)
+            self.orders[key] = state
+            out.extend(self._filter(expired))
+            self._schedule(key, state)
+        out.extend(self.windows.close(watermark))
+        return out
+
+    def _refresh_due(self) -> None:
+        hold = self._hold_heap[0][0] if self._hold_heap else inf
+        self._due = min(hold, self.windows.next_close, self.seen.next_prune)
+
+    def _schedule(self, key: OrderKey, state: OrderState) -> None:
+        deadline = orders.next_deadline(state, self._hold)
+        if deadline is None:
+            self._hold_at.pop(key, None)
+        elif self._hold_at.get(key) != deadline:
+            self._hold_at[key] = deadline
+            heappush(self._hold_heap, (deadline, key))
+            if deadline < self._due:
+                self._due = deadline
+
+    def _apply_order(self, ev: Event, watermark: int) -> list[Milestone]:
+        key = (ev.warehouse_id, ev.order_id or "")
+        state, out = orders.apply(self.orders.get(key), ev, watermark, self._hold)
+        if state is not None:
+            self.orders[key] = state
+            self._schedule(key, state)
+        return self._filter(out)
+
+    def _filter(self, out: list[Milestone]) -> list[Milestone]:
+        """Rule 1 across orders: one ReturnReceived per (warehouse_id, rma_id, sku), and
+        no second SyncException for a record already reported INVALID_EVENT."""
+        if not out:
+            return out
+        kept = []
+        for m in out:
+            if m.type == M_SYNC_EXCEPTION:
+                if m.milestone_id in self.rejected:
+                    continue
+            elif m.type == M_RETURN_RECEIVED:
+                rkey = (m.warehouse_id or "", m.body["rma_id"], m.body["sku"])
+                if rkey in self.returns:
+                    continue
+                self.returns[rkey] = m.occurred_at or 0
+            kept.append(m)
+        return kept
+
+    def _unauthorized(self, d: Mapping[str, Any], spec: TypeSpec, occurred_at: int) -> Milestone:
+        order_id = d.get("order_id") if spec.has_order_id else None
+        ev = Event(d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, {})
+        allowed = ", ".join(sorted(spec.authority))
+        return ms.record_exception(
+            ev,
+            Code.SOURCE_NOT_AUTHORIZED,
+            f"source {d['source']!r} is not authorized for {spec.name} (allowed: {allowed})",
+        )
+
+    def _invalid(self, d: Mapping[str, Any] | None, raw: bytes | None, reason: str) -> list[Output]:
+        """Rule 8: a dead letter always; the INVALID_EVENT once per record identity, and
+        not for a corrupt copy of a record already accepted."""
+        ident = identity(d)
+        if raw is None:
+            raw = _canonical(d)
+        mid = ids.record_exception_id(*ident) if ident else ids.raw_exception_id(raw)
+        letter = DeadLetter(raw, reason, mid)
+        if mid in self.rejected or (ident is not None and self.seen.contains(ident, self.watermark)):
+            return [letter]
+        self.rejected.add(mid)
+        warehouse_id = order_id = None
+        occurred_at = self.watermark
+        if d is not None:
+            wh = d.get("warehouse_id")
+            warehouse_id = wh if wh.__class__ is str and wh else None
+            oid = d.get("order_id")
+            order_id = oid if oid.__class__ is str and oid else None
+            try:
+                occurred_at = parse_ts(d.get("occurred_at"))
+            except ValueError:
+                pass
+        event_ids = (ident[1],) if ident else ()
+        return [ms.invalid_record(mid, warehouse_id, occurred_at, event_ids, order_id, reason), letter]
+
+
+def _canonical(d: Mapping[str, Any] | None) -> bytes:
+    """Stable bytes for a record handed over already decoded (sorted-key JSON)."""
+    try:
+        return orjson.dumps(d, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(d).encode()

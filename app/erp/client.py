@@ -1,0 +1,163 @@
+"""One HTTP exchange with the ERP: rate gate, timeout and error classification.
+
+Shared by both adapters. Every request waits for the adaptive limiter
+(``app.core.ratelimit``), is sent once (retries belong to
+``app.erp.port.post_with_retry``, which re-reads the document first) and
+comes back as an :class:`HttpAnswer` (2xx) or one of the port's errors:
+
+- a throttle status (``ERP_THROTTLE_STATUSES``, 429 by default): transient,
+  with the ERP's ``Retry-After`` (seconds or HTTP date); the rate is cut;
+- 5xx, 408, timeouts, refused or broken connections: transient;
+- any other status: permanent, carrying the ERP's answer text.
+
+The key travels only in the auth header; it is scrubbed from every detail.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from app.core.ratelimit import AdaptiveLimiter, RatePolicy
+from app.erp.port import PermanentErpError, TransientErpError
+
+log = logging.getLogger(__name__)
+
+DETAIL_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def parse_retry_after(value: str | None, now_epoch_s: float) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now_epoch_s
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+class ErpHttpClient:
+    """Rate-limited, classified HTTP requests to one ERP base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        policy: RatePolicy,
+        timeout_s: float,
+        throttle_statuses: tuple[int, ...] = (429,),
+        auth_header: tuple[str, str] | None = None,
+        secret: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.limiter = AdaptiveLimiter(policy, clock())
+        self._clock = clock
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
+        self._throttle = frozenset(throttle_statuses)
+        self._auth = dict([auth_header]) if auth_header else {}
+        self._secret = secret
+        self._session = session
+        self._own_session = session is None
+        self._released = asyncio.Event()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the key, cut to a loggable length."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…"
+
+    async def _acquire(self) -> None:
+        while True:
+            wait = self.limiter.acquire(self._clock())
+            if wait == 0.0:
+                return
+            if math.isinf(wait):
+                released = self._released
+                await released.wait()
+            else:
+                await asyncio.sleep(wait)
+
+    def _notify(self) -> None:
+        released, self._released = self._released, asyncio.Event()
+        released.set()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
+        """Send one request; return the 2xx answer or raise a classified ERP error."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        all_headers = {"Accept": "application/json", **(headers or {}), **self._auth}
+        if body is not None:
+            all_headers.setdefault("Content-Type", "application/json")
+        where = f"{method} {path}"
+        await self._acquire()
+        try:
+            try:
+                async with self._session.request(
+                    method, self.base_url + path, params=params, data=body,
+                    headers=all_headers, timeout=self._timeout,
+                ) as response:
+                    payload = await response.read()
+                    status, answer_headers = response.status, dict(response.headers)
+            except asyncio.TimeoutError:
+                self.limiter.on_error(self._clock())
+                raise TransientErpError(None, None, f"{where}: no answer within {self._timeout_s:g} s") from None
+            except aiohttp.ClientError as exc:
+                self.limiter.on_error(self._clock())
+                raise TransientErpError(None, None, self.scrub(f"{where}: {type(exc).__name__}: {exc}")) from None
+            except BaseException:
+                self.limiter.on_error(self._clock())
+                raise
+            text = self.scrub(payload.decode("utf-8", "replace").strip())
+            if status in self._throttle:
+                retry_after = parse_retry_after(answer_headers.get("Retry-After"), time.time())
+                self.limiter.on_throttle(self._clock(), retry_after)
+                log.info("ERP throttled %s with %d (Retry-After %s); rate now %.2f/s",
+                         where, status, retry_after, self.limiter.rate)
+                raise TransientErpError(status, retry_after, f"{where}: {status} {text}")
+            if status >= 500 or status == 408:
+                self.limiter.on_error(self._clock())
+                raise TransientErpError(status, None, f"{where}: {status} {text}")
+            self.limiter.on_success(self._clock())
+            if status >= 300:
+                raise PermanentErpError(status, f"{where}: {status} {text}")
+            return HttpAnswer(status, payload, answer_headers)
+        finally:
+            self._notify()
+

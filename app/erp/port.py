@@ -1,0 +1,101 @@
+"""The ERP port: post a milestone, read the state of the document it touches.
+
+Adapters (``app.erp.tryton``, ``app.erp.http``) raise :class:`TransientErpError`
+for answers worth retrying (throttled, 5xx, timeout, connection refused) and
+:class:`PermanentErpError` for answers that will never succeed (validation
+4xx, unknown document, unparseable answer); the latter go to the ERP dead
+letter topic with ``detail`` (the ERP's own words). No detail ever contains
+the ERP key.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from app.core.ratelimit import backoff
+
+Outcome = Literal["posted", "already_done", "skipped"]
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """``posted``: the ERP changed; ``already_done``: a repeat, acknowledged without a
+    change; ``skipped``: this milestone type is not posted to this ERP."""
+
+    outcome: Outcome
+    document_ref: str
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """The ERP document a milestone touches, as the ERP sees it now."""
+
+    document_ref: str
+    state: str
+    done: bool  # the milestone's effect is already in the ERP
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ErpError(Exception):
+    """Base of the ERP errors; ``detail`` is the ERP's answer (never the key)."""
+
+    def __init__(self, status: int | None, detail: str) -> None:
+        super().__init__(f"ERP {status or 'no answer'}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class TransientErpError(ErpError):
+    """Worth retrying later; ``retry_after_s`` is the ERP's Retry-After, if any."""
+
+    def __init__(self, status: int | None, retry_after_s: float | None, detail: str) -> None:
+        super().__init__(status, detail)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentErpError(ErpError):
+    """Will never succeed as is: the milestone goes to the ERP dead letter topic."""
+
+
+class ErpPort(Protocol):
+    async def post(self, milestone: dict[str, Any]) -> PostResult:
+        """Apply the milestone (contract JSON form) to the ERP, idempotently."""
+        ...
+
+    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+        """The document the milestone touches, or None when it does not exist (yet)."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+async def post_with_retry(
+    port: ErpPort,
+    milestone: dict[str, Any],
+    *,
+    max_retries: int,
+    backoff_base_s: float,
+    backoff_cap_s: float,
+    rand: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> PostResult:
+    """``port.post`` with up to ``max_retries`` retries of transient errors.
+
+    Each wait is the full-jitter backoff, but never shorter than the ERP's
+    Retry-After. A repeat is safe: adapters read the document before changing
+    it (or send an Idempotency-Key). The last transient error is re-raised;
+    a permanent error is raised at once.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await port.post(milestone)
+        except TransientErpError as exc:
+            if attempt >= max_retries:
+                raise
+            wait = backoff(attempt, backoff_base_s, backoff_cap_s, rand)
+            await sleep(max(wait, exc.retry_after_s or 0.0))
+            attempt += 1

@@ -1,0 +1,505 @@
+"""Tryton 8.2 adapter over its REST API (``/<db>/rest/model/...``).
+
+Every state-changing call is preceded by a read of the document, so a repeat
+is acknowledged (``already_done``) instead of failing. The exact calls per
+milestone type are documented in ``docs/erp.md``. Requests authenticate with
+``Authorization: bearer <key>`` (a ``res.user.application`` key); the key is
+never logged and never part of an error.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+from app.core.ratelimit import RatePolicy
+from app.erp.client import ErpHttpClient
+from app.erp.port import DocumentState, PermanentErpError, PostResult
+from app.settings import ErpSettings
+
+SHIPMENT = "stock.shipment.out"
+RETURN = "stock.shipment.out.return"
+INTERNAL = "stock.shipment.internal"
+
+#: Shipment states in which each order milestone's effect is already in Tryton.
+ORDER_DONE_STATES = {
+    "OrderPicked": frozenset({"picked", "packed", "shipped", "done"}),
+    "OrderPacked": frozenset({"packed", "shipped", "done"}),
+    "ShipmentConfirmed": frozenset({"done"}),
+}
+_SHIPMENT_FIELDS = (
+    "number", "state", "shipping_reference", "warehouse", "customer", "company",
+    "inventory_moves.quantity", "inventory_moves.origin", "inventory_moves.state",
+    "outgoing_moves.product.code", "outgoing_moves.quantity", "outgoing_moves.state",
+    "outgoing_moves.to_location", "outgoing_moves.unit", "outgoing_moves.unit_price",
+    "outgoing_moves.currency",
+)
+
+
+def _encode(obj: Any) -> Any:
+    """Tryton's JSON for dates, datetimes and decimals."""
+    if isinstance(obj, dt.datetime):
+        return {"__class__": "datetime", "year": obj.year, "month": obj.month, "day": obj.day,
+                "hour": obj.hour, "minute": obj.minute, "second": obj.second, "microsecond": obj.microsecond}
+    if isinstance(obj, dt.date):
+        return {"__class__": "date", "year": obj.year, "month": obj.month, "day": obj.day}
+    if isinstance(obj, Decimal):
+        return {"__class__": "Decimal", "decimal": str(obj)}
+    raise TypeError(f"cannot encode {type(obj).__name__} for Tryton")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    kind = obj.get("__class__")
+    if kind == "datetime":
+        return dt.datetime(obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"],
+                           obj["second"], obj["microsecond"])
+    if kind == "date":
+        return dt.date(obj["year"], obj["month"], obj["day"])
+    if kind == "Decimal":
+        return Decimal(obj["decimal"])
+    return obj
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, default=_encode, separators=(",", ":")).encode()
+
+
+def _b64(value: Any) -> str:
+    return base64.urlsafe_b64encode(dumps(value)).decode()
+
+
+def ref(model: str, record_id: int) -> str:
+    """A Tryton reference string, e.g. ``stock.shipment.out,12``."""
+    return f"{model},{record_id}"
+
+
+class TrytonRest:
+    """Thin typed calls on Tryton's REST API for one database."""
+
+    def __init__(self, client: ErpHttpClient, database: str) -> None:
+        self.client = client
+        self.database = database
+        self._context: dict[str, Any] | None = None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _path(self, model: str, *tail: object) -> str:
+        return "/".join([f"/{self.database}/rest/model/{model}", *map(str, tail)])
+
+    async def _call(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
+                    body: Any = None, context: dict[str, Any] | None = None) -> Any:
+        headers = {"X-Tryton-Context": _b64(context)} if context else None
+        answer = await self.client.request(
+            method, path, params=params, body=None if body is None else dumps(body), headers=headers)
+        if not answer.body:
+            return None
+        try:
+            return json.loads(answer.body, object_hook=_decode)
+        except (ValueError, KeyError, TypeError):
+            text = self.client.scrub(answer.body.decode("utf-8", "replace"))
+            raise PermanentErpError(answer.status, f"{method} {path}: unparseable answer: {text}") from None
+
+    async def context(self) -> dict[str, Any]:
+        """The REST user's company, as Tryton's own preferences give it (cached)."""
+        if self._context is None:
+            prefs = await self._call("POST", self._path("res.user", "get_preferences"), body={"context_only": True})
+            if not isinstance(prefs, dict) or not prefs.get("company"):
+                raise PermanentErpError(200, f"res.user.get_preferences gave no company: {prefs!r}")
+            self._context = {"company": prefs["company"]}
+        return self._context
+
+    @staticmethod
+    def _fields(fields: Iterable[str]) -> list[tuple[str, str]]:
+        return [("f", name) for name in fields]
+
+    async def search(self, model: str, domain: Sequence[Any], fields: Iterable[str], *,
+                     limit: int | None = None, order: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        params = [("d", _b64(list(domain))), *self._fields(fields)]
+        if limit is not None:
+            params.append(("s", str(limit)))
+        if order:
+            params.append(("o", _b64([list(item) for item in order])))
+        result = await self._call("GET", self._path(model), params=params, context=await self.context())
+        if not isinstance(result, list):
+            raise PermanentErpError(200, f"GET {model}: expected a list, got {str(result)[:200]}")
+        return result
+
+    async def create(self, model: str, values: dict[str, Any], fields: Iterable[str] = ()) -> dict[str, Any]:
+        return await self._call("POST", self._path(model), params=self._fields(fields), body=values,
+                                context=await self.context())
+
+    async def write(self, model: str, record_id: int, values: dict[str, Any],
+                    fields: Iterable[str] = ()) -> dict[str, Any]:
+        return await self._call("PUT", self._path(model, record_id), params=self._fields(fields), body=values,
+                                context=await self.context())
+
+    async def button(self, model: str, record_id: int, name: str, fields: Iterable[str] = ("state",)) -> dict[str, Any]:
+        """Click a workflow button. Warnings (``res.user.warning``) are skipped: the warehouse
+        reports facts, there is nobody to confirm a dialog."""
+        context = {**await self.context(), "_skip_warnings": True}
+        return await self._call("POST", self._path(model, record_id, name), params=self._fields(fields),
+                                body={}, context=context)
+
+
+def _get(record: dict[str, Any], key: str) -> Any:
+    """A field of a Tryton answer; a missing one is a permanent (unparseable) answer."""
+    try:
+        return record[key]
+    except (KeyError, TypeError):
+        raise PermanentErpError(200, f"Tryton answer lacks {key!r}: {str(record)[:300]}") from None
+
+
+def _id(value: Any) -> int:
+    """A Many2One as read: an id or a nested ``{"id": ...}``."""
+    return value["id"] if isinstance(value, dict) else int(value)
+
+
+def _window_date(value: Any) -> dt.date:
+    text = str(value).replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc).date()
+
+
+class TrytonAdapter:
+    """``ErpPort`` for Tryton: milestones become workflow steps on stock documents."""
+
+    def __init__(self, rest: TrytonRest) -> None:
+        self.rest = rest
+        self._products: dict[str, dict[str, Any]] = {}
+        self._warehouses: dict[str, dict[str, Any]] = {}
+        self._locations: dict[tuple[int, str], int] = {}
+        self._posts: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "OrderAccepted": self._post_accepted,
+            "OrderPicked": self._post_picked,
+            "OrderPacked": self._post_packed,
+            "ShipmentConfirmed": self._post_confirmed,
+            "InventoryAdjusted": self._post_adjusted,
+            "ReturnReceived": self._post_return,
+        }
+
+    @classmethod
+    def from_settings(cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None) -> TrytonAdapter:
+        key = erp.api_key.value
+        client = ErpHttpClient(
+            erp.base_url,
+            policy=RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight),
+            timeout_s=erp.timeout_s,
+            throttle_statuses=erp.throttle_statuses,
+            auth_header=("Authorization", f"bearer {key}"),
+            secret=key,
+            session=session,
+        )
+        return cls(TrytonRest(client, erp.database))
+
+    async def close(self) -> None:
+        await self.rest.close()
+
+    # -- the port ---------------------------------------------------------------------------
+
+    async def post(self, milestone: dict[str, Any]) -> PostResult:
+        kind = milestone.get("type")
+        if kind == "SyncException":
+            return PostResult("skipped", "")
+        handler = self._posts.get(str(kind))
+        if handler is None:
+            raise PermanentErpError(None, f"no Tryton mapping for milestone type {kind!r}")
+        return await handler(milestone)
+
+    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+        kind = milestone.get("type")
+        if kind in ORDER_DONE_STATES:
+            ship = await self._shipment(milestone["order_id"], required=False)
+            if ship is None:
+                return None
+            return self._order_state(kind, ship)
+        if kind == "OrderAccepted":
+            ship = await self._shipment(milestone["order_id"], required=False)
+            if ship is None:
+                return None
+            note = await self._acceptance_note(ship, milestone)
+            return DocumentState(ref(SHIPMENT, ship["id"]), _get(ship, "state"), note is not None,
+                                 {"note": note})
+        if kind == "InventoryAdjusted":
+            doc = await self._internal(milestone)
+            if doc is None:
+                return None
+            return DocumentState(ref(INTERNAL, doc["id"]), doc["state"], doc["state"] == "done", doc)
+        if kind == "ReturnReceived":
+            doc = await self._return(milestone)
+            if doc is None:
+                return None
+            return DocumentState(ref(RETURN, doc["id"]), doc["state"],
+                                 doc["state"] in self._return_done_states(milestone), doc)
+        return None
+
+    # -- customer shipments -----------------------------------------------------------------
+
+    async def _shipment(self, order_id: str, *, required: bool = True) -> dict[str, Any] | None:
+        found = await self.rest.search(SHIPMENT, [("number", "=", order_id)], _SHIPMENT_FIELDS, limit=1)
+        if not found and required:
+            raise PermanentErpError(200, f"Tryton has no {SHIPMENT} with number {order_id!r} (search answered [])")
+        return found[0] if found else None
+
+    @staticmethod
+    def _order_state(kind: str, ship: dict[str, Any]) -> DocumentState:
+        state = _get(ship, "state")
+        return DocumentState(ref(SHIPMENT, ship["id"]), state, state in ORDER_DONE_STATES[kind],
+                             {"number": ship.get("number"), "shipping_reference": ship.get("shipping_reference")})
+
+    @staticmethod
+    def _check_state(ship: dict[str, Any], allowed: Iterable[str], kind: str) -> str:
+        state = _get(ship, "state")
+        if state not in allowed:
+            raise PermanentErpError(
+                200, f"{kind}: {SHIPMENT} {ship.get('number')!r} is in state {state!r} "
+                     f"(needs one of {', '.join(sorted(allowed))})")
+        return state
+
+    async def _post_accepted(self, m: dict[str, Any]) -> PostResult:
+        ship = await self._shipment(m["order_id"])
+        document = ref(SHIPMENT, ship["id"])
+        if await self._acceptance_note(ship, m) is not None:
+            return PostResult("already_done", document)
+        lines = m.get("lines") or []
+        await self.rest.create("ir.note", {
+            "resource": document,
+            "message": f"Warehouse {m.get('warehouse_id')} accepted order {m['order_id']} "
+                       f"version {m.get('version')} ({len(lines)} lines) {self._marker(m)}",
+        })
+        return PostResult("posted", document)
+
+    @staticmethod
+    def _marker(m: dict[str, Any]) -> str:
+        return f"[syncgov {m['milestone_id']}]"
+
+    async def _acceptance_note(self, ship: dict[str, Any], m: dict[str, Any]) -> dict[str, Any] | None:
+        notes = await self.rest.search(
+            "ir.note", [("resource", "=", ref(SHIPMENT, ship["id"])), ("message", "like", f"%{self._marker(m)}%")],
+            ("message",), limit=1)
+        return notes[0] if notes else None
+
+    async def _post_picked(self, m: dict[str, Any]) -> PostResult:
+        ship = await self._shipment(m["order_id"])
+        document = ref(SHIPMENT, ship["id"])
+        if _get(ship, "state") in ORDER_DONE_STATES["OrderPicked"]:
+            return PostResult("already_done", document)
+        state = self._check_state(ship, ("waiting", "assigned"), "OrderPicked")
+        picked = {int(line["line_no"]): float(line["picked"]) for line in m.get("lines", [])}
+        changes = self._pick_changes(ship, picked)
+        if changes and state == "assigned":
+            # Assigned moves are locked: back to waiting rebuilds the inventory moves.
+            await self.rest.button(SHIPMENT, ship["id"], "wait")
+            ship = await self._shipment(m["order_id"])
+            state = self._check_state(ship, ("waiting",), "OrderPicked")
+            changes = self._pick_changes(ship, picked)
+        if changes:
+            await self.rest.write(SHIPMENT, ship["id"], {
+                "inventory_moves": [["write", [move_id], {"quantity": qty}] for move_id, qty in changes],
+            })
+        if state == "waiting":
+            await self.rest.button(SHIPMENT, ship["id"], "assign_force")
+        done = await self.rest.button(SHIPMENT, ship["id"], "pick")
+        self._expect(done, "picked", document)
+        return PostResult("posted", document)
+
+    @staticmethod
+    def _pick_changes(ship: dict[str, Any], picked: dict[int, float]) -> list[tuple[int, float]]:
+        """(inventory move id, quantity) writes that make the moves match the picked lines."""
+        lines = {mv["id"] for mv in _get(ship, "outgoing_moves") if mv.get("state") != "cancelled"}
+        unknown = sorted(set(picked) - lines)
+        if unknown:
+            raise PermanentErpError(
+                200, f"OrderPicked: line_no {unknown} are not outgoing moves of {SHIPMENT} "
+                     f"{ship.get('number')!r} (its lines: {sorted(lines)})")
+        by_line: dict[int, list[dict[str, Any]]] = {}
+        for mv in _get(ship, "inventory_moves"):
+            origin = str(mv.get("origin") or "")
+            if mv.get("state") != "cancelled" and origin.startswith("stock.move,"):
+                by_line.setdefault(int(origin.split(",", 1)[1]), []).append(mv)
+        changes = []
+        for line_no in sorted(lines):
+            moves = sorted(by_line.get(line_no, []), key=lambda mv: mv["id"])
+            want = picked.get(line_no, 0.0)
+            if not moves:
+                if want:
+                    raise PermanentErpError(200, f"OrderPicked: line {line_no} of {ship.get('number')!r} "
+                                                 "has no inventory move to pick")
+                continue
+            for i, mv in enumerate(moves):
+                qty = want if i == 0 else 0.0
+                if float(mv["quantity"]) != qty:
+                    changes.append((mv["id"], qty))
+        return changes
+
+    @staticmethod
+    def _expect(record: dict[str, Any], state: str, document: str) -> None:
+        if not isinstance(record, dict) or record.get("state") != state:
+            raise PermanentErpError(200, f"{document}: expected state {state!r} after the call, Tryton answered "
+                                         f"{str(record)[:300]}")
+
+    async def _post_packed(self, m: dict[str, Any]) -> PostResult:
+        ship = await self._shipment(m["order_id"])
+        document = ref(SHIPMENT, ship["id"])
+        if _get(ship, "state") in ORDER_DONE_STATES["OrderPacked"]:
+            return PostResult("already_done", document)
+        self._check_state(ship, ("picked",), "OrderPacked")
+        self._expect(await self.rest.button(SHIPMENT, ship["id"], "pack"), "packed", document)
+        return PostResult("posted", document)
+
+    async def _post_confirmed(self, m: dict[str, Any]) -> PostResult:
+        ship = await self._shipment(m["order_id"])
+        document = ref(SHIPMENT, ship["id"])
+        if _get(ship, "state") in ORDER_DONE_STATES["ShipmentConfirmed"]:
+            return PostResult("already_done", document)
+        self._check_state(ship, ("packed", "shipped"), "ShipmentConfirmed")
+        tracking = m.get("tracking_no")
+        if tracking and ship.get("shipping_reference") != tracking:
+            await self.rest.write(SHIPMENT, ship["id"], {"shipping_reference": tracking})
+        self._expect(await self.rest.button(SHIPMENT, ship["id"], "do"), "done", document)
+        return PostResult("posted", document)
+
+    # -- inventory adjustments --------------------------------------------------------------
+
+    async def _warehouse(self, code: str) -> dict[str, Any]:
+        if code not in self._warehouses:
+            found = await self.rest.search(
+                "stock.location", [("type", "=", "warehouse"), ("code", "=", code)],
+                ("storage_location", "lost_found_location", "input_location"), limit=1)
+            if not found:
+                raise PermanentErpError(200, f"Tryton has no warehouse with code {code!r} (search answered [])")
+            self._warehouses[code] = found[0]
+        return self._warehouses[code]
+
+    async def _storage(self, warehouse: dict[str, Any], code: str) -> int:
+        """The storage location with this code under the warehouse, else its storage zone."""
+        storage = _id(_get(warehouse, "storage_location"))
+        key = (warehouse["id"], code)
+        if key not in self._locations:
+            found = await self.rest.search(
+                "stock.location", [("code", "=", code), ("type", "=", "storage"),
+                                   ("parent", "child_of", [storage])], (), limit=1)
+            self._locations[key] = found[0]["id"] if found else storage
+        return self._locations[key]
+
+    async def _lost_found(self, warehouse: dict[str, Any]) -> int:
+        if warehouse.get("lost_found_location"):
+            return _id(warehouse["lost_found_location"])
+        found = await self.rest.search("stock.location", [("type", "=", "lost_found")], (), limit=1)
+        if not found:
+            raise PermanentErpError(200, "Tryton has no lost_found (inventory) location")
+        return found[0]["id"]
+
+    async def _product(self, sku: str) -> dict[str, Any]:
+        if sku not in self._products:
+            found = await self.rest.search("product.product", [("code", "=", sku)], ("default_uom",), limit=1)
+            if not found:
+                raise PermanentErpError(200, f"Tryton has no product.product with code {sku!r} (search answered [])")
+            self._products[sku] = found[0]
+        return self._products[sku]
+
+    async def _internal(self, m: dict[str, Any]) -> dict[str, Any] | None:
+        found = await self.rest.search(INTERNAL, [("reference", "=", m["milestone_id"])], ("state", "number"), limit=1)
+        return found[0] if found else None
+
+    async def _post_adjusted(self, m: dict[str, Any]) -> PostResult:
+        doc = await self._internal(m)
+        if doc is None:
+            delta = int(m["net_delta"])
+            if delta == 0:
+                return PostResult("skipped", "")
+            warehouse = await self._warehouse(m["warehouse_id"])
+            product = await self._product(m["sku"])
+            storage = await self._storage(warehouse, m["location"])
+            lost_found = await self._lost_found(warehouse)
+            source, target = (lost_found, storage) if delta > 0 else (storage, lost_found)
+            day = _window_date(m["window_end"])
+            company = (await self.rest.context())["company"]
+            doc = await self.rest.create(INTERNAL, {
+                "company": company, "reference": m["milestone_id"],
+                "from_location": source, "to_location": target,
+                "planned_start_date": day, "planned_date": day,
+                "moves": [["create", [{
+                    "product": product["id"], "unit": _id(product["default_uom"]), "quantity": float(abs(delta)),
+                    "from_location": source, "to_location": target, "company": company, "planned_date": day,
+                }]]],
+            }, fields=("state", "number"))
+        document = ref(INTERNAL, doc["id"])
+        state = _get(doc, "state")
+        if state == "done":
+            return PostResult("already_done", document)
+        for current, button in (("draft", "wait"), ("waiting", "assign_force"), ("assigned", "do")):
+            if state == current:
+                state = _get(await self.rest.button(INTERNAL, doc["id"], button), "state")
+        if state != "done":
+            raise PermanentErpError(200, f"InventoryAdjusted: {document} is in state {state!r}, not done")
+        return PostResult("posted", document)
+
+    # -- customer returns -------------------------------------------------------------------
+
+    @staticmethod
+    def _return_done_states(m: dict[str, Any]) -> frozenset[str]:
+        return frozenset({"done"}) if m.get("disposition") == "restock" else frozenset({"received", "done"})
+
+    async def _return(self, m: dict[str, Any]) -> dict[str, Any] | None:
+        found = await self.rest.search(RETURN, [("reference", "=", f"{m['rma_id']}/{m['sku']}")],
+                                       ("state", "number"), limit=1)
+        return found[0] if found else None
+
+    async def _post_return(self, m: dict[str, Any]) -> PostResult:
+        doc = await self._return(m)
+        if doc is not None and doc["state"] in self._return_done_states(m):
+            return PostResult("already_done", ref(RETURN, doc["id"]))
+        if doc is None:
+            doc = await self._create_return(m)
+        document = ref(RETURN, doc["id"])
+        state = _get(doc, "state")
+        if state == "draft":
+            state = _get(await self.rest.button(RETURN, doc["id"], "receive"), "state")
+        if state == "received" and m.get("disposition") == "restock":
+            state = _get(await self.rest.button(RETURN, doc["id"], "do"), "state")
+        if state not in self._return_done_states(m):
+            raise PermanentErpError(200, f"ReturnReceived: {document} is in state {state!r}")
+        return PostResult("posted", document)
+
+    async def _create_return(self, m: dict[str, Any]) -> dict[str, Any]:
+        ship = await self._shipment(m["order_id"])
+        if ship["state"] != "done":
+            raise PermanentErpError(200, f"ReturnReceived: {SHIPMENT} {m['order_id']!r} is in state "
+                                         f"{ship['state']!r}, not done (not shipped)")
+        shipped = [mv for mv in ship["outgoing_moves"]
+                   if (mv.get("product") or {}).get("code") == m["sku"] and mv.get("state") == "done"]
+        if not shipped:
+            raise PermanentErpError(200, f"ReturnReceived: {SHIPMENT} {m['order_id']!r} shipped no {m['sku']!r}")
+        move = shipped[0]
+        warehouse = await self._warehouse_by_id(_id(ship["warehouse"]))
+        warehouse_input = _id(_get(warehouse, "input_location"))
+        company = _id(ship["company"])
+        return await self.rest.create(RETURN, {
+            "company": company, "customer": _id(ship["customer"]), "warehouse": warehouse["id"],
+            "warehouse_input": warehouse_input, "warehouse_storage": _id(warehouse["storage_location"]),
+            "reference": f"{m['rma_id']}/{m['sku']}",
+            "incoming_moves": [["create", [{
+                "product": move["product"]["id"], "unit": _id(move["unit"]), "quantity": float(m["qty"]),
+                "from_location": _id(move["to_location"]), "to_location": warehouse_input, "company": company,
+                "unit_price": move.get("unit_price"), "currency": move.get("currency"),
+                "origin": ref("stock.move", move["id"]),
+            }]]],
+        }, fields=("state", "number"))
+
+    async def _warehouse_by_id(self, warehouse_id: int) -> dict[str, Any]:
+        for warehouse in self._warehouses.values():
+            if warehouse["id"] == warehouse_id:
+                return warehouse
+        found = await self.rest.search(
+            "stock.location", [("id", "=", warehouse_id)],
+            ("code", "storage_location", "lost_found_location", "input_location"), limit=1)
+        if not found:
+            raise PermanentErpError(200, f"Tryton has no stock.location {warehouse_id}")
+        self._warehouses[str(found[0].get("code") or warehouse_id)] = found[0]
+        return found[0]
+

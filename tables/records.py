@@ -1,0 +1,243 @@
+"""Mapping between one partition's core state and the records of the state table.
+
+Pure (no Faust): the agent hands it raw events and gets back outputs and the table
+writes of the batch. Every record carries the input offset of the batch that wrote
+it and the value it replaced; the partition's meta record is written last. On load,
+a record newer than the meta (a batch cut short by a crash) is rolled back to the
+value it replaced, so the state is exactly "everything up to the meta offset" and
+redelivered events up to that offset are skipped. Outputs are flushed before the
+state is written: a crash re-emits milestones (same ids), it never loses one.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, Final
+
+import orjson
+
+from app.core import Engine
+from app.core.engine import Output
+from app.core.model import CoreSettings
+from app.core.orders import OrderState
+
+SEP: Final = "\x1f"
+ORDERS: Final = "o"
+WINDOWS: Final = "w"
+RETURNS: Final = "r"
+SEEN: Final = "s"
+REJECTED: Final = "x"
+META: Final = "m"
+_KEYED = (ORDERS, WINDOWS, RETURNS)
+
+#: A table write: (key, value) with value None for a delete.
+Write = tuple[bytes, bytes | None]
+
+
+class Tracked(dict):  # type: ignore[type-arg]
+    """A dict that remembers which keys were set or deleted since the last flush."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.dirty: set[Hashable] = set()
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.dirty.add(key)
+
+    def __delitem__(self, key: Hashable) -> None:
+        super().__delitem__(key)
+        self.dirty.add(key)
+
+    def pop(self, key: Hashable, *default: Any) -> Any:
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+
+class TrackedSet(set):  # type: ignore[type-arg]
+    """A set that remembers what was added since the last flush."""
+
+    __slots__ = ("added",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.added: list[Hashable] = []
+
+    def add(self, item: Hashable) -> None:
+        if item not in self:
+            self.added.append(item)
+        super().add(item)
+
+
+def prefix(partition: int) -> bytes:
+    return f"{partition}{SEP}".encode()
+
+
+def table_key(partition: int, kind: str, parts: Iterable[Any] = ()) -> bytes:
+    """``<partition>SEP<kind>SEP<JSON list of the key's parts>``."""
+    return prefix(partition) + kind.encode() + SEP.encode() + orjson.dumps(list(parts))
+
+
+def _parse_key(key: bytes) -> tuple[str, list[Any]]:
+    _, kind, parts = key.split(SEP.encode(), 2)
+    return kind.decode(), orjson.loads(parts)
+
+
+def _encode_value(kind: str, value: Any) -> Any:
+    if kind == ORDERS:
+        return value.to_record()
+    if kind == WINDOWS:
+        return [[start, win] for start, win in value.items()]
+    return value
+
+
+def _decode_value(kind: str, value: Any) -> Any:
+    if kind == ORDERS:
+        return OrderState.from_record(value)
+    if kind == WINDOWS:
+        return {start: win for start, win in value}
+    return value
+
+
+class PartitionState:
+    """One input partition's engine, its table-backed stores and its commit point."""
+
+    def __init__(
+        self,
+        partition: int,
+        settings: CoreSettings,
+        clock: Callable[[], int] | None,
+        records: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.partition = partition
+        stores: dict[str, Tracked] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
+        rejected = TrackedSet()
+        meta: dict[str, Any] = {"o": -1, "watermark": None, "seq": 0}
+        logs: list[tuple[bytes, dict[str, Any]]] = []
+        keyed: list[tuple[str, list[str], dict[str, Any]]] = []
+        for key, raw in records:
+            kind, parts = _parse_key(key)
+            rec = orjson.loads(raw)
+            if kind == META:
+                meta = rec
+            elif kind in (SEEN, REJECTED):
+                logs.append((key, rec))
+            else:
+                keyed.append((kind, parts, rec))
+        self.offset: int = meta["o"]
+        self.seq: int = meta["seq"]
+        #: Dedup log records in write order: (latest base time in it, table key), for expiry.
+        self.seen_logs: deque[tuple[int, bytes]] = deque()
+        for kind, parts, rec in keyed:
+            value = rec["v"] if rec["o"] <= self.offset else rec["p"]
+            if value is not None:
+                stores[kind][tuple(parts)] = _decode_value(kind, value)
+        for key, rec in sorted(logs, key=lambda item: _parse_key(item[0])[1]):
+            if rec["o"] > self.offset:
+                continue
+            kind, _ = _parse_key(key)
+            if kind == SEEN:
+                for source, event_id, base in rec["v"]:
+                    stores[SEEN][(source, event_id)] = base
+                self.seen_logs.append((max(b for _, _, b in rec["v"]), key))
+            else:
+                rejected.update(rec["v"])
+        self.stores = stores
+        self.rejected = rejected
+        self.engine = Engine(
+            settings,
+            clock,
+            orders=stores[ORDERS],
+            windows=stores[WINDOWS],
+            seen=stores[SEEN],
+            rejected=rejected,
+            returns=stores[RETURNS],
+            watermark=meta["watermark"],
+        )
+        self.retention_ms = settings.dedup_retention_ms
+        self._clear()
+
+    def _clear(self) -> None:
+        for store in self.stores.values():
+            store.dirty.clear()
+        self.rejected.added.clear()
+
+    def process(self, raw: bytes, decode: Callable[[bytes], dict[str, Any]] | None = None) -> list[Output]:
+        """One raw record; ``decode`` handles non-JSON (Avro) records and raises on garbage."""
+        if decode is None:
+            return self.engine.process(raw)
+        try:
+            d = decode(raw)
+        except ValueError as exc:
+            return self.engine.reject(raw, f"undecodable: {exc}")
+        return self.engine.process_event(d, raw)
+
+    def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:
+        """The table writes that commit everything processed up to ``offset``, meta last.
+
+        ``previous(key)`` reads a key's stored record, to keep the value it replaces.
+        """
+        writes: list[Write] = []
+        p = self.partition
+        for kind in _KEYED:
+            store = self.stores[kind]
+            for key in store.dirty:
+                tkey = table_key(p, kind, key)
+                value = store.get(key)
+                writes.append(
+                    (
+                        tkey,
+                        orjson.dumps(
+                            {
+                                "o": offset,
+                                "v": None if value is None else _encode_value(kind, value),
+                                "p": self._committed_value(previous(tkey)),
+                            }
+                        ),
+                    )
+                )
+        seen = self.stores[SEEN]
+        added = [[s, e, seen[(s, e)]] for s, e in seen.dirty if (s, e) in seen]
+        if added:
+            tkey = table_key(p, SEEN, (self.seq,))
+            self.seq += 1
+            writes.append((tkey, orjson.dumps({"o": offset, "v": added})))
+            self.seen_logs.append((max(b for _, _, b in added), tkey))
+        if self.rejected.added:
+            tkey = table_key(p, REJECTED, (self.seq,))
+            self.seq += 1
+            writes.append((tkey, orjson.dumps({"o": offset, "v": list(self.rejected.added)})))
+        writes.extend(self._expired_logs())
+        writes.append(
+            (
+                table_key(p, META),
+                orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq}),
+            )
+        )
+        self.offset = offset
+        self._clear()
+        return writes
+
+    def _committed_value(self, stored: bytes | None) -> Any:
+        if stored is None:
+            return None
+        rec = orjson.loads(stored)
+        return rec["v"] if rec["o"] <= self.offset else rec["p"]
+
+    def _expired_logs(self) -> Iterator[Write]:
+        """Dedup log records whose every key is past retention at the watermark."""
+        wm = self.engine.watermark
+        logs = self.seen_logs
+        while wm is not None and logs and logs[0][0] + self.retention_ms <= wm:
+            yield logs.popleft()[1], None
+
+    def sizes(self) -> dict[str, int]:
+        """Keys per store, for metrics."""
+        return {
+            "orders": len(self.stores[ORDERS]),
+            "inventory_windows": len(self.stores[WINDOWS]),
+            "dedup_keys": len(self.stores[SEEN]),
+            "returns": len(self.stores[RETURNS]),
+        }

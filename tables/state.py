@@ -1,0 +1,70 @@
+"""The governance state table (RocksDB via rocksdict, backed by a changelog topic).
+
+One table holds every input partition's state under a ``<partition>`` key prefix
+(orders with their held events, inventory windows, returns, dedup logs, meta); see
+``tables/records.py`` for the record layout and the crash-consistency rule.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+
+from faust.streams import _current_event
+from faust.types import EventT
+
+from app.core.model import CoreSettings
+from app.faust_app import SETTINGS, app
+from tables.records import PartitionState, Write, prefix
+
+governance_state = app.Table(
+    "governance-state",
+    default=None,
+    partitions=SETTINGS.topics.partitions,
+    help="Per-partition governance state: orders, windows, returns, dedup logs, meta.",
+)
+# Keys and values are bytes we encode ourselves (orjson); no Faust codec in between.
+governance_state.key_serializer = "raw"
+governance_state.value_serializer = "raw"
+
+
+def core_settings() -> CoreSettings:
+    g = SETTINGS.governance
+    return CoreSettings(
+        dedup_retention_ms=int(g.dedup_retention_s * 1000),
+        hold_window_ms=int(g.hold_window_s * 1000),
+        window_size_ms=int(g.window_size_s * 1000),
+        window_grace_ms=int(g.window_grace_s * 1000),
+        future_tolerance_ms=int(g.future_tolerance_s * 1000),
+    )
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _records(partition: int) -> Iterator[tuple[bytes, bytes]]:
+    start = prefix(partition)
+    for key, value in governance_state.items():
+        if key.startswith(start) and value is not None:
+            yield key, value
+
+
+def load_partition(partition: int) -> PartitionState:
+    """Build a partition's engine from the (recovered) table."""
+    return PartitionState(partition, core_settings(), wall_clock_ms, _records(partition))
+
+
+def write(event: EventT, writes: list[Write]) -> None:
+    """Apply table writes in order, under ``event`` so the changelog goes to its partition."""
+    _current_event.set(weakref.ref(event))
+    table = governance_state
+    for key, value in writes:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+
+def stored(key: bytes) -> bytes | None:
+    return governance_state.get(key)

@@ -1,0 +1,61 @@
+"""Integration fixtures: worker processes on the session broker, topic readers."""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app import codec
+from app.kafka_io import read_all
+from app.processes import WorkerProcess
+
+_group = itertools.count()
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers with a fresh app id (consumer group and topics) per test; stop them after."""
+    started: list[WorkerProcess] = []
+    prefix = f"t{int(time.time())}{next(_group)}"
+
+    def start(name: str = "w1", **env: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            kafka_bootstrap,
+            tmp_path / name,
+            env={
+                "WORKER_APP_ID": prefix,
+                "TOPIC_EVENTS": f"{prefix}.events",
+                "TOPIC_MILESTONES": f"{prefix}.milestones",
+                "TOPIC_EXCEPTIONS": f"{prefix}.exceptions",
+                "TOPIC_DEAD_LETTERS": f"{prefix}.dead-letters",
+                "TOPIC_ERP_DEAD_LETTERS": f"{prefix}.erp-dead-letters",
+                **env,
+            },
+        )
+        started.append(worker)
+        return worker.start()
+
+    start.prefix = prefix  # type: ignore[attr-defined]
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def read_milestones(bootstrap: str, prefix: str) -> list[dict]:  # type: ignore[type-arg]
+    """Every milestone on the milestones and exceptions topics, decoded."""
+    out = []
+    for topic in (f"{prefix}.milestones", f"{prefix}.exceptions"):
+        out += [codec.decode(r.value) for r in read_all(bootstrap, topic)]
+    return out
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
