@@ -54,6 +54,6 @@ if ! command -v promtool >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-log "ok: kubectl=$("$APP_VENV/bin/kubectl" version --client 2>/dev/null | head -1 || echo '?')," \
+log "ok: kubectl=$("$APP_VENV/bin/kubectl" version --client 2>/dev/null | sed -n 1p || echo '?')," \
     "checkov=$("$TOOLS_VENV/bin/checkov" --version 2>/dev/null || echo '?')," \
-    "promtool=$(promtool --version 2>&1 | head -1 || echo '?')"
+    "promtool=$(promtool --version 2>&1 | sed -n 1p || echo '?')"

@@ -8,6 +8,8 @@ event-time watermark is exact; redeliveries up to the stored offset are skipped.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections.abc import AsyncIterable, Sequence
 
@@ -20,6 +22,7 @@ from app.topics import dead_letters, events, exceptions, milestones
 from tables import state
 from tables.records import PartitionState
 
+log = logging.getLogger(__name__)
 _partitions: dict[int, PartitionState] = {}
 
 
@@ -92,25 +95,40 @@ def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tupl
     return last
 
 
+async def _process(batch: Sequence[EventT]) -> None:
+    by_partition: dict[int, list[EventT]] = {}
+    for ev in batch:
+        by_partition.setdefault(ev.message.partition, []).append(ev)
+    for partition, evs in by_partition.items():
+        ps = _partitions.get(partition)
+        if ps is None:
+            ps = _partitions[partition] = state.load_partition(partition)
+        outputs: list[tuple[object, EventT]] = []
+        last = _run_partition(ps, evs, outputs)
+        if last is None:
+            continue
+        await _emit(outputs)
+        state.write(evs[-1], ps.flush(last, state.stored))
+        if ps.engine.watermark is not None:
+            metrics.WATERMARK.labels(str(partition)).set(ps.engine.watermark / 1000)
+    metrics.EVENTS_PROCESSED.inc(len(batch))
+
+
 @app.agent(events)
 async def govern(stream: AsyncIterable[EventT]) -> None:
-    """Consume events in batches; one engine per input partition."""
+    """Consume events in batches; one engine per input partition.
+
+    Faust acks a batch even when its processing raises, so an unexpected error
+    stops the process before the next offset commit: the batch is redelivered to
+    the restarted worker, whose state stops at the last complete batch.
+    """
     async for batch in stream.take_events(SETTINGS.worker.batch_size, within=SETTINGS.worker.batch_within_s):  # type: ignore[attr-defined]
         started = time.perf_counter()
-        by_partition: dict[int, list[EventT]] = {}
-        for ev in batch:
-            by_partition.setdefault(ev.message.partition, []).append(ev)
-        for partition, evs in by_partition.items():
-            ps = _partitions.get(partition)
-            if ps is None:
-                ps = _partitions[partition] = state.load_partition(partition)
-            outputs: list[tuple[object, EventT]] = []
-            last = _run_partition(ps, evs, outputs)
-            if last is None:
-                continue
-            await _emit(outputs)
-            state.write(evs[-1], ps.flush(last, state.stored))
-            if ps.engine.watermark is not None:
-                metrics.WATERMARK.labels(str(partition)).set(ps.engine.watermark / 1000)
+        try:
+            await _process(batch)
+        except Exception:  # noqa: BLE001 - fail fast, see the docstring
+            log.critical("governance batch failed; exiting so the batch is redelivered", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_COMMIT.set(time.time())

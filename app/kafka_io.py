@@ -93,26 +93,37 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Iterator[Record]:
-    """Every record of ``topic`` from the start to its current end, partition by partition."""
-    ends = {p: e for p, e in end_offsets(bootstrap, topic).items() if e > 0}
+def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0, count: int | None = None) -> Iterator[Record]:
+    """Every record of ``topic`` from the start to its current end, partition by partition.
+
+    Tansu under-reports the end offset of a partition written in multi-record batches
+    (by confluent-kafka producers); pass ``count`` to read until that many records instead.
+    """
+    meta = end_offsets(bootstrap, topic)
+    ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
     if not ends:
         return
     consumer = Consumer({**client_config(bootstrap), "group.id": "syncgov-tools", "enable.auto.commit": False})
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         done = dict.fromkeys(ends, 0)
+        read = 0
         deadline = time.monotonic() + timeout_s
-        while any(done[p] < ends[p] for p in ends):
+
+        def more() -> bool:
+            return read < count if count is not None else any(done[p] < ends[p] for p in ends)
+
+        while more():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: read {done} of {ends} within {timeout_s}s")
+                raise TimeoutError(f"{topic}: read {read} records ({done} of {ends}) within {timeout_s}s")
             for msg in consumer.consume(10000, 0.5):
                 if msg.error() is not None:
                     continue
                 p = msg.partition()
-                if msg.offset() >= ends[p]:
+                if count is None and msg.offset() >= ends[p]:
                     continue
                 done[p] = msg.offset() + 1
+                read += 1
                 yield Record(topic, p, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
     finally:
         consumer.close()

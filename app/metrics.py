@@ -14,6 +14,9 @@ SYNC_EXCEPTIONS = Counter(
     "syncgov_sync_exceptions_total", "SyncException milestones, by code.", ["code"], registry=REGISTRY
 )
 DEAD_LETTERS = Counter("syncgov_dead_letters_total", "Records sent to a dead-letter topic, by reason.", ["reason"], registry=REGISTRY)
+EVENTS_PROCESSED = Counter(
+    "syncgov_records_processed_total", "Input records consumed by the governance agent.", registry=REGISTRY
+)
 BATCH_SECONDS = Histogram(
     "syncgov_batch_duration_seconds",
     "Time to process one consumed batch through the core.",

@@ -139,9 +139,10 @@ class PartitionState:
                 continue
             kind, _ = _parse_key(key)
             if kind == SEEN:
-                for source, event_id, base in rec["v"]:
-                    stores[SEEN][(source, event_id)] = base
-                self.seen_logs.append((max(b for _, _, b in rec["v"]), key))
+                seen = stores[SEEN]
+                for dedup_key, base in rec["v"]:
+                    seen[tuple(dedup_key) if dedup_key.__class__ is list else dedup_key] = base
+                self.seen_logs.append((max(b for _, b in rec["v"]), key))
             else:
                 rejected.update(rec["v"])
         self.stores = stores
@@ -199,12 +200,12 @@ class PartitionState:
                     )
                 )
         seen = self.stores[SEEN]
-        added = [[s, e, seen[(s, e)]] for s, e in seen.dirty if (s, e) in seen]
+        added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:
             tkey = table_key(p, SEEN, (self.seq,))
             self.seq += 1
             writes.append((tkey, orjson.dumps({"o": offset, "v": added})))
-            self.seen_logs.append((max(b for _, _, b in added), tkey))
+            self.seen_logs.append((max(b for _, b in added), tkey))
         if self.rejected.added:
             tkey = table_key(p, REJECTED, (self.seq,))
             self.seq += 1

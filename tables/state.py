@@ -20,12 +20,11 @@ from tables.records import PartitionState, Write, prefix
 governance_state = app.Table(
     "governance-state",
     default=None,
+    key_type=bytes,  # bytes types select Faust's "raw" codec: we encode with orjson ourselves
+    value_type=bytes,
     partitions=SETTINGS.topics.partitions,
     help="Per-partition governance state: orders, windows, returns, dedup logs, meta.",
 )
-# Keys and values are bytes we encode ourselves (orjson); no Faust codec in between.
-governance_state.key_serializer = "raw"
-governance_state.value_serializer = "raw"
 
 
 def core_settings() -> CoreSettings:

@@ -15,6 +15,12 @@ from typing import Final
 BUCKET_MS: Final = 60_000
 
 
+def record_key(source: str, event_id: str) -> str:
+    """The dedup key of a record: ``source`` and ``event_id`` joined by U+001F, as in
+    its milestone id. A str (not a tuple) so that millions of keys add no GC work."""
+    return f"{source}\x1f{event_id}"
+
+
 class Dedup:
     """``store`` maps key -> base time (int ms); a worker may pass its own mapping."""
 

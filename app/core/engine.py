@@ -3,8 +3,8 @@ authority (rule 2) -> watermark -> order rules / inventory windows.
 
 State lives in attributes that are plain mutable mappings (a worker may pass its own):
 ``orders`` (warehouse_id, order_id) -> ``OrderState``; ``windows.store``
-(warehouse_id, sku, location) -> open windows; ``seen.store`` (source, event_id) ->
-base time; ``rejected`` the milestone ids of records already reported INVALID_EVENT;
+(warehouse_id, sku, location) -> open windows; ``seen.store`` ``record_key(source,
+event_id)`` -> base time; ``rejected`` the milestone ids of records already reported INVALID_EVENT;
 ``returns`` (warehouse_id, rma_id, sku) -> time of its ReturnReceived; ``watermark``.
 """
 
@@ -19,7 +19,7 @@ import orjson
 
 from app.core import ids, orders
 from app.core import milestones as ms
-from app.core.dedup import Dedup
+from app.core.dedup import Dedup, record_key
 from app.core.inventory import StockKey, WindowRecord, Windows
 from app.core.model import (
     M_RETURN_RECEIVED,
@@ -50,7 +50,7 @@ class Engine:
         *,
         orders: MutableMapping[OrderKey, OrderState] | None = None,
         windows: MutableMapping[StockKey, dict[int, WindowRecord]] | None = None,
-        seen: MutableMapping[Any, int] | None = None,
+        seen: MutableMapping[str, int] | None = None,
         rejected: MutableSet[str] | None = None,
         returns: MutableMapping[tuple[str, str, str], int] | None = None,
         watermark: int | None = None,
@@ -95,12 +95,11 @@ class Engine:
         checked = check(d)
         if checked.__class__ is str:
             return self._invalid(d, raw, checked)  # type: ignore[arg-type]
-        spec, occurred_at, data = checked  # type: ignore[misc]
+        spec, event_id, source, occurred_at, data = checked  # type: ignore[misc]
         clock = self.clock
         if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
             return self._invalid(d, raw, FUTURE)
-        source = d["source"]
-        key = (source, d["event_id"])
+        key = f"{source}\x1f{event_id}"  # dedup.record_key, inlined on the hot path
         wm = self.watermark
         seen = self.seen
         if not seen.first(key, occurred_at, wm):
@@ -117,12 +116,12 @@ class Engine:
         if data is None:  # telemetry
             return out
         if spec.name == STOCK_ADJUSTED:
-            ev = Event(key[1], spec.name, source, occurred_at, d["warehouse_id"], None, data)
+            ev = Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], None, data)
             out.extend(self.windows.add(ev, wm))
             if self.windows.next_close < self._due:
                 self._due = self.windows.next_close
         else:
-            ev = Event(key[1], spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
+            ev = Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
             out.extend(self._apply_order(ev, wm))
         return out
 
@@ -230,7 +229,9 @@ class Engine:
             raw = _canonical(d)
         mid = ids.record_exception_id(*ident) if ident else ids.raw_exception_id(raw)
         letter = DeadLetter(raw, reason, mid)
-        if mid in self.rejected or (ident is not None and self.seen.contains(ident, self.watermark)):
+        if mid in self.rejected or (
+            ident is not None and self.seen.contains(record_key(*ident), self.watermark)
+        ):
             return [letter]
         self.rejected.add(mid)
         warehouse_id = order_id = None

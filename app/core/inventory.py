@@ -5,7 +5,7 @@ reaches end + grace, and emits InventoryAdjusted unless it nets to 0."""
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from math import inf
 
 from app.core import milestones as ms
@@ -20,8 +20,11 @@ _DEFAULTS = CoreSettings()
 
 
 class Windows:
-    """Open windows in ``store``: key -> {window_start_ms: WindowRecord} (plain data),
-    with a heap of close deadlines so closing never scans every key."""
+    """Open windows in ``store``: key -> {window_start_ms: WindowRecord} (plain data).
+
+    Windows are indexed by close deadline (all keys' windows share the epoch-aligned
+    deadlines, so the heap holds each deadline once), so closing never scans every key.
+    """
 
     def __init__(
         self,
@@ -32,22 +35,29 @@ class Windows:
         self.size = size_ms
         self.grace = grace_ms
         self.store: MutableMapping[StockKey, dict[int, WindowRecord]] = {} if store is None else store
-        self._heap = [
-            (start + size_ms + grace_ms, key, start)
-            for key, wins in self.store.items()
-            for start in wins
-        ]
-        heapify(self._heap)
+        self._heap: list[int] = []
+        self._due: dict[int, list[tuple[StockKey, int]]] = {}
+        for key, wins in self.store.items():
+            for start in wins:
+                self._index(start + size_ms + grace_ms, key, start)
 
     @property
     def next_close(self) -> int | float:
         """The watermark at which ``close`` next has work (inf when nothing is open)."""
-        return self._heap[0][0] if self._heap else inf
+        return self._heap[0] if self._heap else inf
 
     def window_of(self, occurred_at: int) -> tuple[int, int]:
         """[start, end) of the window holding ``occurred_at``."""
         start = occurred_at - occurred_at % self.size
         return start, start + self.size
+
+    def _index(self, deadline: int, key: StockKey, start: int) -> None:
+        entries = self._due.get(deadline)
+        if entries is None:
+            self._due[deadline] = [(key, start)]
+            heappush(self._heap, deadline)
+        else:
+            entries.append((key, start))
 
     def add(self, ev: Event, watermark: int | float) -> list[Milestone]:
         """Count a StockAdjusted; a late one (its window already closed) is INVALID_EVENT ``late``."""
@@ -63,7 +73,7 @@ class Windows:
         win = wins.get(start)
         if win is None:
             win = wins[start] = [0, 0, []]
-            heappush(self._heap, (deadline, key, start))
+            self._index(deadline, key, start)
         win[0] += data["delta"]
         win[1] += 1
         if len(win[2]) < MAX_EVIDENCE:
@@ -72,26 +82,29 @@ class Windows:
         return []
 
     def close(self, watermark: int | float) -> list[Milestone]:
-        """Close every window due at ``watermark``, in (deadline, key) order."""
+        """Close every window due at ``watermark``: by deadline, then by key."""
         out: list[Milestone] = []
         heap = self._heap
         store = self.store
-        while heap and heap[0][0] <= watermark:
-            _, key, start = heappop(heap)
-            wins = store.get(key)
-            win = wins.pop(start, None) if wins else None
-            if win is None:
-                continue
-            if wins:
-                store[key] = wins
-            else:
-                del store[key]
-            net, count, event_ids = win
-            if net:
-                wh, sku, location = key
-                out.append(
-                    ms.inventory_adjusted(
-                        wh, sku, location, start, start + self.size, net, count, tuple(event_ids)
+        size = self.size
+        while heap and heap[0] <= watermark:
+            entries = self._due.pop(heappop(heap))
+            entries.sort()
+            for key, start in entries:
+                wins = store.get(key)
+                win = wins.pop(start, None) if wins else None
+                if win is None:
+                    continue
+                if wins:
+                    store[key] = wins
+                else:
+                    del store[key]
+                net, count, event_ids = win
+                if net:
+                    wh, sku, location = key
+                    out.append(
+                        ms.inventory_adjusted(
+                            wh, sku, location, start, start + size, net, count, tuple(event_ids)
+                        )
                     )
-                )
         return out

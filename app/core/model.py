@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from app.core.timeutil import format_ts, parse_ts
@@ -142,7 +142,7 @@ class Event(NamedTuple):
         return rec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Milestone:
     """A record for the ERP. ``body`` holds the type-specific fields (contract names;
     ``window_start``/``window_end`` as int ms); ``occurred_at`` is int ms or None."""
@@ -152,7 +152,25 @@ class Milestone:
     warehouse_id: str | None
     occurred_at: int | None
     event_ids: tuple[str, ...]
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any]
+
+    def __init__(
+        self,
+        milestone_id: str,
+        type: str,  # noqa: A002 - the contract's field name
+        warehouse_id: str | None,
+        occurred_at: int | None,
+        event_ids: tuple[str, ...],
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        # A generated frozen __init__ costs ~2 us (object.__setattr__ per field); one is
+        # built per milestone, so the slots are filled through their descriptors instead.
+        _SET_ID(self, milestone_id)
+        _SET_TYPE(self, type)
+        _SET_WAREHOUSE(self, warehouse_id)
+        _SET_OCCURRED(self, occurred_at)
+        _SET_EVENT_IDS(self, event_ids)
+        _SET_BODY(self, {} if body is None else body)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract JSON form: every field at top level, timestamps as ISO strings."""
@@ -185,6 +203,12 @@ class Milestone:
             event_ids=tuple(d.get("event_ids") or ()),
             body=body,
         )
+
+
+_SET_ID, _SET_TYPE, _SET_WAREHOUSE, _SET_OCCURRED, _SET_EVENT_IDS, _SET_BODY = (
+    Milestone.__dict__[name].__set__
+    for name in ("milestone_id", "type", "warehouse_id", "occurred_at", "event_ids", "body")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,9 +174,11 @@ def expire(
 
 def next_deadline(state: OrderState, hold_ms: int = HOLD_WINDOW_MS) -> int | None:
     """The watermark at which ``expire`` will next have something to do, if any."""
+    if not state.held and not state.waiting:
+        return None
     times = [e.occurred_at for _, e in state.held]
     times.extend(e.occurred_at for _, e in state.waiting)
-    return min(times) + hold_ms if times else None
+    return min(times) + hold_ms
 
 
 def _expire(state: OrderState, watermark: int | float, hold_ms: int, out: list[Milestone]) -> None:

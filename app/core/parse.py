@@ -96,7 +96,7 @@ def _entries(d: Mapping[str, Any], name: str) -> list[tuple[str, Mapping[str, An
         raise Invalid(f"field '{name}' must not be empty")
     out = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
+        if entry.__class__ is not dict and not isinstance(entry, Mapping):
             raise Invalid(f"field '{name}[{i}]' must be an object")
         out.append((f"{name}[{i}].", entry))
     return out
@@ -223,11 +223,15 @@ def _common_reason(d: Mapping[str, Any]) -> str:
     return ""
 
 
-def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] | str:
-    """Validate ``d``; return ``(spec, occurred_at_ms, data)`` or the rejection reason.
+Checked = tuple[TypeSpec, str, str, int, dict[str, Any] | None]
+
+
+def check(d: Mapping[str, Any]) -> Checked | str:
+    """Validate ``d``; return ``(spec, event_id, source, occurred_at_ms, data)`` or the
+    rejection reason.
 
     ``data`` (the normalised type-specific fields) is None for telemetry, which needs none.
-    This is the per-record hot path: the common case runs without building anything.
+    This is the per-record hot path: the common case builds nothing but the result.
     """
     try:
         event_id = d["event_id"]
@@ -236,30 +240,27 @@ def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] |
         warehouse_id = d["warehouse_id"]
         spec = SPECS[kind] if kind.__class__ is str else None
         occurred_at = parse_ts(d["occurred_at"])
-    except (KeyError, ValueError):
-        return _common_reason(d)
-    if (
-        spec is None
-        or event_id.__class__ is not str
-        or not event_id
-        or source.__class__ is not str
-        or warehouse_id.__class__ is not str
-        or not warehouse_id
-    ):
-        return _common_reason(d)
-    try:
+        if (
+            spec is None
+            or event_id.__class__ is not str
+            or not event_id
+            or source.__class__ is not str
+            or warehouse_id.__class__ is not str
+            or not warehouse_id
+        ):
+            return _common_reason(d)
         for name in spec.strings:
             v = d[name]
             if v.__class__ is not str or not v:
                 return _bad_string(d, name)
-    except KeyError:
-        return _bad_string(d, name)
+    except (KeyError, ValueError):
+        return _common_reason(d) or _bad_string(d, name)
     for name in spec.optional:
         v = d.get(name)
         if v is not None and v.__class__ is not str:
             return f"field '{name}' must be a string or null"
     if spec.telemetry:
-        return spec, occurred_at, None
+        return spec, event_id, source, occurred_at, None
     try:
         data = spec.extra(d) if spec.extra is not None else {}
     except Invalid as exc:
@@ -271,7 +272,7 @@ def check(d: Mapping[str, Any]) -> tuple[TypeSpec, int, dict[str, Any] | None] |
         v = d.get(name)
         if v is not None:
             data[name] = v
-    return spec, occurred_at, data
+    return spec, event_id, source, occurred_at, data
 
 
 def validate(d: Mapping[str, Any]) -> Event | str:
@@ -279,13 +280,13 @@ def validate(d: Mapping[str, Any]) -> Event | str:
     checked = check(d)
     if checked.__class__ is str:
         return checked  # type: ignore[return-value]
-    spec, occurred_at, data = checked  # type: ignore[misc]
+    spec, event_id, source, occurred_at, data = checked  # type: ignore[misc]
     if data is None:
         data = {n: d[n] for n in spec.strings}
         data.update((n, d[n]) for n in spec.optional if d.get(n) is not None)
     order_id = d.get("order_id") if spec.has_order_id else None
     data.pop("order_id", None)
-    return Event(d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, data)
+    return Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], order_id, data)
 
 
 def decode(raw: bytes) -> dict[str, Any] | str:

@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+_EPS = 1e-9
+
 
 @dataclass(frozen=True)
 class RatePolicy:
@@ -78,8 +80,8 @@ class AdaptiveLimiter:
             return self.blocked_until - now
         if self.in_flight >= self.policy.max_in_flight:
             return math.inf
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - _EPS:  # tolerate float rounding of the refill
+            self.tokens = max(0.0, self.tokens - 1.0)
             self.in_flight += 1
             return 0.0
         return (1.0 - self.tokens) / self.rate

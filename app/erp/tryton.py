@@ -8,6 +8,7 @@ never logged and never part of an error.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -85,6 +86,7 @@ class TrytonRest:
         self.client = client
         self.database = database
         self._context: dict[str, Any] | None = None
+        self._context_lock = asyncio.Lock()
 
     async def close(self) -> None:
         await self.client.close()
@@ -107,12 +109,14 @@ class TrytonRest:
 
     async def context(self) -> dict[str, Any]:
         """The REST user's company, as Tryton's own preferences give it (cached)."""
-        if self._context is None:
-            prefs = await self._call("POST", self._path("res.user", "get_preferences"), body={"context_only": True})
-            if not isinstance(prefs, dict) or not prefs.get("company"):
-                raise PermanentErpError(200, f"res.user.get_preferences gave no company: {prefs!r}")
-            self._context = {"company": prefs["company"]}
-        return self._context
+        async with self._context_lock:  # one lookup, however many callers wait for it
+            if self._context is None:
+                prefs = await self._call("POST", self._path("res.user", "get_preferences"),
+                                         body={"context_only": True})
+                if not isinstance(prefs, dict) or not prefs.get("company"):
+                    raise PermanentErpError(200, f"res.user.get_preferences gave no company: {str(prefs)[:300]}")
+                self._context = {"company": prefs["company"]}
+            return self._context
 
     @staticmethod
     def _fields(fields: Iterable[str]) -> list[tuple[str, str]]:
@@ -446,8 +450,9 @@ class TrytonAdapter:
         return frozenset({"done"}) if m.get("disposition") == "restock" else frozenset({"received", "done"})
 
     async def _return(self, m: dict[str, Any]) -> dict[str, Any] | None:
-        found = await self.rest.search(RETURN, [("reference", "=", f"{m['rma_id']}/{m['sku']}")],
-                                       ("state", "number"), limit=1)
+        found = await self.rest.search(
+            RETURN, [("reference", "=", f"{m['rma_id']}/{m['sku']}"), ("warehouse.code", "=", m["warehouse_id"])],
+            ("state", "number"), limit=1)
         return found[0] if found else None
 
     async def _post_return(self, m: dict[str, Any]) -> PostResult:

@@ -1,22 +1,27 @@
 """Seeded warehouse processes merged into one event-time ordered stream, plus faults.
 
-Every process is a generator of ``(key_ms, item)`` in non-decreasing key: per
+A process is a generator of ``(key_ms, item)`` in non-decreasing key: per
 warehouse a wave scheduler spawns order, orphan, stray-return and stock
-adjustment processes; each pick spawns its own telemetry process. A heap merges
-them; :class:`Simulation` turns items into JSON records, injects the faults and
-reports the ground truth (see :mod:`app.simulator.truth`) as it goes.
+adjustment processes; when a pick starts, its telemetry (nine records in ten)
+is built at once and put into the calendar. A calendar queue (one list per
+second of event time, sorted when its turn comes) merges everything in
+``(key, sequence)`` order; :class:`Simulation` turns items into records,
+injects the faults and reports the ground truth (:mod:`app.simulator.truth`).
 
-Determinism: each process draws from its own ``Random`` seeded from its
-parent's, and faults draw from a separate stream, so the same config gives the
-same bytes and changing fault rates leaves the business content alone.
+Determinism: every order, orphan, return and adjustment draws from its own
+``Random`` seeded from its warehouse scheduler's, faults draw from a separate
+stream, so the same config gives the same bytes and changing fault rates
+leaves the business content alone.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from heapq import heappop, heappush, heapreplace
+from functools import partial
+from heapq import heappop, heappush
 from itertools import count
 from operator import itemgetter
 from random import Random
@@ -25,7 +30,7 @@ from typing import Any, Final
 
 from orjson import dumps, loads
 
-from app.core.timeutil import format_ts, parse_ts
+from app.core.timeutil import parse_ts
 from app.simulator import truth
 from app.simulator.model import AUTHORITY, CARRIERS, DISPOSITIONS, REQUIRED, SOURCES, Model, SimConfig
 
@@ -34,7 +39,7 @@ MINUTE: Final = 60_000
 LATE_MARGIN_MS: Final = 2 * MINUTE  # a late adjustment arrives at least this long after its window closed
 HOLD_SAFE_MS: Final = 5 * MINUTE  # an out-of-order release arrives at most this long after its first event
 
-Item = Any  # dict event | generator (spawn) | _Special
+Item = Any  # dict event | (warehouse, record) | generator to spawn | special (with .emit)
 Process = Iterator[tuple[int, Item]]
 _key = itemgetter(0)
 
@@ -42,35 +47,17 @@ _key = itemgetter(0)
 # -- small helpers ------------------------------------------------------------------
 
 
-def _make_ts() -> Callable[[int], str]:
-    """int ms -> ISO string, caching the per-second prefix (same output as ``format_ts``)."""
-    cache: dict[int, str] = {}
-
-    def ts(ms: int) -> str:
-        sec = ms // 1000
-        prefix = cache.get(sec)
-        if prefix is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            prefix = cache[sec] = format_ts(sec * 1000)[:19]
-        return f"{prefix}.{ms % 1000:03d}Z"
-
-    return ts
-
-
-def _make_sec() -> Callable[[int], bytes]:
-    """Epoch second -> ``b"2026-11-27T10:00:00"`` (cached)."""
+def _make_sec() -> tuple[dict[int, bytes], Callable[[int], bytes]]:
+    """A cache epoch second -> ``b"2026-11-27T10:00:00"`` and the function that fills it."""
     cache: dict[int, bytes] = {}
 
     def sec(s: int) -> bytes:
-        prefix = cache.get(s)
-        if prefix is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            prefix = cache[s] = format_ts(s * 1000)[:19].encode()
+        if len(cache) > 200_000:
+            cache.clear()
+        prefix = cache[s] = truth.second(s).encode()
         return prefix
 
-    return sec
+    return cache, sec
 
 
 def _make_ids(rng: Random) -> Callable[[], str]:
@@ -118,17 +105,20 @@ def _split(rng: Random, total: int, weights: tuple[int, ...]) -> list[int]:
 
 def _gs1(digits: str) -> str:
     """``digits`` + the GS1 check digit (EAN-13, SSCC-18)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    rev = digits[::-1]
+    total = 3 * sum(map(int, rev[0::2])) + sum(map(int, rev[1::2]))
     return digits + str((10 - total % 10) % 10)
 
 
 def _digits(rnd: Callable[[], float], n: int) -> str:
-    return "".join(str(int(rnd() * 10)) for _ in range(n))
+    """``n`` random decimal digits (n <= 15)."""
+    return "%0*d" % (n, int(rnd() * 10**n))
 
 
 def _tracking_no(rnd: Callable[[], float], carrier: str) -> str:
     if carrier == "UPS":
-        return "1Z" + "".join("0123456789ABCDEFGHJKLMNPRSTUVWXYZ"[int(rnd() * 33)] for _ in range(6)) + "03" + _digits(rnd, 8)
+        shipper = "".join("0123456789ABCDEFGHJKLMNPRSTUVWXYZ"[int(rnd() * 33)] for _ in range(6))
+        return "1Z" + shipper + "03" + _digits(rnd, 8)
     length = {"DHL": 10, "FEDEX": 12, "DPD": 14, "GLS": 11}[carrier]
     return _digits(rnd, length)
 
@@ -180,7 +170,7 @@ class Catalog:
             gtins=tuple(_gs1(f"4012345{i + 1:05d}") for i in range(n)),
             homes=homes,
             robotic=tuple(h[0] in "ABCD" for h in homes),
-            reserves=tuple(f"R{a}-{bay:02d}-{level:02d}" for a in "ABC" for bay in range(1, 21) for level in range(1, 4)),
+            reserves=tuple(f"R{a}-{bay:02d}-{lvl:02d}" for a in "ABC" for bay in range(1, 21) for lvl in range(1, 4)),
             index={f"SKU-{i + 1:04d}": i for i in range(n)},
         )
 
@@ -242,8 +232,8 @@ class _Ctx:
         self.model = sim.config.model
         self.incidents = sim.config.incidents
         self.catalog = Catalog.build(sim.config.seed, sim.config.model.skus)
-        self.ts = _make_ts()
-        self.sec = _make_sec()
+        self.ts = truth.iso
+        self.secs, self.sec = _make_sec()
         self.wh_bytes = sim.wh_bytes
         self.truth = sim.record_truth
         self.fault_rnd = sim.fault_rnd
@@ -251,83 +241,111 @@ class _Ctx:
         self.counts = sim.counts
 
 
-_SCAN: Final = (
-    b'{"event_id":"%s%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"%s","warehouse_id":"%s",'
-    b'"barcode":"%s","location":"%s","device_id":"%s","order_id":"%s","tote_id":"%s"}'
-)
-_NOREAD: Final = (
-    b'{"event_id":"%s%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"conveyor","warehouse_id":"%s",'
-    b'"barcode":"NOREAD","location":"CV-%s","device_id":"SCN-%s"}'
-)
-_TOTE: Final = (
-    b'{"event_id":"%s%012x","type":"ToteConveyed","occurred_at":"%s.%03dZ","source":"conveyor","warehouse_id":"%s",'
-    b'"tote_id":"%s","scanner_id":"SCN-%s","lane":"%s","order_id":"%s"}'
-)
-_TOTE_ANON: Final = (
-    b'{"event_id":"%s%012x","type":"ToteConveyed","occurred_at":"%s.%03dZ","source":"conveyor","warehouse_id":"%s",'
-    b'"tote_id":"%s","scanner_id":"SCN-%s","lane":"%s"}'
-)
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    """A pick's telemetry, built when it starts (from its order's random stream) and merged record by record."""
+
+    rng: Random
+    wh: str
+    order_id: str
+    tote: str
+    gtin: str
+    location: str
+    source: str
+    device: str
+    qty: int
+
+    def emit(self, sim: Simulation, key: int, out: list[tuple[bytes, bytes]]) -> None:
+        sim.schedule_all(_telemetry(sim.ctx, self, key))
 
 
-def _pick_telemetry(
-    ctx: _Ctx, seed: int, wh: str, order_id: str, tote: str, gtin: str, loc: str, src: str, device: str, qty: int, t: int
-) -> Process:
+def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
     """Scans at the pick face, then the tote's reads at every merge and divert.
 
-    Telemetry is 9 records in 10, so it is encoded here straight from byte
-    templates (the same compact JSON ``orjson.dumps`` writes) as
-    ``(warehouse_id, record)`` items.
+    Telemetry is 9 records in 10, so it is encoded here from byte templates
+    (the compact JSON ``orjson.dumps`` writes, same key order) with the pick's
+    constant fields filled in once, as ``(warehouse_id, record)`` items.
     """
-    rng = Random(seed)
-    rnd, bits = rng.random, rng.getrandbits
-    pfx = b"%08x-%04x-4%03x-%04x-" % (bits(32), bits(16), bits(12), 0x8000 | bits(14))
-    sec = ctx.sec
+    rnd, bits = p.rng.random, p.rng.getrandbits
+    secs, sec = ctx.secs, ctx.sec
     m = ctx.model
     dup, noread, tunnel = m.dup_read_rate, m.no_read_rate, m.scan_tunnel_rate
-    whb = ctx.wh_bytes[wh]
-    order, tote_b, gtin_b = order_id.encode(), tote.encode(), gtin.encode()
+    whb = ctx.wh_bytes[p.wh]
+    order, tote, gtin = p.order_id.encode(), p.tote.encode(), p.gtin.encode()
+    head = b'{"event_id":"%08x-%04x-4%03x-%04x-' % (bits(32), bits(16), bits(12), 0x8000 | bits(14))
+    where = b'","warehouse_id":"' + whb
+    tail = b'","order_id":"' + order + b'","tote_id":"' + tote + b'"}'
+    face = (
+        head + b'%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"' + p.source.encode() + where
+        + b'","barcode":"' + gtin + b'","location":"' + p.location.encode()
+        + b'","device_id":"' + p.device.encode() + tail
+    )
+    tunnel_scan = (
+        head + b'%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"conveyor' + where
+        + b'","barcode":"%s","location":"CV-%s","device_id":"TUN-%s' + tail
+    )
+    no_read = (
+        head + b'%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"conveyor' + where
+        + b'","barcode":"NOREAD","location":"CV-%s","device_id":"SCN-%s"}'
+    )
+    tote_head = (
+        head + b'%012x","type":"ToteConveyed","occurred_at":"%s.%03dZ","source":"conveyor' + where
+        + b'","tote_id":"' + tote
+    )
+    conveyed = tote_head + b'","scanner_id":"SCN-%s","lane":"%s","order_id":"' + order + b'"}'
+    conveyed_anon = tote_head + b'","scanner_id":"SCN-%s","lane":"%s"}'
+    out: list[tuple[int, Item]] = []
+    add = out.append
     scans = totes = 0
-    for _ in range(min(qty, 3)):
-        rec = (whb, _SCAN % (pfx, bits(48), sec(t // 1000), t % 1000, src.encode(), whb, gtin_b, loc.encode(), device.encode(), order, tote_b))
+    for _ in range(min(p.qty, 3)):
+        rec = (whb, face % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000))
+        add((t, rec))
+        if rnd() < dup:
+            add((t, _Repeat(rec)))
         scans += 1
-        yield t, rec
-        if rnd() < dup:
-            yield t, _Repeat(rec)
-        t += 300 + int(rnd() * 900)
-    t += 3000 + int(rnd() * 12_000)
+        t += 300 + bits(10) % 900
+    t += 3000 + bits(14) % 12_000
     lo, hi = m.route_nodes
-    merge = int(rnd() * 16)
-    for hop in range(lo + int(rnd() * (hi - lo + 1))):
-        t += 4000 + int(rnd() * 11_000)
+    merge = bits(4)
+    for hop in range(lo + bits(8) % (hi - lo + 1)):
+        t += 4000 + bits(14) % 11_000
         if hop % 2 == 0:
-            node = b"M%02d" % ((merge + hop) % 16 + 1)
-            lane = b"%s-IN%d" % (node, 1 + int(rnd() * 2))
+            node = _MERGES[(merge + hop) % 16]
+            lane = node + (b"-IN1", b"-IN2")[bits(1)]
         else:
-            node = b"D%02d" % (int(rnd() * 32) + 1)
-            lane = b"%s-L%d" % (node, int(rnd() * 4) + 1) if rnd() < 0.6 else node + b"-STRAIGHT"
-        if rnd() < noread:
-            rec = (whb, _NOREAD % (pfx, bits(48), sec(t // 1000), t % 1000, whb, node, node))
+            node = _DIVERTS[bits(5)]
+            lane = node + _DIVERT_LANES[bits(3) % 5]
+        sp = secs.get(t // 1000) or sec(t // 1000)
+        u = rnd()
+        if u < noread:
+            rec = (whb, no_read % (bits(48), sp, t % 1000, node, node))
             scans += 1
-        elif rnd() < 0.9:
-            rec = (whb, _TOTE % (pfx, bits(48), sec(t // 1000), t % 1000, whb, tote_b, node, lane, order))
+        elif u < 0.9:
+            rec = (whb, conveyed % (bits(48), sp, t % 1000, node, lane))
             totes += 1
         else:
-            rec = (whb, _TOTE_ANON % (pfx, bits(48), sec(t // 1000), t % 1000, whb, tote_b, node, lane))
+            rec = (whb, conveyed_anon % (bits(48), sp, t % 1000, node, lane))
             totes += 1
-        yield t, rec
+        add((t, rec))
         if rnd() < dup:
-            yield t, _Repeat(rec)
+            add((t, _Repeat(rec)))
         if rnd() < tunnel:
-            t += 200 + int(rnd() * 600)
-            barcode = b"NOREAD" if rnd() < noread else gtin_b
-            rec = (whb, _SCAN % (pfx, bits(48), sec(t // 1000), t % 1000, b"conveyor", whb, barcode, b"CV-" + node, b"TUN-" + node, order, tote_b))
-            scans += 1
-            yield t, rec
+            t += 200 + bits(10) % 600
+            barcode = b"NOREAD" if rnd() < noread else gtin
+            rec = (whb, tunnel_scan % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000, barcode, node, node))
+            add((t, rec))
             if rnd() < dup:
-                yield t, _Repeat(rec)
+                add((t, _Repeat(rec)))
+            scans += 1
     counts = ctx.counts
     counts["ItemScanned"] = counts.get("ItemScanned", 0) + scans
     counts["ToteConveyed"] = counts.get("ToteConveyed", 0) + totes
+    return out
+
+
+_MERGES: Final = tuple(b"M%02d" % (i + 1) for i in range(16))
+_DIVERTS: Final = tuple(b"D%02d" % (i + 1) for i in range(32))
+_DIVERT_LANES: Final = (b"-L1", b"-L2", b"-L3", b"-L4", b"-STRAIGHT")
 
 
 def _change_lines(rng: Random, lines: list[dict[str, Any]], cat: Catalog) -> list[dict[str, Any]]:
@@ -348,8 +366,16 @@ def _change_lines(rng: Random, lines: list[dict[str, Any]], cat: Catalog) -> lis
     return new
 
 
-def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) -> Process:
-    """One ERP order from release to shipment (and maybe a return); its truth is reported up front."""
+def _play(plan: Callable[[], list[tuple[int, Item]]]) -> Process:
+    """Run ``plan`` when the process starts, then hand out its items, forgetting each one sent."""
+    items = plan()
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) -> list[tuple[int, Item]]:
+    """One ERP order from release to shipment (and maybe a return), in time order; reports its truth."""
     rng = Random(seed)
     rnd = rng.random
     eid = _make_ids(rng)
@@ -363,9 +389,8 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
         return {"event_id": eid(), "type": etype, "occurred_at": ts(t), "source": source, **base, **fields}
 
     n_lines = min(_weighted(rnd, m.line_weights) + 1, m.skus)
-    lines = [
-        {"line_no": i + 1, "sku": cat.skus[s], "qty": _qty(rnd)} for i, s in enumerate(rng.sample(range(m.skus), n_lines))
-    ]
+    skus = rng.sample(range(m.skus), n_lines)
+    lines = [{"line_no": i + 1, "sku": cat.skus[s], "qty": _qty(rnd)} for i, s in enumerate(skus)]
     carrier = CARRIERS[int(rnd() * len(CARRIERS))]
     release = event("OrderReleased", t_rel, "erp", lines=lines, wave_id=wave_id)
     if rnd() < 0.9:
@@ -384,9 +409,7 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
     if rnd() < m.cancel_rate:
         t += 20_000 + int(rnd() * 160_000)
         items.append((t, event("OrderCancelled", t, "erp")))
-        yield t_rel, release
-        yield from items
-        return
+        return [(t_rel, release), *items]
 
     # picking, in pick-path (location) order
     t = max(t + 5000, t_rel + _between(rnd, m.pick_start))
@@ -396,18 +419,19 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
     counted: list[str] = []
     picked: dict[int, int] = {}
     short = False
-    first_exec = first_pick = t_done = 0
+    first_exec = first_pick = t_done = over_pick_at = 0
     for line in sorted(lines, key=lambda ln: cat.homes[cat.index[ln["sku"]]]):
         s = cat.index[line["sku"]]
         loc = cat.homes[s]
         src, dev = ("robotics", "RBT") if cat.robotic[s] else ("wms", "HHT")
+        line_of = {"line_no": line["line_no"], "sku": line["sku"]}
         line_short = rnd() < m.short_line_rate
         target = int(rnd() * line["qty"]) if line_short else line["qty"]
         for q in _split(rng, target, m.split_weights):
             t += _between(rnd, m.pick_gap)
             device = f"{dev}-{int(rnd() * 40) + 1:02d}"
-            items.append((t - 2000, _pick_telemetry(ctx, rng.getrandbits(64), wh, order_id, tote, cat.gtins[s], loc, src, device, q, t - 2000)))
-            ev = event("PickConfirmed", t, src, line_no=line["line_no"], sku=line["sku"], qty=q, location=loc, tote_id=tote, wave_id=wave_id)
+            items.append((t - 2000, _Pick(rng, wh, order_id, tote, cat.gtins[s], loc, src, device, q)))
+            ev = event("PickConfirmed", t, src, **line_of, qty=q, location=loc, tote_id=tote, wave_id=wave_id)
             items.append((t, ev))
             counted.append(ev["event_id"])
             first_pick = first_pick or t
@@ -425,12 +449,16 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
             over_pick = False
             t += 2000 + int(rnd() * 13_000)
             device = f"{dev}-{int(rnd() * 40) + 1:02d}"
-            items.append((t - 2000, _pick_telemetry(ctx, rng.getrandbits(64), wh, order_id, tote, cat.gtins[s], loc, src, device, 1, t - 2000)))
-            ev = event("PickConfirmed", t, src, line_no=line["line_no"], sku=line["sku"], qty=1, location=loc, tote_id=tote, wave_id=wave_id)
+            items.append((t - 2000, _Pick(rng, wh, order_id, tote, cat.gtins[s], loc, src, device, 1)))
+            ev = event("PickConfirmed", t, src, **line_of, qty=1, location=loc, tote_id=tote, wave_id=wave_id)
             items.append((t, ev))
+            counted.append(ev["event_id"])  # evidence of OrderPicked when it comes before completion
+            over_pick_at = t
             ctx.exception_ids.add(ev["event_id"])
             report(truth.record_exception(ev, t, "OVER_PICK", f"line {line['line_no']} is already picked in full"))
         picked[line["line_no"]] = target
+    if over_pick_at > t_done:
+        counted.pop()  # after OrderPicked: not its evidence
     if conflict and first_pick:
         tc = first_pick + 1000 + int(rnd() * 59_000)
         if rnd() < 0.5:
@@ -440,22 +468,16 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
         items.append((tc, ev))
         ctx.exception_ids.add(ev["event_id"])
         report(truth.record_exception(ev, tc, "AUTHORITY_CONFLICT", "picking has started"))
-    report(
-        truth.order_picked(
-            wh,
-            order_id,
-            [{"line_no": ln["line_no"], "sku": ln["sku"], "ordered": ln["qty"], "picked": picked[ln["line_no"]]} for ln in lines],
-            short,
-            t_done,
-            counted,
-        )
-    )
+    outcome = [
+        {"line_no": n["line_no"], "sku": n["sku"], "ordered": n["qty"], "picked": picked[n["line_no"]]} for n in lines
+    ]
+    report(truth.order_picked(wh, order_id, outcome, short, t_done, counted))
     if out_of_order:
         ctx.counts["out_of_order_orders"] += 1
         key = first_exec + 1000 + int(ctx.fault_rnd() * (HOLD_SAFE_MS - 1000))
         items.append((key, _Deferred(t_rel, release)))
     else:
-        yield t_rel, release
+        items.append((t_rel, release))
 
     units = [ln["line_no"] for ln in lines for _ in range(picked[ln["line_no"]])]
     if units:
@@ -514,7 +536,7 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
                 report(truth.return_received(ev, tr))
                 tr += 5000 + int(rnd() * 60_000)
     items.sort(key=_key)
-    yield from items
+    return items
 
 
 def _orphan(ctx: _Ctx, seed: int, n: int, wh: str, t: int) -> Process:
@@ -532,7 +554,7 @@ def _orphan(ctx: _Ctx, seed: int, n: int, wh: str, t: int) -> Process:
         src, dev = ("robotics", "RBT") if cat.robotic[s] else ("wms", "HHT")
         device = f"{dev}-{int(rnd() * 40) + 1:02d}"
         qty = 1 + int(rnd() * 2)
-        items.append((t, _pick_telemetry(ctx, rng.getrandbits(64), wh, order_id, tote, cat.gtins[s], cat.homes[s], src, device, qty, t)))
+        items.append((t, _Pick(rng, wh, order_id, tote, cat.gtins[s], cat.homes[s], src, device, qty)))
         t += 2000
         ev = {
             "event_id": eid(),
@@ -633,7 +655,7 @@ def _warehouse(ctx: _Ctx, w: int, indices: range, t0: int, orders_per_ms: float)
         spawns: list[tuple[int, Process]] = []
         for idx in chunk:
             t_rel = t + int(rnd() * burst)
-            spawns.append((t_rel, _order(ctx, bits(64), idx, wh, t_rel, wave_id)))
+            spawns.append((t_rel, _play(partial(_order, ctx, bits(64), idx, wh, t_rel, wave_id))))
             # always draw, so one rate does not shift the others' draws
             u_adj, t_adj, s_adj = rnd(), t + int(rnd() * interval), bits(64)
             u_orph, t_orph, s_orph = rnd(), t + int(rnd() * interval), bits(64)
@@ -674,8 +696,6 @@ class Simulation:
         self.fault_rnd = rng.random
         self.wh_bytes = {f"WH{w + 1}": f"WH{w + 1}".encode() for w in range(config.warehouses)}
         self.watermark = -1
-        self.events_per_order = mean_events_per_order(config.model)
-        self.expected_records = int(config.orders * self.events_per_order)
         f = config.faults
         self._p_fault = f.duplicate + f.malformed + f.wrong_source
         self._gap = self._next_gap()
@@ -684,10 +704,15 @@ class Simulation:
         self._raw_seen: set[str] = set()
         self._late: list[tuple[int, int, dict[str, Any]]] = []
         self._seq = count()
-        self._heap: list[tuple[int, int, Any, Item]] = []
-        ctx = _Ctx(self)
+        # calendar queue: entries (key, seq, process, item) in one list per second of key;
+        # a second's list is sorted when its turn comes, far-future entries stay untouched
+        self._buckets: dict[int, list[tuple[int, int, Any, Item]]] = {}
+        self._seconds: list[int] = []
+        self._now: list[tuple[int, int, Any, Item]] = []
+        self._current = -1
+        self.ctx = ctx = _Ctx(self)
         t0 = parse_ts(config.start)
-        orders_per_ms = config.events_per_s / self.events_per_order / 1000 / config.warehouses
+        orders_per_ms = config.events_per_s / mean_events_per_order(config.model) / 1000 / config.warehouses
         for w in range(config.warehouses):
             self._push(_warehouse(ctx, w, range(w, config.orders, config.warehouses), t0, orders_per_ms))
 
@@ -699,7 +724,33 @@ class Simulation:
     def _push(self, proc: Process) -> None:
         first = next(proc, None)
         if first is not None:
-            heappush(self._heap, (first[0], next(self._seq), proc, first[1]))
+            self._schedule(first[0], proc, first[1])
+
+    def _schedule(self, key: int, proc: Process | None, item: Item) -> None:
+        entry = (key, next(self._seq), proc, item)
+        sec = key // 1000
+        if sec <= self._current:
+            insort(self._now, entry)  # sorts after every entry already there: seq is larger
+        elif sec in self._buckets:
+            self._buckets[sec].append(entry)
+        else:
+            self._buckets[sec] = [entry]
+            heappush(self._seconds, sec)
+
+    def schedule_all(self, items: list[tuple[int, Item]]) -> None:
+        """Put every item of a burst (a pick's telemetry) straight into the calendar."""
+        seq, buckets, current = self._seq, self._buckets, self._current
+        for key, item in items:
+            entry = (key, next(seq), None, item)
+            sec = key // 1000
+            bucket = buckets.get(sec)
+            if bucket is not None:
+                bucket.append(entry)
+            elif sec <= current:
+                insort(self._now, entry)
+            else:
+                buckets[sec] = [entry]
+                heappush(self._seconds, sec)
 
     def _next_gap(self) -> int:
         """Records until the next fault: geometric with the summed per-record fault rate."""
@@ -712,24 +763,41 @@ class Simulation:
 
     def batches(self, size: int = 8192) -> Iterator[list[tuple[bytes, bytes]]]:
         """The whole stream in lists of about ``size`` ``(warehouse_id, record)`` pairs."""
-        heap, seq, late, counts, wh_bytes = self._heap, self._seq, self._late, self.counts, self.wh_bytes
+        seq, late, counts, wh_bytes = self._seq, self._late, self.counts, self.wh_bytes
+        buckets, seconds = self._buckets, self._seconds
         out: list[tuple[bytes, bytes]] = []
         append = out.append
         wm, gap = self.watermark, self._gap
-        while heap:
+        now, current, i = self._now, self._current, 0
+        while True:
             if len(out) >= size:
                 yield out
                 out = []
                 append = out.append
-            key, _, proc, item = heap[0]
-            if proc is None:
-                heappop(heap)
-            else:
+            if i == len(now):
+                if not seconds:
+                    break
+                self._current = current = heappop(seconds)
+                self._now = now = buckets.pop(current)
+                now.sort()
+                i = 0
+            key, _, proc, item = now[i]
+            i += 1
+            if proc is not None:
                 nxt = next(proc, None)
-                if nxt is None:
-                    heappop(heap)
-                else:
-                    heapreplace(heap, (nxt[0], next(seq), proc, nxt[1]))
+                if nxt is not None:
+                    nkey = nxt[0]
+                    entry = (nkey, next(seq), proc, nxt[1])
+                    sec = nkey // 1000
+                    if sec == current:
+                        insort(now, entry, i)
+                    else:
+                        bucket = buckets.get(sec)
+                        if bucket is None:
+                            buckets[sec] = [entry]
+                            heappush(seconds, sec)
+                        else:
+                            bucket.append(entry)
             cls = item.__class__
             if cls is tuple:  # encoded telemetry
                 rec = item
@@ -819,14 +887,13 @@ class Simulation:
             ghost = dict(ev, event_id=self._fault_ids(), source=wrong[int(self.fault_rnd() * len(wrong))])
             self.counts["wrong_source"] += 1
             out.append((wh, dumps(ghost)))
-            self.record_truth(
-                truth.record_exception(ghost, occ, "SOURCE_NOT_AUTHORIZED", f"{ghost['source']} may not send {ev['type']}")
-            )
+            detail = f"{ghost['source']} may not send {ev['type']}"
+            self.record_truth(truth.record_exception(ghost, occ, "SOURCE_NOT_AUTHORIZED", detail))
         else:
             out.append(rec)
             self.counts["duplicates"] += 1
             later = key + SECOND + int(self.fault_rnd() * 10 * MINUTE)
-            heappush(self._heap, (later, next(self._seq), None, _Redelivery(raw, wh)))
+            self._schedule(later, None, _Redelivery(raw, wh))
 
     def _malformed(self, ev: dict[str, Any], occ: int, raw: bytes) -> bytes:
         """A broken copy of ``ev`` (same event_id) to send just before it; reports its INVALID_EVENT."""

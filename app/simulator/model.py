@@ -146,12 +146,12 @@ class SimConfig:
         if self.events_per_s <= 0:
             raise ValueError("events_per_s must be > 0")
         for group in (self.faults, self.incidents):
-            for f in fields(group):
-                rate = getattr(group, f.name)
+            for spec in fields(group):
+                rate = getattr(group, spec.name)
                 if not 0.0 <= rate <= 1.0:
-                    raise ValueError(f"{f.name} rate must be in 0..1, got {rate}")
-        f = self.faults
-        if f.duplicate + f.malformed + f.wrong_source > 1.0:
+                    raise ValueError(f"{spec.name} rate must be in 0..1, got {rate}")
+        per_record = self.faults
+        if per_record.duplicate + per_record.malformed + per_record.wrong_source > 1.0:
             raise ValueError("duplicate + malformed + wrong_source rates must not exceed 1")
 
 

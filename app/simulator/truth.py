@@ -27,13 +27,36 @@ GRACE_MS: Final = 60_000
 
 Milestone = dict[str, Any]
 
+_DATES: dict[int, str] = {}
+_SECONDS: dict[int, str] = {}
+
+
+def second(s: int) -> str:
+    """Epoch second -> ``2026-11-27T10:00:00`` (the date part cached)."""
+    day, rest = divmod(s, 86_400)
+    date = _DATES.get(day)
+    if date is None:
+        date = _DATES[day] = format_ts(day * 86_400_000)[:10]
+    hour, rest = divmod(rest, 3600)
+    return "%sT%02d:%02d:%02d" % (date, hour, rest // 60, rest % 60)
+
+
+def iso(ms: int) -> str:
+    """int ms -> ``2026-11-27T10:00:00.000Z``: ``format_ts`` with a per-second cache."""
+    prefix = _SECONDS.get(ms // 1000)
+    if prefix is None:
+        if len(_SECONDS) > 200_000:
+            _SECONDS.clear()
+        prefix = _SECONDS[ms // 1000] = second(ms // 1000)
+    return "%s.%03dZ" % (prefix, ms % 1000)
+
 
 def _milestone(mid: str, mtype: str, wh: str | None, occ: int | None, event_ids: Iterable[str]) -> Milestone:
     return {
         "milestone_id": mid,
         "type": mtype,
         "warehouse_id": wh,
-        "occurred_at": None if occ is None else format_ts(occ),
+        "occurred_at": None if occ is None else iso(occ),
         "event_ids": list(event_ids)[:MAX_EVIDENCE],
     }
 
@@ -142,8 +165,8 @@ def _inventory_adjusted(wh: str, sku: str, location: str, start: int, net: int, 
         location=location,
         net_delta=net,
         event_count=len(event_ids),
-        window_start=format_ts(start),
-        window_end=format_ts(end),
+        window_start=iso(start),
+        window_end=iso(end),
     )
     return m
 
@@ -189,7 +212,9 @@ class Report:
             for m in items[:limit]:
                 lines.append(f"  {title}: {_describe(m)}")
         for mm in self.mismatched[:limit]:
-            lines.append(f"  mismatch {mm.type} {mm.milestone_id} {mm.field}: expected {mm.expected!r}, got {mm.actual!r}")
+            lines.append(
+                f"  mismatch {mm.type} {mm.milestone_id} {mm.field}: expected {mm.expected!r}, got {mm.actual!r}"
+            )
         for mid in self.duplicated[:limit]:
             lines.append(f"  duplicated: {mid}")
         return "\n".join(lines)
