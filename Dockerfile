@@ -31,9 +31,7 @@ RUN groupadd --system --gid 10001 syncgov \
  && mkdir -p /data /app \
  && chown 10001:10001 /data
 COPY --from=build /opt/syncgov /opt/syncgov
-# avro/ is data, not a package: app/codec.py reads it from <site-packages>/avro
-# (the directory beside the installed `app` package), incl. avro/history/.
-COPY --from=build /src/avro /opt/syncgov/lib/python3.11/site-packages/avro
+# avro/ is installed as data files under <venv>/share/syncgov/avro (see pyproject.toml).
 WORKDIR /app
 USER 10001:10001
 EXPOSE 6066

@@ -103,6 +103,9 @@ async def _process(batch: Sequence[EventT]) -> None:
         ps = _partitions.get(partition)
         if ps is None:
             ps = _partitions[partition] = state.load_partition(partition)
+            first = evs[0].message.offset
+            if first > ps.offset + 1:
+                log.error("partition %d: state ends at offset %d but consumption resumes at %d", partition, ps.offset, first)
         outputs: list[tuple[object, EventT]] = []
         last = _run_partition(ps, evs, outputs)
         if last is None:

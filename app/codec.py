@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
+import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -21,7 +22,13 @@ import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-AVRO_DIR: Final = Path(__file__).resolve().parent.parent / "avro"
+def _avro_dir() -> Path:
+    """The schemas: ``avro/`` of a source checkout, else the installed data files."""
+    checkout = Path(__file__).resolve().parent.parent / "avro"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "syncgov" / "avro"
+
+
+AVRO_DIR: Final = _avro_dir()
 MAGIC: Final = b"\xc3\x01"
 HEADER_LEN: Final = 10
 EVENT_NAMESPACE: Final = "syncgov.event"

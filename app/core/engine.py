@@ -187,11 +187,13 @@ class Engine:
 
     def _apply_order(self, ev: Event, watermark: int) -> list[Milestone]:
         key = (ev.warehouse_id, ev.order_id or "")
-        state, out = orders.apply(self.orders.get(key), ev, watermark, self._hold)
+        store = self.orders
+        state, out = orders.apply(store.get(key), ev, watermark, self._hold)
         if state is not None:
-            self.orders[key] = state
-            self._schedule(key, state)
-        return self._filter(out)
+            store[key] = state
+            if state.held or state.waiting or key in self._hold_at:
+                self._schedule(key, state)
+        return self._filter(out) if out else out
 
     def _filter(self, out: list[Milestone]) -> list[Milestone]:
         """Rule 1 across orders: one ReturnReceived per (warehouse_id, rma_id, sku), and

@@ -49,6 +49,7 @@ class TypeSpec:
     optional: tuple[str, ...]  # optional strings (null counts as absent)
     extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None  # other fields, normalised
     telemetry: bool
+    data_strings: tuple[str, ...]  # ``strings`` kept in ``Event.data`` (all but order_id)
 
     @property
     def has_order_id(self) -> bool:
@@ -56,9 +57,7 @@ class TypeSpec:
         return "order_id" in self.strings or "order_id" in self.optional
 
 
-def _int(
-    d: Mapping[str, Any], name: str, *, positive: bool, limit: int = INT32_MAX, where: str = ""
-) -> int:
+def _int(d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX, where: str = "") -> int:
     v = d.get(name)
     if v is None:
         raise Invalid(f"missing field '{where}{name}'")
@@ -106,9 +105,9 @@ def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
     lines = []
     seen: set[int] = set()
     for where, entry in _entries(d, "lines"):
-        line_no = _int(entry, "line_no", positive=False, where=where)
+        line_no = _int(entry, "line_no", False, INT32_MAX, where)
         sku = _str(entry, "sku", where)
-        qty = _int(entry, "qty", positive=True, where=where)
+        qty = _int(entry, "qty", True, INT32_MAX, where)
         if line_no in seen:
             raise Invalid(f"duplicate line_no {line_no} in 'lines'")
         seen.add(line_no)
@@ -117,16 +116,16 @@ def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pick(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {"line_no": _int(d, "line_no", positive=False), "qty": _int(d, "qty", positive=True)}
+    return {"line_no": _int(d, "line_no", False), "qty": _int(d, "qty", True)}
 
 
 def _short_close(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {"line_no": _int(d, "line_no", positive=False)}
+    return {"line_no": _int(d, "line_no", False)}
 
 
 def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
     items = tuple(
-        (_int(e, "line_no", positive=False, where=w), _int(e, "qty", positive=True, where=w))
+        (_int(e, "line_no", False, INT32_MAX, w), _int(e, "qty", True, INT32_MAX, w))
         for w, e in _entries(d, "items")
     )
     out: dict[str, Any] = {"items": items}
@@ -147,11 +146,11 @@ def _dispatch(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _stock(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {"delta": _int(d, "delta", positive=False, limit=INT64_MAX)}
+    return {"delta": _int(d, "delta", False, INT64_MAX)}
 
 
 def _return(d: Mapping[str, Any]) -> dict[str, Any]:
-    qty = _int(d, "qty", positive=True)
+    qty = _int(d, "qty", True)
     disposition = d.get("disposition")
     if disposition is None:
         raise Invalid("missing field 'disposition'")
@@ -167,7 +166,8 @@ def _spec(
     extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     telemetry: bool = False,
 ) -> TypeSpec:
-    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, telemetry)
+    data_strings = tuple(n for n in strings if n != "order_id")
+    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, telemetry, data_strings)
 
 
 SPECS: Final[dict[str, TypeSpec]] = {
@@ -255,22 +255,23 @@ def check(d: Mapping[str, Any]) -> Checked | str:
                 return _bad_string(d, name)
     except (KeyError, ValueError):
         return _common_reason(d) or _bad_string(d, name)
-    for name in spec.optional:
-        v = d.get(name)
-        if v is not None and v.__class__ is not str:
-            return f"field '{name}' must be a string or null"
     if spec.telemetry:
+        for name in spec.optional:
+            v = d.get(name)
+            if v is not None and v.__class__ is not str:
+                return f"field '{name}' must be a string or null"
         return spec, event_id, source, occurred_at, None
     try:
         data = spec.extra(d) if spec.extra is not None else {}
     except Invalid as exc:
         return exc.reason
-    for name in spec.strings:
-        if name != "order_id":
-            data[name] = d[name]
+    for name in spec.data_strings:
+        data[name] = d[name]
     for name in spec.optional:
         v = d.get(name)
         if v is not None:
+            if v.__class__ is not str:
+                return f"field '{name}' must be a string or null"
             data[name] = v
     return spec, event_id, source, occurred_at, data
 

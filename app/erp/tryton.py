@@ -12,7 +12,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -177,7 +177,7 @@ class TrytonAdapter:
         self._products: dict[str, dict[str, Any]] = {}
         self._warehouses: dict[str, dict[str, Any]] = {}
         self._locations: dict[tuple[int, str], int] = {}
-        self._posts: dict[str, Callable[[dict[str, Any]], Any]] = {
+        self._posts: dict[str, Callable[[dict[str, Any]], Awaitable[PostResult]]] = {
             "OrderAccepted": self._post_accepted,
             "OrderPicked": self._post_picked,
             "OrderPacked": self._post_packed,
@@ -212,17 +212,27 @@ class TrytonAdapter:
         handler = self._posts.get(str(kind))
         if handler is None:
             raise PermanentErpError(None, f"no Tryton mapping for milestone type {kind!r}")
-        return await handler(milestone)
+        try:
+            return await handler(milestone)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentErpError(None, f"{kind} milestone cannot be mapped: {type(exc).__name__} {exc}") from None
 
     async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+        try:
+            return await self._read_state(milestone)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentErpError(None, f"{milestone.get('type')} milestone cannot be mapped: "
+                                          f"{type(exc).__name__} {exc}") from None
+
+    async def _read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
         kind = milestone.get("type")
         if kind in ORDER_DONE_STATES:
-            ship = await self._shipment(milestone["order_id"], required=False)
+            ship = await self._find_shipment(milestone["order_id"])
             if ship is None:
                 return None
             return self._order_state(kind, ship)
         if kind == "OrderAccepted":
-            ship = await self._shipment(milestone["order_id"], required=False)
+            ship = await self._find_shipment(milestone["order_id"])
             if ship is None:
                 return None
             note = await self._acceptance_note(ship, milestone)
@@ -243,11 +253,15 @@ class TrytonAdapter:
 
     # -- customer shipments -----------------------------------------------------------------
 
-    async def _shipment(self, order_id: str, *, required: bool = True) -> dict[str, Any] | None:
+    async def _find_shipment(self, order_id: str) -> dict[str, Any] | None:
         found = await self.rest.search(SHIPMENT, [("number", "=", order_id)], _SHIPMENT_FIELDS, limit=1)
-        if not found and required:
-            raise PermanentErpError(200, f"Tryton has no {SHIPMENT} with number {order_id!r} (search answered [])")
         return found[0] if found else None
+
+    async def _shipment(self, order_id: str) -> dict[str, Any]:
+        ship = await self._find_shipment(order_id)
+        if ship is None:
+            raise PermanentErpError(200, f"Tryton has no {SHIPMENT} with number {order_id!r} (search answered [])")
+        return ship
 
     @staticmethod
     def _order_state(kind: str, ship: dict[str, Any]) -> DocumentState:

@@ -14,9 +14,11 @@ import fcntl
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from string import Template
 
@@ -64,9 +66,11 @@ def _build(work: Path) -> None:
          "--database", DATABASE, "--key-file", str(work / "rest.key")],
         check=True, env=env,
     )
+    with closing(sqlite3.connect(work / f"{DATABASE}.sqlite")) as db:  # one self-contained file
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for name in ("trytond.conf", "admin.pass", f"{DATABASE}.sqlite-wal", f"{DATABASE}.sqlite-shm"):
+        (work / name).unlink(missing_ok=True)
     (work / "stamp").write_text(_stamp())
-    for name in ("trytond.conf", "admin.pass"):
-        (work / name).unlink()
 
 
 def ensure_template() -> Path:
