@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterable, Sequence
 
@@ -19,6 +18,7 @@ from app import codec, metrics
 from app.core.model import M_SYNC_EXCEPTION, DeadLetter, Milestone
 from app.faust_app import SETTINGS, app
 from app.topics import dead_letters, events, exceptions, milestones
+from agents._failfast import or_exit
 from tables import state
 from tables.records import PartitionState
 
@@ -119,19 +119,9 @@ async def _process(batch: Sequence[EventT]) -> None:
 
 @app.agent(events)
 async def govern(stream: AsyncIterable[EventT]) -> None:
-    """Consume events in batches; one engine per input partition.
-
-    Faust acks a batch even when its processing raises, so an unexpected error
-    stops the process before the next offset commit: the batch is redelivered to
-    the restarted worker, whose state stops at the last complete batch.
-    """
+    """Consume events in batches; one engine per input partition (fail-fast: see _failfast)."""
     async for batch in stream.take_events(SETTINGS.worker.batch_size, within=SETTINGS.worker.batch_within_s):  # type: ignore[attr-defined]
         started = time.perf_counter()
-        try:
-            await _process(batch)
-        except Exception:  # noqa: BLE001 - fail fast, see the docstring
-            log.critical("governance batch failed; exiting so the batch is redelivered", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        await or_exit(_process(batch), log, "governance batch")
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_COMMIT.set(time.time())

@@ -25,6 +25,18 @@ def _replay(args: argparse.Namespace) -> int:
     return run_replay(args.input, args.output, args.dead_letter)
 
 
+def _source(args: argparse.Namespace) -> int:
+    from app.source_runner import run_source
+
+    return run_source(once=args.once)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from app import dlq
+
+    return dlq.main(args.action, args.id or [])
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from app import settings
 
@@ -37,6 +49,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "broker": ("run the embedded Kafka-compatible broker in the foreground", _broker),
     "worker": ("run the stateful Faust worker", _worker),
     "replay": ("run the governance rules over a recorded stream", _replay),
+    "source": ("poll the ERP for released orders and publish them to Kafka", _source),
+    "dlq": ("list or re-drive milestones the ERP rejected", _dlq),
     "check-config": ("validate the settings from the environment and exit", _check_config),
 }
 
@@ -49,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         if name == "broker":
             p.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+        elif name == "source":
+            p.add_argument("--once", action="store_true", help="poll until nothing is new, then exit")
+        elif name == "dlq":
+            p.add_argument("action", choices=["list", "replay"])
+            p.add_argument("--id", action="append", help="milestone id to re-drive (repeatable; default: all open)")
         elif name == "replay":
             p.add_argument("input", help="NDJSON (or length-prefixed Avro single-object) events")
             p.add_argument("--output", help="milestones NDJSON (default: stdout)")

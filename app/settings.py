@@ -56,6 +56,7 @@ class TopicSettings:
     dead_letters: str
     erp_dead_letters: str
     exceptions: str
+    source_cursor: str
     partitions: int
     replication_factor: int
 
@@ -85,6 +86,7 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class ErpSettings:
+    sink_enabled: bool  # False: milestones stay in Kafka, nothing is posted
     adapter: str  # 'tryton' or 'http'
     base_url: str
     database: str
@@ -98,6 +100,12 @@ class ErpSettings:
     backoff_cap_s: float
     throttle_statuses: tuple[int, ...]
     http_routes: str  # generic adapter: JSON map milestone type -> "METHOD path"
+    http_auth_header: str
+    http_auth_scheme: str
+    source_poll_s: float
+    source_overlap_s: float
+    source_page_size: int
+    source_rate_per_s: float
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TOPIC_DEAD_LETTERS": ("syncgov.dead-letters", str),
     "TOPIC_ERP_DEAD_LETTERS": ("syncgov.erp-dead-letters", str),
     "TOPIC_EXCEPTIONS": ("syncgov.exceptions", str),
+    "TOPIC_SOURCE_CURSOR": ("syncgov.source-cursor", str),
     "TOPIC_PARTITIONS": ("4", _positive(int)),
     "TOPIC_REPLICATION_FACTOR": ("1", _positive(int)),
     "DEDUP_RETENTION_S": ("86400", _positive(float)),
@@ -201,6 +210,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_BATCH_WITHIN_S": ("0.05", _positive(float)),
     "WORKER_ADMIN_TOKEN": ("", str),
     "LOG_LEVEL": ("info", _one_of("debug", "info", "warning", "error")),
+    "ERP_SINK_ENABLED": ("true", _parse_bool),
     "ERP_ADAPTER": ("tryton", _one_of("tryton", "http")),
     "ERP_BASE_URL": ("http://127.0.0.1:18080", str),
     "ERP_DATABASE": ("erp", str),
@@ -214,6 +224,12 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ERP_BACKOFF_CAP_S": ("30", _positive(float)),
     "ERP_THROTTLE_STATUSES": ("429", _statuses),
     "ERP_HTTP_ROUTES": ("", str),
+    "ERP_HTTP_AUTH_HEADER": ("Authorization", str),
+    "ERP_HTTP_AUTH_SCHEME": ("Bearer", str),
+    "ERP_SOURCE_POLL_S": ("5", _positive(float)),
+    "ERP_SOURCE_OVERLAP_S": ("5", _non_negative(float)),
+    "ERP_SOURCE_PAGE_SIZE": ("100", _positive(int)),
+    "ERP_SOURCE_RATE_PER_S": ("1", _positive(float)),
 }
 
 #: Settings that may be given as a file path in ``<NAME>_FILE``.
@@ -262,6 +278,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             dead_letters=v["TOPIC_DEAD_LETTERS"],
             erp_dead_letters=v["TOPIC_ERP_DEAD_LETTERS"],
             exceptions=v["TOPIC_EXCEPTIONS"],
+            source_cursor=v["TOPIC_SOURCE_CURSOR"],
             partitions=v["TOPIC_PARTITIONS"],
             replication_factor=v["TOPIC_REPLICATION_FACTOR"],
         ),
@@ -285,6 +302,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             log_level=v["LOG_LEVEL"],
         ),
         erp=ErpSettings(
+            sink_enabled=v["ERP_SINK_ENABLED"],
             adapter=v["ERP_ADAPTER"],
             base_url=v["ERP_BASE_URL"].rstrip("/"),
             database=v["ERP_DATABASE"],
@@ -298,6 +316,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             backoff_cap_s=v["ERP_BACKOFF_CAP_S"],
             throttle_statuses=v["ERP_THROTTLE_STATUSES"],
             http_routes=v["ERP_HTTP_ROUTES"],
+            http_auth_header=v["ERP_HTTP_AUTH_HEADER"],
+            http_auth_scheme=v["ERP_HTTP_AUTH_SCHEME"],
+            source_poll_s=v["ERP_SOURCE_POLL_S"],
+            source_overlap_s=v["ERP_SOURCE_OVERLAP_S"],
+            source_page_size=v["ERP_SOURCE_PAGE_SIZE"],
+            source_rate_per_s=v["ERP_SOURCE_RATE_PER_S"],
         ),
     )
     _check_consistency(settings)

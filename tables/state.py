@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from faust.streams import _current_event
 from faust.types import EventT
+from faust.tables import Table
 
 from app.core.model import CoreSettings
 from app.faust_app import SETTINGS, app
@@ -54,10 +55,9 @@ def load_partition(partition: int) -> PartitionState:
     return PartitionState(partition, core_settings(), wall_clock_ms, _records(partition))
 
 
-def write(event: EventT, writes: list[Write]) -> None:
+def write(event: EventT, writes: list[Write], table: Table = governance_state) -> None:
     """Apply table writes in order, under ``event`` so the changelog goes to its partition."""
     _current_event.set(weakref.ref(event))
-    table = governance_state
     for key, value in writes:
         if value is None:
             table.pop(key, None)

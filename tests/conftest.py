@@ -8,7 +8,7 @@ import pytest
 
 from app.broker import EmbeddedBroker
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.erp"]
 
 
 @pytest.fixture(scope="session")

@@ -99,22 +99,29 @@ class Engine:
         clock = self.clock
         if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
             return self._invalid(d, raw, FUTURE)
-        key = f"{source}\x1f{event_id}"  # dedup.record_key, inlined on the hot path
         wm = self.watermark
+        authorized = source in spec.authority
+        if data is None and authorized:
+            # Telemetry fast path. A duplicate of authorized telemetry can change nothing
+            # (it causes no milestone and its time is already in the watermark), so it
+            # is not kept in the dedup store (docs/rules.md, "Deduplication").
+            if wm is None or occurred_at > wm:
+                self.watermark = occurred_at
+                if occurred_at >= self._due:
+                    return self._advance(occurred_at)
+            return []
         seen = self.seen
-        if not seen.first(key, occurred_at, wm):
+        if not seen.first(f"{source}\x1f{event_id}", occurred_at, wm):  # dedup.record_key
             return []
         if seen.next_prune < self._due:
             self._due = seen.next_prune
-        if source not in spec.authority:
+        if not authorized:
             return self._filter([self._unauthorized(d, spec, occurred_at)])
         out: list[Output] = []
         if wm is None or occurred_at > wm:
             self.watermark = wm = occurred_at
             if wm >= self._due:
-                out.extend(self._advance(wm))
-        if data is None:  # telemetry
-            return out
+                out = self._advance(wm)
         if spec.name == STOCK_ADJUSTED:
             ev = Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], None, data)
             out.extend(self.windows.add(ev, wm))

@@ -88,8 +88,6 @@ class HttpAdapter:
         cls,
         erp: ErpSettings,
         *,
-        auth_header: str = "Authorization",
-        auth_scheme: str = "Bearer",
         session: aiohttp.ClientSession | None = None,
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
@@ -99,7 +97,7 @@ class HttpAdapter:
             policy=RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight),
             timeout_s=erp.timeout_s,
             throttle_statuses=erp.throttle_statuses,
-            auth_header=(auth_header, f"{auth_scheme} {key}".strip()) if key else None,
+            auth_header=(erp.http_auth_header, f"{erp.http_auth_scheme} {key}".strip()) if key else None,
             secret=key,
             session=session,
         )

@@ -163,8 +163,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=HERE.parent.parent / "var" / "erp-gateway")
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--upstream", default="127.0.0.1:8000")
-    parser.add_argument("--rate", type=float, default=10.0, help="requests per second (ERP quota)")
-    parser.add_argument("--burst", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=5.0, help="requests per second (= ERP_RATE_PER_S)")
+    parser.add_argument("--burst", type=int, default=5, help="= ERP_BURST")
     parser.add_argument("--retry-after", type=int, default=1)
     args = parser.parse_args()
     if args.action == "stop":

@@ -1,0 +1,147 @@
+"""The ERP sink: governed milestones out of Kafka into the ERP, exactly once in effect.
+
+Per batch: decode, drop what the ledger already has, then post each document's
+milestones in order (documents concurrently, one shared adaptive rate limit).
+Transient failures retry with capped, jittered backoff for as long as it takes (the
+backlog waits in Kafka, not in memory); permanent ones go to the ERP dead-letter
+topic with the ERP's answer. The ledger is written before the batch is acked, so
+a crash re-posts at most the batch in flight, which the adapters' read-before-write
+turns into acknowledgements.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from faust.types import EventT
+
+from app import codec, metrics
+from app.core.model import Milestone
+from app.core.timeutil import format_ts, parse_ts
+from app.erp import PermanentErpError, TransientErpError, make_port, post_with_retry
+from app.erp.port import ErpPort
+from app.faust_app import SETTINGS, app
+from app.topics import erp_dead_letters, milestones
+from agents._failfast import or_exit
+from tables import ledger, state
+
+log = logging.getLogger(__name__)
+ERP = SETTINGS.erp
+SLA = {
+    "ShipmentConfirmed": metrics.SLA_SHIPPED_TO_POSTED,
+    "ReturnReceived": metrics.SLA_RETURN_TO_POSTED,
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    event: EventT
+    milestone: dict[str, Any]
+    outcome: str  # posted, already_done, skipped, dead_lettered
+    document_ref: str
+    detail: str = ""
+    status: int | None = None
+
+
+def decode_milestone(raw: bytes) -> dict[str, Any]:
+    """A milestones-topic record in the contract JSON form."""
+    return Milestone.from_dict(codec.decode(raw)).to_dict()
+
+
+async def post_one(port: ErpPort, ev: EventT, m: dict[str, Any]) -> Result:
+    """Post until the ERP answers for good: posted/acknowledged, or a permanent error."""
+    while True:
+        try:
+            result = await post_with_retry(
+                port,
+                m,
+                max_retries=ERP.max_retries,
+                backoff_base_s=ERP.backoff_base_s,
+                backoff_cap_s=ERP.backoff_cap_s,
+                rand=random.random,
+            )
+        except TransientErpError as exc:
+            metrics.ERP_CALLS.labels(m["type"], "transient_error").inc()
+            log.warning("ERP still failing for %s %s after retries: %s", m["type"], m["milestone_id"], exc)
+            await asyncio.sleep(ERP.backoff_cap_s)
+            continue
+        except PermanentErpError as exc:
+            metrics.ERP_CALLS.labels(m["type"], "permanent_error").inc()
+            return Result(ev, m, "dead_lettered", "", exc.detail, exc.status)
+        metrics.ERP_CALLS.labels(m["type"], result.outcome).inc()
+        if result.outcome == "posted" and m["type"] in SLA and m.get("occurred_at"):
+            SLA[m["type"]].observe(max(0.0, time.time() - parse_ts(m["occurred_at"]) / 1000))
+        return Result(ev, m, result.outcome, result.document_ref)
+
+
+async def post_document(port: ErpPort, items: list[tuple[EventT, dict[str, Any]]]) -> list[Result]:
+    """One document's milestones, strictly in order."""
+    return [await post_one(port, ev, m) for ev, m in items]
+
+
+def _ledger_value(r: Result) -> bytes:
+    return orjson.dumps(
+        {"outcome": r.outcome, "ref": r.document_ref, "at": format_ts(int(time.time() * 1000)), "type": r.milestone["type"]}
+    )
+
+
+async def _dead_letter(r: Result) -> None:
+    value = orjson.dumps(
+        {
+            "milestone_id": r.milestone["milestone_id"],
+            "type": r.milestone["type"],
+            "milestone": r.milestone,
+            "status": r.status,
+            "detail": r.detail,
+            "failed_at": format_ts(int(time.time() * 1000)),
+        }
+    )
+    await (await erp_dead_letters.send(key=r.event.key, value=value))
+
+
+def _update_backlog(batch: list[EventT]) -> None:
+    lag = 0
+    for ev in batch:
+        msg = ev.message
+        high = app.consumer.highwater(msg.tp)
+        if high is not None:
+            lag = max(lag, high - msg.offset - 1)
+    metrics.ERP_BACKLOG.set(lag)
+    oldest = batch[0].message.timestamp
+    metrics.ERP_BACKLOG_AGE.set(max(0.0, time.time() - oldest) if lag else 0.0)
+
+
+async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
+    docs: dict[bytes, list[tuple[EventT, dict[str, Any]]]] = {}
+    for ev in batch:
+        m = decode_milestone(ev.value)
+        if ledger.is_done(m["milestone_id"]):
+            metrics.ERP_CALLS.labels(m["type"], "deduplicated").inc()
+            continue
+        docs.setdefault(ev.key or b"", []).append((ev, m))
+    _update_backlog(batch)
+    for results in await asyncio.gather(*(post_document(port, items) for items in docs.values())):
+        for r in results:
+            if r.outcome == "dead_lettered":
+                await _dead_letter(r)
+            state.write(r.event, [(r.milestone["milestone_id"].encode(), _ledger_value(r))], ledger.erp_ledger)
+
+
+if ERP.sink_enabled:
+
+    @app.agent(milestones)
+    async def post_to_erp(stream: AsyncIterable[EventT]) -> None:
+        """Milestones topic -> ERP (see the module docstring)."""
+        port = make_port(ERP)
+        metrics.ERP_RATE.set(ERP.rate_per_s)
+        try:
+            async for batch in stream.take_events(200, within=0.2):  # type: ignore[attr-defined]
+                await or_exit(run_batch(port, list(batch)), log, "ERP sink batch")
+        finally:
+            await port.close()

@@ -1,0 +1,94 @@
+"""Warehouse work for orders the ERP released (the demo and the ERP tests).
+
+Given OrderReleased events read from Kafka, emit what the warehouse does for each:
+scans, picks (some split across robot and picker), tote conveying, one package,
+dispatch with a carrier tracking number; plus a few stock adjustments per site
+(a count correction and a relocation pair that nets to zero). Deterministic for a
+seed; event time starts at ``start_ms`` and advances ``step_ms`` per event.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from random import Random
+from typing import Any
+
+from app.core.timeutil import format_ts
+
+CARRIERS = ("DHL", "UPS", "DPD")
+
+
+def _id(seed: int, *parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).hexdigest()[:24]
+
+
+class _Clock:
+    def __init__(self, start_ms: int, step_ms: int) -> None:
+        self.now, self.step = start_ms, step_ms
+
+    def tick(self) -> str:
+        self.now += self.step
+        return format_ts(self.now)
+
+
+def tracking_no(seed: int, order_id: str) -> str:
+    """The carrier tracking number the simulated dispatch of ``order_id`` carries."""
+    return "TRK" + str(int(_id(seed, "trk", order_id)[:12], 16))[:12]
+
+
+def _order_work(release: dict[str, Any], seed: int, clock: _Clock, rng: Random) -> Iterator[dict[str, Any]]:
+    wh, order = release["warehouse_id"], release["order_id"]
+    base = {"warehouse_id": wh, "order_id": order}
+    tote = f"T-{_id(seed, 'tote', order)[:6]}"
+    for line in release["lines"]:
+        loc = f"A-{int(_id(seed, 'loc', line['sku'])[:4], 16) % 40 + 1:02d}-01"
+        yield {**base, "event_id": _id(seed, order, "scan", line["line_no"]), "type": "ItemScanned",
+               "occurred_at": clock.tick(), "source": "wms", "barcode": line["sku"], "location": loc,
+               "device_id": "RF-07", "tote_id": tote}
+        qty = int(line["qty"])
+        parts = [qty] if qty < 2 or rng.random() < 0.6 else [qty // 2, qty - qty // 2]
+        for n, part in enumerate(parts):
+            yield {**base, "event_id": _id(seed, order, "pick", line["line_no"], n), "type": "PickConfirmed",
+                   "occurred_at": clock.tick(), "source": "robotics" if n == 0 else "wms",
+                   "line_no": line["line_no"], "sku": line["sku"], "qty": part, "location": loc, "tote_id": tote}
+    yield {**base, "event_id": _id(seed, order, "convey"), "type": "ToteConveyed", "occurred_at": clock.tick(),
+           "source": "conveyor", "tote_id": tote, "scanner_id": "SCN-M01", "lane": "PACK-1"}
+    package = f"PKG-{_id(seed, 'pkg', order)[:8]}"
+    yield {**base, "event_id": _id(seed, order, "pack"), "type": "PackConfirmed", "occurred_at": clock.tick(),
+           "source": "wms", "package_id": package,
+           "items": [{"line_no": line["line_no"], "qty": int(line["qty"])} for line in release["lines"]],
+           "weight_kg": round(0.4 * sum(int(line["qty"]) for line in release["lines"]) + 0.2, 2)}
+    carrier = release.get("carrier") or CARRIERS[int(_id(seed, "car", order)[:2], 16) % len(CARRIERS)]
+    yield {**base, "event_id": _id(seed, order, "dispatch"), "type": "ShipmentDispatched", "occurred_at": clock.tick(),
+           "source": "carrier", "shipment_id": f"SHP-{order}", "carrier": carrier,
+           "tracking_no": tracking_no(seed, order), "package_ids": [package]}
+
+
+def _stock_work(wh: str, skus: list[str], seed: int, clock: _Clock) -> Iterator[dict[str, Any]]:
+    """A count correction on the first SKU and a relocation (-n/+n, nets to 0) on the second."""
+    base = {"warehouse_id": wh, "source": "wms"}
+    if skus:
+        yield {**base, "event_id": _id(seed, wh, "count", skus[0]), "type": "StockAdjusted", "occurred_at": clock.tick(),
+               "sku": skus[0], "location": "A-01-01", "delta": -2, "reason": "cycle count"}
+    if len(skus) > 1:
+        for n, delta in enumerate((-3, 3)):
+            yield {**base, "event_id": _id(seed, wh, "move", skus[1], n), "type": "StockAdjusted",
+                   "occurred_at": clock.tick(), "sku": skus[1], "location": "A-02-01", "delta": delta,
+                   "reason": "relocation"}
+
+
+def warehouse_work(
+    releases: Iterable[dict[str, Any]], *, seed: int, start_ms: int, step_ms: int = 200
+) -> list[dict[str, Any]]:
+    """Every event the warehouse emits for ``releases`` (OrderReleased dicts), in time order."""
+    rng = Random(seed)
+    clock = _Clock(start_ms, step_ms)
+    out: list[dict[str, Any]] = []
+    skus: dict[str, list[str]] = {}
+    for release in releases:
+        out.extend(_order_work(release, seed, clock, rng))
+        site = skus.setdefault(release["warehouse_id"], [])
+        site.extend(line["sku"] for line in release["lines"] if line["sku"] not in site)
+    for wh, site_skus in skus.items():
+        out.extend(_stock_work(wh, site_skus, seed, clock))
+    return out
