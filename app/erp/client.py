@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from app import metrics
 from app.core.ratelimit import AdaptiveLimiter, RatePolicy
 from app.erp.port import PermanentErpError, TransientErpError
 
@@ -148,6 +149,9 @@ class ErpHttpClient:
             if status in self._throttle:
                 retry_after = parse_retry_after(answer_headers.get("Retry-After"), time.time())
                 self.limiter.on_throttle(self._clock(), retry_after)
+                metrics.ERP_THROTTLED.inc()
+                metrics.ERP_RETRY_AFTER.inc(retry_after or 0.0)
+                metrics.ERP_RATE.set(self.limiter.rate)
                 log.info("ERP throttled %s with %d (Retry-After %s); rate now %.2f/s",
                          where, status, retry_after, self.limiter.rate)
                 raise TransientErpError(status, retry_after, f"{where}: {status} {text}")
@@ -155,6 +159,7 @@ class ErpHttpClient:
                 self.limiter.on_error(self._clock())
                 raise TransientErpError(status, None, f"{where}: {status} {text}")
             self.limiter.on_success(self._clock())
+            metrics.ERP_RATE.set(self.limiter.rate)
             if status >= 300:
                 raise PermanentErpError(status, f"{where}: {status} {text}")
             return HttpAnswer(status, payload, answer_headers)
