@@ -29,7 +29,7 @@ from app.erp.port import ErpPort
 from app.faust_app import SETTINGS, app
 from app.topics import erp_dead_letters, milestones
 from agents._failfast import or_exit
-from tables import ledger, state
+from tables import ledger, lineage, state
 
 log = logging.getLogger(__name__)
 ERP = SETTINGS.erp
@@ -85,6 +85,15 @@ async def post_document(port: ErpPort, items: list[tuple[EventT, dict[str, Any]]
     return [await post_one(port, ev, m) for ev, m in items]
 
 
+def _call_entry(r: Result) -> dict[str, Any]:
+    """The order-lineage entry of one ERP call (see tables/lineage.py)."""
+    entry = {"at": int(time.time() * 1000), "kind": "erp_call", "id": r.milestone["milestone_id"],
+             "type": r.milestone["type"], "outcome": r.outcome, "document_ref": r.document_ref}
+    if r.detail:
+        entry["detail"] = r.detail
+    return entry
+
+
 def _ledger_value(r: Result) -> bytes:
     return orjson.dumps(
         {"outcome": r.outcome, "ref": r.document_ref, "at": format_ts(int(time.time() * 1000)), "type": r.milestone["type"]}
@@ -127,10 +136,18 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
         docs.setdefault(ev.key or b"", []).append((ev, m))
     _update_backlog(batch)
     for results in await asyncio.gather(*(post_document(port, items) for items in docs.values())):
+        calls: dict[bytes, list[dict[str, Any]]] = {}
         for r in results:
             if r.outcome == "dead_lettered":
                 await _dead_letter(r)
             state.write(r.event, [(r.milestone["milestone_id"].encode(), _ledger_value(r))], ledger.erp_ledger)
+            if r.milestone.get("order_id"):
+                calls.setdefault(ledger.order_key(r.milestone["warehouse_id"], r.milestone["order_id"]), []).append(
+                    _call_entry(r)
+                )
+        for key, entries in calls.items():
+            trail = orjson.loads(ledger.erp_ledger.get(key) or b"[]")
+            state.write(results[-1].event, [(key, orjson.dumps(lineage.extend(trail, entries)))], ledger.erp_ledger)
 
 
 if ERP.sink_enabled:

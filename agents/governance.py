@@ -15,14 +15,15 @@ from collections.abc import AsyncIterable, Sequence
 from faust.types import EventT
 
 from app import codec, metrics
-from app.core.model import M_SYNC_EXCEPTION, DeadLetter, Milestone
+from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone
 from app.faust_app import SETTINGS, app
 from app.topics import dead_letters, events, exceptions, milestones
 from agents._failfast import or_exit
-from tables import state
+from tables import ledger, lineage, state
 from tables.records import PartitionState
 
 log = logging.getLogger(__name__)
+SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
 _partitions: dict[int, PartitionState] = {}
 
 
@@ -34,15 +35,11 @@ async def _forget_revoked(sender: object, revoked: set, **_: object) -> None:  #
             _partitions.pop(tp.partition, None)
 
 
-def _decode(raw: bytes) -> dict:  # type: ignore[type-arg]
-    return codec.decode(raw)
-
-
 def milestone_key(m: Milestone) -> bytes:
     """One order's (or stock key's) milestones stay in one partition, in order."""
     body = m.body
     if "order_id" in body and body["order_id"]:
-        return f"{m.warehouse_id}|{body['order_id']}".encode()
+        return ledger.document_key(m.warehouse_id or "", body["order_id"])
     if "sku" in body and "location" in body:
         return f"{m.warehouse_id}|{body['sku']}|{body['location']}".encode()
     return m.milestone_id.encode()
@@ -57,6 +54,8 @@ async def _emit(outputs: list[tuple[object, EventT]]) -> None:
             value = codec.encode_milestone(out.to_dict())
             pending.append(await topic.send(key=milestone_key(out), value=value))
             metrics.MILESTONES.labels(out.type).inc()
+            if out.type == M_ORDER_ACCEPTED and out.body["version"] == 1 and out.occurred_at is not None:
+                metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - out.occurred_at / 1000))
             if out.type == M_SYNC_EXCEPTION:
                 metrics.SYNC_EXCEPTIONS.labels(out.body["code"]).inc()
         elif isinstance(out, DeadLetter):
@@ -84,13 +83,22 @@ def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tupl
         msg = ev.message
         if msg.offset <= skip_to:
             continue  # already in the stored state (redelivery after a crash)
-        raw = ev.value
-        if raw and raw[0] == 0xC3:
-            outs = ps.process(raw, _decode)
+        raw = ev.value or b""
+        if raw[:1] == codec.MAGIC[:1]:  # Avro single-object
+            try:
+                d = codec.decode(raw)
+            except codec.DecodeError as exc:
+                outs = ps.engine.reject(raw, f"undecodable: {exc}")
+            else:
+                ps.note(lineage.decoded_entry(d))
+                outs = ps.engine.process_event(d, raw)
         else:
-            outs = ps.process(raw or b"")
+            ps.note(lineage.event_entry(raw))
+            outs = ps.process(raw)
         for out in outs:
             outputs.append((out, ev))
+            if out.__class__ is Milestone:
+                ps.note(lineage.milestone_entry(out))
         last = msg.offset
     return last
 
@@ -112,6 +120,8 @@ async def _process(batch: Sequence[EventT]) -> None:
             continue
         await _emit(outputs)
         state.write(evs[-1], ps.flush(last, state.stored))
+        for name, seconds in ps.sla:
+            SLA[name].observe(seconds)
         if ps.engine.watermark is not None:
             metrics.WATERMARK.labels(str(partition)).set(ps.engine.watermark / 1000)
     metrics.EVENTS_PROCESSED.inc(len(batch))

@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import Producer
 
 from app import codec
-from app.kafka_io import client_config, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all
 from app.settings import Settings, load
 
 
@@ -43,7 +43,7 @@ def open_entries(s: Settings) -> list[Entry]:
 
 
 def redrive(s: Settings, entries: Sequence[Entry]) -> int:
-    producer = Producer(client_config(s.kafka.bootstrap_servers, s.kafka))
+    producer = Producer({**client_config(s.kafka.bootstrap_servers, s.kafka), **PRODUCER_DEFAULTS})
     for entry in entries:
         producer.produce(s.topics.milestones, key=entry.key, value=codec.encode_milestone(entry.record["milestone"]))
     if producer.flush(30) != 0:

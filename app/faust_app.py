@@ -51,13 +51,14 @@ def faust_options(s: Settings) -> dict[str, Any]:
         "datadir": str(s.worker.data_dir),
         "web_host": s.worker.web_host,
         "web_port": s.worker.web_port,
+        "canonical_url": s.worker.canonical_url,
         "web_bind": s.worker.web_host,
         "topic_partitions": s.topics.partitions,
         "topic_replication_factor": s.topics.replication_factor,
         "table_standby_replicas": s.worker.standby_replicas,
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        "autodiscover": ("agents", "tables", "app.web"),
+        "autodiscover": ("agents", "tables", "app.web", "app.opspage"),
         "origin": "app",
     }
 

@@ -78,3 +78,19 @@ SYNC_DRIFT = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+SYNC_DRIFT_OLDEST_AGE = Gauge(
+    "syncgov_sync_drift_oldest_age_seconds",
+    "Age of the oldest document out of sync, by kind (0 when none).",
+    ["kind"],
+    registry=REGISTRY,
+)
+SYNC_DRIFT_EXCEPTIONS = Counter(
+    "syncgov_sync_drift_exceptions_total",
+    "SyncDrift records published for drift older than the reconciliation window, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "syncgov_reconcile_last_success_timestamp_seconds", "Unix time of the last completed reconciliation.",
+    registry=REGISTRY,
+)

@@ -27,6 +27,10 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
 
     @property
+    def log_file(self) -> Path:
+        return self.log_path or self.data_dir / "worker.log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
@@ -42,7 +46,7 @@ class WorkerProcess:
             "WORKER_WEB_HOST": "127.0.0.1",
             **self.env,
         }
-        log = open(self.log_path or self.data_dir / "worker.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
             env=env,

@@ -8,6 +8,7 @@ secret file) instead of the variable itself, and are never printed.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class WorkerSettings:
     data_dir: Path
     web_host: str
     web_port: int
+    canonical_url: str  # how other workers reach this one (trace routing)
     standby_replicas: int
     batch_size: int
     batch_within_s: float
@@ -205,6 +207,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_DATA_DIR": ("./var/worker", str),
     "WORKER_WEB_HOST": ("127.0.0.1", str),
     "WORKER_WEB_PORT": ("6066", _port),
+    "WORKER_CANONICAL_URL": ("", str),
     "WORKER_STANDBY_REPLICAS": ("0", _non_negative(int)),
     "WORKER_BATCH_SIZE": ("1000", _positive(int)),
     "WORKER_BATCH_WITHIN_S": ("0.05", _positive(float)),
@@ -255,6 +258,11 @@ def _read(env: Mapping[str, str], name: str) -> Any:
     return Secret(value) if name in SECRETS else value
 
 
+def _default_url(host: str, port: int) -> str:
+    """This worker's URL for its peers: the bind address, or the host name when bound to all."""
+    return f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`SettingsError` on the first bad one."""
     env = os.environ if env is None else env
@@ -295,6 +303,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             data_dir=Path(v["WORKER_DATA_DIR"]),
             web_host=v["WORKER_WEB_HOST"],
             web_port=v["WORKER_WEB_PORT"],
+            canonical_url=v["WORKER_CANONICAL_URL"] or _default_url(v["WORKER_WEB_HOST"], v["WORKER_WEB_PORT"]),
             standby_replicas=v["WORKER_STANDBY_REPLICAS"],
             batch_size=v["WORKER_BATCH_SIZE"],
             batch_within_s=v["WORKER_BATCH_WITHIN_S"],

@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 from app import codec
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter
-from app.kafka_io import client_config, create_topics, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
 from app.settings import Settings, load
 
 log = logging.getLogger("syncgov.source")
@@ -52,7 +52,7 @@ async def run(s: Settings, once: bool) -> int:
         raise SystemExit("syncgov source: ERP_ADAPTER=tryton is required (the generic adapter has no release feed)")
     bootstrap = s.kafka.bootstrap_servers
     create_topics(bootstrap, [s.topics.events, s.topics.source_cursor], s.topics.partitions, s.kafka)
-    producer = Producer({**client_config(bootstrap, s.kafka), "linger.ms": 0, "batch.num.messages": 1})
+    producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0, "batch.num.messages": 1})
     adapter = TrytonAdapter.from_settings(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1))
     cursor = load_cursor(s)
     stop = asyncio.Event()

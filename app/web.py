@@ -1,11 +1,22 @@
-"""Worker web endpoints: liveness, readiness (after table recovery), Prometheus metrics."""
+"""Worker web endpoints: liveness, readiness (after table recovery), Prometheus metrics,
+and the order trace (routed to the workers that own the order's state)."""
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import aiohttp
+import orjson
 from faust.web import Request, Response, Web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.faust_app import app
+from app.core.timeutil import format_ts
+from app.faust_app import SETTINGS, app
+from app.kafka_io import partition_for
 from app.metrics import RECOVERY_IN_PROGRESS, REGISTRY
+from tables.ledger import document_key, erp_ledger, order_key
+from tables.records import LINEAGE, table_key
+from tables.state import governance_state
 
 
 def is_ready() -> bool:
@@ -30,3 +41,64 @@ async def readyz(web: Web, request: Request) -> Response:
 async def metrics(web: Web, request: Request) -> Response:
     is_ready()
     return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+# -- order trace -----------------------------------------------------------------------------
+
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _local_part(part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
+    """This worker's share of the trace: the order lineage, or its ERP calls."""
+    if part == "lineage":
+        partition = partition_for(warehouse_id.encode(), SETTINGS.topics.partitions)
+        raw = governance_state.get(table_key(partition, LINEAGE, [warehouse_id, order_id]))
+        return list(orjson.loads(raw)["v"] or []) if raw else []
+    raw = erp_ledger.get(order_key(warehouse_id, order_id))
+    return orjson.loads(raw) if raw else []
+
+
+def _owner(topic: str, partition: int) -> str | None:
+    """URL of the worker that consumes ``topic``/``partition`` (None if not known yet)."""
+    for url, topics in app.assignor.external_topic_distribution.items():
+        if partition in topics.get(topic, ()):
+            return str(url).rstrip("/")
+    return None
+
+
+async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
+    """A part of the trace from the worker that owns it (this one, or a peer over HTTP)."""
+    topic, key = (
+        (SETTINGS.topics.events, warehouse_id.encode())
+        if part == "lineage"
+        else (SETTINGS.topics.milestones, document_key(warehouse_id, order_id))
+    )
+    owner = _owner(topic, partition_for(key, SETTINGS.topics.partitions))
+    if owner is None or owner == str(app.conf.canonical_url).rstrip("/"):
+        return _local_part(part, warehouse_id, order_id)
+    url = f"{owner}/orders/{warehouse_id}/{order_id}/trace?part={part}"
+    async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        if resp.status == 404:
+            return []
+        resp.raise_for_status()
+        return list((await resp.json())["entries"])
+
+
+@app.page("/orders/{warehouse_id}/{order_id}/trace")
+async def order_trace(web: Web, request: Request, warehouse_id: str, order_id: str) -> Response:
+    """Every event, milestone, exception and ERP call of one order, in time order."""
+    if not (_ID.match(warehouse_id) and _ID.match(order_id)):
+        return web.json({"error": "warehouse_id and order_id must be 1-64 of A-Z a-z 0-9 . _ : -"}, status=400)
+    part = request.query.get("part")
+    if part is not None and part not in ("lineage", "erp"):
+        return web.json({"error": "part must be lineage or erp"}, status=400)
+    if part is not None:
+        entries = _local_part(part, warehouse_id, order_id)
+    else:
+        entries = [e for p in ("lineage", "erp") for e in await _part(web, p, warehouse_id, order_id)]
+    if not entries:
+        return web.json({"error": f"no trace for order {order_id} in warehouse {warehouse_id}"}, status=404)
+    entries.sort(key=lambda e: (e.get("at") or 0))
+    for e in entries:
+        e["at"] = format_ts(e["at"]) if isinstance(e.get("at"), int) else e.get("at")
+    return web.json({"warehouse_id": warehouse_id, "order_id": order_id, "entries": entries})

@@ -20,6 +20,7 @@ from app.core import Engine
 from app.core.engine import Output
 from app.core.model import CoreSettings
 from app.core.orders import OrderState
+from tables import lineage
 
 SEP: Final = "\x1f"
 ORDERS: Final = "o"
@@ -28,6 +29,7 @@ RETURNS: Final = "r"
 SEEN: Final = "s"
 REJECTED: Final = "x"
 META: Final = "m"
+LINEAGE: Final = "l"
 _KEYED = (ORDERS, WINDOWS, RETURNS)
 
 #: A table write: (key, value) with value None for a delete.
@@ -119,6 +121,8 @@ class PartitionState:
         keyed: list[tuple[str, list[str], dict[str, Any]]] = []
         for key, raw in records:
             kind, parts = _parse_key(key)
+            if kind == LINEAGE:
+                continue  # read by the trace, not by the engine
             rec = orjson.loads(raw)
             if kind == META:
                 meta = rec
@@ -158,6 +162,9 @@ class PartitionState:
             watermark=meta["watermark"],
         )
         self.retention_ms = settings.dedup_retention_ms
+        #: Lineage entries of this batch, by order key; SLA samples of the last flush.
+        self.lineage: dict[tuple[str, str], list[lineage.Entry]] = {}
+        self.sla: list[tuple[str, float]] = []
         self._clear()
 
     def _clear(self) -> None:
@@ -165,15 +172,14 @@ class PartitionState:
             store.dirty.clear()
         self.rejected.added.clear()
 
-    def process(self, raw: bytes, decode: Callable[[bytes], dict[str, Any]] | None = None) -> list[Output]:
-        """One raw record; ``decode`` handles non-JSON (Avro) records and raises on garbage."""
-        if decode is None:
-            return self.engine.process(raw)
-        try:
-            d = decode(raw)
-        except ValueError as exc:
-            return self.engine.reject(raw, f"undecodable: {exc}")
-        return self.engine.process_event(d, raw)
+    def process(self, raw: bytes) -> list[Output]:
+        """One raw JSON record."""
+        return self.engine.process(raw)
+
+    def note(self, item: tuple[tuple[str, str], lineage.Entry] | None) -> None:
+        """Add a lineage entry (from ``lineage.event_entry``/``milestone_entry``) to this batch."""
+        if item is not None:
+            self.lineage.setdefault(item[0], []).append(item[1])
 
     def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:
         """The table writes that commit everything processed up to ``offset``, meta last.
@@ -199,6 +205,13 @@ class PartitionState:
                         ),
                     )
                 )
+        self.sla = []
+        for key, new in self.lineage.items():
+            tkey = table_key(p, LINEAGE, key)
+            trail = self._committed_value(previous(tkey)) or []
+            self.sla.extend(lineage.sla_samples(trail, new))
+            writes.append((tkey, orjson.dumps({"o": offset, "v": lineage.extend(trail, new), "p": trail})))
+        self.lineage = {}
         seen = self.stores[SEEN]
         added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:

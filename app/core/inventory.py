@@ -23,7 +23,8 @@ class Windows:
     """Open windows in ``store``: key -> {window_start_ms: WindowRecord} (plain data).
 
     Windows are indexed by close deadline (all keys' windows share the epoch-aligned
-    deadlines, so the heap holds each deadline once), so closing never scans every key.
+    deadlines, so the heap holds each deadline once), so closing never scans every key;
+    windows with the same deadline close in the order they were opened.
     """
 
     def __init__(
@@ -82,15 +83,13 @@ class Windows:
         return []
 
     def close(self, watermark: int | float) -> list[Milestone]:
-        """Close every window due at ``watermark``: by deadline, then by key."""
+        """Close every window due at ``watermark``: by deadline, then in opening order."""
         out: list[Milestone] = []
         heap = self._heap
         store = self.store
         size = self.size
         while heap and heap[0] <= watermark:
-            entries = self._due.pop(heappop(heap))
-            entries.sort()
-            for key, start in entries:
+            for key, start in self._due.pop(heappop(heap)):
                 wins = store.get(key)
                 win = wins.pop(start, None) if wins else None
                 if win is None:

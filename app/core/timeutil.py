@@ -13,8 +13,10 @@ MAX_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
 # "YYYY-MM-DDTHH:MM:" -> ms of that minute; the canonical form parses without datetime.
 _MINUTES: dict[str, int] = {}
 _MINUTES_MAX: Final = 200_000
-# minute since the epoch -> "YYYY-MM-DDTHH:MM:" for format_ts.
+# minute since the epoch -> "YYYY-MM-DDTHH:MM:", and ms within the minute -> "SS.mmmZ",
+# for format_ts (the suffixes are filled on first use).
 _PREFIXES: dict[int, str] = {}
+_SUFFIXES: list[str] = []
 # "SS.mmmZ" -> ms within the minute (60,000 entries, filled on first use).
 _REST: dict[str, int] = {}
 
@@ -74,10 +76,10 @@ def format_ts(ms: int) -> str:
     prefix = _PREFIXES.get(minute)
     if prefix is None:
         dt = EPOCH + timedelta(minutes=minute)
-        prefix = (
-            f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        )
+        prefix = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
         if len(_PREFIXES) >= _MINUTES_MAX:
             _PREFIXES.clear()
         _PREFIXES[minute] = prefix
-    return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"
+        if not _SUFFIXES:
+            _SUFFIXES.extend(f"{i // 1000:02d}.{i % 1000:03d}Z" for i in range(60_000))
+    return prefix + _SUFFIXES[rest]

@@ -74,8 +74,11 @@ class KafkaSink:
         if producer is None:
             from confluent_kafka import Producer
 
+            from app.kafka_io import PRODUCER_DEFAULTS
+
             producer = Producer(
                 {
+                    **PRODUCER_DEFAULTS,
                     "linger.ms": 20,
                     "batch.num.messages": 10_000,
                     "batch.size": 1 << 20,

@@ -36,6 +36,23 @@ def erp_env(stack: ErpStack, **extra: str) -> dict[str, str]:
     }
 
 
+def check_trace(worker, order_id: str) -> None:
+    """The order's trace holds its events, milestones and ERP calls, in time order."""
+    status, body = worker.get(f"/orders/WH1/{order_id}/trace")
+    assert status == 200, body
+    entries = orjson.loads(body)["entries"]
+    kinds = {(e["kind"], e["type"]) for e in entries}
+    assert ("event", "OrderReleased") in kinds and ("event", "PickConfirmed") in kinds
+    for mtype in ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed"):
+        assert ("milestone", mtype) in kinds
+    calls = [e for e in entries if e["kind"] == "erp_call"]
+    assert {e["type"] for e in calls} >= {"OrderPicked", "OrderPacked", "ShipmentConfirmed"}
+    assert all(e["outcome"] in ("posted", "already_done") and e["document_ref"] for e in calls)
+    assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
+    assert worker.get("/orders/WH1/no%24such/trace")[0] == 400
+    assert worker.get("/orders/WH1/NO-SUCH-ORDER/trace")[0] == 404
+
+
 def run_source(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "app.cli", "source", "--once"], env=env, check=True, timeout=120)
 
@@ -79,5 +96,10 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
         for s in created:
             dos = [line for line in log if f"/stock.shipment.out/{s['id']}/do" in line and " 200 " in line]
             assert len(dos) == 1, dos
+        check_trace(worker, sorted(numbers)[0])
+        # The ERP key appears in no log line and no response of the worker.
+        answers = [worker.get(path)[1] for path in ("/metrics", "/readyz", f"/orders/WH1/{sorted(numbers)[0]}/trace")]
+        for text in [worker.log_file.read_bytes(), *answers]:
+            assert erp_stack.key.encode() not in text
     finally:
         await rest.close()

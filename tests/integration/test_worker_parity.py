@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 
 from app.kafka_io import produce, read_all
@@ -78,10 +79,17 @@ def test_recovery_after_kill_9(kafka_bootstrap, worker_factory) -> None:
 def test_scale_out_and_take_over(kafka_bootstrap, worker_factory) -> None:
     records = simulate(orders=300, warehouses=6, seed=5)
     first = worker_factory("w1")
-    worker_factory("w2")
+    second = worker_factory("w2")
     topic = f"{worker_factory.prefix}.events"
     producer = paced(kafka_bootstrap, topic, records, rate=3000)
     wait_for(lambda: len(read_milestones(kafka_bootstrap, worker_factory.prefix)) > 100, 60, "first milestones")
+    # Either worker answers an order's trace, routing to the one that owns its state.
+    accepted = next(m for m in read_milestones(kafka_bootstrap, worker_factory.prefix) if m["type"] == "OrderAccepted")
+    path = f"/orders/{accepted['warehouse_id']}/{accepted['order_id']}/trace"
+    for worker in (first, second):
+        status, body = worker.get(path, timeout_s=10)
+        assert status == 200, body
+        assert accepted["milestone_id"] in {e["id"] for e in orjson.loads(body)["entries"]}
     first.stop()  # the other worker takes over its partitions
     producer.join(60)
     partitions = recorded(kafka_bootstrap, topic, len(records))

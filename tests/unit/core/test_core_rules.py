@@ -320,12 +320,12 @@ RULE6 = [
         [stock("s1", 10, 1, sku="B"), stock("s2", 20, 2, sku="A"), stock("s3", 310, 4, sku="A"),
          stock("s4", 20, 8, location="L2")],
         [
+            M("InventoryAdjusted", 300, ["s1"], sku="B", net_delta=1),
             M("InventoryAdjusted", 300, ["s2"], sku="A", location="L1", net_delta=2, window_start=ts(0)),
             M("InventoryAdjusted", 300, ["s4"], sku="A", location="L2", net_delta=8),
-            M("InventoryAdjusted", 300, ["s1"], sku="B", net_delta=1),
             M("InventoryAdjusted", 600, ["s3"], sku="A", net_delta=4, window_start=ts(300)),
         ],
-        id="rule6-windows-are-per-key-and-aligned-to-the-epoch",
+        id="rule6-windows-are-per-key-and-aligned-to-the-epoch-closing-in-opening-order",
     ),
     pytest.param(
         [stock("s1", 0, 5), scan("x", 360), stock("s2", 100, 1)],

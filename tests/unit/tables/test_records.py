@@ -103,4 +103,29 @@ def test_sizes_report_each_store() -> None:
     for raw in STREAM:
         ps.process(raw)
     sizes = ps.sizes()
-    assert sizes["orders"] == 2 and sizes["dedup_keys"] == 9
+    # Authorized telemetry is not kept for dedup (a duplicate of it can change nothing).
+    assert sizes["orders"] == 2 and sizes["dedup_keys"] == 8
+
+
+def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
+    from tables import lineage
+
+    table = FakeTable()
+    ps = PartitionState(0, CoreSettings(), None)
+    for offset, raw in enumerate(STREAM):
+        ps.note(lineage.event_entry(raw))
+        for out in ps.process(raw):
+            if hasattr(out, "milestone_id"):
+                ps.note(lineage.milestone_entry(out))
+        table.apply(ps.flush(offset, table.get))
+        if offset == 6:  # OrderPicked: release (10:00:00) -> picked (10:00:06)
+            assert ps.sla == [("release_to_picked", 6.0)]
+    key = next(k for k in table if b"\x1fl\x1f" in k and b'"A"' in k)
+    trail = orjson.loads(table[key])["v"]
+    kinds = [(e["kind"], e["type"]) for e in trail]
+    assert kinds[:2] == [("event", "OrderReleased"), ("milestone", "OrderAccepted")]
+    assert kinds[-2:] == [("event", "PackConfirmed"), ("milestone", "OrderPacked")] and len(trail) == 8
+    # Lineage is not engine state: a reload ignores it.
+    assert PartitionState(0, CoreSettings(), None, table.items()).sizes()["orders"] == 2
+    long = lineage.extend([{"n": i} for i in range(lineage.MAX_ENTRIES)], [{"n": "new"}])
+    assert len(long) == lineage.MAX_ENTRIES and long[0] == {"n": 0} and long[-1] == {"n": "new"}

@@ -1,0 +1,464 @@
+"""The worker on the embedded broker: throughput vs a raw consumer in the same run
+(figure 3), latency at a fixed input rate (figure 4), peak RSS of the worker (figure 7).
+
+Throughput: the simulator's default mix (4 warehouses, so every partition is used; JSON
+values, key = warehouse_id) is produced once to a 4-partition topic. Each repetition
+then reads it twice, one after the other on the same machine:
+
+- a raw confluent-kafka consumer (assign all partitions from offset 0; ``consume(1000)``,
+  ``orjson.loads`` and a dict update per record): the Python limit on this box, and
+- a fresh ``syncgov worker`` (new WORKER_APP_ID = consumer group, changelog and output
+  topics; ERP sink off; RocksDB store in a new directory), timed from the first
+  ``syncgov_records_processed_total`` > 0 seen on its ``/metrics`` to the count of
+  produced records (polled every 20 ms).
+
+events/s = records counted from that first observation / elapsed. After each worker
+repetition its milestones (milestones + exceptions topics, deduplicated by id) must
+equal the per-partition replay of the recorded topic; a fast wrong answer is a FAIL.
+
+Latency: a fresh worker on an empty topic; the default mix is produced with
+confluent-kafka paced at a fixed rate (5,000/s). The wall-clock time just before each
+``produce()`` call is kept by event_id (first copy of a duplicated id). Every order
+milestone (OrderAccepted, OrderPicked, OrderPacked, ShipmentConfirmed, ReturnReceived)
+is matched to its completing event: of its ``event_ids`` evidence, the one produced
+last (OrderAccepted's evidence is its OrderReleased/OrderChanged). Latency = the
+milestone record's Kafka timestamp (CreateTime, set by the worker's producer when it
+sends the milestone) - that produce time. Window-closed InventoryAdjusted and
+SyncExceptions are left out: they complete on the watermark, not on an event. The
+run is cut into 3 equal consecutive windows (by produce time, after a 1 s warm-up);
+each window is one repetition.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import codec  # noqa: E402
+from app.broker import EmbeddedBroker  # noqa: E402
+from app.kafka_io import create_topics, produce, read_all  # noqa: E402
+from app.processes import WorkerProcess  # noqa: E402
+from tests.integration.conftest import normalize  # noqa: E402
+from tests.integration.streams import by_id, replay, simulate  # noqa: E402
+
+WORKDIR = ROOT / "benchmarks" / "results" / "tmp"
+PARTITIONS = 4
+ORDER_MILESTONES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "ReturnReceived")
+#: Records per order in the default mix (measured: 58,305 records for 1,000 orders, 4 warehouses).
+RECORDS_PER_ORDER = 58.3
+
+
+# -- shared helpers (also used by erp_bench and recovery_bench) -------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """Peak resident set (VmHWM) of a live process, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def metric(worker: WorkerProcess, name: str, labels: str = "") -> float | None:
+    """One sample of the worker's /metrics (``name{labels}``), or None if absent."""
+    status, body = worker.get("/metrics", timeout_s=5.0)
+    if status != 200:
+        return None
+    want = f"{name}{{{labels}}}" if labels else name
+    for line in body.decode().splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def metric_samples(worker: WorkerProcess, name: str) -> dict[str, float]:
+    """Every sample of a metric family: {label text: value}."""
+    status, body = worker.get("/metrics", timeout_s=5.0)
+    out: dict[str, float] = {}
+    if status != 200:
+        return out
+    for line in body.decode().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            head, value = line.rsplit(" ", 1)
+            out[head[len(name):]] = float(value)
+    return out
+
+
+@dataclass
+class Children:
+    """Every child process a benchmark starts, stopped at the end whatever happens."""
+
+    stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, stop: Callable[[], None]) -> None:
+        self.stops.append(stop)
+
+    def broker(self) -> EmbeddedBroker:
+        broker = EmbeddedBroker()
+        self.add(broker.stop)
+        return broker.start()
+
+    def worker(self, bootstrap: str, data_dir: Path, env: dict[str, str], start: bool = True,
+               ready_timeout_s: float = 120.0) -> WorkerProcess:
+        worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "error", **env})
+        self.add(worker.stop)
+        return worker.start(ready_timeout_s) if start else worker
+
+    def stop_all(self) -> None:
+        while self.stops:
+            stop = self.stops.pop()
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                log(f"stopping a child failed: {exc!r}")
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def app_env(app_id: str, events_topic: str, **extra: str) -> dict[str, str]:
+    """A worker's settings: its own group/changelog/output topics on a given input topic."""
+    return {
+        "WORKER_APP_ID": app_id,
+        "TOPIC_EVENTS": events_topic,
+        "TOPIC_MILESTONES": f"{app_id}.milestones",
+        "TOPIC_EXCEPTIONS": f"{app_id}.exceptions",
+        "TOPIC_DEAD_LETTERS": f"{app_id}.dead-letters",
+        "TOPIC_ERP_DEAD_LETTERS": f"{app_id}.erp-dead-letters",
+        "TOPIC_PARTITIONS": str(PARTITIONS),
+        "ERP_SINK_ENABLED": "false",
+        **extra,
+    }
+
+
+def fresh_dir(name: str) -> Path:
+    path = WORKDIR / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_gib, 1),
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+    }
+
+
+def orders_for(records: int) -> int:
+    return max(20, round(records / RECORDS_PER_ORDER))
+
+
+def recorded(bootstrap: str, topic: str, count: int) -> list[list[bytes]]:
+    """The topic as recorded, one list per partition in offset order (read with count=)."""
+    parts: dict[int, list[bytes]] = {}
+    for rec in read_all(bootstrap, topic, count=count, timeout_s=300):
+        parts.setdefault(rec.partition, []).append(rec.value)
+    return [parts[p] for p in sorted(parts)]
+
+
+def worker_milestones(bootstrap: str, app_id: str) -> list[tuple[dict[str, Any], int]]:
+    """Every (normalized milestone, Kafka timestamp ms) on a worker's milestones and exceptions topics."""
+    out = []
+    for topic in (f"{app_id}.milestones", f"{app_id}.exceptions"):
+        out += [(normalize(codec.decode(r.value)), r.timestamp_ms) for r in read_all(bootstrap, topic, timeout_s=300)]
+    return out
+
+
+def check_parity(bootstrap: str, app_id: str, expected: dict[str, dict[str, Any]]) -> tuple[bool, str]:
+    """Do the worker's milestones (deduplicated by id) equal the replay? (ok, detail)."""
+    got_raw = [m for m, _ in worker_milestones(bootstrap, app_id)]
+    try:
+        got = by_id(got_raw)
+    except AssertionError as exc:
+        return False, f"two different milestones share an id: {str(exc)[:300]}"
+    if got == expected:
+        return True, f"{len(got)} milestones = replay ({len(got_raw) - len(got)} duplicate copies)"
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    differ = [k for k in set(got) & set(expected) if got[k] != expected[k]]
+    return False, f"differs from replay: {len(missing)} missing, {len(extra)} extra, {len(differ)} different"
+
+
+# -- figure 3: throughput -------------------------------------------------------------------
+
+
+def raw_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 300) -> tuple[float, float]:
+    """performance.md's raw baseline: (events/s from the first record, seconds)."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"raw-{time.time_ns()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        sums: dict[bytes | None, int] = {}
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        n = 0
+        started = None
+        deadline = time.monotonic() + timeout_s
+        while n < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw consumer read {n} of {count} records")
+            msgs = consumer.consume(1000, 1.0)
+            if started is None and msgs:
+                started = time.perf_counter()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                try:
+                    loads(msg.value())
+                except decode_error:
+                    pass
+                key = msg.key()
+                sums[key] = sums.get(key, 0) + 1
+                n += 1
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+        return n / elapsed, elapsed
+    finally:
+        consumer.close()
+
+
+def wait_processed(worker: WorkerProcess, count: int, timeout_s: float) -> tuple[float, float, float]:
+    """Poll /metrics: (events/s, seconds, records counted) from the first record seen processed."""
+    deadline = time.monotonic() + timeout_s
+    first_t = first_n = None
+    n = 0.0
+    while time.monotonic() < deadline:
+        n = metric(worker, "syncgov_records_processed_total") or 0.0
+        now = time.perf_counter()
+        if n > 0 and first_t is None:
+            first_t, first_n = now, n
+        if n >= count:
+            assert first_t is not None and first_n is not None
+            elapsed = now - first_t
+            counted = count - first_n
+            if elapsed <= 0 or counted <= 0:  # all done before the first poll: cannot time it
+                return float("nan"), elapsed, counted
+            return counted / elapsed, elapsed, counted
+        if worker.process is None or worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited after {n:.0f} of {count} records")
+        time.sleep(0.02)
+    raise TimeoutError(f"worker processed {n:.0f} of {count} records within {timeout_s}s")
+
+
+def throughput(bootstrap: str, children: Children, records: int, reps: int, tag: str,
+               profile: Path | None = None) -> dict[str, Any]:
+    """Figure 3 (+ RSS): returns the raw and the worker measurements and the parity checks."""
+    stream = simulate(orders=orders_for(records), warehouses=4, seed=7)
+    n = len(stream)
+    topic = f"{tag}.tp.events"
+    create_topics(bootstrap, [topic], PARTITIONS)
+    t = time.perf_counter()
+    produce(bootstrap, topic, stream)
+    log(f"throughput: produced {n} records in {time.perf_counter() - t:.1f}s")
+    sizes = [len(v) for _, v in stream]
+    expected = by_id(replay(recorded(bootstrap, topic, n)))
+    del stream
+    raw_rates, worker_rates, rss, parity = [], [], [], []
+    for rep in range(reps):
+        rate, secs = raw_consume(bootstrap, topic, n)
+        raw_rates.append(rate)
+        log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s)")
+        app_id = f"{tag}-tp{rep}"
+        worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
+        spy = None
+        if profile is not None and rep == 0:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                    "-o", str(profile), "-f", "speedscope", "-p", str(worker.process.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            children.add(lambda s=spy: s.poll() is None and s.terminate())
+        rate, secs, counted = wait_processed(worker, n, timeout_s=max(120, n / 200))
+        worker_rates.append(rate)
+        peak = vm_hwm_mb(worker.process.pid) if worker.process else None
+        rss.append(peak)
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes the profile
+            spy.wait(60)
+        ok, detail = check_parity(bootstrap, app_id, expected)
+        parity.append({"ok": ok, "detail": detail})
+        log(f"throughput rep {rep + 1}/{reps}: worker {rate:,.0f}/s ({secs:.2f}s for {counted:.0f}), "
+            f"VmHWM {peak:.0f} MiB, parity {'OK' if ok else 'FAIL'}: {detail}")
+        worker.stop()
+    return {
+        "records": n,
+        "mean_record_bytes": round(sum(sizes) / len(sizes), 1),
+        "partitions": PARTITIONS,
+        "warehouses": 4,
+        "orders": orders_for(records),
+        "raw_events_per_s": raw_rates,
+        "worker_events_per_s": worker_rates,
+        "ratios": [w / r for w, r in zip(worker_rates, raw_rates)],
+        "worker_vm_hwm_mib": rss,
+        "parity": parity,
+    }
+
+
+# -- figure 4: latency at a fixed rate ------------------------------------------------------
+
+
+def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float,
+                  sent_at: dict[str, float]) -> float:
+    """Produce at ``rate``/s, keep ``time.time()`` before each produce by event_id; returns the achieved rate."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000})
+    loads = orjson.loads
+    started = time.perf_counter()
+    for n, (key, value) in enumerate(records, 1):
+        try:
+            eid = loads(value).get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            eid = None
+        now = time.time()
+        if isinstance(eid, str) and eid not in sent_at:
+            sent_at[eid] = now
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        ahead = n / rate - (time.perf_counter() - started)
+        if ahead > 0.001:
+            producer.poll(0)
+            time.sleep(ahead)
+    elapsed = time.perf_counter() - started
+    if producer.flush(60) != 0:
+        raise RuntimeError("paced producer: records undelivered after 60 s")
+    return len(records) / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag: str,
+            windows: int = 3, warmup_s: float = 1.0) -> dict[str, Any]:
+    """Figure 4 (+ RSS)."""
+    total = int(rate * seconds)
+    stream = simulate(orders=orders_for(total), warehouses=4, seed=21)[:total]
+    app_id = f"{tag}-lat"
+    topic = f"{app_id}.events"
+    create_topics(bootstrap, [topic], PARTITIONS)
+    worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
+    sent_at: dict[str, float] = {}
+    achieved = paced_produce(bootstrap, topic, stream, rate, sent_at)
+    log(f"latency: produced {len(stream)} records at {achieved:,.0f}/s")
+    n = len(stream)
+    wait_processed(worker, n, timeout_s=120)
+    peak = vm_hwm_mb(worker.process.pid) if worker.process else None
+    ok_all = None
+    got = worker_milestones(bootstrap, app_id)
+    first_copy: dict[str, tuple[dict[str, Any], int]] = {}
+    for m, ts in got:
+        if m["milestone_id"] not in first_copy or ts < first_copy[m["milestone_id"]][1]:
+            first_copy[m["milestone_id"]] = (m, ts)
+    t0 = min(sent_at.values())
+    t_end = max(sent_at.values())
+    samples: list[tuple[float, float, str]] = []  # (produce time of completing event, latency ms, type)
+    unmatched = 0
+    for m, ts in first_copy.values():
+        if m["type"] not in ORDER_MILESTONES:
+            continue
+        times = [sent_at[e] for e in m.get("event_ids", []) if e in sent_at]
+        if not times:
+            unmatched += 1
+            continue
+        done = max(times)
+        samples.append((done, ts - done * 1000, m["type"]))
+    usable = [s for s in samples if s[0] >= t0 + warmup_s]
+    span = (t_end - (t0 + warmup_s)) / windows
+    per_window = []
+    for w in range(windows):
+        lo = t0 + warmup_s + w * span
+        hi = lo + span if w < windows - 1 else float("inf")
+        lat = [s[1] for s in usable if lo <= s[0] < hi]
+        per_window.append({"n": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+                           "max_ms": max(lat) if lat else float("nan")})
+    all_lat = [s[1] for s in usable]
+    by_type = {}
+    for kind in ORDER_MILESTONES:
+        lat = [s[1] for s in usable if s[2] == kind]
+        if lat:
+            by_type[kind] = {"n": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
+    worker.stop()
+    return {
+        "rate_per_s": rate,
+        "achieved_rate_per_s": achieved,
+        "records": n,
+        "seconds": seconds,
+        "windows": per_window,
+        "overall": {"n": len(all_lat), "p50_ms": percentile(all_lat, 50), "p99_ms": percentile(all_lat, 99),
+                    "max_ms": max(all_lat) if all_lat else float("nan")},
+        "by_type": by_type,
+        "unmatched_milestones": unmatched,
+        "negative_latencies": sum(1 for x in all_lat if x < 0),
+        "worker_vm_hwm_mib": peak,
+        "parity": ok_all,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="worker throughput and latency on the embedded broker")
+    parser.add_argument("--records", type=int, default=30_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--latency-seconds", type=float, default=0, help="0: skip the latency run")
+    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--profile", type=Path, help="py-spy record the first worker repetition to this file")
+    args = parser.parse_args(argv)
+    tag = f"wb{int(time.time())}"
+    out: dict[str, Any] = {"machine": machine()}
+    with Children() as children:
+        bootstrap = children.broker().bootstrap
+        out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile)
+        if args.latency_seconds > 0:
+            out["latency"] = latency(bootstrap, children, args.rate, args.latency_seconds, tag)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Order lineage: the bounded, time-ordered trail of one order across events,
+milestones, exceptions and ERP calls (pure; stored by the agents, read by the trace).
+
+An entry is a dict: ``at`` (int ms), ``kind`` (event, milestone, exception, erp_call),
+``id``, ``type`` and a few kind-specific fields. A trail keeps its first ``HEAD``
+entries (the release and acceptance) and the latest ones, ``MAX_ENTRIES`` in all.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+import orjson
+
+from app.core.model import M_SYNC_EXCEPTION, Milestone
+from app.core.timeutil import parse_ts
+
+MAX_ENTRIES: Final = 200
+HEAD: Final = 20
+Entry = dict[str, Any]
+
+
+def event_entry(raw: bytes) -> tuple[tuple[str, str], Entry] | None:
+    """(order key, entry) for a JSON event that names an order, else None (cheap pre-check)."""
+    if b'"order_id"' not in raw:
+        return None
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded_entry(d) if isinstance(d, dict) else None
+
+
+def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
+    """(order key, entry) for a decoded event that names an order, else None."""
+    try:
+        key = (d["warehouse_id"], d["order_id"])
+        entry = {"at": parse_ts(d["occurred_at"]), "kind": "event", "id": d["event_id"], "type": d["type"], "source": d["source"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not all(isinstance(part, str) and part for part in key):
+        return None
+    return key, entry
+
+
+def milestone_entry(m: Milestone) -> tuple[tuple[str, str], Entry] | None:
+    order_id = m.body.get("order_id")
+    if not order_id or not m.warehouse_id:
+        return None
+    entry: Entry = {"at": m.occurred_at, "kind": "milestone", "id": m.milestone_id, "type": m.type}
+    if m.type == M_SYNC_EXCEPTION:
+        entry.update(kind="exception", code=m.body["code"], detail=m.body.get("detail", ""))
+    elif "version" in m.body:
+        entry["version"] = m.body["version"]
+    return (m.warehouse_id, order_id), entry
+
+
+def extend(trail: list[Entry], new: Iterable[Entry]) -> list[Entry]:
+    """The trail with ``new`` appended, capped: the first HEAD and the latest entries."""
+    out = [*trail, *new]
+    if len(out) > MAX_ENTRIES:
+        out = out[:HEAD] + out[len(out) - (MAX_ENTRIES - HEAD) :]
+    return out
+
+
+def _first(trail: Iterable[Entry], mtype: str) -> Entry | None:
+    return next((e for e in trail if e["kind"] == "milestone" and e["type"] == mtype), None)
+
+
+def sla_samples(trail: list[Entry], new: list[Entry]) -> Iterator[tuple[str, float]]:
+    """Event-time SLA samples (seconds) completed by ``new`` milestone entries:
+    release -> picked (OrderAccepted v1 time to OrderPicked) and packed -> shipped."""
+    both = [*trail, *new]
+    for e in new:
+        if e["kind"] != "milestone" or not isinstance(e.get("at"), int):
+            continue
+        start = None
+        if e["type"] == "OrderPicked":
+            start = _first(both, "OrderAccepted")
+            name = "release_to_picked"
+        elif e["type"] == "ShipmentConfirmed":
+            start = _first(both, "OrderPacked")
+            name = "packed_to_shipped"
+        if start is not None and isinstance(start.get("at"), int):
+            yield name, max(0.0, (e["at"] - start["at"]) / 1000)
