@@ -37,6 +37,18 @@ def _dlq(args: argparse.Namespace) -> int:
     return dlq.main(args.action, args.id or [])
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from app.trace_cli import main as trace_main
+
+    return trace_main(args.warehouse_id, args.order_id, args.url)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from app.reconcile import main as reconcile_main
+
+    return reconcile_main()
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from app import settings
 
@@ -51,6 +63,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "replay": ("run the governance rules over a recorded stream", _replay),
     "source": ("poll the ERP for released orders and publish them to Kafka", _source),
     "dlq": ("list or re-drive milestones the ERP rejected", _dlq),
+    "trace": ("print one order's trace (events, milestones, ERP calls) from a worker", _trace),
+    "reconcile": ("compare the ERP's documents with the milestones and report drift", _reconcile),
     "check-config": ("validate the settings from the environment and exit", _check_config),
 }
 
@@ -68,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "dlq":
             p.add_argument("action", choices=["list", "replay"])
             p.add_argument("--id", action="append", help="milestone id to re-drive (repeatable; default: all open)")
+        elif name == "trace":
+            p.add_argument("warehouse_id")
+            p.add_argument("order_id")
+            p.add_argument("--url", help="a worker's base URL (default: WORKER_CANONICAL_URL)")
         elif name == "replay":
             p.add_argument("input", help="NDJSON (or length-prefixed Avro single-object) events")
             p.add_argument("--output", help="milestones NDJSON (default: stdout)")

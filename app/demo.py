@@ -53,7 +53,7 @@ SINK_BURST = GATEWAY_BURST - 1
 ORDERS = 12
 SEED = 7
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
-NOISE_EVENTS = 60
+NOISE_EVENTS = 3000  # scans and conveyor reads: the bulk of a warehouse stream, never an ERP call
 UNKNOWN_SKU = "SKU-0999"  # not in the ERP's master data: its adjustment is an ERP dead letter
 FLUSH_AFTER_MS = 60_000  # event time of the last telemetry record after the work: closes every window
 WAIT_S = 120.0
@@ -408,7 +408,9 @@ def report_milestones(out: Outputs, feed: Feed) -> None:
         print(f"  {describe(m)}")
     section(f"Dead letters (Kafka, rule 8: raw bytes kept): {len(out.dead_letters)}")
     for d in out.dead_letters:
-        print(f"  offset {d['offset']}: {d['reason']}  raw {bytes(d['raw'])[:48]!r}")
+        raw = bytes(d["raw"])
+        kept = f"Avro, {len(raw)} bytes" if raw[:2] == b"\xc3\x01" else repr(raw[:48])
+        print(f"  offset {d['offset']}: {d['reason']}  (raw: {kept})")
     section(f"ERP dead letters (the ERP said no, with its answer): {len(out.erp_dead_letters)}")
     for d in out.erp_dead_letters:
         print(f"  {d['type']} {describe(d['milestone'])}\n    ERP answered {d['status']}: {d['detail']}")
@@ -452,7 +454,9 @@ def report_traffic(stack: Stack, feed: Feed, out: Outputs) -> None:
     for match in re.finditer(r'^syncgov_erp_calls_total\{[^}]*outcome="([^"]+)"[^}]*\} ([0-9.e+]+)$',
                              body.decode(), re.MULTILINE):
         outcomes[match[1]] += int(float(match[2]))
-    if status == 200 and outcomes:
+    if status != 200:
+        print(f"  (the worker's /metrics answered {status})")
+    elif outcomes:
         print(f"  the worker's ERP sink: {', '.join(f'{n} {o}' for o, n in sorted(outcomes.items()))}")
 
 

@@ -24,4 +24,4 @@ async def ops_page(web: Web, request: Request) -> Response:
 @app.page("/ops.js")
 async def ops_script(web: Web, request: Request) -> Response:
     body = (STATIC / "ops.js").read_bytes()
-    return web.bytes(body, content_type="text/javascript; charset=utf-8", headers=dict(HEADERS))
+    return web.bytes(body, headers={**HEADERS, "Content-Type": "text/javascript; charset=utf-8"})

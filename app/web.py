@@ -2,14 +2,17 @@
 and the order trace (routed to the workers that own the order's state)."""
 from __future__ import annotations
 
+import asyncio
+import hmac
 import re
 from typing import Any
 
 import aiohttp
 import orjson
-from faust.web import Request, Response, Web
+from faust.web import Request, Response, View, Web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import dlq
 from app.core.timeutil import format_ts
 from app.faust_app import SETTINGS, app
 from app.kafka_io import partition_for
@@ -102,3 +105,41 @@ async def order_trace(web: Web, request: Request, warehouse_id: str, order_id: s
     for e in entries:
         e["at"] = format_ts(e["at"]) if isinstance(e.get("at"), int) else e.get("at")
     return web.json({"warehouse_id": warehouse_id, "order_id": order_id, "entries": entries})
+
+
+# -- admin (mutating) endpoints: off unless WORKER_ADMIN_TOKEN is set ------------------------
+
+
+def _admin_denied(web: Web, request: Request) -> Response | None:
+    """403 when admin endpoints are off, 401 without a bearer token, 403 with a wrong one."""
+    token = SETTINGS.worker.admin_token.value
+    if not token:
+        return web.json({"error": "admin endpoints are off: set WORKER_ADMIN_TOKEN to enable them"}, status=403)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return web.json({"error": "bearer token required"}, status=401)
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return web.json({"error": "token not accepted"}, status=403)
+    return None
+
+
+@app.page("/admin/dlq/replay")
+class DlqReplay(View):
+    """POST: re-drive open ERP dead letters (all, or ``{"ids": [...]}``) through the sink."""
+
+    async def post(self, request: Request) -> Response:
+        denied = _admin_denied(self.web, request)
+        if denied is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+            ids = list(body.get("ids") or [])
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            return self.web.json({"error": 'body must be JSON like {"ids": ["<milestone_id>", ...]}'}, status=400)
+        if not all(isinstance(i, str) and _ID.match(i) for i in ids):
+            return self.web.json({"error": "ids must be milestone ids"}, status=400)
+        loop = asyncio.get_running_loop()
+        entries = await loop.run_in_executor(None, dlq.open_entries, SETTINGS)
+        chosen = [e for e in entries if not ids or e.milestone_id in ids]
+        count = await loop.run_in_executor(None, dlq.redrive, SETTINGS, chosen)
+        return self.web.json({"redriven": count, "ids": [e.milestone_id for e in chosen]})

@@ -30,6 +30,7 @@ from app.core.model import (
     DeadLetter,
     Event,
     Milestone,
+    new_event,
 )
 from app.core.orders import OrderState
 from app.core.parse import TypeSpec, check, decode, identity
@@ -123,12 +124,14 @@ class Engine:
             if wm >= self._due:
                 out = self._advance(wm)
         if spec.name == STOCK_ADJUSTED:
-            ev = Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], None, data)
+            ev = new_event((event_id, spec.name, source, occurred_at, d["warehouse_id"], None, data))
             out.extend(self.windows.add(ev, wm))
             if self.windows.next_close < self._due:
                 self._due = self.windows.next_close
         else:
-            ev = Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
+            ev = new_event(
+                (event_id, spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
+            )
             out.extend(self._apply_order(ev, wm))
         return out
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.observability
 DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "syncgov-dashboard.json"
 #: Grafana's built-in interval variables, replaced by a sample value before parsing.
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
-SUFFIXES = ("_bucket", "_count", "_sum")
+SUFFIXES = ("_bucket", "_count", "_sum", "_total")
 
 
 def panels(dashboard: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -4,15 +4,21 @@ in Tryton, each exactly once, with the right quantities and tracking numbers."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
+import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import orjson
 import pytest
 
-from app import codec
+from app import codec, dlq
+from app.core.timeutil import format_ts
 from app.kafka_io import produce, read_all
+from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work
 from tests.fixtures.erp import ErpStack
 from tests.integration.test_erp_tryton import new_order, shipment
@@ -63,7 +69,7 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
         created = [await new_order(rest, [("SKU-0011", 2), ("SKU-0012", 1)]) for _ in range(3)]
         numbers = {s["number"] for s in created}
         worker = worker_factory(**erp_env(erp_stack))
-        env = {**__import__("os").environ, **worker.env, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+        env = {**os.environ, **worker.env, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
         run_source(env)
         events_topic = worker.env["TOPIC_EVENTS"]
         releases = [codec.decode(r.value) for r in read_all(kafka_bootstrap, events_topic)]
@@ -103,3 +109,62 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
             assert erp_stack.key.encode() not in text
     finally:
         await rest.close()
+
+
+async def test_permanent_error_is_dead_lettered_then_redriven_once(erp_stack, kafka_bootstrap, worker_factory) -> None:
+    rest = erp_stack.direct_rest()
+    token = "admin-token-for-test"
+    sku = f"SKU-9{int(time.time()) % 100000:05d}"  # the cause: a SKU the ERP does not know yet
+    try:
+        worker = worker_factory(**erp_env(erp_stack, WORKER_ADMIN_TOKEN=token))
+        env = {**os.environ, **worker.env, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+        now = int(time.time() * 1000)
+        adjust = {"event_id": "adj-1", "type": "StockAdjusted", "occurred_at": format_ts(now - 120_000),
+                  "source": "wms", "warehouse_id": "WH1", "sku": sku, "location": "A-01-01",
+                  "delta": -4, "reason": "damage"}
+        scan = {"event_id": "scan-1", "type": "ItemScanned", "occurred_at": format_ts(now), "source": "wms",
+                "warehouse_id": "WH1", "barcode": "X", "location": "DOCK", "device_id": "t"}
+        produce(kafka_bootstrap, worker.env["TOPIC_EVENTS"], [(b"WH1", orjson.dumps(e)) for e in (adjust, scan)])
+        settings = load(env)
+        wait = time.monotonic() + 60
+        while time.monotonic() < wait and not dlq.open_entries(settings):
+            await asyncio.sleep(1)
+        entries = dlq.open_entries(settings)
+        assert [e.record["type"] for e in entries] == ["InventoryAdjusted"]
+        assert sku in entries[0].record["detail"] and entries[0].record["status"] == 200
+        milestone_id = entries[0].milestone_id
+
+        unit, = await rest.search("product.uom", [("name", "=", "Unit")], ["name"])
+        await rest.create("product.template", {  # the fix: the ERP's users create the product
+            "name": f"Late item {sku}", "code": sku, "type": "goods", "default_uom": unit["id"],
+            "list_price": Decimal("10"), "products": [["create", [{}]]]})
+        assert post(worker, "/admin/dlq/replay", None)[0] == 401
+        assert post(worker, "/admin/dlq/replay", "wrong")[0] == 403
+        status, body = post(worker, "/admin/dlq/replay", token)
+        assert status == 200 and orjson.loads(body)["ids"] == [milestone_id]
+
+        async def moves() -> list:
+            return await rest.search("stock.shipment.internal", [("reference", "=", milestone_id)], ["state"])
+
+        wait = time.monotonic() + 60
+        while time.monotonic() < wait and [m["state"] for m in await moves()] != ["done"]:
+            await asyncio.sleep(1)
+        assert [m["state"] for m in await moves()] == ["done"]
+        assert dlq.open_entries(settings) == []
+        listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "list"], env=env, capture_output=True,
+                                text=True, check=True)
+        assert "0 open ERP dead letter(s)" in listed.stdout
+        await asyncio.sleep(3)
+        assert len(await moves()) == 1  # posted once, not again
+    finally:
+        await rest.close()
+
+
+def post(worker, path: str, token: str | None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(worker.url + path, data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
