@@ -45,6 +45,13 @@ def milestone_key(m: Milestone) -> bytes:
     return m.milestone_id.encode()
 
 
+def reason_category(reason: str) -> str:
+    """A bounded label for a dead letter's reason (the full reason is in the record)."""
+    if reason.startswith("undecodable"):
+        return "undecodable"
+    return reason if reason in ("future", "too_large") else "invalid_field"
+
+
 async def _emit(outputs: list[tuple[object, EventT]]) -> None:
     """Send every output and wait until the broker has them all."""
     pending = []
@@ -70,7 +77,7 @@ async def _emit(outputs: list[tuple[object, EventT]]) -> None:
                 failed_at=int(time.time() * 1000),
             )
             pending.append(await dead_letters.send(key=out.record_id.encode(), value=value))
-            metrics.DEAD_LETTERS.labels(out.reason.split(":", 1)[0]).inc()
+            metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
     if pending:
         await asyncio.gather(*pending)
 

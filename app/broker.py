@@ -55,7 +55,7 @@ def wait_for_metadata(bootstrap: str, timeout_s: float = 15.0) -> None:
     """Block until the broker answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # refusals until it listens
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:

@@ -98,6 +98,7 @@ class Stack:
     stops: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     bootstrap: str = ""
     tryton_url: str = ""
+    gateway_url: str = ""
     database: str = ""
     key_file: Path | None = None
     access_log: Path | None = None
@@ -132,8 +133,8 @@ class Stack:
 # -- start-up -----------------------------------------------------------------------------------
 
 
-def start_stack(stack: Stack, say: Say) -> None:
-    """Broker, Tryton, gateway, worker: each registered for stopping as soon as it runs."""
+def start_services(stack: Stack, say: Say) -> None:
+    """Broker, Tryton and its gateway: each registered for stopping as soon as it runs."""
     run = ops_module("erp/run.py")
     gateway = ops_module("nginx/gateway.py")
 
@@ -152,12 +153,16 @@ def start_stack(stack: Stack, say: Say) -> None:
     gw = gateway.start(stack.workdir / "nginx", free_port(), server.base_url.removeprefix("http://"),
                        rate_per_s=GATEWAY_RATE_PER_S, burst=GATEWAY_BURST, retry_after_s=1)
     stack.stops.append(("gateway", lambda: gateway.stop_pid(gw.pid)))
-    stack.access_log = gw.access_log
+    stack.gateway_url, stack.access_log = gw.base_url, gw.access_log
     say(f"gateway: nginx pid {gw.pid} at {gw.base_url} (quota {GATEWAY_RATE_PER_S} r/s, burst {GATEWAY_BURST})")
 
+
+def start_worker(stack: Stack, say: Say) -> None:
+    """A `syncgov worker` posting to the ERP through the gateway, with a share of its quota;
+    windows short enough to close within the demo."""
     worker = WorkerProcess(stack.bootstrap, stack.workdir / "worker", env={
-        "ERP_SINK_ENABLED": "true", "ERP_ADAPTER": "tryton", "ERP_BASE_URL": gw.base_url,
-        "ERP_DATABASE": server.database, "ERP_API_KEY_FILE": str(server.key_file),
+        "ERP_SINK_ENABLED": "true", "ERP_ADAPTER": "tryton", "ERP_BASE_URL": stack.gateway_url,
+        "ERP_DATABASE": stack.database, "ERP_API_KEY_FILE": str(stack.key_file),
         "ERP_RATE_PER_S": str(SINK_RATE_PER_S), "ERP_BURST": str(SINK_BURST),
         "ERP_SOURCE_RATE_PER_S": str(SOURCE_RATE_PER_S), "ERP_TIMEOUT_S": "30",
         "WINDOW_SIZE_S": "30", "WINDOW_GRACE_S": "5",
@@ -217,7 +222,8 @@ class Feed:
     """The warehouse's records in the order they are produced, and what they are."""
 
     records: list[tuple[bytes, bytes]]
-    kinds: Counter[str]
+    kinds: Counter[str]  # order work, stock adjustments, telemetry
+    faults: list[str]
 
 
 def _telemetry(rng: Random, wh: str, n: int, at_ms: int) -> dict[str, Any]:
@@ -230,6 +236,11 @@ def _telemetry(rng: Random, wh: str, n: int, at_ms: int) -> dict[str, Any]:
             "scanner_id": f"SCN-{rng.randint(1, 8):02d}", "lane": rng.choice(("PICK-1", "PICK-2", "PACK-1"))}
 
 
+def _adjustment(event_id: str, wh: str, at_ms: int, sku: str) -> dict[str, Any]:
+    return {"event_id": event_id, "type": "StockAdjusted", "occurred_at": format_ts(at_ms), "source": "wms",
+            "warehouse_id": wh, "sku": sku, "location": "B-03-02", "delta": -1, "reason": "damaged"}
+
+
 def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
     """The work for ``releases`` (`warehouse_work`), telemetry noise, two damaged-goods adjustments,
     an adjustment of a SKU the ERP does not know, and faulty records: a redelivered pick, a
@@ -239,36 +250,28 @@ def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
     wh = releases[0]["warehouse_id"]
     work = warehouse_work(releases, seed=SEED, start_ms=start_ms)
     end_ms = parse_ts(work[-1]["occurred_at"])
-    kinds: Counter[str] = Counter(e["type"] for e in work)
-    events = list(work)
-    events += [_telemetry(rng, wh, n, rng.randint(start_ms, end_ms)) for n in range(NOISE_EVENTS)]
-    kinds["telemetry noise"] = NOISE_EVENTS
-
     damaged = releases[-1]["lines"][0]["sku"]
-    events += [
-        {"event_id": f"dmg-{n}", "type": "StockAdjusted", "occurred_at": format_ts(end_ms - 800 + 100 * n), "source": "wms",
-         "warehouse_id": wh, "sku": damaged, "location": "B-03-02", "delta": -1, "reason": "damaged"}
-        for n in range(2)]
-    events.append({"event_id": "dmg-unknown", "type": "StockAdjusted", "occurred_at": format_ts(end_ms - 500),
-                   "source": "wms", "warehouse_id": wh, "sku": UNKNOWN_SKU, "location": "B-03-02", "delta": -1,
-                   "reason": "damaged"})
-    kinds["StockAdjusted"] += 3
+    adjustments = [_adjustment("dmg-1", wh, end_ms - 800, damaged), _adjustment("dmg-2", wh, end_ms - 700, damaged),
+                   _adjustment("dmg-3", wh, end_ms - 500, UNKNOWN_SKU)]
+    noise = [_telemetry(rng, wh, n, rng.randint(start_ms, end_ms)) for n in range(NOISE_EVENTS)]
     first, second = releases[0], releases[1 % len(releases)]
-    events.append({"event_id": "wms-cancel-1", "type": "OrderCancelled", "occurred_at": format_ts(start_ms + 300),
-                   "source": "wms", "warehouse_id": wh, "order_id": second["order_id"]})
     line = first["lines"][0]
-    events.append({"event_id": "wms-pick-0", "type": "PickConfirmed", "occurred_at": format_ts(start_ms + 500),
-                   "source": "wms", "warehouse_id": wh, "order_id": first["order_id"], "line_no": line["line_no"],
-                   "sku": line["sku"], "qty": 0, "location": "A-01-01"})
-    kinds.update({"fault: cancellation from the wrong source": 1, "fault: pick of qty 0": 1})
-    events.sort(key=lambda e: parse_ts(e["occurred_at"]))
+    faulty = [
+        {"event_id": "wms-cancel-1", "type": "OrderCancelled", "occurred_at": format_ts(start_ms + 300),
+         "source": "wms", "warehouse_id": wh, "order_id": second["order_id"]},
+        {"event_id": "wms-pick-0", "type": "PickConfirmed", "occurred_at": format_ts(start_ms + 500),
+         "source": "wms", "warehouse_id": wh, "order_id": first["order_id"], "line_no": line["line_no"],
+         "sku": line["sku"], "qty": 0, "location": "A-01-01"},
+    ]
+    events = sorted([*work, *adjustments, *noise, *faulty], key=lambda e: parse_ts(e["occurred_at"]))
     events.append({"event_id": "tel-flush", "type": "ItemScanned", "occurred_at": format_ts(end_ms + FLUSH_AFTER_MS),
                    "source": "wms", "warehouse_id": wh, "barcode": "DOCK-DOOR-3", "location": "DOCK",
                    "device_id": "RF-01"})
-    kinds["telemetry noise"] += 1
+    stock = sum(e["type"] == "StockAdjusted" for e in work) + len(adjustments)
+    kinds = Counter({"order work": len(work) + len(adjustments) - stock, "stock adjustments": stock,
+                     "telemetry": len(noise) + 1})
 
     redelivered = next(e["event_id"] for e in work if e["type"] == "PickConfirmed")
-    kinds["fault: redelivered pick"] = 1
     key = wh.encode()
     records: list[tuple[bytes, bytes]] = []
     for e in events:
@@ -278,8 +281,9 @@ def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
         if e["event_id"] == redelivered:
             records.append((key, value))  # the same record again
     records.append((key, MALFORMED))
-    kinds["fault: record cut off mid-way"] = 1
-    return Feed(records, kinds)
+    faults = [f"a redelivered pick of {first['order_id']}", f"a cancellation of {second['order_id']} from wms",
+              f"a pick of qty 0 for {first['order_id']}", "a record cut off mid-way"]
+    return Feed(records, kinds, faults)
 
 
 def feed_warehouse(stack: Stack, releases: Sequence[dict[str, Any]], say: Say) -> Feed:
@@ -287,8 +291,9 @@ def feed_warehouse(stack: Stack, releases: Sequence[dict[str, Any]], say: Say) -
     feed = warehouse_feed(releases, start_ms)
     topic = load(stack.env()).topics.events
     produce(stack.bootstrap, topic, feed.records)
-    say(f"warehouse: {len(feed.records)} records to {topic} "
-        f"({', '.join(f'{n} {kind}' for kind, n in sorted(feed.kinds.items()))})")
+    say(f"warehouse: {len(feed.records)} records to {topic}: "
+        f"{', '.join(f'{n} {kind}' for kind, n in feed.kinds.items())}, "
+        f"{len(feed.faults)} faulty ({'; '.join(feed.faults)})")
     return feed
 
 
@@ -495,10 +500,12 @@ def report_reconcile(stack: Stack) -> None:
 
 
 async def run_demo(stack: Stack, say: Say, keep: bool) -> None:
-    start_stack(stack, say)
+    start_services(stack, say)
+    worker_ready = asyncio.create_task(asyncio.to_thread(start_worker, stack, say))  # meanwhile, sales
     rest = stack.direct_rest()
     try:
         created = await enter_sales(rest, say)
+        await worker_ready
         releases = release(stack, say)
         if {r["order_id"] for r in releases} != {s["number"] for s in created}:
             raise DemoError(f"released {sorted(r['order_id'] for r in releases)}, "

@@ -13,7 +13,10 @@ from app.faust_app import app
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: The page only talks to its own origin.
-HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'", "Cache-Control": "no-cache"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
+    "Cache-Control": "no-cache",
+}
 
 
 @app.page("/")

@@ -229,8 +229,8 @@ async def read_erp(rest: TrytonRest, milestones: Iterable[Mapping[str, Any]], pa
             rows = await rest.search(SHIPMENT, [("number", "in", chunk), ("warehouse.code", "=", wh)],
                                      ("number", "state", "write_date", "create_date"), limit=len(chunk))
             for r in rows:
-                shipments[(wh, r["number"])] = ErpShipment(
-                    wh, r["number"], r["state"], ref(SHIPMENT, r["id"]), _ms(r.get("write_date") or r.get("create_date")))
+                written = _ms(r.get("write_date") or r.get("create_date"))
+                shipments[(wh, r["number"])] = ErpShipment(wh, r["number"], r["state"], ref(SHIPMENT, r["id"]), written)
     internal: dict[str, ErpInternal] = {}
     for chunk in _chunks(refs, page_size):
         rows = await rest.search(INTERNAL, [("reference", "in", chunk)],

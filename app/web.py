@@ -43,7 +43,8 @@ async def readyz(web: Web, request: Request) -> Response:
 @app.page("/metrics")
 async def metrics(web: Web, request: Request) -> Response:
     is_ready()
-    return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    # aiohttp refuses a charset inside content_type; the header carries the full value.
+    return web.bytes(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # -- order trace -----------------------------------------------------------------------------

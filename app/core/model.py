@@ -182,16 +182,17 @@ class Milestone:
 
     def to_dict(self) -> dict[str, Any]:
         """The contract JSON form: every field at top level, timestamps as ISO strings."""
+        occurred_at = self.occurred_at
         out: dict[str, Any] = {
             "milestone_id": self.milestone_id,
             "type": self.type,
             "warehouse_id": self.warehouse_id,
-            "occurred_at": None if self.occurred_at is None else format_ts(self.occurred_at),
+            "occurred_at": None if occurred_at is None else format_ts(occurred_at),
             "event_ids": list(self.event_ids),
+            **self.body,
         }
-        out.update(self.body)
-        for key in _TIME_FIELDS:
-            if key in out:
+        if self.type == M_INVENTORY_ADJUSTED:
+            for key in _TIME_FIELDS:
                 out[key] = format_ts(out[key])
         return out
 

@@ -346,7 +346,7 @@ def _picked(state: OrderState, ev: Event, seq: int, out: list[Milestone]) -> Non
 
 def _short_closed(state: OrderState, ev: Event, seq: int, out: list[Milestone]) -> None:
     line = _line(state, ev, ev.data["line_no"], out)
-    if line is None or state.picked_done:
+    if line is None or state.picked_done or line[SHORT]:
         return
     line[SHORT] = True
     _note(state.pick_ev, seq, ev.event_id)

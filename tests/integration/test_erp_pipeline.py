@@ -21,7 +21,7 @@ from app.kafka_io import produce, read_all
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work
 from tests.fixtures.erp import ErpStack
-from tests.integration.test_erp_tryton import new_order, shipment
+from app.erp.sales import new_order, shipment
 
 pytestmark = [pytest.mark.erp, pytest.mark.kafka]
 
@@ -104,8 +104,10 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
             assert len(dos) == 1, dos
         check_trace(worker, sorted(numbers)[0])
         # The ERP key appears in no log line and no response of the worker.
-        answers = [worker.get(path)[1] for path in ("/metrics", "/readyz", f"/orders/WH1/{sorted(numbers)[0]}/trace")]
-        for text in [worker.log_file.read_bytes(), *answers]:
+        answers = [worker.get(path) for path in ("/metrics", "/readyz", f"/orders/WH1/{sorted(numbers)[0]}/trace")]
+        assert [status for status, _ in answers] == [200, 200, 200]
+        assert b"syncgov_erp_calls_total" in answers[0][1]
+        for text in [worker.log_file.read_bytes(), *(body for _, body in answers)]:
             assert erp_stack.key.encode() not in text
     finally:
         await rest.close()

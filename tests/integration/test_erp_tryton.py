@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
 from app.erp.port import PermanentErpError, TransientErpError, post_with_retry
 from app.erp.source import SourceCursor, poll
+from app.erp.sales import new_order, shipment
 from app.erp.tryton import TrytonAdapter, TrytonRest
 from tests.fixtures.erp import ROOT, ErpStack, load_ops_module
 
@@ -40,32 +40,6 @@ async def adapter(erp_stack: ErpStack) -> AsyncIterator[TrytonAdapter]:
     port = TrytonAdapter.from_settings(erp_stack.settings())
     yield port
     await port.close()
-
-
-async def new_order(rest: TrytonRest, lines: list[tuple[str, int]], customer: str = "Acme Retail") -> dict[str, Any]:
-    """Create and process a sale (the ERP side); return its customer shipment."""
-    ctx = await rest.context()
-    party, = await rest.search("party.party", [("name", "=", customer)], ["addresses"])
-    products = {p["code"]: p for p in await rest.search(
-        "product.product", [("code", "in", [sku for sku, _ in lines])], ["code", "default_uom"])}
-    sale = await rest.create("sale.sale", {
-        "party": party["id"], "company": ctx["company"],
-        "invoice_address": party["addresses"][0], "shipment_address": party["addresses"][0],
-        "lines": [["create", [
-            {"product": products[sku]["id"], "quantity": float(qty), "unit": products[sku]["default_uom"],
-             "unit_price": Decimal("10")} for sku, qty in lines]]],
-    })
-    for button in ("quote", "confirm", "process"):
-        await rest.button("sale.sale", sale["id"], button)
-    found, = await rest.search("sale.sale", [("id", "=", sale["id"])], ["shipments"])
-    return await shipment(rest, found["shipments"][0])
-
-
-async def shipment(rest: TrytonRest, shipment_id: int) -> dict[str, Any]:
-    found, = await rest.search("stock.shipment.out", [("id", "=", shipment_id)], [
-        "number", "state", "shipping_reference", "outgoing_moves.product.code", "outgoing_moves.quantity",
-        "outgoing_moves.state"])
-    return found
 
 
 def milestone(kind: str, milestone_id: str, **body: Any) -> dict[str, Any]:

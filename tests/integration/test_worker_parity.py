@@ -54,7 +54,9 @@ def test_parity_with_replay(kafka_bootstrap, worker_factory) -> None:
     topic = f"{worker_factory.prefix}.events"
     produce(kafka_bootstrap, topic, records)
     expected = by_id(replay(recorded(kafka_bootstrap, topic, len(records))))
-    assert counts(expected.values())["InventoryAdjusted"] > 0 and counts(expected.values())["INVALID_EVENT"] > 0
+    assert counts(expected.values())["InventoryAdjusted"] > 0
+    # The default mix has StockAdjusted later than the grace: INVALID_EVENT "late", not counted.
+    assert any(m.get("detail") == "late" for m in expected.values())
     got = settle(kafka_bootstrap, worker_factory.prefix, expected)
     assert got == expected
     # Without a crash every milestone appears exactly once (one InventoryAdjusted per window).

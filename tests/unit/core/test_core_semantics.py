@@ -57,6 +57,11 @@ IDENTITY = [
         id="identity-corrupt-copy-of-an-accepted-record-is-dead-lettered-only",
     ),
     pytest.param(
+        [scan("s1", 0), scan("s1", 0, barcode=""), scan("s1", 0)],
+        [X("INVALID_EVENT", 0, ["s1"]), DL("barcode")],
+        id="identity-corrupt-copy-of-accepted-telemetry-is-reported-once",
+    ),
+    pytest.param(
         [release("r1"), pick("p1", 1, qty=0), pick("p1", 2, qty=3)],
         [ACCEPTED, X("INVALID_EVENT", 1, ["p1"]), DL("qty"), M("OrderPicked", 2, ["p1"])],
         id="identity-corrected-record-keeps-its-single-sync-exception",
@@ -124,8 +129,8 @@ WINDOWS = [
         id="windows-close-when-the-watermark-reaches-end-plus-grace",
     ),
     pytest.param(
-        [scan("x", 1000), stock("s1", 0, 1)], [X("INVALID_EVENT", 0, ["s1"], detail="late")],
-        id="windows-stock-adjusted-for-a-closed-window-is-late",
+        [scan("x", 1000), stock("s1", 0, 1), stock("s1", 0, 1)], [X("INVALID_EVENT", 0, ["s1"], detail="late")],
+        id="windows-stock-adjusted-for-a-closed-window-is-late-and-recorded-for-dedup",
     ),
 ]
 
@@ -218,6 +223,12 @@ LIFECYCLE = [
         [release("r1"), dispatch("d1", 1), short("s1", 2)],
         [ACCEPTED, M("OrderPicked", 2), X("NOT_PACKED", 1, ["d1"])],
         id="lifecycle-nothing-picked-ends-a-waiting-dispatch",
+    ),
+    pytest.param(
+        [release("r1", lines=[L(1, "A", 2), L(2, "B", 1)]), short("s1", 1, line=2), short("s2", 2, line=2),
+         pick("p1", 3, qty=2), short("s3", 4)],
+        [ACCEPTED, M("OrderPicked", 3, ["s1", "p1"], short=True)],
+        id="lifecycle-repeated-or-late-short-close-is-ignored",
     ),
     pytest.param(
         [release("r1"), dispatch("d1", 1), cancel("x1", 2)],

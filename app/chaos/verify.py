@@ -1,0 +1,370 @@
+"""The chaos verifier: what should be in the ERP, what Tryton shows, and the difference.
+
+Expected: the governance core replayed over the recorded events topic, partition by
+partition in offset order (exactly what a worker computes, minus crashes), gives every
+milestone that must reach the ERP; the order-release events give every order that must
+end as a done shipment with the tracking number its simulated dispatch carried.
+
+Posted: Tryton's own documents, read straight from Tryton (not through the gateway):
+customer shipments (state, ``shipping_reference``, quantities), the notes that record
+``OrderAccepted`` (``[syncgov <milestone_id>]``), the internal shipments that
+``InventoryAdjusted`` posts (``reference`` = milestone id). Posted twice: more than one
+note or internal shipment for a milestone, or more than one state-changing call
+(``pick``, ``pack``, ``do``) for a document that the ERP answered 2xx — counted in the
+fault proxy's log (what reached Tryton, including answers the client never saw because
+of an injected timeout) and in the nginx access log (what the client saw).
+
+Poison: every poison record sent must be in the dead-letter topic, byte for byte, with a
+reason; anything else in the dead-letter topic is unexpected.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from app import codec
+from app.core.engine import Engine
+from app.core.model import CoreSettings, DeadLetter, Milestone
+from app.erp.sales import stock_moves_view
+from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
+from app.kafka_io import client_config
+from app.settings import GovernanceSettings
+
+#: Milestone types whose effect must be in the ERP.
+POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
+                "ReturnReceived")
+#: Shipment states in which each order milestone's effect is in Tryton.
+_STATES = {
+    "OrderPicked": {"picked", "packed", "shipped", "done"},
+    "OrderPacked": {"packed", "shipped", "done"},
+    "ShipmentConfirmed": {"done"},
+}
+_BUTTON = {"OrderPicked": "pick", "OrderPacked": "pack", "ShipmentConfirmed": "do"}
+_CALL = re.compile(r"/rest/model/(stock\.shipment\.(?:out|internal))/(\d+)/(pick|pack|do)(?:[?/]|$)")
+_NOTE_ID = re.compile(r"\[syncgov ([0-9A-Za-z._:-]+)\]")
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, timeout_s: float = 300.0) -> list[Rec]:
+    """Every record of ``topic``, from the start until nothing new came for ``idle_s``
+    (Tansu under-reports end offsets after multi-record batches, so no end offsets here)."""
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"syncgov-chaos-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "fetch.message.max.bytes": 2_000_000})
+    out: list[Rec] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return out
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: still reading after {timeout_s:.0f} s ({len(out)} records)")
+            msgs = consumer.consume(5000, 0.5)
+            for msg in msgs:
+                if msg.error() is None:
+                    out.append(Rec(msg.partition(), msg.offset(), msg.key(), msg.value() or b""))
+            if msgs:
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def by_partition(records: Iterable[Rec]) -> dict[int, list[bytes]]:
+    parts: dict[int, list[Rec]] = defaultdict(list)
+    for r in records:
+        parts[r.partition].append(r)
+    return {p: [r.value for r in sorted(rs, key=lambda r: r.offset)] for p, rs in sorted(parts.items())}
+
+
+def core_settings(g: GovernanceSettings) -> CoreSettings:
+    """The worker's core settings (as tables/state.py builds them)."""
+    return CoreSettings(
+        dedup_retention_ms=int(g.dedup_retention_s * 1000), hold_window_ms=int(g.hold_window_s * 1000),
+        window_size_ms=int(g.window_size_s * 1000), window_grace_ms=int(g.window_grace_s * 1000),
+        future_tolerance_ms=int(g.future_tolerance_s * 1000))
+
+
+def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) -> tuple[list[Milestone], list[DeadLetter]]:
+    """The core over each partition's records, as agents/governance.py runs it (no end-of-input flush)."""
+    milestones: list[Milestone] = []
+    letters: list[DeadLetter] = []
+    for records in partitions.values():
+        engine = Engine(settings)
+        for raw in records:
+            if raw[:1] == codec.MAGIC[:1]:
+                try:
+                    d = codec.decode(raw)
+                except codec.DecodeError as exc:
+                    outs = engine.reject(raw, f"undecodable: {exc}")
+                else:
+                    outs = engine.process_event(d, raw)
+            else:
+                outs = engine.process(raw)
+            for out in outs:
+                (letters if isinstance(out, DeadLetter) else milestones).append(out)  # type: ignore[arg-type]
+    return milestones, letters
+
+
+def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str, Any]]:
+    """The first OrderReleased (source erp) of every order in the events topic, by order id."""
+    out: dict[str, dict[str, Any]] = {}
+    for records in partitions.values():
+        for raw in records:
+            if raw[:2] != codec.MAGIC:
+                continue
+            try:
+                d = codec.decode(raw)
+            except codec.DecodeError:
+                continue
+            if d.get("type") == "OrderReleased" and d.get("source") == "erp":
+                out.setdefault(d["order_id"], d)
+    return out
+
+
+# -- Tryton ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrytonView:
+    shipments: dict[str, dict[str, Any]]  # by number
+    note_ids: Counter[str]  # milestone id -> notes carrying it
+    internal: dict[str, list[dict[str, Any]]]  # reference -> internal shipments
+
+
+async def read_tryton(rest: TrytonRest, numbers: Iterable[str]) -> TrytonView:
+    """Tryton's own documents for these order numbers, the syncgov notes and referenced stock moves."""
+    shipments: dict[str, dict[str, Any]] = {}
+    wanted = sorted(set(numbers))
+    for i in range(0, len(wanted), 200):
+        for s in await rest.search(SHIPMENT, [("number", "in", wanted[i:i + 200])], [
+                "number", "state", "shipping_reference", "outgoing_moves.product.code",
+                "outgoing_moves.quantity", "outgoing_moves.state"]):
+            shipments[s["number"]] = s
+    notes = await rest.search("ir.note", [("message", "like", "%[syncgov %")], ["message", "resource"])
+    note_ids: Counter[str] = Counter()
+    for note in notes:
+        note_ids.update(_NOTE_ID.findall(note.get("message") or ""))
+    internal: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for doc in await stock_moves_view(rest):
+        internal[doc["reference"]].append(doc)
+    return TrytonView(shipments, note_ids, dict(internal))
+
+
+async def done_progress(rest: TrytonRest, numbers: Iterable[str]) -> tuple[int, set[str]]:
+    """(shipments done among ``numbers``, references of done internal shipments): the cheap
+    progress check while waiting for the pipeline to drain."""
+    wanted = sorted(set(numbers))
+    done = 0
+    for i in range(0, len(wanted), 500):
+        done += len(await rest.search(SHIPMENT, [("number", "in", wanted[i:i + 500]), ("state", "=", "done")],
+                                      ["number"]))
+    refs = {d["reference"] for d in await rest.search(INTERNAL, [("reference", "!=", None), ("state", "=", "done")],
+                                                      ["reference"])}
+    return done, refs
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def state_changes(lines: Iterable[tuple[str, str, int | None]]) -> Counter[tuple[str, int, str]]:
+    """(model, id, button) -> calls answered 2xx, from (method, uri, status) lines."""
+    out: Counter[tuple[str, int, str]] = Counter()
+    for method, uri, status in lines:
+        if method != "POST" or status is None or not 200 <= status < 300:
+            continue
+        m = _CALL.search(uri)
+        if m:
+            out[(m[1], int(m[2]), m[3])] += 1
+    return out
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """Everything the verdict is computed from (gathered by the harness)."""
+
+    events: dict[int, list[bytes]]  # the events topic by partition, offset order
+    settings: CoreSettings
+    milestones_topic: list[dict[str, Any]]  # decoded, every copy
+    dead_letters: list[dict[str, Any]]  # decoded DeadLetter records
+    erp_dead_letters: list[dict[str, Any]]
+    tryton: TrytonView
+    proxy_calls: Counter[tuple[str, int, str]]  # what reached Tryton and was answered 2xx
+    nginx_calls: Counter[tuple[str, int, str]]  # what the client was answered 2xx
+    poison_sent: list[tuple[str, bytes]]  # (kind, raw)
+    seeds: dict[str, int]  # order id -> seed of its simulated work (tracking number)
+    created: list[str] = field(default_factory=list)  # order numbers the ERP users created
+    tracking: Any = None  # (seed, order_id) -> tracking number; app.simulator.work.tracking_no
+
+
+@dataclass
+class Verdict:
+    expected: int = 0
+    posted: int = 0
+    lost: list[str] = field(default_factory=list)
+    twice: list[str] = field(default_factory=list)
+    by_type: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (expected, posted)
+    orders_released: int = 0
+    orders_done: int = 0
+    orders_wrong: list[str] = field(default_factory=list)
+    not_released: list[str] = field(default_factory=list)
+    missing_in_kafka: list[str] = field(default_factory=list)
+    unexpected_milestones: list[str] = field(default_factory=list)
+    milestone_copies: int = 0  # extra copies on the milestones topic (at-least-once re-emits)
+    poison_sent: Counter[str] = field(default_factory=Counter)
+    poison_found: Counter[str] = field(default_factory=Counter)
+    poison_missing: list[str] = field(default_factory=list)
+    unexpected_dead_letters: list[str] = field(default_factory=list)
+    erp_dead_letters: list[str] = field(default_factory=list)
+    unexplained_documents: list[str] = field(default_factory=list)
+    events_in_topic: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (not self.lost and not self.twice and not self.poison_missing and not self.not_released
+                and sum(self.poison_sent.values()) == sum(self.poison_found.values()))
+
+
+def judge(inp: Inputs) -> Verdict:
+    v = Verdict(events_in_topic=sum(len(r) for r in inp.events.values()))
+    expected_ms, letters = replay(inp.events, inp.settings)
+    expected = {m.milestone_id: m.to_dict() for m in expected_ms if m.type in POSTED_TYPES}
+    v.expected = len(expected)
+    releases = releases_of(inp.events)
+    v.orders_released = len(releases)
+    v.not_released = sorted(set(inp.created) - set(releases))
+    shipments = inp.tryton.shipments
+
+    # Kafka: every expected milestone emitted (copies are fine: at-least-once).
+    emitted = Counter(m["milestone_id"] for m in inp.milestones_topic)
+    v.milestone_copies = sum(n - 1 for n in emitted.values())
+    v.missing_in_kafka = sorted(mid for mid in expected if mid not in emitted)
+    v.unexpected_milestones = sorted(
+        f"{m['type']} {m['milestone_id']}" for m in {m["milestone_id"]: m for m in inp.milestones_topic}.values()
+        if m["milestone_id"] not in expected and m["type"] in POSTED_TYPES)
+
+    # Tryton: every expected milestone's effect, once.
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for mid, m in sorted(expected.items(), key=lambda kv: (kv[1]["type"], kv[0])):
+        kind = m["type"]
+        counts[kind][0] += 1
+        label = f"{kind} {m.get('order_id') or m.get('sku', '')} ({mid[:12]})"
+        posted, calls = _effect(m, inp.tryton, shipments, inp.proxy_calls, inp.nginx_calls)
+        if posted:
+            counts[kind][1] += 1
+            v.posted += 1
+        else:
+            v.lost.append(label)
+        if calls > 1:
+            v.twice.append(f"{label}: {calls} state changes")
+    v.by_type = {k: (c[0], c[1]) for k, c in sorted(counts.items())}
+
+    # Orders: released -> done with its tracking number and its quantities.
+    for order_id, rel in sorted(releases.items()):
+        s = shipments.get(order_id)
+        if s is None or s["state"] != "done":
+            v.orders_wrong.append(f"{order_id}: {s['state'] if s else 'not in Tryton'}")
+            continue
+        want_track = inp.tracking(inp.seeds[order_id], order_id) if inp.tracking and order_id in inp.seeds else None
+        qty: Counter[str] = Counter()
+        for line in rel["lines"]:
+            qty[line["sku"]] += int(line["qty"])
+        got: Counter[str] = Counter()
+        for mv in s["outgoing_moves"]:
+            got[mv["product"]["code"]] += int(mv["quantity"])
+        if want_track is not None and s["shipping_reference"] != want_track:
+            v.orders_wrong.append(f"{order_id}: tracking {s['shipping_reference']!r}, expected {want_track!r}")
+        elif got != qty:
+            v.orders_wrong.append(f"{order_id}: quantities {dict(got)}, released {dict(qty)}")
+        else:
+            v.orders_done += 1
+    for order_id in v.not_released:
+        v.lost.append(f"order {order_id}: created in Tryton, never released to Kafka")
+
+    # ERP documents no expected milestone explains.
+    v.unexplained_documents = sorted(
+        [f"note for {mid} x{n}" for mid, n in inp.tryton.note_ids.items() if mid not in expected]
+        + [f"internal shipment ref {ref} x{len(docs)}" for ref, docs in inp.tryton.internal.items()
+           if ref not in expected])
+
+    # Poison vs dead letters.
+    found: dict[bytes, str] = {}
+    for d in inp.dead_letters:
+        raw = bytes(d["raw"])
+        if d.get("reason"):
+            found.setdefault(raw, d["reason"])
+    sent_raw = set()
+    for kind, raw in inp.poison_sent:
+        v.poison_sent[kind] += 1
+        sent_raw.add(raw)
+        if raw in found:
+            v.poison_found[kind] += 1
+        else:
+            v.poison_missing.append(f"{kind}: {raw[:40]!r}")
+    expected_letters = {bytes(dl.raw) for dl in letters}
+    v.unexpected_dead_letters = sorted(
+        f"{found[raw][:80]}: {raw[:40]!r}" for raw in found if raw not in sent_raw and raw not in expected_letters)
+    v.erp_dead_letters = [f"{d.get('type')} {d.get('milestone_id', '')[:12]}: {d.get('status')} {str(d.get('detail'))[:160]}"
+                          for d in inp.erp_dead_letters if "milestone_id" in d]
+    return v
+
+
+def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[str, Any]],
+            proxy: Counter[tuple[str, int, str]], nginx: Counter[tuple[str, int, str]]) -> tuple[bool, int]:
+    """(is the milestone's effect in Tryton, how many times was it applied)."""
+    kind, mid = m["type"], m["milestone_id"]
+    if kind == "OrderAccepted":
+        n = view.note_ids.get(mid, 0)
+        return n >= 1, n
+    if kind in _STATES:
+        s = shipments.get(m["order_id"])
+        if s is None:
+            return False, 0
+        key = (SHIPMENT, s["id"], _BUTTON[kind])
+        calls = max(proxy.get(key, 0), nginx.get(key, 0))
+        posted = s["state"] in _STATES[kind]
+        if kind == "ShipmentConfirmed":
+            posted = posted and s["shipping_reference"] == m["tracking_no"]
+        return posted, calls
+    if kind == "InventoryAdjusted":
+        docs = view.internal.get(mid, [])
+        good = [d for d in docs if d["state"] == "done" and [
+            (mv["product"]["code"], int(mv["quantity"])) for mv in d["moves"]] == [(m["sku"], abs(int(m["net_delta"])))]]
+        dos = max([max(proxy.get((INTERNAL, d["id"], "do"), 0), nginx.get((INTERNAL, d["id"], "do"), 0)) for d in docs]
+                  or [0])
+        return bool(good), max(len(docs), dos)
+    return False, 0  # ReturnReceived: not produced by the chaos run
+
+
+def table(rows: Sequence[tuple[str, str]], title: str = "") -> str:
+    """A two-column text table."""
+    width = max(len(k) for k, _ in rows)
+    vwidth = max(len(v) for _, v in rows)
+    bar = f"+-{'-' * width}-+-{'-' * vwidth}-+"
+    out = [title] if title else []
+    out.append(bar)
+    for k, val in rows:
+        out.append(f"| {k:<{width}} | {val:>{vwidth}} |")
+    out.append(bar)
+    return "\n".join(out)

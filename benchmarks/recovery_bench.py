@@ -1,0 +1,192 @@
+"""Restart to ready with a large governance state (figure 6), and the worker's peak RSS
+while it recovers (figure 7).
+
+The state is built by producing changelog records in the state table's own format
+(``tables/records.py``: ``<partition>SEP o SEP ["WH","<order id>"]`` ->
+``{"o": offset, "v": <OrderState record>, "p": null}``, plus one meta record per
+partition) straight to the worker's changelog topic ``<app_id>-governance-state-changelog``
+(4 partitions; a key of input partition p goes to changelog partition p, as the worker
+itself writes them). The order records are real ones: the default mix is run through
+``PartitionState`` and its order writes are cloned under new order ids.
+
+The changelog is produced with confluent-kafka ``batch.num.messages=1``: Tansu
+under-reports a partition's end offset after multi-record batches and Faust's recovery
+reads up to that end offset, so batched records would not all be recovered (the worker
+does the same: ``KAFKA_PRODUCER_MAX_BATCH_SIZE=1``). After the worker is stopped, the
+keys in its RocksDB stores are counted, so a recovery that stops early is a FAIL.
+
+Measured, each repetition with a fresh process:
+- cold: an EMPTY data dir, so the whole changelog is read: spawn -> /readyz 200;
+- warm: the data dir of the cold run kept (RocksDB + its persisted offsets): spawn -> ready;
+- baseline: no state at all (an empty changelog): spawn -> ready, the start-up floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.core.model import CoreSettings  # noqa: E402
+from app.kafka_io import create_topics, end_offsets  # noqa: E402
+from benchmarks.worker_bench import (  # noqa: E402
+    PARTITIONS, Children, app_env, fresh_dir, log, machine, vm_hwm_mb,
+)
+from tables.records import META, ORDERS, PartitionState, table_key  # noqa: E402
+from tests.integration.streams import simulate  # noqa: E402
+
+
+def order_templates(n_orders: int = 200) -> list[bytes]:
+    """Encoded OrderState records (``v`` of an order key) from a real default-mix run."""
+    ps = PartitionState(0, CoreSettings(), None)
+    for _, raw in simulate(orders=n_orders, warehouses=1, seed=3):
+        ps.process(raw)
+    out = []
+    for key, value in ps.flush(0, lambda k: None):
+        if value is not None and key.split(b"\x1f")[1] == ORDERS.encode():
+            out.append(orjson.dumps(orjson.loads(value)["v"]))
+    return out
+
+
+def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = True) -> dict[str, Any]:
+    """``keys`` order records (+ a meta record per partition) on the changelog; returns stats."""
+    topic = f"{app_id}-governance-state-changelog"
+    create_topics(bootstrap, [topic], PARTITIONS)
+    templates = order_templates()
+    conf: dict[str, object] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
+    conf["batch.num.messages"] = 1 if one_per_batch else 10000
+    producer = Producer(conf)
+    started = time.perf_counter()
+    nbytes = 0
+    per_partition = dict.fromkeys(range(PARTITIONS), 0)
+
+    def send(partition: int, key: bytes, value: bytes) -> None:
+        nonlocal nbytes
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        nbytes += len(key) + len(value)
+        per_partition[partition] += 1
+
+    for i in range(keys):
+        p = i % PARTITIONS
+        rec = templates[i % len(templates)]
+        value = b'{"o":-1,"v":' + rec + b',"p":null}'
+        send(p, table_key(p, ORDERS, ("WH%d" % (p + 1), "BENCH%08d" % i)), value)
+        if i % 20000 == 0:
+            producer.poll(0)
+    for p in range(PARTITIONS):
+        send(p, table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))
+    if producer.flush(600) != 0:
+        raise RuntimeError("changelog records undelivered after 600 s")
+    elapsed = time.perf_counter() - started
+    ends = end_offsets(bootstrap, topic)
+    return {
+        "records": keys + PARTITIONS,
+        "bytes": nbytes,
+        "produce_seconds": round(elapsed, 2),
+        "produce_records_per_s": round((keys + PARTITIONS) / elapsed),
+        "one_record_per_batch": one_per_batch,
+        "end_offsets_reported": ends,
+        "end_offsets_expected": per_partition,
+        "end_offsets_exact": all(ends.get(p) == n for p, n in per_partition.items()),
+    }
+
+
+def count_keys(data_dir: Path) -> int:
+    """Keys in the worker's governance-state RocksDB stores (the worker must be stopped)."""
+    from rocksdict import AccessType, Options, Rdict
+
+    total = 0
+    for path in sorted((data_dir / "v1" / "tables").glob("governance-state-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            total += sum(1 for k in db.keys() if not k.startswith(b"__faust"))
+        finally:
+            db.close()
+    return total
+
+
+def time_to_ready(children: Children, bootstrap: str, data_dir: Path, env: dict[str, str],
+                  timeout_s: float) -> tuple[float, float | None]:
+    """Spawn a worker, wait for /readyz 200: (seconds, VmHWM MiB at ready); stops it after."""
+    worker = children.worker(bootstrap, data_dir, env, start=False)
+    started = time.perf_counter()
+    worker.start(ready_timeout_s=timeout_s)
+    took = time.perf_counter() - started
+    peak = vm_hwm_mb(worker.process.pid) if worker.process else None
+    worker.stop()
+    return took, peak
+
+
+def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str,
+             timeout_s: float = 600, one_per_batch: bool = True, baseline_reps: int | None = None) -> dict[str, Any]:
+    app_id = f"{tag}-rec"
+    events = f"{app_id}.events"
+    create_topics(bootstrap, [events], PARTITIONS)
+    built = produce_state(bootstrap, app_id, keys, one_per_batch)
+    log(f"recovery: {built['records']} changelog records produced in {built['produce_seconds']}s "
+        f"({built['produce_records_per_s']}/s), end offsets exact: {built['end_offsets_exact']}")
+    env = app_env(app_id, events)
+    cold, warm, rss, recovered = [], [], [], []
+    for rep in range(reps):
+        data_dir = fresh_dir(f"{app_id}-{rep}")
+        took, peak = time_to_ready(children, bootstrap, data_dir, env, timeout_s)
+        cold.append(took)
+        rss.append(peak)
+        n = count_keys(data_dir)
+        recovered.append(n)
+        log(f"recovery rep {rep + 1}/{reps}: cold (empty data dir) ready in {took:.1f}s, VmHWM {peak:.0f} MiB, "
+            f"{n} keys in RocksDB")
+        took, peak = time_to_ready(children, bootstrap, data_dir, env, timeout_s)
+        warm.append(took)
+        log(f"recovery rep {rep + 1}/{reps}: warm (data dir kept) ready in {took:.1f}s")
+    base_id = f"{tag}-empty"
+    create_topics(bootstrap, [f"{base_id}.events"], PARTITIONS)
+    baseline = []
+    for rep in range(reps):
+        took, _ = time_to_ready(children, bootstrap, fresh_dir(f"{base_id}-{rep}"),
+                                app_env(base_id, f"{base_id}.events"), timeout_s)
+        baseline.append(took)
+    log(f"recovery: start-up with no state {', '.join(f'{x:.1f}' for x in baseline)}s")
+    return {
+        "keys": keys,
+        "changelog": built,
+        "cold_ready_s": cold,
+        "warm_ready_s": warm,
+        "empty_state_ready_s": baseline,
+        "recovered_keys": recovered,
+        "expected_keys": keys + PARTITIONS,
+        "worker_vm_hwm_mib": rss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="worker restart to ready with a large state")
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batched", action="store_true", help="produce the changelog in multi-record batches")
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {"machine": machine()}
+    with Children() as children:
+        bootstrap = children.broker().bootstrap
+        out["recovery"] = recovery(bootstrap, children, args.keys, args.reps, f"rb{int(time.time())}",
+                                   one_per_batch=not args.batched)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
