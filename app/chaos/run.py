@@ -545,16 +545,16 @@ class Chaos:
         statuses = Counter(n.status for n in nginx)
         fault_rows = [(name, f"{self.faults.counts[name]} x, {self.faults.seconds[name]:.0f} s")
                       for name in sorted(self.faults.counts)]
-        poison_kinds = ", ".join(f"{k} {v.poison_sent[k]}" for k in POISON_KINDS if v.poison_sent[k])
         rows = [
             ("orders entered in Tryton / released by syncgov source", f"{len(self.created)} / {v.orders_released}"),
             *fault_rows,
-            ("(e) poison records sent", f"{sum(v.poison_sent.values())} ({poison_kinds})"),
+            ("(e) poison records sent", str(sum(v.poison_sent.values()))),
+            *[(f"  {k}: sent / dead-lettered", f"{v.poison_sent[k]} / {v.poison_found[k]}") for k in POISON_KINDS],
             ("(g) picks from the v1 (old) writer schema", str(self.sent["old-schema picks (v1 writer)"])),
             ("events sent (source releases + warehouse + poison)", str(v.events_in_topic)),
             ("milestones expected (to the ERP)", str(v.expected)),
-            ("  by type: expected/posted", ", ".join(f"{k} {e}/{p}" for k, (e, p) in v.by_type.items())),
             ("milestones posted (Tryton's documents)", str(v.posted)),
+            *[(f"  {k}: expected / posted", f"{e} / {p}") for k, (e, p) in v.by_type.items()],
             ("LOST (must be 0)", str(len(v.lost))),
             ("POSTED TWICE (must be 0)", str(len(v.twice))),
             ("orders done once with their tracking number", f"{v.orders_done}/{v.orders_released}"),

@@ -38,19 +38,6 @@ AUTHORITY: Final[dict[str, frozenset[str]]] = {
     RETURN_RECEIVED: frozenset({"wms"}),
 }
 TELEMETRY: Final = frozenset({ITEM_SCANNED, TOTE_CONVEYED})
-#: Events routed to an order's state, keyed by (warehouse_id, order_id).
-ORDER_SCOPED: Final = frozenset(
-    {
-        ORDER_RELEASED,
-        ORDER_CHANGED,
-        ORDER_CANCELLED,
-        PICK_CONFIRMED,
-        LINE_SHORT_CLOSED,
-        PACK_CONFIRMED,
-        SHIPMENT_DISPATCHED,
-        RETURN_RECEIVED,
-    }
-)
 DISPOSITIONS: Final = frozenset({"restock", "scrap", "inspect"})
 
 # Milestone types.

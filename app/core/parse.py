@@ -22,6 +22,7 @@ from app.core.model import (
     RETURN_RECEIVED,
     SHIPMENT_DISPATCHED,
     STOCK_ADJUSTED,
+    TELEMETRY,
     TOTE_CONVEYED,
     Event,
 )
@@ -164,10 +165,9 @@ def _spec(
     strings: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
     extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
-    telemetry: bool = False,
 ) -> TypeSpec:
     data_strings = tuple(n for n in strings if n != "order_id")
-    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, telemetry, data_strings)
+    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, name in TELEMETRY, data_strings)
 
 
 SPECS: Final[dict[str, TypeSpec]] = {
@@ -176,8 +176,8 @@ SPECS: Final[dict[str, TypeSpec]] = {
         _spec(ORDER_RELEASED, ("order_id",), ("wave_id", "carrier"), _lines),
         _spec(ORDER_CHANGED, ("order_id",), (), _lines),
         _spec(ORDER_CANCELLED, ("order_id",)),
-        _spec(ITEM_SCANNED, ("barcode", "location", "device_id"), ("order_id", "tote_id"), telemetry=True),
-        _spec(TOTE_CONVEYED, ("tote_id", "scanner_id", "lane"), ("order_id",), telemetry=True),
+        _spec(ITEM_SCANNED, ("barcode", "location", "device_id"), ("order_id", "tote_id")),
+        _spec(TOTE_CONVEYED, ("tote_id", "scanner_id", "lane"), ("order_id",)),
         _spec(PICK_CONFIRMED, ("order_id", "sku", "location"), ("tote_id", "wave_id"), _pick),
         _spec(LINE_SHORT_CLOSED, ("order_id",), (), _short_close),
         _spec(PACK_CONFIRMED, ("order_id", "package_id"), (), _pack),

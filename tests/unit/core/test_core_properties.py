@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core import ids
-from app.core.model import DeadLetter, Milestone
+from app.core.model import MILESTONE_TYPES, DeadLetter, Milestone
 from app.replay import run_replay
 
 LINES = {"O1": [L(1, "A", 2)], "O2": [L(1, "A", 1), L(2, "B", 2)], "O3": [L(1, "C", 3)]}
@@ -139,6 +139,7 @@ _ID_OF = {
 def test_milestone_ids_are_unique_per_business_key(records: list[bytes]) -> None:
     out = run(records)
     milestones = [m for m in out if isinstance(m, Milestone)]
+    assert {m.type for m in milestones} <= set(MILESTONE_TYPES)
     assert len({m.milestone_id for m in milestones}) == len(milestones)
     keys = [_business_key(m) for m in milestones if m.type != "SyncException" or m.body["code"] == "UNKNOWN_ORDER"]
     assert len(set(keys)) == len(keys)
