@@ -9,15 +9,14 @@ from app.faust_app import SETTINGS, app
 from tables import ledger
 
 log = logging.getLogger(__name__)
-OPTIONS = reconcile.Options()
 
 if SETTINGS.erp.sink_enabled and SETTINGS.erp.adapter == "tryton":
 
-    @app.timer(OPTIONS.interval_s, on_leader=True)
+    @app.timer(SETTINGS.reconcile.interval_s, on_leader=True)
     async def reconcile_with_erp() -> None:
         """One reconciliation; a failure leaves the gauges as they were and the next tick retries."""
         try:
-            report = await reconcile.run(SETTINGS, OPTIONS, ledger=ledger.entry)
+            report = await reconcile.run(SETTINGS, SETTINGS.reconcile, ledger=ledger.entry)
         except Exception:  # noqa: BLE001 - an unreachable ERP or broker must not stop the worker
             log.warning("reconciliation failed", exc_info=True)
             return

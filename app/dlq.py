@@ -32,7 +32,7 @@ class Entry:
 def open_entries(s: Settings) -> list[Entry]:
     """Dead-lettered milestones not re-driven since they last failed, oldest first."""
     entries: dict[str, Entry] = {}
-    for rec in read_all(s.kafka.bootstrap_servers, s.topics.erp_dead_letters):
+    for rec in read_all(s.kafka.bootstrap_servers, s.topics.erp_dead_letters, kafka=s.kafka):
         value = orjson.loads(rec.value)
         if "redriven" in value:
             entries.pop(value["redriven"], None)

@@ -92,8 +92,8 @@ class Record:
     timestamp_ms: int
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({**client_config(bootstrap), "group.id": "syncgov-tools"})
+def end_offsets(bootstrap: str, topic: str, kafka: KafkaSettings | None = None) -> dict[int, int]:
+    consumer = Consumer({**client_config(bootstrap, kafka), "group.id": "syncgov-tools"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -103,17 +103,23 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0, count: int | None = None) -> Iterator[Record]:
+def read_all(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 30.0,
+    count: int | None = None,
+    kafka: KafkaSettings | None = None,
+) -> Iterator[Record]:
     """Every record of ``topic`` from the start to its current end, partition by partition.
 
     Tansu under-reports the end offset of a partition written in multi-record batches
     (by confluent-kafka producers); pass ``count`` to read until that many records instead.
     """
-    meta = end_offsets(bootstrap, topic)
+    meta = end_offsets(bootstrap, topic, kafka)
     ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
     if not ends:
         return
-    consumer = Consumer({**client_config(bootstrap), "group.id": "syncgov-tools", "enable.auto.commit": False})
+    consumer = Consumer({**client_config(bootstrap, kafka), "group.id": "syncgov-tools", "enable.auto.commit": False})
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         done = dict.fromkeys(ends, 0)

@@ -37,7 +37,7 @@ from app.core.timeutil import format_ts, parse_ts
 from app.erp import ErpError
 from app.erp.tryton import INTERNAL, SHIPMENT, TrytonAdapter, TrytonRest, ref
 from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
-from app.settings import Settings, load
+from app.settings import ReconcileSettings, Settings, load
 
 KINDS = ("shipped_not_posted", "posted_not_shipped", "stock_moves_missing")
 ORDER_TYPES = frozenset({"OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed"})
@@ -46,15 +46,6 @@ DRIFT_TYPE = "SyncDrift"
 Ledger = Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class Options:
-    """Requested settings: RECONCILE_WINDOW_S, _INTERVAL_S, _LOOKBACK_S, _RATE_PER_S, _PAGE_SIZE."""
-
-    window_s: float = 900.0  # drift older than this becomes a SyncDrift record
-    interval_s: float = 60.0  # the worker's timer
-    lookback_s: float = 86400.0  # milestones older than this are not compared
-    rate_per_s: float = 0.5  # reconciliation's share of the ERP quota
-    page_size: int = 100  # documents per ERP read
 
 
 @dataclass(frozen=True)
@@ -191,7 +182,7 @@ def set_gauges(drift: Iterable[Drift], now_ms: int) -> None:
 
 
 def _decoded(s: Settings, topic: str) -> list[dict[str, Any]]:
-    return [Milestone.from_dict(codec.decode(r.value)).to_dict() for r in read_all(s.kafka.bootstrap_servers, topic)]
+    return [Milestone.from_dict(codec.decode(r.value)).to_dict() for r in read_all(s.kafka.bootstrap_servers, topic, kafka=s.kafka)]
 
 
 def read_milestones(s: Settings, since_ms: int) -> list[dict[str, Any]]:
@@ -253,10 +244,11 @@ def publish(s: Settings, records: list[Drift], detected_ms: int, window_s: float
         raise RuntimeError("SyncDrift records not delivered to Kafka within 30 s")
 
 
-async def run(s: Settings, options: Options = Options(), *,
+async def run(s: Settings, options: ReconcileSettings | None = None, *,
               ledger: Callable[[str], Mapping[str, Any] | None] | None = None,
               clock: Callable[[], float] = time.time) -> Report:
     """One reconciliation: read, compare, set the gauges, publish new overdue drift."""
+    options = options or s.reconcile
     now_ms = int(clock() * 1000)
     bound = await asyncio.to_thread(read_milestones, s, now_ms - int(options.lookback_s * 1000))
     adapter = TrytonAdapter.from_settings(dataclasses.replace(s.erp, rate_per_s=options.rate_per_s, burst=1))
@@ -287,9 +279,10 @@ def format_report(report: Report, window_s: float) -> str:
     return "\n".join(lines)
 
 
-def main(options: Options = Options()) -> int:
+def main() -> int:
     """`syncgov reconcile`: 0 in sync, 1 drift found, 3 the ERP or Kafka could not be read."""
     s = load()
+    options = s.reconcile
     if s.erp.adapter != "tryton" or not s.kafka.bootstrap_servers:
         print("syncgov reconcile: needs ERP_ADAPTER=tryton and KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2

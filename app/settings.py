@@ -111,12 +111,22 @@ class ErpSettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    window_s: float  # drift older than this becomes a SyncDrift record
+    interval_s: float  # the worker's reconciliation timer
+    lookback_s: float  # milestones older than this are not compared
+    rate_per_s: float  # reconciliation's share of the ERP quota
+    page_size: int  # documents per ERP read
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
     topics: TopicSettings
     governance: GovernanceSettings
     worker: WorkerSettings
     erp: ErpSettings
+    reconcile: ReconcileSettings
 
 
 def _parse_bool(raw: str) -> bool:
@@ -233,6 +243,11 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ERP_SOURCE_OVERLAP_S": ("5", _non_negative(float)),
     "ERP_SOURCE_PAGE_SIZE": ("100", _positive(int)),
     "ERP_SOURCE_RATE_PER_S": ("1", _positive(float)),
+    "RECONCILE_WINDOW_S": ("900", _non_negative(float)),
+    "RECONCILE_INTERVAL_S": ("60", _positive(float)),
+    "RECONCILE_LOOKBACK_S": ("86400", _positive(float)),
+    "RECONCILE_RATE_PER_S": ("0.5", _positive(float)),
+    "RECONCILE_PAGE_SIZE": ("100", _positive(int)),
 }
 
 #: Settings that may be given as a file path in ``<NAME>_FILE``.
@@ -331,6 +346,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             source_overlap_s=v["ERP_SOURCE_OVERLAP_S"],
             source_page_size=v["ERP_SOURCE_PAGE_SIZE"],
             source_rate_per_s=v["ERP_SOURCE_RATE_PER_S"],
+        ),
+        reconcile=ReconcileSettings(
+            window_s=v["RECONCILE_WINDOW_S"],
+            interval_s=v["RECONCILE_INTERVAL_S"],
+            lookback_s=v["RECONCILE_LOOKBACK_S"],
+            rate_per_s=v["RECONCILE_RATE_PER_S"],
+            page_size=v["RECONCILE_PAGE_SIZE"],
         ),
     )
     _check_consistency(settings)

@@ -30,7 +30,7 @@ CURSOR_KEY = b"cursor"
 def load_cursor(s: Settings) -> SourceCursor:
     """The last stored cursor, or a fresh one."""
     last: dict[str, Any] | None = None
-    for rec in read_all(s.kafka.bootstrap_servers, s.topics.source_cursor):
+    for rec in read_all(s.kafka.bootstrap_servers, s.topics.source_cursor, kafka=s.kafka):
         if rec.key == CURSOR_KEY:
             last = orjson.loads(rec.value)
     return SourceCursor.from_json(last) if last else SourceCursor()

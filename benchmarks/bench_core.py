@@ -68,7 +68,6 @@ def generate(n: int, seed: int = 7) -> Iterator[bytes]:
         return orjson.dumps(d)
 
     def new_order() -> _Order:
-        nonlocal seq
         wh = r.choice(WAREHOUSES)
         lines = [(i + 1, r.choice(SKUS), r.randint(1, 5)) for i in range(r.randint(1, 5))]
         o = _Order(wh, f"SO-{seq:09d}", lines)

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.core.model import CoreSettings  # noqa: E402
+from app.core.timeutil import format_ts  # noqa: E402
 from app.kafka_io import create_topics, end_offsets  # noqa: E402
+from app.processes import WorkerProcess  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
-    PARTITIONS, Children, app_env, fresh_dir, log, machine, vm_hwm_mb,
+    PARTITIONS, Children, app_env, fresh_dir, log, machine, metric, vm_hwm_mb,
 )
 from tables.records import META, ORDERS, PartitionState, table_key  # noqa: E402
 from tests.integration.streams import simulate  # noqa: E402
@@ -62,35 +67,47 @@ def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = 
     topic = f"{app_id}-governance-state-changelog"
     create_topics(bootstrap, [topic], PARTITIONS)
     templates = order_templates()
-    conf: dict[str, object] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
-    conf["batch.num.messages"] = 1 if one_per_batch else 10000
-    producer = Producer(conf)
-    started = time.perf_counter()
-    nbytes = 0
+    conf: dict[str, object] = {"bootstrap.servers": bootstrap, "linger.ms": 5,
+                               "batch.num.messages": 1 if one_per_batch else 10000}
     per_partition = dict.fromkeys(range(PARTITIONS), 0)
+    sizes = dict.fromkeys(range(PARTITIONS), 0)
+    errors: list[BaseException] = []
 
-    def send(partition: int, key: bytes, value: bytes) -> None:
-        nonlocal nbytes
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, partition=partition)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        nbytes += len(key) + len(value)
-        per_partition[partition] += 1
+    def fill(p: int) -> None:
+        """One producer (one connection) per partition: Tansu serves connections in parallel."""
+        try:
+            producer = Producer(conf)
 
-    for i in range(keys):
-        p = i % PARTITIONS
-        rec = templates[i % len(templates)]
-        value = b'{"o":-1,"v":' + rec + b',"p":null}'
-        send(p, table_key(p, ORDERS, ("WH%d" % (p + 1), "BENCH%08d" % i)), value)
-        if i % 20000 == 0:
-            producer.poll(0)
-    for p in range(PARTITIONS):
-        send(p, table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))
-    if producer.flush(600) != 0:
-        raise RuntimeError("changelog records undelivered after 600 s")
+            def send(key: bytes, value: bytes) -> None:
+                while True:
+                    try:
+                        producer.produce(topic, key=key, value=value, partition=p)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                sizes[p] += len(key) + len(value)
+                per_partition[p] += 1
+
+            for i in range(p, keys, PARTITIONS):
+                rec = templates[i % len(templates)]
+                send(table_key(p, ORDERS, ("WH%d" % (p + 1), "BENCH%08d" % i)), b'{"o":-1,"v":' + rec + b',"p":null}')
+                if i % 20000 < PARTITIONS:
+                    producer.poll(0)
+            send(table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))
+            if producer.flush(900) != 0:
+                raise RuntimeError(f"changelog partition {p}: records undelivered after 900 s")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=fill, args=(p,)) for p in range(PARTITIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    nbytes = sum(sizes.values())
     elapsed = time.perf_counter() - started
     ends = end_offsets(bootstrap, topic)
     return {
@@ -120,19 +137,49 @@ def count_keys(data_dir: Path) -> int:
 
 
 def time_to_ready(children: Children, bootstrap: str, data_dir: Path, env: dict[str, str],
-                  timeout_s: float) -> tuple[float, float | None]:
-    """Spawn a worker, wait for /readyz 200: (seconds, VmHWM MiB at ready); stops it after."""
+                  timeout_s: float, profile: Path | None = None) -> tuple[float, WorkerProcess]:
+    """Spawn a worker and wait for /readyz 200: (seconds from spawn, the running worker)."""
     worker = children.worker(bootstrap, data_dir, env, start=False)
+    spy = None
     started = time.perf_counter()
-    worker.start(ready_timeout_s=timeout_s)
+    try:
+        worker.start(ready_timeout_s=0)  # spawn only; readiness is waited for below
+    except TimeoutError:
+        pass
+    if profile is not None and worker.process is not None:
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "50",
+                                "-f", "raw", "-o", str(profile), "-p", str(worker.process.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker.wait_ready(timeout_s)
     took = time.perf_counter() - started
-    peak = vm_hwm_mb(worker.process.pid) if worker.process else None
-    worker.stop()
-    return took, peak
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    return took, worker
 
 
-def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str,
-             timeout_s: float = 600, one_per_batch: bool = True, baseline_reps: int | None = None) -> dict[str, Any]:
+def first_events(bootstrap: str, worker: WorkerProcess, topic: str, timeout_s: float) -> float:
+    """One event per partition right after ready: seconds until all are processed (the
+    partitions' engines load their state from the table on their first batch)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "batch.num.messages": 1})
+    at = format_ts(int(time.time() * 1000) - 3_600_000)
+    started = time.perf_counter()
+    for p in range(PARTITIONS):
+        ev = {"event_id": f"probe-{p}", "type": "ItemScanned", "occurred_at": at, "source": "wms",
+              "warehouse_id": f"WH{p + 1}", "barcode": "PROBE", "location": "DOCK", "device_id": "bench"}
+        producer.produce(topic, key=f"WH{p + 1}".encode(), value=orjson.dumps(ev), partition=p)
+    producer.flush(30)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (metric(worker, "syncgov_records_processed_total") or 0) >= PARTITIONS:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    return float("nan")
+
+
+def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str, timeout_s: float = 900,
+             one_per_batch: bool = True, baseline_reps: int | None = None,
+             profile: Path | None = None) -> dict[str, Any]:
     app_id = f"{tag}-rec"
     events = f"{app_id}.events"
     create_topics(bootstrap, [events], PARTITIONS)
@@ -140,33 +187,42 @@ def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str,
     log(f"recovery: {built['records']} changelog records produced in {built['produce_seconds']}s "
         f"({built['produce_records_per_s']}/s), end offsets exact: {built['end_offsets_exact']}")
     env = app_env(app_id, events)
-    cold, warm, rss, recovered = [], [], [], []
+    cold, warm, rss, recovered, first = [], [], [], [], []
     for rep in range(reps):
         data_dir = fresh_dir(f"{app_id}-{rep}")
-        took, peak = time_to_ready(children, bootstrap, data_dir, env, timeout_s)
+        took, worker = time_to_ready(children, bootstrap, data_dir, env, timeout_s,
+                                     profile if rep == 0 else None)
         cold.append(took)
+        if rep == 0:  # the probe events stay in the topic: later repetitions skip them (stored offset)
+            first.append(first_events(bootstrap, worker, events, timeout_s))
+        peak = vm_hwm_mb(worker.process.pid) if worker.process else None
         rss.append(peak)
+        worker.stop()
         n = count_keys(data_dir)
         recovered.append(n)
         log(f"recovery rep {rep + 1}/{reps}: cold (empty data dir) ready in {took:.1f}s, VmHWM {peak:.0f} MiB, "
-            f"{n} keys in RocksDB")
-        took, peak = time_to_ready(children, bootstrap, data_dir, env, timeout_s)
+            f"{n} keys in RocksDB" + (f", first event per partition processed {first[0]:.1f}s after" if rep == 0 else ""))
+        took, worker = time_to_ready(children, bootstrap, data_dir, env, timeout_s)
+        worker.stop()
         warm.append(took)
         log(f"recovery rep {rep + 1}/{reps}: warm (data dir kept) ready in {took:.1f}s")
-    base_id = f"{tag}-empty"
-    create_topics(bootstrap, [f"{base_id}.events"], PARTITIONS)
     baseline = []
-    for rep in range(reps):
-        took, _ = time_to_ready(children, bootstrap, fresh_dir(f"{base_id}-{rep}"),
-                                app_env(base_id, f"{base_id}.events"), timeout_s)
+    for rep in range(reps if baseline_reps is None else baseline_reps):
+        base_id = f"{tag}-empty{rep}"
+        create_topics(bootstrap, [f"{base_id}.events"], PARTITIONS)
+        took, worker = time_to_ready(children, bootstrap, fresh_dir(base_id), app_env(base_id, f"{base_id}.events"),
+                                     timeout_s)
+        worker.stop()
         baseline.append(took)
-    log(f"recovery: start-up with no state {', '.join(f'{x:.1f}' for x in baseline)}s")
+    if baseline:
+        log(f"recovery: start-up with no state {', '.join(f'{x:.1f}' for x in baseline)}s")
     return {
         "keys": keys,
         "changelog": built,
         "cold_ready_s": cold,
         "warm_ready_s": warm,
         "empty_state_ready_s": baseline,
+        "first_event_after_cold_ready_s": first,
         "recovered_keys": recovered,
         "expected_keys": keys + PARTITIONS,
         "worker_vm_hwm_mib": rss,
@@ -178,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batched", action="store_true", help="produce the changelog in multi-record batches")
+    parser.add_argument("--profile", type=Path, help="py-spy record (raw) the first cold recovery to this file")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine()}
     with Children() as children:
         bootstrap = children.broker().bootstrap
         out["recovery"] = recovery(bootstrap, children, args.keys, args.reps, f"rb{int(time.time())}",
-                                   one_per_batch=not args.batched)
+                                   one_per_batch=not args.batched, profile=args.profile)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

@@ -83,8 +83,12 @@ def vm_hwm_mb(pid: int) -> float | None:
 
 
 def metric(worker: WorkerProcess, name: str, labels: str = "") -> float | None:
-    """One sample of the worker's /metrics (``name{labels}``), or None if absent."""
-    status, body = worker.get("/metrics", timeout_s=5.0)
+    """One sample of the worker's /metrics (``name{labels}``), or None if absent or not answered
+    (a worker busy in a long synchronous step does not answer until it is done)."""
+    try:
+        status, body = worker.get("/metrics", timeout_s=5.0)
+    except OSError:
+        return None
     if status != 200:
         return None
     want = f"{name}{{{labels}}}" if labels else name
@@ -96,8 +100,11 @@ def metric(worker: WorkerProcess, name: str, labels: str = "") -> float | None:
 
 def metric_samples(worker: WorkerProcess, name: str) -> dict[str, float]:
     """Every sample of a metric family: {label text: value}."""
-    status, body = worker.get("/metrics", timeout_s=5.0)
     out: dict[str, float] = {}
+    try:
+        status, body = worker.get("/metrics", timeout_s=5.0)
+    except OSError:
+        return out
     if status != 200:
         return out
     for line in body.decode().splitlines():
@@ -123,7 +130,7 @@ class Children:
 
     def worker(self, bootstrap: str, data_dir: Path, env: dict[str, str], start: bool = True,
                ready_timeout_s: float = 120.0) -> WorkerProcess:
-        worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "error", **env})
+        worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "info", **env})
         self.add(worker.stop)
         return worker.start(ready_timeout_s) if start else worker
 

@@ -317,6 +317,7 @@ class Supervised:
     process: subprocess.Popen[bytes] | None = None
     exits: list[Exit] = field(default_factory=list)
     stopping: bool = False
+    _said: float = 0.0
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +330,10 @@ class Supervised:
         if self.stopping or proc is None or proc.poll() is None:
             return
         self.exits.append(Exit(self.name, proc.returncode, time.time(), self.log))
-        self.say(f"{self.name} exited by itself (code {proc.returncode}); restarting it; see {self.log}")
+        if len(self.exits) == 1 or self.exits[-1].at - self._said > 30:  # one line per burst
+            self.say(f"{self.name} exited by itself (code {proc.returncode}; {len(self.exits)} so far); "
+                     f"restarting it; see {self.log}")
+            self._said = self.exits[-1].at
         self.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:

@@ -82,6 +82,7 @@ class ChaosConfig:
     drain_timeout_s: float = 900.0
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. secrets for the security test
     key_in_env: bool = False  # ERP_API_KEY instead of ERP_API_KEY_FILE
+    proxy_mode: dict[str, Any] = field(default_factory=dict)  # the proxy's mode for the whole run, e.g. echo-auth
 
 
 class Say:
@@ -201,6 +202,8 @@ class Chaos:
             self.bootstrap = self.broker.bootstrap
         self.say(f"broker at {self.bootstrap}")
         self.erp.start()
+        if cfg.proxy_mode:
+            self.erp.proxy_mode(**cfg.proxy_mode)
         self.say(f"ERP: Tryton {self.erp.tryton_url} <- fault proxy :{self.erp.proxy_port} <- nginx "
                  f"{self.erp.gateway_url} (quota {cfg.gateway_rate:g} r/s, burst {cfg.gateway_burst})")
         share = max(1.0, (cfg.gateway_rate - 2) / 2)  # two workers, the source 1 r/s, a margin of 1
@@ -496,8 +499,11 @@ class Chaos:
         try:
             while True:
                 done, refs = await verify.done_progress(rest, released)
-                status = f"{done}/{len(released)} shipments done, {len(stock & refs)}/{len(stock)} stock moves"
-                if done == len(released) and stock <= refs:
+                rejected = {orjson.loads(r.value).get("milestone_id") for r in await asyncio.to_thread(
+                    verify.read_topic, self.bootstrap, topics.erp_dead_letters, 1.0)}
+                status = (f"{done}/{len(released)} shipments done, {len(stock & refs)}/{len(stock)} stock moves"
+                          + (f", {len(rejected)} ERP dead letters" if rejected else ""))
+                if done == len(released) and stock <= refs | rejected:
                     self.say(f"drained: {status}")
                     break
                 if status != last:

@@ -123,15 +123,15 @@ class Engine:
             self.watermark = wm = occurred_at
             if wm >= self._due:
                 out = self._advance(wm)
+        warehouse_id = d["warehouse_id"]
         if spec.name == STOCK_ADJUSTED:
-            ev = new_event((event_id, spec.name, source, occurred_at, d["warehouse_id"], None, data))
+            ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, None, data))
             out.extend(self.windows.add(ev, wm))
             if self.windows.next_close < self._due:
                 self._due = self.windows.next_close
         else:
-            ev = new_event(
-                (event_id, spec.name, source, occurred_at, d["warehouse_id"], d["order_id"], data)
-            )
+            order_id = d["order_id"]
+            ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, order_id, data))
             out.extend(self._apply_order(ev, wm))
         return out
 
@@ -225,7 +225,9 @@ class Engine:
 
     def _unauthorized(self, d: Mapping[str, Any], spec: TypeSpec, occurred_at: int) -> Milestone:
         order_id = d.get("order_id") if spec.has_order_id else None
-        ev = Event(d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, {})
+        ev = Event(
+            d["event_id"], spec.name, d["source"], occurred_at, d["warehouse_id"], order_id, {}
+        )
         allowed = ", ".join(sorted(spec.authority))
         return ms.record_exception(
             ev,
@@ -258,7 +260,8 @@ class Engine:
             except ValueError:
                 pass
         event_ids = (ident[1],) if ident else ()
-        return [ms.invalid_record(mid, warehouse_id, occurred_at, event_ids, order_id, reason), letter]
+        milestone = ms.invalid_record(mid, warehouse_id, occurred_at, event_ids, order_id, reason)
+        return [milestone, letter]
 
 
 def _canonical(d: Mapping[str, Any] | None) -> bytes:

@@ -35,7 +35,9 @@ class Windows:
     ) -> None:
         self.size = size_ms
         self.grace = grace_ms
-        self.store: MutableMapping[StockKey, dict[int, WindowRecord]] = {} if store is None else store
+        self.store: MutableMapping[StockKey, dict[int, WindowRecord]] = (
+            {} if store is None else store
+        )
         self._heap: list[int] = []
         self._due: dict[int, list[tuple[StockKey, int]]] = {}
         for key, wins in self.store.items():
@@ -61,7 +63,7 @@ class Windows:
             entries.append((key, start))
 
     def add(self, ev: Event, watermark: int | float) -> list[Milestone]:
-        """Count a StockAdjusted; a late one (its window already closed) is INVALID_EVENT ``late``."""
+        """Count a StockAdjusted; one whose window already closed is INVALID_EVENT ``late``."""
         start, end = self.window_of(ev.occurred_at)
         deadline = end + self.grace
         if watermark >= deadline:

@@ -108,7 +108,7 @@ class Event(NamedTuple):
     data: dict[str, Any]
 
     def to_record(self) -> dict[str, Any]:
-        """Plain contract-shaped dict (``occurred_at`` as int ms); ``parse.validate`` reads it back."""
+        """Plain contract-shaped dict (``occurred_at`` in int ms); ``parse.validate`` reads it."""
         rec: dict[str, Any] = {
             "event_id": self.event_id,
             "type": self.type,

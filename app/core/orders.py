@@ -26,6 +26,7 @@ from app.core.model import (
     Event,
     Milestone,
 )
+from app.core.parse import validate
 
 UNRELEASED: Final = "unreleased"
 OPEN: Final = "open"
@@ -111,7 +112,6 @@ class OrderState:
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> OrderState:
         """Inverse of ``to_record``."""
-        from app.core.parse import validate
 
         def event(r: dict[str, Any]) -> Event:
             ev = validate(r)
@@ -193,11 +193,8 @@ def _expire(state: OrderState, watermark: int | float, hold_ms: int, out: list[M
         if due:
             state.waiting = [w for w in state.waiting if w[1].occurred_at + hold_ms > watermark]
             for _, d in _by_time(due):
-                out.append(
-                    ms.record_exception(
-                        d, Code.NOT_PACKED, "order not packed within the hold window; dispatch dropped"
-                    )
-                )
+                detail = "order not packed within the hold window; dispatch dropped"
+                out.append(ms.record_exception(d, Code.NOT_PACKED, detail))
 
 
 def _by_time(held: list[Held]) -> list[Held]:

@@ -58,7 +58,9 @@ class TypeSpec:
         return "order_id" in self.strings or "order_id" in self.optional
 
 
-def _int(d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX, where: str = "") -> int:
+def _int(
+    d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX, where: str = ""
+) -> int:
     v = d.get(name)
     if v is None:
         raise Invalid(f"missing field '{where}{name}'")
@@ -167,7 +169,8 @@ def _spec(
     extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> TypeSpec:
     data_strings = tuple(n for n in strings if n != "order_id")
-    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, name in TELEMETRY, data_strings)
+    telemetry = name in TELEMETRY
+    return TypeSpec(name, AUTHORITY[name], strings, optional, extra, telemetry, data_strings)
 
 
 SPECS: Final[dict[str, TypeSpec]] = {
@@ -181,7 +184,8 @@ SPECS: Final[dict[str, TypeSpec]] = {
         _spec(PICK_CONFIRMED, ("order_id", "sku", "location"), ("tote_id", "wave_id"), _pick),
         _spec(LINE_SHORT_CLOSED, ("order_id",), (), _short_close),
         _spec(PACK_CONFIRMED, ("order_id", "package_id"), (), _pack),
-        _spec(SHIPMENT_DISPATCHED, ("order_id", "shipment_id", "carrier", "tracking_no"), (), _dispatch),
+        _spec(SHIPMENT_DISPATCHED, ("order_id", "shipment_id", "carrier", "tracking_no"),
+              extra=_dispatch),
         _spec(STOCK_ADJUSTED, ("sku", "location", "reason"), (), _stock),
         _spec(RETURN_RECEIVED, ("rma_id", "order_id", "sku"), (), _return),
     )
@@ -254,6 +258,7 @@ def check(d: Mapping[str, Any]) -> Checked | str:
             if v.__class__ is not str or not v:
                 return _bad_string(d, name)
     except (KeyError, ValueError):
+        # A common field is missing or bad, or else (reason "") the type string ``name``.
         return _common_reason(d) or _bad_string(d, name)
     if spec.telemetry:
         for name in spec.optional:

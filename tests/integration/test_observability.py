@@ -228,8 +228,8 @@ async def test_reconciliation_finds_drift_made_behind_the_pipelines_back(
             assert f"  {kind:<20} 1" in found.stdout, found.stdout
         assert erp_stack.key not in found.stdout + found.stderr
 
-        settings = load(env)
-        now = reconcile.Options(window_s=0)  # every drift is overdue: SyncDrift records
+        settings = load({**env, "RECONCILE_WINDOW_S": "0"})  # every drift is overdue: SyncDrift records
+        now = settings.reconcile
         first = await reconcile.run(settings, now)
         assert first.counts() == dict.fromkeys(KINDS, 1)
         assert len(first.published) == 3

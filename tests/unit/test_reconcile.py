@@ -153,8 +153,8 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 async def test_a_second_run_changes_nothing(fake_io: list[dict[str, Any]]) -> None:
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092"})
-    options = reconcile.Options(window_s=60)
+    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "RECONCILE_WINDOW_S": "60"})
+    options = settings.reconcile
     first = await reconcile.run(settings, options, clock=lambda: (T0 + 3_600_000) / 1000)
     assert first.counts() == {"shipped_not_posted": 1, "posted_not_shipped": 0, "stock_moves_missing": 0}
     assert len(first.published) == 1 and first.known == 0
@@ -167,8 +167,8 @@ async def test_a_second_run_changes_nothing(fake_io: list[dict[str, Any]]) -> No
 
 
 async def test_young_drift_is_counted_but_not_published(fake_io: list[dict[str, Any]]) -> None:
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092"})
-    report = await reconcile.run(settings, reconcile.Options(window_s=900), clock=lambda: (T0 + 60_000) / 1000)
+    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "RECONCILE_WINDOW_S": "900"})
+    report = await reconcile.run(settings, settings.reconcile, clock=lambda: (T0 + 60_000) / 1000)
     assert report.counts()["shipped_not_posted"] == 1
     assert report.published == () and fake_io == []
 
