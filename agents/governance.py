@@ -12,9 +12,10 @@ import logging
 import time
 from collections.abc import AsyncIterable, Sequence
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from app import codec, metrics
+from app.core import parse
 from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone
 from app.faust_app import SETTINGS, app
 from app.topics import dead_letters, events, exceptions, milestones
@@ -25,6 +26,8 @@ from tables.records import PartitionState
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
 _partitions: dict[int, PartitionState] = {}
+#: Partitions being rewound to their stored offset: the first offset seen before the seek.
+_rewinding: dict[int, int] = {}
 
 
 @app.on_partitions_revoked.connect
@@ -33,6 +36,7 @@ async def _forget_revoked(sender: object, revoked: set, **_: object) -> None:  #
     for tp in revoked:
         if tp.topic == SETTINGS.topics.events:
             _partitions.pop(tp.partition, None)
+            _rewinding.pop(tp.partition, None)
 
 
 def milestone_key(m: Milestone) -> bytes:
@@ -49,7 +53,9 @@ def reason_category(reason: str) -> str:
     """A bounded label for a dead letter's reason (the full reason is in the record)."""
     if reason.startswith("undecodable"):
         return "undecodable"
-    return reason if reason in ("future", "too_large") else "invalid_field"
+    if reason.startswith("too_large"):
+        return "too_large"
+    return reason if reason == "future" else "invalid_field"
 
 
 async def _emit(outputs: list[tuple[object, EventT]]) -> None:
@@ -82,16 +88,31 @@ async def _emit(outputs: list[tuple[object, EventT]]) -> None:
         await asyncio.gather(*pending)
 
 
+async def _rewind(partition: int, ps: PartitionState, first: int) -> None:
+    """Consumption resumed after the stored state ends (the committed offset is ahead of the
+    state, e.g. a changelog recovered short): read the partition again from the state's end."""
+    log.warning("partition %d: state ends at offset %d, consumption resumed at %d: rewinding", partition, ps.offset, first)
+    _rewinding[partition] = first
+    await app.consumer.seek(TP(SETTINGS.topics.events, partition), ps.offset + 1)
+
+
 def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tuple[object, EventT]]) -> int | None:
     """Run the core over one partition's events; the last offset processed, or None."""
     last = None
     skip_to = ps.offset
     for ev in evs:
         msg = ev.message
+        rewinding = _rewinding.get(ps.partition)
+        if rewinding is not None:
+            if msg.offset > rewinding:
+                continue  # fetched before the rewind; it comes again after it
+            del _rewinding[ps.partition]
         if msg.offset <= skip_to:
             continue  # already in the stored state (redelivery after a crash)
         raw = ev.value or b""
-        if raw[:1] == codec.MAGIC[:1]:  # Avro single-object
+        if raw[:1] == codec.MAGIC[:1] and len(raw) > parse.MAX_RECORD_BYTES:
+            outs = ps.engine.reject(raw, f"too_large: the record is {len(raw)} bytes, the limit is {parse.MAX_RECORD_BYTES}")
+        elif raw[:1] == codec.MAGIC[:1]:  # Avro single-object
             try:
                 d = codec.decode(raw)
             except codec.DecodeError as exc:
@@ -111,26 +132,30 @@ def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tupl
 
 
 async def _process(batch: Sequence[EventT]) -> None:
+    """Run every partition's events, send all outputs and wait for them once, then store."""
     by_partition: dict[int, list[EventT]] = {}
     for ev in batch:
         by_partition.setdefault(ev.message.partition, []).append(ev)
+    outputs: list[tuple[object, EventT]] = []
+    done: list[tuple[PartitionState, EventT, int]] = []
     for partition, evs in by_partition.items():
         ps = _partitions.get(partition)
         if ps is None:
             ps = _partitions[partition] = state.load_partition(partition)
             first = evs[0].message.offset
             if first > ps.offset + 1:
-                log.error("partition %d: state ends at offset %d but consumption resumes at %d", partition, ps.offset, first)
-        outputs: list[tuple[object, EventT]] = []
+                await _rewind(partition, ps, first)
+                continue
         last = _run_partition(ps, evs, outputs)
-        if last is None:
-            continue
-        await _emit(outputs)
-        state.write(evs[-1], ps.flush(last, state.stored))
+        if last is not None:
+            done.append((ps, evs[-1], last))
+    await _emit(outputs)
+    for ps, last_event, last in done:
+        state.write(last_event, ps.flush(last, state.stored))
         for name, seconds in ps.sla:
             SLA[name].observe(seconds)
         if ps.engine.watermark is not None:
-            metrics.WATERMARK.labels(str(partition)).set(ps.engine.watermark / 1000)
+            metrics.WATERMARK.labels(str(ps.partition)).set(ps.engine.watermark / 1000)
     metrics.EVENTS_PROCESSED.inc(len(batch))
 
 

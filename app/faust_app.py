@@ -47,6 +47,7 @@ def faust_options(s: Settings) -> dict[str, Any]:
         "broker_session_timeout": s.kafka.session_timeout_s,
         "broker_heartbeat_interval": max(0.5, s.kafka.session_timeout_s / 3),
         "producer_max_batch_size": s.kafka.producer_max_batch_size,
+        "producer_linger": s.kafka.producer_linger_ms / 1000,
         "store": s.worker.store,
         "datadir": str(s.worker.data_dir),
         "web_host": s.worker.web_host,

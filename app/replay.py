@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -57,7 +58,8 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
 
 
 class _Progress:
-    """records and records/s on stderr, only when stderr is a terminal."""
+    """records and records/s on stderr, only when stderr is a terminal (long inputs:
+    every ``PROGRESS_EVERY`` records)."""
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
@@ -108,8 +110,8 @@ def _avro(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
 
 def run_replay(input_path: str, output_path: str | None, dead_letter_path: str | None) -> int:
     """Replay ``input_path``; milestones to ``output_path`` (stdout if None), dead letters
-    to ``dead_letter_path`` (dropped if None). Non-zero only when a file cannot be used:
-    2 for the input, 1 for an output."""
+    to ``dead_letter_path`` (dropped if None). Bad records never fail the run; the exit
+    code is 2 when the input cannot be opened, 1 on an output (or mid-run I/O) error."""
     try:
         source = open(input_path, "rb")  # noqa: SIM115 - closed by the ExitStack below
     except OSError as exc:
@@ -129,9 +131,11 @@ def run_replay(input_path: str, output_path: str | None, dead_letter_path: str |
             return EXIT_OUTPUT
         try:
             _run(Engine(), source, out, dead)
+        except BrokenPipeError:
+            raise  # a closed stdout pipe (`| head`) is the caller's to handle
         except OSError as exc:
             print(f"syncgov replay: I/O error: {exc}", file=sys.stderr)
-            return EXIT_INPUT if getattr(exc, "filename", None) == input_path else EXIT_OUTPUT
+            return EXIT_OUTPUT
     return EXIT_OK
 
 
@@ -155,7 +159,8 @@ def _run(engine: Engine, source: IO[bytes], out: IO[bytes], dead: IO[bytes] | No
     for milestone in engine.finish():
         write(dumps(milestone.to_dict(), option=_JSON_OPTS))
     out.flush()
-    progress.show(count, final=True)
+    if count >= PROGRESS_EVERY:
+        progress.show(count, final=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", help="milestones, one JSON line each (default stdout)")
     parser.add_argument("--dead-letter", help="dead letters, one {raw, reason} line each")
     args = parser.parse_args(argv)
-    return run_replay(args.input, args.output, args.dead_letter)
+    try:
+        return run_replay(args.input, args.output, args.dead_letter)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

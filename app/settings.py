@@ -48,6 +48,7 @@ class KafkaSettings:
     ssl_keyfile: str
     session_timeout_s: float
     producer_max_batch_size: int
+    producer_linger_ms: float
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KAFKA_SSL_KEYFILE": ("", str),
     "KAFKA_SESSION_TIMEOUT_S": ("6", _positive(float)),
     "KAFKA_PRODUCER_MAX_BATCH_SIZE": ("1", _positive(int)),
+    "KAFKA_PRODUCER_LINGER_MS": ("0", _non_negative(float)),
     "TOPIC_EVENTS": ("syncgov.events", str),
     "TOPIC_MILESTONES": ("syncgov.milestones", str),
     "TOPIC_DEAD_LETTERS": ("syncgov.dead-letters", str),
@@ -294,6 +296,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             ssl_keyfile=v["KAFKA_SSL_KEYFILE"],
             session_timeout_s=v["KAFKA_SESSION_TIMEOUT_S"],
             producer_max_batch_size=v["KAFKA_PRODUCER_MAX_BATCH_SIZE"],
+            producer_linger_ms=v["KAFKA_PRODUCER_LINGER_MS"],
         ),
         topics=TopicSettings(
             events=v["TOPIC_EVENTS"],

@@ -1,11 +1,13 @@
 """Throughput of the pure governance core and of `syncgov replay`, on one core.
 
-Generates a seeded warehouse stream (mostly telemetry and picks, a few hundred orders in
-flight, stock adjustments, some faults: redeliveries, late and out-of-order events,
-invalid records, unauthorized sources) as NDJSON, then measures
+Generates a seeded warehouse stream as NDJSON -- about 72 % telemetry (ItemScanned,
+ToteConveyed), 13 % picks, 9 % other order events with 300 orders in flight, 6 % stock
+adjustments, and faults: 0.4 % redeliveries, 1 % out-of-order times, 0.1 % invalid
+records, 0.05 % unauthorized sources -- then measures
   (a) events/s through ``Engine.process_event`` with events already decoded,
   (b) events/s of ``run_replay`` end to end (NDJSON file -> milestones file),
   (c) peak RSS.
+Rates are given by wall clock and by process CPU time (steadier on a shared machine).
 Prints a JSON summary.  Usage: python benchmarks/bench_core.py [--events N] [--json-out F]
 """
 

@@ -215,6 +215,8 @@ class WorkerPool:
     kills: int = 0
     starts: int = 0
     exits: list[Exit] = field(default_factory=list)
+    restarts_s: list[float] = field(default_factory=list)  # kill -9 -> ready again, each time
+    aborted: bool = False  # set by stop_all: starts give up at once
     _busy: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -238,6 +240,8 @@ class WorkerPool:
             worker = self.workers[name] = WorkerProcess(self.bootstrap, self.workdir / name, env=dict(self.env))
         self.wanted.add(name)
         for attempt in range(1, 4):
+            if self.aborted:
+                raise RuntimeError("the worker pool is stopping")
             try:
                 worker.start(ready_timeout_s=ready_timeout_s)
                 self.starts += 1
@@ -264,10 +268,12 @@ class WorkerPool:
         while not self._claim(name):
             time.sleep(0.2)
         try:
+            started = time.monotonic()
             self.workers[name].kill9()
             self.kills += 1
             time.sleep(restart_after_s)
             self._start(name, ready_timeout_s)
+            self.restarts_s.append(time.monotonic() - started)
         finally:
             self._release(name)
 
@@ -285,7 +291,7 @@ class WorkerPool:
         """Restart every wanted worker that exited by itself (recorded in ``exits``)."""
         for name in sorted(self.wanted):
             worker = self.workers.get(name)
-            if worker is None or not self._claim(name):
+            if worker is None or self.aborted or not self._claim(name):
                 continue
             try:
                 proc = worker.process
@@ -300,6 +306,7 @@ class WorkerPool:
                 self._release(name)
 
     def stop_all(self) -> None:
+        self.aborted = True
         for name in list(self.workers):
             self.wanted.discard(name)
             self.workers[name].stop()

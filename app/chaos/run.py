@@ -186,6 +186,8 @@ class Chaos:
         self.rows: list[tuple[str, str]] = []
         self.env: dict[str, str] = {}
         self.stop_requested = False
+        self.killing: set[str] = set()
+        self.background: list[asyncio.Task[None]] = []
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -329,7 +331,9 @@ class Chaos:
                     break
                 if self.creation_done:
                     waiting_since = waiting_since or time.monotonic()
-                    if time.monotonic() - waiting_since > 180:
+                    if not self.erp_up.is_set():
+                        waiting_since = time.monotonic()
+                    if time.monotonic() - waiting_since > 300:
                         self.say(f"{len(set(self.created) - fed)} created orders never released; feeding stops")
                         break
                 await asyncio.sleep(self.cfg.wave_s)
@@ -356,18 +360,32 @@ class Chaos:
         self.faults.counts[name] += 1
         self.faults.seconds[name] += time.monotonic() - started
 
-    async def kill(self, why: str = "") -> None:
+    async def kill(self, why: str = "", wait: bool = True) -> None:
+        """kill -9 a random running worker and start it again; ``wait=False`` leaves the restart
+        running in the background (a kill inside another fault must not hold that fault up)."""
         assert self.pool is not None
-        running = self.pool.running()
+        running = [n for n in self.pool.running() if n not in self.killing]
         if not running:
             return
         name = self.rng.choice(running)
         pid = self.pool.workers[name].process.pid if self.pool.workers[name].process else "?"
         started = time.monotonic()
         self.say(f"(a) kill -9 worker {name} (pid {pid}){why}")
-        await asyncio.to_thread(self.pool.kill9, name, self.rng.uniform(0, 3))
-        self.mark("(a) kill -9 + restart", started)
-        self.say(f"(a) worker {name} restarted and ready after {time.monotonic() - started:.0f} s")
+        self.killing.add(name)
+
+        async def restart() -> None:
+            try:
+                await asyncio.to_thread(self.pool.kill9, name, self.rng.uniform(0, 3))  # type: ignore[union-attr]
+                self.say(f"(a) worker {name} restarted and ready {time.monotonic() - started:.0f} s after the kill")
+            finally:
+                self.killing.discard(name)
+                self.mark("(a) kill -9 + restart", started)
+
+        task = asyncio.create_task(restart())
+        if wait:
+            await task
+        else:
+            self.background.append(task)
 
     async def outage(self, combo_kill: bool) -> None:
         started = time.monotonic()
@@ -380,7 +398,7 @@ class Chaos:
         await asyncio.to_thread(self.erp.stop_tryton)
         if combo_kill:
             await asyncio.sleep(self.cfg.outage_s / 3)
-            await self.kill(" during the ERP outage")
+            await self.kill(" during the ERP outage", wait=False)
         await asyncio.sleep(max(0.0, self.cfg.outage_s - (time.monotonic() - started)))
         await asyncio.to_thread(self.erp.start_tryton)
         self.erp_up.set()
@@ -394,7 +412,7 @@ class Chaos:
         await asyncio.to_thread(self.erp.gateway_template, "429")
         if combo_kill:
             await asyncio.sleep(self.cfg.storm_s / 2)
-            await self.kill(" during the 429 storm")
+            await self.kill(" during the 429 storm", wait=False)
         await asyncio.sleep(max(0.0, self.cfg.storm_s - (time.monotonic() - started)))
         await asyncio.to_thread(self.erp.gateway_template, "normal")
         self.mark("(c) 429 storm", started)
@@ -417,13 +435,22 @@ class Chaos:
             await asyncio.to_thread(action)
             if combo_kill and i == 3:
                 await asyncio.sleep(seconds / 2)
-                await self.kill(" while ERP answers are being lost")
+                await self.kill(" while ERP answers are being lost", wait=False)
             await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+            if i in (2, 3):  # a quiet moment: hold the mode (up to 3x as long) until it has bitten once
+                action_name = ("timeout", "commit-timeout")[i - 2]
+                since = time.time() - (time.monotonic() - started)
+                while (time.monotonic() - started < 3 * seconds and not any(
+                        p.action == action_name and p.ts >= since for p in self.proxy_lines())):
+                    await asyncio.sleep(1)
             if i == 0:
                 await asyncio.to_thread(self.erp.gateway_template, "normal")
             self.mark(f"(d) {what.split(' (')[0]}", started)
         await asyncio.to_thread(self.erp.proxy_mode, "pass")
         self.say("(d) the ERP answers normally again")
+
+    def proxy_lines(self) -> list[Any]:
+        return ops_module("chaos/faultproxy.py").read_log(self.erp.proxy_log)
 
     async def scale(self) -> None:
         """(f) 2 -> 1 -> 2 (a fresh node) -> 1 -> 2, 20 s each, under load."""
@@ -473,6 +500,7 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0, 3))  # a random moment
             await action()
             self.faults.timeline.append(f"{self.say.elapsed:.0f}s {name}")
+        await asyncio.gather(*self.background)
 
     async def supervise(self) -> None:
         assert self.pool is not None and self.source is not None
@@ -571,6 +599,7 @@ class Chaos:
             ("ERP documents no milestone explains", str(len(v.unexplained_documents))),
             ("expected milestones missing on Kafka", str(len(v.missing_in_kafka))),
             ("re-emitted milestone copies (at-least-once)", str(v.milestone_copies)),
+            ("longest kill -9 -> worker ready again", f"{max(self.pool.restarts_s, default=0):.0f} s"),
             ("worker crashes (exits nobody asked for)", str(len(self.pool.exits))),
             ("source crashes (exits nobody asked for)", str(len(self.source.exits))),
             ("ERP requests at the gateway (429 / 5xx)",
@@ -621,7 +650,13 @@ class Chaos:
         return v
 
 
+_RUNNING: list[Chaos] = []
+
+
 def _terminate(signum: int, frame: object) -> NoReturn:
+    """SIGTERM: stop every process of the run first (threads waiting on them give up), then exit."""
+    for chaos in _RUNNING:
+        chaos.stop()
     raise SystemExit(128 + signum)
 
 
@@ -654,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     say = Say()
     say(f"syncgov chaos in {cfg.workdir.resolve()} (seed {cfg.seed})")
     chaos = Chaos(cfg, say)
+    _RUNNING.append(chaos)
     try:
         verdict = asyncio.run(chaos.run())
     except KeyboardInterrupt:

@@ -215,7 +215,7 @@ def _note(evidence: list[Evidence], seq: int, event_id: str) -> None:
 
 
 def _ids(evidence: list[Evidence]) -> tuple[str, ...]:
-    return tuple(e for _, e in evidence)
+    return tuple([e for _, e in evidence])
 
 
 def _route(state: OrderState, ev: Event, seq: int, out: list[Milestone]) -> None:
@@ -356,14 +356,16 @@ def _check_picked(state: OrderState, ev: Event, out: list[Milestone]) -> None:
         if line[PICKED] < line[ORDERED] and not line[SHORT]:
             return
     state.picked_done = True
-    report = [
-        {"line_no": n, "sku": line[SKU], "ordered": line[ORDERED], "picked": line[PICKED]}
-        for n, line in lines.items()
-    ]
-    short = any(line[PICKED] < line[ORDERED] for line in lines.values())
+    report = []
+    short = False
+    for n, line in lines.items():
+        report.append(
+            {"line_no": n, "sku": line[SKU], "ordered": line[ORDERED], "picked": line[PICKED]}
+        )
+        short = short or line[PICKED] < line[ORDERED]
     out.append(ms.order_picked(ev, report, short, _ids(state.pick_ev)))
     state.pick_ev = []
-    if not any(line[PICKED] for line in lines.values()):
+    if not _any_picked(state):
         waiting, state.waiting = state.waiting, []
         for _, d in _by_time(waiting):
             out.append(ms.record_exception(d, Code.NOT_PACKED, "order has nothing picked"))
@@ -393,7 +395,10 @@ def _packed(state: OrderState, ev: Event, seq: int, out: list[Milestone]) -> Non
 
 
 def _any_picked(state: OrderState) -> bool:
-    return any(line[PICKED] for line in state.lines.values())
+    for line in state.lines.values():
+        if line[PICKED]:
+            return True
+    return False
 
 
 def _check_packed(state: OrderState, ev: Event, out: list[Milestone]) -> None:

@@ -30,14 +30,31 @@ from app.core.timeutil import parse_ts
 
 INT32_MAX: Final = 2**31 - 1
 INT64_MAX: Final = 2**63 - 1
+#: Input limits (security): a bigger record, a longer string or list is rule 8.
+#: JSON nesting is bounded by orjson (depth 1024) and, in practice, by the record size.
+MAX_RECORD_BYTES: Final = 64 * 1024
+MAX_STRING: Final = 256
+MAX_LIST: Final = 1000
 
 
 class Invalid(Exception):
-    """Raised by field validators; ``reason`` is the dead-letter reason."""
+    """Raised by field validators: the field's path and what is wrong (None: missing)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, field: str, problem: str | None = None) -> None:
+        super().__init__(field, problem)
+        self.field = field
+        self.problem = problem
+
+    @property
+    def reason(self) -> str:
+        """The dead-letter reason, e.g. ``field 'qty' must be > 0, got 0``."""
+        if self.problem is None:
+            return f"missing field '{self.field}'"
+        return f"field '{self.field}' {self.problem}"
+
+    def inside(self, prefix: str) -> Invalid:
+        """The same problem for a field nested under ``prefix`` (e.g. ``lines[2].``)."""
+        return Invalid(prefix + self.field, self.problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,61 +75,64 @@ class TypeSpec:
         return "order_id" in self.strings or "order_id" in self.optional
 
 
-def _int(
-    d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX, where: str = ""
-) -> int:
+def _int(d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX) -> int:
     v = d.get(name)
     if v is None:
-        raise Invalid(f"missing field '{where}{name}'")
+        raise Invalid(name)
     if v.__class__ is not int:
-        raise Invalid(f"field '{where}{name}' must be an integer, got {type(v).__name__}")
+        raise Invalid(name, f"must be an integer, got {type(v).__name__}")
     if positive and v <= 0:
-        raise Invalid(f"field '{where}{name}' must be > 0, got {v}")
-    if not -limit - 1 <= v <= limit:
-        raise Invalid(f"field '{where}{name}' is out of range: {v}")
+        raise Invalid(name, f"must be > 0, got {v}")
+    if v > limit or v < -limit - 1:
+        raise Invalid(name, f"is out of range: {v}")
     return v
 
 
-def _str(d: Mapping[str, Any], name: str, where: str = "") -> str:
+def _str(d: Mapping[str, Any], name: str) -> str:
     v = d.get(name)
     if v is None:
-        raise Invalid(f"missing field '{where}{name}'")
+        raise Invalid(name)
     if v.__class__ is not str or not v:
-        raise Invalid(f"field '{where}{name}' must be a non-empty string")
+        raise Invalid(name, "must be a non-empty string")
+    if len(v) > MAX_STRING:
+        raise Invalid(name, f"is longer than {MAX_STRING} characters")
     return v
 
 
 def _list(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
     v = d.get(name)
     if v is None:
-        raise Invalid(f"missing field '{name}'")
+        raise Invalid(name)
     if not isinstance(v, (list, tuple)):
-        raise Invalid(f"field '{name}' must be a list, got {type(v).__name__}")
+        raise Invalid(name, f"must be a list, got {type(v).__name__}")
+    if len(v) > MAX_LIST:
+        raise Invalid(name, f"has more than {MAX_LIST} entries")
     return v
 
 
-def _entries(d: Mapping[str, Any], name: str) -> list[tuple[str, Mapping[str, Any]]]:
-    """The non-empty list of objects in ``d[name]``, each with its ``name[i].`` prefix."""
+def _entries(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
+    """The non-empty list of objects in ``d[name]``."""
     entries = _list(d, name)
     if not entries:
-        raise Invalid(f"field '{name}' must not be empty")
-    out = []
+        raise Invalid(name, "must not be empty")
     for i, entry in enumerate(entries):
         if entry.__class__ is not dict and not isinstance(entry, Mapping):
-            raise Invalid(f"field '{name}[{i}]' must be an object")
-        out.append((f"{name}[{i}].", entry))
-    return out
+            raise Invalid(f"{name}[{i}]", "must be an object")
+    return entries
 
 
 def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
     lines = []
     seen: set[int] = set()
-    for where, entry in _entries(d, "lines"):
-        line_no = _int(entry, "line_no", False, INT32_MAX, where)
-        sku = _str(entry, "sku", where)
-        qty = _int(entry, "qty", True, INT32_MAX, where)
+    for i, entry in enumerate(_entries(d, "lines")):
+        try:
+            line_no = _int(entry, "line_no", False)
+            sku = _str(entry, "sku")
+            qty = _int(entry, "qty", True)
+        except Invalid as exc:
+            raise exc.inside(f"lines[{i}].") from None
         if line_no in seen:
-            raise Invalid(f"duplicate line_no {line_no} in 'lines'")
+            raise Invalid("lines", f"has a duplicate line_no {line_no}")
         seen.add(line_no)
         lines.append((line_no, sku, qty))
     return {"lines": tuple(lines)}
@@ -127,15 +147,17 @@ def _short_close(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
-    items = tuple(
-        (_int(e, "line_no", False, INT32_MAX, w), _int(e, "qty", True, INT32_MAX, w))
-        for w, e in _entries(d, "items")
-    )
-    out: dict[str, Any] = {"items": items}
+    items = []
+    for i, entry in enumerate(_entries(d, "items")):
+        try:
+            items.append((_int(entry, "line_no", False), _int(entry, "qty", True)))
+        except Invalid as exc:
+            raise exc.inside(f"items[{i}].") from None
+    out: dict[str, Any] = {"items": tuple(items)}
     weight = d.get("weight_kg")
     if weight is not None:
         if weight.__class__ not in (int, float) or not weight >= 0:
-            raise Invalid("field 'weight_kg' must be a number >= 0")
+            raise Invalid("weight_kg", "must be a number >= 0")
         out["weight_kg"] = weight
     return out
 
@@ -143,8 +165,8 @@ def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
 def _dispatch(d: Mapping[str, Any]) -> dict[str, Any]:
     ids = _list(d, "package_ids")
     for i, v in enumerate(ids):
-        if v.__class__ is not str or not v:
-            raise Invalid(f"field 'package_ids[{i}]' must be a non-empty string")
+        if v.__class__ is not str or not v or len(v) > MAX_STRING:
+            raise Invalid(f"package_ids[{i}]", f"must be a non-empty string of at most {MAX_STRING} characters")
     return {"package_ids": tuple(ids)}
 
 
@@ -156,9 +178,9 @@ def _return(d: Mapping[str, Any]) -> dict[str, Any]:
     qty = _int(d, "qty", True)
     disposition = d.get("disposition")
     if disposition is None:
-        raise Invalid("missing field 'disposition'")
+        raise Invalid("disposition")
     if disposition.__class__ is not str or disposition not in DISPOSITIONS:
-        raise Invalid("field 'disposition' must be one of inspect, restock, scrap")
+        raise Invalid("disposition", "must be one of inspect, restock, scrap")
     return {"qty": qty, "disposition": disposition}
 
 
@@ -194,15 +216,18 @@ _TYPE_NAMES: Final = ", ".join(sorted(SPECS))
 
 
 def _bad_string(d: Mapping[str, Any], name: str) -> str:
-    if d.get(name) is None:
+    v = d.get(name)
+    if v is None:
         return f"missing field '{name}'"
+    if v.__class__ is str and len(v) > MAX_STRING:
+        return f"field '{name}' is longer than {MAX_STRING} characters"
     return f"field '{name}' must be a non-empty string"
 
 
 def _common_reason(d: Mapping[str, Any]) -> str:
     """Why the common fields are bad (checked in contract order); "" if they are not."""
     event_id = d.get("event_id")
-    if event_id.__class__ is not str or not event_id:
+    if event_id.__class__ is not str or not event_id or len(event_id) > MAX_STRING:
         return _bad_string(d, "event_id")
     kind = d.get("type")
     if kind is None:
@@ -222,7 +247,7 @@ def _common_reason(d: Mapping[str, Any]) -> str:
     if source.__class__ is not str:
         return "field 'source' must be a string"
     warehouse_id = d.get("warehouse_id")
-    if warehouse_id.__class__ is not str or not warehouse_id:
+    if warehouse_id.__class__ is not str or not warehouse_id or len(warehouse_id) > MAX_STRING:
         return _bad_string(d, "warehouse_id")
     return ""
 
@@ -248,14 +273,16 @@ def check(d: Mapping[str, Any]) -> Checked | str:
             spec is None
             or event_id.__class__ is not str
             or not event_id
+            or len(event_id) > MAX_STRING
             or source.__class__ is not str
             or warehouse_id.__class__ is not str
             or not warehouse_id
+            or len(warehouse_id) > MAX_STRING
         ):
             return _common_reason(d)
         for name in spec.strings:
             v = d[name]
-            if v.__class__ is not str or not v:
+            if v.__class__ is not str or not v or len(v) > MAX_STRING:
                 return _bad_string(d, name)
     except (KeyError, ValueError):
         # A common field is missing or bad, or else (reason "") the type string ``name``.
@@ -263,8 +290,8 @@ def check(d: Mapping[str, Any]) -> Checked | str:
     if spec.telemetry:
         for name in spec.optional:
             v = d.get(name)
-            if v is not None and v.__class__ is not str:
-                return f"field '{name}' must be a string or null"
+            if v is not None and (v.__class__ is not str or len(v) > MAX_STRING):
+                return f"field '{name}' must be a string of at most {MAX_STRING} characters, or null"
         return spec, event_id, source, occurred_at, None
     try:
         data = spec.extra(d) if spec.extra is not None else {}
@@ -275,8 +302,8 @@ def check(d: Mapping[str, Any]) -> Checked | str:
     for name in spec.optional:
         v = d.get(name)
         if v is not None:
-            if v.__class__ is not str:
-                return f"field '{name}' must be a string or null"
+            if v.__class__ is not str or len(v) > MAX_STRING:
+                return f"field '{name}' must be a string of at most {MAX_STRING} characters, or null"
             data[name] = v
     return spec, event_id, source, occurred_at, data
 
@@ -297,6 +324,8 @@ def validate(d: Mapping[str, Any]) -> Event | str:
 
 def decode(raw: bytes) -> dict[str, Any] | str:
     """JSON bytes -> dict, or the reason they are not a JSON object."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return f"too_large: the record is {len(raw)} bytes, the limit is {MAX_RECORD_BYTES}"
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -24,7 +24,8 @@ the file (``set_mode``):
   are forwarded. For the security test.
 
 An unreachable upstream (Tryton stopped) is answered 502. ``DIR/proxy.log`` has one line
-per request: ``<epoch s.ms> <action> <upstream status or -> <method> "<uri>" <seconds>``;
+per request: ``<epoch s.ms> <action> <upstream status or -> <method> "<uri>" <seconds>`` (for the
+two timeout modes, written when the hold starts);
 the upstream status is what the ERP itself answered (``-``: the ERP never answered), so
 the log counts what reached and changed the ERP even when the client saw a timeout.
 Stdlib only (importable from the app venv and runnable with any python3).
@@ -175,8 +176,8 @@ class Server:
                 writer.write(_answer(status, b'{"error": "chaos: the ERP is broken"}'))
                 self._log(started, "error", None, method, uri)
             elif mode == "timeout":
+                self._log(started, "timeout", None, method, uri)  # logged before the hold
                 await asyncio.sleep(hold_s)
-                self._log(started, "timeout", None, method, uri)
             elif mode == "echo-auth":
                 echoed = json.dumps({"error": "invalid request", "received_headers": headers}).encode()
                 writer.write(_answer(400, echoed))
@@ -185,8 +186,8 @@ class Server:
                 response = await self._forward(_rebuild(head, body))
                 status = None if response is None else _status_of(response)
                 if mode == "commit-timeout" and response is not None:
+                    self._log(started, "commit-timeout", status, method, uri)  # logged before the hold
                     await asyncio.sleep(hold_s)
-                    self._log(started, "commit-timeout", status, method, uri)
                 elif response is None:
                     writer.write(_answer(502, b'{"error": "chaos proxy: upstream unreachable"}'))
                     self._log(started, "unreachable", None, method, uri)

@@ -280,11 +280,6 @@ FIELDS = [
 ]
 
 
-def _held_pick_cases() -> list[Any]:
-    # Picks held before the release are applied by time; evidence stays in arrival order.
-    return [pick("p1", 30), pick("p2", 20), release("r1", 40)]
-
-
 @pytest.mark.parametrize(("records", "expected"), IDENTITY)
 def test_identity(records: list[Any], expected: list[dict[str, Any]]) -> None:
     check(records, expected)
@@ -396,8 +391,3 @@ def test_process_event_accepts_datetimes_and_int_ms() -> None:
     out = engine.process_event(release("r1", 0, occurred_at=datetime(2026, 11, 27, 10, tzinfo=timezone.utc)))
     out += engine.process_event(pick("p1", 0, qty=2, occurred_at=ms(1)))
     assert [(m.type, m.occurred_at) for m in out] == [("OrderAccepted", ms(0)), ("OrderPicked", ms(1))]
-
-
-def test_held_events_keep_arrival_evidence() -> None:
-    out = run(_held_pick_cases())
-    assert [m.event_ids for m in out] == [("r1",), ("p1", "p2")]

@@ -168,7 +168,7 @@ def test_validate_normalises_fields() -> None:
         pytest.param({**scan("s", 0), "type": ["x"]}, "field 'type' must be one of", id="type-list"),
         pytest.param({**scan("s", 0), "occurred_at": None}, "missing field 'occurred_at'", id="no-time"),
         pytest.param({**scan("s", 0), "warehouse_id": ""}, "field 'warehouse_id'", id="wh"),
-        pytest.param({**scan("s", 0), "tote_id": 5}, "field 'tote_id' must be a string or null", id="opt"),
+        pytest.param({**scan("s", 0), "tote_id": 5}, "field 'tote_id' must be a string of at most 256 characters, or null", id="opt"),
         pytest.param({**release("r"), "lines": "x"}, "field 'lines' must be a list", id="lines-str"),
         pytest.param({**release("r"), "lines": [5]}, "field 'lines[0]' must be an object", id="line-int"),
         pytest.param({**release("r"), "lines": [{"line_no": 1, "qty": 1}]}, "missing field 'lines[0].sku'",

@@ -1,0 +1,462 @@
+"""ERP figures (figure 5) against the real Tryton 8.2 behind the real nginx gateway.
+
+A. End-to-end run (requests per milestone type, 429s at the configured quota).
+   K orders are created in Tryton directly (not through the gateway: set-up), then the
+   real pipeline runs as in tests/integration/test_erp_pipeline.py: ``syncgov source --once``
+   publishes their OrderReleased events, the simulator's ``warehouse_work`` adds the
+   warehouse's events (scans, picks, conveying, pack, dispatch, stock adjustments) plus a
+   restock return for every fourth order, and a ``syncgov worker`` with the ERP sink on
+   posts the milestones through nginx with ``ERP_RATE_PER_S``/``ERP_BURST`` = the
+   gateway's quota. Every request nginx saw is in its access log; each is attributed to
+   a milestone type by its URI (the adapter's calls are fixed per type, docs/erp.md),
+   the shipment reads one per order milestone plus one after each ``wait``.
+
+B. Warehouse events per ERP call on the simulator's default mix = events /
+   sum over types of (milestones of that type in a replay of the default mix x requests
+   per milestone of that type measured in A). SyncExceptions are never posted (0 calls).
+   A type A did not post (none in its flow) takes the count documented in docs/erp.md.
+
+C. Backlog drain: N InventoryAdjusted milestones (real ones from a replay of the default
+   mix, one warehouse; cloned under new ids when the replay has fewer) are put on a fresh
+   milestones topic, then a worker with the sink on drains them through nginx. Drain
+   time = first to last request in the access log; the floor at the quota is
+   (requests - burst) / rate, since each milestone costs several requests in Tryton
+   (N / quota is the one-request-per-milestone case). 429s are counted too.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import codec  # noqa: E402
+from app.broker import free_port  # noqa: E402
+from app.core.ratelimit import RatePolicy  # noqa: E402
+from app.core.timeutil import format_ts  # noqa: E402
+from app.erp.client import ErpHttpClient  # noqa: E402
+from app.erp.tryton import TrytonRest  # noqa: E402
+from app.kafka_io import create_topics, produce, read_all  # noqa: E402
+from app.simulator.work import warehouse_work  # noqa: E402
+from benchmarks.worker_bench import (  # noqa: E402
+    PARTITIONS, Children, app_env, fresh_dir, log, machine, metric_samples,
+)
+from tests.integration.streams import replay, simulate  # noqa: E402
+
+#: Requests per milestone as documented in docs/erp.md (used only for types run A did not post).
+DOCUMENTED = {"OrderAccepted": 3, "OrderPicked": 3.5, "OrderPacked": 2, "ShipmentConfirmed": 3,
+              "InventoryAdjusted": 5, "ReturnReceived": 5.5, "SyncException": 0}
+POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
+                "ReturnReceived")
+
+
+def load_ops_module(path: Path) -> ModuleType:
+    """Import a stdlib-only script from ``ops/`` (not a package) by path."""
+    spec = importlib.util.spec_from_file_location(f"_syncgov_bench_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Stack:
+    """Tryton + the nginx gateway in a work dir, stopped by ``children``."""
+
+    def __init__(self, children: Children, workdir: Path, rate: float, burst: int) -> None:
+        run = load_ops_module(ROOT / "ops" / "erp" / "run.py")
+        gateway = load_ops_module(ROOT / "ops" / "nginx" / "gateway.py")
+        self.gateway_ops = gateway
+        server = run.start(workdir / "tryton", free_port())
+        children.add(lambda: run.stop_pid(server.pid))
+        gw = gateway.start(workdir / "nginx", free_port(), server.base_url.removeprefix("http://"),
+                           rate_per_s=rate, burst=burst, retry_after_s=1)
+        children.add(lambda: gateway.stop_pid(gw.pid))
+        self.tryton_url = server.base_url
+        self.gateway_url = gw.base_url
+        self.database = server.database
+        self.key = server.key_file.read_text().strip()
+        self.access_log = gw.access_log
+        self.rate = rate
+        self.burst = burst
+
+    def direct_rest(self) -> TrytonRest:
+        client = ErpHttpClient(
+            self.tryton_url, policy=RatePolicy(rate_per_s=200, burst=50, max_in_flight=8), timeout_s=60,
+            auth_header=("Authorization", f"bearer {self.key}"), secret=self.key)
+        return TrytonRest(client, self.database)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "ERP_SINK_ENABLED": "true",
+            "ERP_ADAPTER": "tryton",
+            "ERP_BASE_URL": self.gateway_url,
+            "ERP_DATABASE": self.database,
+            "ERP_API_KEY": self.key,
+            "ERP_RATE_PER_S": str(self.rate),
+            "ERP_BURST": str(self.burst),
+            "ERP_TIMEOUT_S": "30",
+            **extra,
+        }
+
+    def log_lines(self) -> list[Any]:
+        """The access log once it has settled (nginx logs after answering)."""
+        size = -1
+        while self.access_log.exists() and size != self.access_log.stat().st_size:
+            size = self.access_log.stat().st_size
+            time.sleep(0.3)
+        return self.gateway_ops.read_access_log(self.access_log)
+
+
+async def create_orders(rest: TrytonRest, k: int, seed: int) -> list[dict[str, Any]]:
+    """K sales confirmed and processed in Tryton (direct): their customer shipments."""
+    rng = random.Random(seed)
+    ctx = await rest.context()
+    party, = await rest.search("party.party", [("name", "=", "Acme Retail")], ["addresses"])
+    codes = [f"SKU-{i:04d}" for i in range(1, 201)]
+    products = {p["code"]: p for p in await rest.search(
+        "product.product", [("code", "in", codes)], ["code", "default_uom"])}
+    shipments = []
+    for _ in range(k):
+        lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(codes, rng.choice((1, 1, 2, 2, 3, 4)))]
+        sale = await rest.create("sale.sale", {
+            "party": party["id"], "company": ctx["company"],
+            "invoice_address": party["addresses"][0], "shipment_address": party["addresses"][0],
+            "lines": [["create", [
+                {"product": products[sku]["id"], "quantity": float(qty), "unit": products[sku]["default_uom"],
+                 "unit_price": Decimal("10")} for sku, qty in lines]]],
+        })
+        for button in ("quote", "confirm", "process"):
+            await rest.button("sale.sale", sale["id"], button)
+        found, = await rest.search("sale.sale", [("id", "=", sale["id"])], ["shipments"])
+        ship, = await rest.search("stock.shipment.out", [("id", "=", found["shipments"][0])], ["number", "state"])
+        shipments.append(ship)
+    return shipments
+
+
+async def shipment_states(rest: TrytonRest, ids: list[int]) -> dict[int, str]:
+    found = await rest.search("stock.shipment.out", [("id", "in", ids)], ["state"])
+    return {s["id"]: s["state"] for s in found}
+
+
+# -- access-log attribution -------------------------------------------------------------------
+
+_MODEL = re.compile(r"^/[^/]+/rest/model/([^/?]+)(?:/(\d+))?(?:/([a-z_]+))?")
+
+
+def _domain(uri: str) -> str:
+    m = re.search(r"[?&]d=([^&]+)", uri)
+    if not m:
+        return ""
+    raw = m.group(1).replace("%3D", "=")
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except ValueError:
+        return ""
+
+
+def attribute(lines: list[Any]) -> dict[str, Any]:
+    """Requests by milestone type from the gateway's access log lines (see the module docstring)."""
+    per: Counter[str] = Counter()
+    reads = waits = 0
+    source = other = 0
+    last_button: dict[str, str] = {}
+    puts: list[tuple[str, int]] = []  # (shipment id, index) of shipment writes, attributed afterwards
+    for i, line in enumerate(lines):
+        m = _MODEL.match(line.uri)
+        if not m:
+            other += 1
+            continue
+        model, rid, button = m.groups()
+        if model == "stock.shipment.out" and line.method == "GET" and rid is None:
+            if "write_date" in _domain(line.uri):
+                source += 1
+            else:
+                reads += 1
+        elif model == "stock.shipment.out" and line.method == "PUT" and rid:
+            puts.append((rid, i))
+        elif model == "stock.shipment.out" and button:
+            if button == "wait":
+                waits += 1
+                per["OrderPicked"] += 1
+            elif button in ("assign_force", "pick"):
+                per["OrderPicked"] += 1
+            elif button == "pack":
+                per["OrderPacked"] += 1
+            elif button == "do":
+                per["ShipmentConfirmed"] += 1
+            last_button.setdefault(rid or "", button)
+        elif model == "ir.note":
+            per["OrderAccepted"] += 1
+        elif model.startswith("stock.shipment.internal") or model == "product.product":
+            per["InventoryAdjusted"] += 1
+        elif model.startswith("stock.shipment.out.return"):
+            per["ReturnReceived"] += 1
+        elif model == "stock.location":
+            # warehouse/bin lookups (cached per adapter): InventoryAdjusted, or a return's warehouse
+            per["InventoryAdjusted" if "lost_found" in line.uri or "code" in _domain(line.uri) else "ReturnReceived"] += 1
+        elif model == "res.user":
+            other += 1  # get_preferences, once per adapter
+        else:
+            other += 1
+    # A shipment write before that shipment's `pick` sets picked quantities (OrderPicked);
+    # after it, the tracking number (ShipmentConfirmed).
+    pick_at: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        m = _MODEL.match(line.uri)
+        if m and m.group(1) == "stock.shipment.out" and m.group(3) == "pick":
+            pick_at.setdefault(m.group(2), i)
+    for rid, i in puts:
+        per["OrderPicked" if i < pick_at.get(rid, 1 << 60) else "ShipmentConfirmed"] += 1
+    return {"by_type": dict(per), "shipment_reads": reads, "waits": waits, "source": source, "other": other}
+
+
+def per_milestone(attr: dict[str, Any], posted: dict[str, float]) -> dict[str, float]:
+    """Requests per posted milestone of each type; shipment reads: one per order milestone
+    (its first read, also for a return's read of the order) + one after each `wait`."""
+    req = dict(attr["by_type"])
+    req["OrderPicked"] = req.get("OrderPicked", 0) + attr["waits"]  # the re-read after `wait`
+    for kind in ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "ReturnReceived"):
+        req[kind] = req.get(kind, 0) + posted.get(kind, 0)
+    return {k: req.get(k, 0) / n for k, n in posted.items() if n}
+
+
+def erp_calls(worker: Any) -> dict[str, dict[str, float]]:
+    """{milestone type: {outcome: count}} from the worker's syncgov_erp_calls_total."""
+    out: dict[str, dict[str, float]] = {}
+    for labels, value in metric_samples(worker, "syncgov_erp_calls_total").items():
+        m = re.match(r'\{milestone_type="([^"]+)",outcome="([^"]+)"\}', labels)
+        if m:
+            out.setdefault(m.group(1), {})[m.group(2)] = value
+    return out
+
+
+def wait_sink(worker: Any, expected: int, timeout_s: float, settle_s: float = 3.0) -> dict[str, dict[str, float]]:
+    """Wait until the sink has an outcome for ``expected`` milestones and nothing moves for settle_s."""
+    deadline = time.monotonic() + timeout_s
+    last, since = -1.0, time.monotonic()
+    calls: dict[str, dict[str, float]] = {}
+    while time.monotonic() < deadline:
+        calls = erp_calls(worker)
+        done = sum(v for outcomes in calls.values() for o, v in outcomes.items()
+                   if o in ("posted", "already_done", "skipped", "permanent_error"))
+        if done != last:
+            last, since = done, time.monotonic()
+        elif done >= expected and time.monotonic() - since >= settle_s:
+            return calls
+        time.sleep(0.5)
+    raise TimeoutError(f"ERP sink handled {last:.0f} of {expected} milestones within {timeout_s}s: {calls}")
+
+
+# -- A: end to end ----------------------------------------------------------------------------
+
+
+def end_to_end(bootstrap: str, children: Children, stack: Stack, orders: int, tag: str) -> dict[str, Any]:
+    rest = stack.direct_rest()
+    loop = asyncio.new_event_loop()
+    try:
+        t = time.perf_counter()
+        created = loop.run_until_complete(create_orders(rest, orders, seed=5))
+        log(f"erp: {orders} orders created in Tryton in {time.perf_counter() - t:.1f}s")
+        numbers = {s["number"] for s in created}
+        app_id = f"{tag}-e2e"
+        env = app_env(app_id, f"{app_id}.events", TOPIC_SOURCE_CURSOR=f"{app_id}.source-cursor",
+                      WINDOW_SIZE_S="10", WINDOW_GRACE_S="1", **stack.env())
+        create_topics(bootstrap, [f"{app_id}.events"], PARTITIONS)
+        before = len(stack.log_lines())
+        worker = children.worker(bootstrap, fresh_dir(app_id), env)
+        src_env = {**os.environ, **worker.env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        subprocess.run([sys.executable, "-m", "app.cli", "source", "--once"], env=src_env, check=True, timeout=300,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        releases = [codec.decode(r.value) for r in read_all(bootstrap, f"{app_id}.events")]
+        releases = [r for r in releases if r["type"] == "OrderReleased" and r["order_id"] in numbers]
+        start = max(r["occurred_at"] for r in releases) + 1000
+        work = warehouse_work(releases, seed=3, start_ms=start)
+        returns = []
+        clock = start + 200 * (len(work) + 1)  # warehouse_work advances 200 ms per event
+        for n, rel in enumerate(sorted(releases, key=lambda r: r["order_id"])[::4]):
+            line = rel["lines"][0]
+            returns.append({"event_id": f"ret-{rel['order_id']}", "type": "ReturnReceived",
+                            "occurred_at": format_ts(clock + 1000 * (n + 1)), "source": "wms",
+                            "warehouse_id": rel["warehouse_id"], "rma_id": f"RMA-{rel['order_id']}",
+                            "order_id": rel["order_id"], "sku": line["sku"], "qty": 1, "disposition": "restock"})
+        flush = {"event_id": "flush", "type": "ItemScanned", "occurred_at": format_ts(clock + 1000 * (len(returns) + 30)),
+                 "source": "wms", "warehouse_id": releases[0]["warehouse_id"], "barcode": "X", "location": "DOCK",
+                 "device_id": "bench"}
+        events = [*work, *returns, flush]
+        produce(bootstrap, f"{app_id}.events", [(e["warehouse_id"].encode(), orjson.dumps(e)) for e in events])
+        n_events = len(releases) + len(events)
+        # the sink's milestones: everything the worker emitted on the milestones topic
+        deadline = time.monotonic() + 60
+        expected = 0
+        while time.monotonic() < deadline:
+            emitted = {k: v for k, v in metric_samples(worker, "syncgov_milestones_total").items()
+                       if "SyncException" not in k}
+            expected = int(sum(emitted.values()))
+            if expected >= 4 * len(releases):
+                break
+            time.sleep(0.5)
+        t = time.perf_counter()
+        calls = wait_sink(worker, expected, timeout_s=max(120, 3 * 12 * orders / stack.rate))
+        sink_s = time.perf_counter() - t
+        states = loop.run_until_complete(shipment_states(rest, [s["id"] for s in created]))
+        worker.stop()
+    finally:
+        loop.run_until_complete(rest.close())
+        loop.close()
+    lines = stack.log_lines()[before:]
+    attr = attribute(lines)
+    posted = {k: v.get("posted", 0) for k, v in calls.items()}
+    not_posted = {k: {o: n for o, n in v.items() if o != "posted"} for k, v in calls.items()}
+    statuses = Counter(line.status for line in lines)
+    return {
+        "orders": orders,
+        "events": n_events,
+        "milestones_to_sink": expected,
+        "sink_outcomes": calls,
+        "not_posted": {k: v for k, v in not_posted.items() if v},
+        "shipments_done": sum(1 for s in states.values() if s == "done"),
+        "requests": len(lines),
+        "requests_by_status": {str(k): v for k, v in sorted(statuses.items())},
+        "throttled_429": statuses.get(429, 0),
+        "attribution": attr,
+        "requests_per_milestone": per_milestone(attr, posted),
+        "events_per_erp_call_this_flow": n_events / max(1, len(lines) - attr["source"]),
+        "seconds_waiting_for_sink": round(sink_s, 1),
+        "mean_request_time_s": round(sum(x.request_time_s for x in lines) / max(1, len(lines)), 4),
+    }
+
+
+# -- B: events per ERP call on the default mix ------------------------------------------------
+
+
+def default_mix(orders: int) -> dict[str, Any]:
+    """Events and milestones by type of the default mix (4 warehouses), by replay."""
+    stream = simulate(orders=orders, warehouses=4, seed=7)
+    parts: dict[bytes, list[bytes]] = {}
+    for key, value in stream:
+        parts.setdefault(key, []).append(value)
+    kinds = Counter(m["type"] for m in replay(parts.values()))
+    return {"orders": orders, "events": len(stream), "milestones": dict(kinds)}
+
+
+def events_per_call(mix: dict[str, Any], per_type: dict[str, float]) -> tuple[float, dict[str, Any]]:
+    used, calls = {}, 0.0
+    for kind, n in mix["milestones"].items():
+        if kind in per_type:
+            r, src = per_type[kind], "measured"
+        else:
+            r, src = DOCUMENTED.get(kind, 0), "docs/erp.md"
+        used[kind] = {"milestones": n, "requests_each": round(r, 3), "from": src}
+        calls += n * r
+    return mix["events"] / calls if calls else float("inf"), {"calls": calls, "by_type": used}
+
+
+# -- C: backlog drain -------------------------------------------------------------------------
+
+
+def adjustments(n: int) -> list[dict[str, Any]]:
+    stream = simulate(orders=max(100, int(n * 4.5)), warehouses=1, seed=9)
+    found = [m for m in replay([[v for _, v in stream]]) if m["type"] == "InventoryAdjusted"]
+    out = []
+    for i in range(n):
+        m = dict(found[i % len(found)])
+        if i >= len(found):
+            m["milestone_id"] = f"{m['milestone_id']}-c{i}"
+        out.append(m)
+    return out
+
+
+def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) -> dict[str, Any]:
+    app_id = f"{tag}-drain"
+    milestones = adjustments(n)
+    topic = f"{app_id}.milestones"
+    create_topics(bootstrap, [topic, f"{app_id}.events"], PARTITIONS)
+    produce(bootstrap, topic, [(f"{m['warehouse_id']}|{m['sku']}|{m['location']}|{i}".encode(),
+                                codec.encode_milestone(m)) for i, m in enumerate(milestones)])
+    time.sleep(max(1.0, (stack.burst + 1) / stack.rate))  # the gateway forgets earlier requests
+    before = len(stack.log_lines())
+    worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, f"{app_id}.events", **stack.env()))
+    calls = wait_sink(worker, n, timeout_s=max(300, 12 * n / stack.rate))
+    worker.stop()
+    lines = stack.log_lines()[before:]
+    statuses = Counter(line.status for line in lines)
+    first, last = lines[0], lines[-1]
+    took = last.ts - (first.ts - first.request_time_s)
+    floor = max(0, len(lines) - stack.burst) / stack.rate
+    return {
+        "milestones": n,
+        "sink_outcomes": calls,
+        "requests": len(lines),
+        "requests_per_milestone": len(lines) / n,
+        "throttled_429": statuses.get(429, 0),
+        "requests_by_status": {str(k): v for k, v in sorted(statuses.items())},
+        "drain_s": took,
+        "floor_at_quota_s": floor,
+        "n_over_quota_s": n / stack.rate,
+        "ratio_to_floor": took / floor if floor else float("nan"),
+        "achieved_requests_per_s": len(lines) / took if took else float("nan"),
+        "mean_request_time_s": round(sum(x.request_time_s for x in lines) / max(1, len(lines)), 4),
+    }
+
+
+def run_all(bootstrap: str, children: Children, *, orders: int, drain_n: int, reps: int, rate: float, burst: int,
+            mix_orders: int, tag: str) -> dict[str, Any]:
+    stack = Stack(children, fresh_dir(f"{tag}-erp"), rate, burst)
+    out: dict[str, Any] = {"gateway_rate_per_s": rate, "gateway_burst": burst,
+                           "tryton": "8.2 on SQLite", "max_in_flight": 4}
+    e2e = end_to_end(bootstrap, children, stack, orders, tag)
+    out["end_to_end"] = e2e
+    log(f"erp e2e: {e2e['requests']} requests for {e2e['events']} events, {e2e['throttled_429']} x 429, "
+        f"{e2e['shipments_done']}/{orders} shipments done, per milestone {e2e['requests_per_milestone']}")
+    mix = default_mix(mix_orders)
+    ratio, detail = events_per_call(mix, e2e["requests_per_milestone"])
+    out["default_mix"] = {**mix, **detail, "events_per_erp_call": ratio}
+    log(f"erp: default mix {mix['events']} events -> {detail['calls']:.0f} ERP calls = {ratio:.2f} events/call")
+    out["drain"] = []
+    for rep in range(reps):
+        d = drain(bootstrap, children, stack, drain_n, f"{tag}-{rep}")
+        out["drain"].append(d)
+        log(f"erp drain rep {rep + 1}/{reps}: {drain_n} milestones, {d['requests']} requests in {d['drain_s']:.1f}s "
+            f"(floor {d['floor_at_quota_s']:.1f}s, x{d['ratio_to_floor']:.2f}), {d['throttled_429']} x 429")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ERP calls per event, quota violations, backlog drain")
+    parser.add_argument("--orders", type=int, default=12, help="orders in the end-to-end run")
+    parser.add_argument("--drain", type=int, default=40, help="milestones in the backlog")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--burst", type=int, default=10)
+    parser.add_argument("--mix-orders", type=int, default=1000)
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {"machine": machine()}
+    with Children() as children:
+        bootstrap = children.broker().bootstrap
+        out["erp"] = run_all(bootstrap, children, orders=args.orders, drain_n=args.drain, reps=args.reps,
+                             rate=args.rate, burst=args.burst, mix_orders=args.mix_orders, tag=f"eb{int(time.time())}")
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""`make bench` / `make bench-quick`: every benchmark, one report.
+
+    python -m benchmarks.run --quick      # < 2 min on the 2-core box: small sizes, no ERP, 10k-key recovery
+    python -m benchmarks.run --full       # the sizes in docs/benchmarks.md (~40 min)
+
+Writes ``benchmarks/results/latest.json`` (every measurement, conditions, machine) and
+``benchmarks/results/latest.md`` (the table), and prints the table. Each figure is the
+median over its repetitions, with the spread (min-max) and its target's PASS/FAIL; a
+figure whose correctness check failed (worker milestones != replay, keys missing after
+recovery) is a FAIL whatever its speed. Every child process (broker, workers, Tryton,
+nginx) is stopped at the end, also on failure or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: Sizes per mode. Quick keeps the whole run under 2 minutes on 2 cores.
+MODES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "core_events": 50_000, "core_reps": 3,
+        "worker_records": 2_500, "worker_reps": 3,
+        "latency_rate": 5000, "latency_seconds": 2, "latency_wait_s": 5, "latency_sustainable": False,
+        "erp": False,
+        "recovery_keys": 10_000, "recovery_reps": 1, "recovery_baseline_reps": 0,
+    },
+    "full": {
+        "core_events": 1_000_000, "core_reps": 3,
+        "worker_records": 100_000, "worker_reps": 3,
+        "latency_rate": 5000, "latency_seconds": 30, "latency_wait_s": 60, "latency_sustainable": True,
+        "erp": True, "erp_orders": 20, "erp_drain": 100, "erp_reps": 3, "erp_rate": 10, "erp_burst": 5,
+        "erp_mix_orders": 3000,
+        "recovery_keys": 1_000_000, "recovery_reps": 3, "recovery_baseline_reps": 3,
+    },
+}
+
+
+# -- report and verdicts (pure; tests/unit/test_bench_report.py) -------------------------------
+
+
+def summarize(values: Sequence[float | None]) -> dict[str, Any]:
+    """Median, min, max and relative half-range of the finite values (inf kept as a value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return {"n": 0, "median": None, "min": None, "max": None, "spread_pct": None, "values": list(values)}
+    med = statistics.median(vals)
+    lo, hi = min(vals), max(vals)
+    spread = (hi - lo) / 2 / abs(med) * 100 if med not in (0, float("inf"), float("-inf")) and math.isfinite(hi) else None
+    return {"n": len(vals), "median": med, "min": lo, "max": hi, "spread_pct": spread, "values": list(values)}
+
+
+def verdict(value: float | None, target: dict[str, Any] | None, ok: bool = True) -> str:
+    """PASS/FAIL against ``{"op": ">=" | "<=" | "==", "value": x}``; INFO without a target.
+
+    A failed correctness check (``ok`` False) or a missing value is a FAIL.
+    """
+    if target is None:
+        return "INFO" if ok else "FAIL"
+    if not ok or value is None or (isinstance(value, float) and math.isnan(value)):
+        return "FAIL"
+    op, want = target["op"], target["value"]
+    good = {">=": value >= want, "<=": value <= want, "==": value == want}[op]
+    return "PASS" if good else "FAIL"
+
+
+def figure(fid: str, name: str, values: Sequence[float | None], unit: str, *, target: dict[str, Any] | None = None,
+           conditions: str = "", ok: bool = True, note: str = "", fmt: str = "{:,.0f}") -> dict[str, Any]:
+    s = summarize(values)
+    return {"id": fid, "name": name, "unit": unit, **s, "target": target, "ok": ok,
+            "verdict": verdict(s["median"], target, ok), "conditions": conditions, "note": note, "fmt": fmt}
+
+
+def skipped(fid: str, name: str, why: str, target: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": fid, "name": name, "unit": "", "n": 0, "median": None, "min": None, "max": None,
+            "spread_pct": None, "values": [], "target": target, "ok": True, "verdict": "SKIP",
+            "conditions": why, "note": "", "fmt": "{}"}
+
+
+def errored(fid: str, name: str, error: str, target: dict[str, Any] | None = None) -> dict[str, Any]:
+    f = skipped(fid, name, "", target)
+    f.update(verdict="ERROR", ok=False, note=error)
+    return f
+
+
+def fmt_value(f: dict[str, Any], v: float | None) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return f.get("fmt", "{:,.0f}").format(v)
+
+
+def fmt_target(t: dict[str, Any] | None, f: dict[str, Any]) -> str:
+    if t is None:
+        return "–"
+    return f"{t['op']} {fmt_value(f, t['value'])}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Benchmark results ({report['mode']})",
+        "",
+        f"{report['started']} · {m['nproc']} × {m['cpu']} · {m['ram_gib']} GiB RAM · Python {m['python']} · "
+        f"load average at start {report.get('load_start', '?')}, at end {report.get('load_end', '?')} · "
+        f"{report.get('seconds', 0):.0f} s",
+        "",
+        "| figure | value (median) | spread (min–max, n) | target | verdict | conditions |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in report["figures"]:
+        value = fmt_value(f, f["median"]) + (f" {f['unit']}" if f["median"] is not None and f["unit"] else "")
+        if f["n"]:
+            spread = f"{fmt_value(f, f['min'])}–{fmt_value(f, f['max'])}, n={f['n']}"
+            if f["spread_pct"] is not None and f["n"] > 1:
+                spread += f" (±{f['spread_pct']:.0f}%)"
+        else:
+            spread = "–"
+        cond = f["conditions"] + (f" — {f['note']}" if f["note"] else "")
+        lines.append(f"| {f['name']} | {value} | {spread} | {fmt_target(f['target'], f)} | **{f['verdict']}** | "
+                     f"{cond.replace('|', '/')} |")
+    if report.get("notes"):
+        lines += ["", *[f"- {n}" for n in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def jsonable(obj: Any) -> Any:
+    """inf -> "inf", nan -> None, recursively (strict JSON)."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+def core_section(cfg: dict[str, Any], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Figures 1-2 from benchmarks/bench_core.py, run as a subprocess per repetition."""
+    script = ROOT / "benchmarks" / "bench_core.py"
+    names = ("pure core, events/s", "replay end to end, events/s")
+    targets = ({"op": ">=", "value": 250_000}, {"op": ">=", "value": 100_000})
+    if not script.exists():
+        return [skipped("core", names[0], "benchmarks/bench_core.py does not exist", targets[0]),
+                skipped("replay", names[1], "benchmarks/bench_core.py does not exist", targets[1])]
+    runs = []
+    for rep in range(cfg["core_reps"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "core.json"
+            proc = subprocess.run([sys.executable, str(script), "--events", str(cfg["core_events"]),
+                                   "--json-out", str(out)], capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0 or not out.exists():
+                raise RuntimeError(f"bench_core exited {proc.returncode}: {proc.stderr[-800:]}")
+            runs.append(json.loads(out.read_text()))
+        log(f"core rep {rep + 1}/{cfg['core_reps']}: core {runs[-1]['core']['events_per_s']:,}/s, "
+            f"replay {runs[-1]['replay']['events_per_s']:,}/s")
+    raw["core"] = runs
+    ev = cfg["core_events"]
+    ok_replay = all(r["replay"].get("exit_code", 0) == 0 for r in runs)
+    cond = f"{ev:,} generated events (bench_core's own stream), one process, {len(runs)} runs"
+    return [
+        figure("core", names[0], [r["core"]["events_per_s"] for r in runs], "events/s", target=targets[0],
+               conditions=cond + "; decoded events through Engine.process_event",
+               note=f"{statistics.median(r['core']['events_per_cpu_s'] for r in runs):,.0f} events per CPU s"),
+        figure("replay", names[1], [r["replay"]["events_per_s"] for r in runs], "events/s", target=targets[1],
+               conditions=cond + "; NDJSON file -> milestones file (run_replay)", ok=ok_replay),
+    ]
+
+
+def worker_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
+                   tag: str) -> list[dict[str, Any]]:
+    from benchmarks import worker_bench as wb
+
+    tp = wb.throughput(bootstrap, children, cfg["worker_records"], cfg["worker_reps"], tag)
+    raw["throughput"] = tp
+    ok = all(p["ok"] for p in tp["parity"])
+    parity = "milestones = replay in every repetition" if ok else \
+        "; ".join(p["detail"] for p in tp["parity"] if not p["ok"])
+    cond = (f"default mix, {tp['records']:,} JSON records (~{tp['mean_record_bytes']:.0f} B), {tp['warehouses']} "
+            f"warehouses, {tp['partitions']} partitions, embedded Tansu, 1 worker process, RocksDB, ERP sink off; "
+            f"{len(tp['worker_events_per_s'])} repetitions, raw and worker alternating")
+    return [
+        figure("worker", "worker events/s per process (saturation)", tp["worker_events_per_s"], "events/s",
+               conditions=cond, ok=ok,
+               note=f"{statistics.median(tp['worker_cpu_us_per_event']):,.0f} µs worker CPU per event; {parity}"),
+        figure("raw", "raw confluent-kafka consumer events/s (same topic, same run)", tp["raw_events_per_s"],
+               "events/s", conditions="consume(1000) + orjson.loads + dict update per record, all partitions assigned",
+               note=f"{statistics.median(tp['raw_cpu_us_per_event']):,.1f} µs CPU per event"),
+        figure("ratio", "worker / raw ratio", tp["ratios"], "", target={"op": ">=", "value": 0.10}, ok=ok,
+               conditions="per repetition; performance.md's bar is 0.31 (Quix), first milestone 0.10",
+               note=parity, fmt="{:.3f}"),
+    ]
+
+
+def latency_figures(lat: dict[str, Any], sustainable: bool = False) -> list[dict[str, Any]]:
+    w = lat["windows"]
+    o = lat["overall"]
+    censored = o["missing"]
+    rate = lat["rate_per_s"]
+    cond = (f"{lat['records']:,} default-mix records paced at {rate:,.0f}/s (achieved {lat['achieved_rate_per_s']:,.0f}/s) "
+            f"for {lat['seconds']:.0f} s, 4 partitions, 1 worker; produce() wall time of the completing event -> "
+            f"milestone CreateTime; order milestones only; {len(w)} consecutive windows after 1 s warm-up")
+    note = (f"{o['n']} milestones; {censored} not produced {lat['wait_after_produce_s']:.0f} s after the last "
+            f"record (counted as ∞)" if censored else f"{o['n']} milestones, all matched")
+    prefix = f"latency at {rate:,.0f}/s" + (" (sustainable rate, info)" if sustainable else "")
+    target = None if sustainable else {"op": "<=", "value": 250}
+    return [
+        figure("latency_p50" + ("_sustainable" if sustainable else ""), f"{prefix} p50", [x["p50_ms"] for x in w],
+               "ms", conditions=cond, note=note),
+        figure("latency_p99" + ("_sustainable" if sustainable else ""), f"{prefix} p99", [x["p99_ms"] for x in w],
+               "ms", target=target, conditions="same run", note=note),
+    ]
+
+
+def latency_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
+                    tag: str) -> list[dict[str, Any]]:
+    from benchmarks import worker_bench as wb
+
+    lat = wb.latency(bootstrap, children, cfg["latency_rate"], cfg["latency_seconds"], tag,
+                     wait_s=cfg["latency_wait_s"])
+    raw["latency"] = lat
+    figs = latency_figures(lat)
+    if cfg["latency_sustainable"] and raw.get("throughput"):
+        sustainable = max(50, round(0.5 * statistics.median(raw["throughput"]["worker_events_per_s"]), -1))
+        low = wb.latency(bootstrap, children, sustainable, 30, f"{tag}s", wait_s=cfg["latency_wait_s"])
+        raw["latency_sustainable"] = low
+        figs += latency_figures(low, sustainable=True)
+    return figs
+
+
+def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
+                tag: str) -> list[dict[str, Any]]:
+    names = ("warehouse events per ERP call (default mix)", "ERP quota violations (nginx 429s)",
+             "backlog drain time / floor at the quota")
+    targets = ({"op": ">=", "value": 100}, {"op": "==", "value": 0}, {"op": "<=", "value": 1.10})
+    if not cfg["erp"]:
+        why = "quick mode: no ERP (Tryton + nginx); run `make bench`"
+        return [skipped(f"erp{i}", n, why, t) for i, (n, t) in enumerate(zip(names, targets))]
+    from benchmarks import erp_bench as eb
+
+    erp = eb.run_all(bootstrap, children, orders=cfg["erp_orders"], drain_n=cfg["erp_drain"], reps=cfg["erp_reps"],
+                     rate=cfg["erp_rate"], burst=cfg["erp_burst"], mix_orders=cfg["erp_mix_orders"], tag=tag)
+    raw["erp"] = erp
+    e2e, mix, drains = erp["end_to_end"], erp["default_mix"], erp["drain"]
+    quota = f"gateway {erp['gateway_rate_per_s']:g} r/s burst {erp['gateway_burst']} = ERP_RATE_PER_S/ERP_BURST"
+    per = ", ".join(f"{k} {v:.2f}" for k, v in e2e["requests_per_milestone"].items())
+    throttled = [e2e["throttled_429"], *[d["throttled_429"] for d in drains]]
+    d0 = drains[0]
+    return [
+        figure("erp_events_per_call", names[0], [mix["events_per_erp_call"]], "events/call", target=targets[0],
+               conditions=(f"computed: default mix replay ({mix['events']:,} events, {mix['orders']:,} orders) x "
+                           f"requests per milestone type measured end to end through Tryton 8.2 + nginx "
+                           f"({e2e['orders']} orders, {e2e['requests']} requests: {per})"),
+               note=f"the ERP flow itself: {e2e['events_per_erp_call_this_flow']:.2f} events/call", fmt="{:,.2f}"),
+        figure("erp_429", names[1], [sum(throttled)], "429s", target=targets[1],
+               conditions=f"{quota}; end-to-end run + {len(drains)} drains, {e2e['requests'] + sum(d['requests'] for d in drains):,} requests",
+               ok=e2e["shipments_done"] == e2e["orders"],
+               note=f"{e2e['shipments_done']}/{e2e['orders']} shipments done in Tryton"),
+        figure("erp_drain", names[2], [d["ratio_to_floor"] for d in drains], "×", target=targets[2],
+               conditions=(f"{d0['milestones']} InventoryAdjusted backlog ({d0['requests_per_milestone']:.1f} requests "
+                           f"each: floor = (requests - burst)/rate ≈ {d0['floor_at_quota_s']:.0f} s; N/quota = "
+                           f"{d0['n_over_quota_s']:.0f} s for 1 request each); {quota}; N = {d0['milestones']} "
+                           f"instead of 10,000 to keep it to minutes"),
+               note=(f"drain {statistics.median(d['drain_s'] for d in drains):.0f} s, "
+                     f"{statistics.median(d['achieved_requests_per_s'] for d in drains):.1f} r/s achieved, "
+                     f"Tryton {statistics.median(d['mean_request_time_s'] for d in drains) * 1000:.0f} ms mean per request"),
+               fmt="{:.2f}"),
+    ]
+
+
+def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
+                     tag: str) -> list[dict[str, Any]]:
+    from benchmarks import recovery_bench as rb
+
+    rec = rb.recovery(bootstrap, children, cfg["recovery_keys"], cfg["recovery_reps"], tag,
+                      baseline_reps=cfg["recovery_baseline_reps"])
+    raw["recovery"] = rec
+    ok = all(n == rec["expected_keys"] for n in rec["recovered_keys"])
+    keys = rec["keys"]
+    cond = (f"{keys:,} order keys (+4 meta) produced to the changelog ({rec['changelog']['bytes'] / 2**20:.0f} MiB, "
+            f"1 record per batch), 4 partitions, 1 worker, fresh process each")
+    kept = f"{'/'.join(f'{n:,}' for n in rec['recovered_keys'])} of {rec['expected_keys']:,} keys in RocksDB after recovery"
+    note_target = "" if keys >= 1_000_000 else f"target is for 1M keys; this run has {keys:,}"
+    figs = [
+        figure("recovery_cold", "restart to ready, empty data dir (full changelog recovery)", rec["cold_ready_s"], "s",
+               target={"op": "<=", "value": 30}, conditions=cond + "; spawn -> /readyz 200", ok=ok,
+               note="; ".join(x for x in (kept, note_target) if x), fmt="{:.1f}"),
+        figure("recovery_warm", "restart to ready, data dir kept", rec["warm_ready_s"], "s",
+               target={"op": "<=", "value": 30}, conditions="same state; RocksDB and its offsets kept", fmt="{:.1f}"),
+    ]
+    if rec["first_event_after_cold_ready_s"]:
+        figs.append(figure("recovery_first_event", "after cold ready: first event per partition processed",
+                           rec["first_event_after_cold_ready_s"], "s",
+                           conditions="1 event per partition produced at ready; the engines load their state from "
+                                      "the table on their first batch", fmt="{:.1f}"))
+    if rec["empty_state_ready_s"]:
+        figs.append(figure("startup_empty", "start to ready with no state (floor)", rec["empty_state_ready_s"], "s",
+                           conditions="empty changelog, empty data dir", fmt="{:.1f}"))
+    return figs
+
+
+def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
+    parts = []
+    if raw.get("throughput"):
+        parts += [("throughput", v) for v in raw["throughput"]["worker_vm_hwm_mib"]]
+    for key in ("latency", "latency_sustainable"):
+        if raw.get(key):
+            parts.append((key, raw[key]["worker_vm_hwm_mib"]))
+    if raw.get("recovery"):
+        parts += [("recovery", v) for v in raw["recovery"]["worker_vm_hwm_mib"]]
+    values = [v for _, v in parts if v is not None]
+    by = {}
+    for k, v in parts:
+        if v is not None:
+            by[k] = max(by.get(k, 0), v)
+    f = figure("rss", "peak RSS per worker process (VmHWM)", values, "MiB",
+               conditions="; ".join(f"{k} max {v:.0f} MiB" for k, v in by.items()), fmt="{:,.0f}")
+    if values:
+        f["median"] = max(values)  # the figure is the peak, not a median
+        f["note"] = "value = the highest VmHWM of any worker; spread over all worker processes"
+    return f
+
+
+# -- orchestration -----------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run(mode: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from benchmarks import worker_bench as wb
+
+    cfg = {**MODES[mode], **(overrides or {})}
+    started = time.perf_counter()
+    report: dict[str, Any] = {"mode": mode, "config": cfg, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                              "machine": wb.machine(), "load_start": load(), "figures": [], "notes": [],
+                              "raw": {}, "sections": {}}
+    raw = report["raw"]
+    tag = f"bench{int(time.time())}"
+
+    def section(name: str, fn: Callable[[], list[dict[str, Any]]], fallback: list[tuple[str, str]]) -> None:
+        t = time.perf_counter()
+        load0 = load()
+        try:
+            report["figures"] += fn()
+        except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
+            log(f"{name} failed: {exc!r}")
+            traceback.print_exc()
+            report["figures"] += [errored(fid, fname, f"{type(exc).__name__}: {str(exc)[:300]}") for fid, fname in fallback]
+        report["sections"][name] = {"seconds": round(time.perf_counter() - t, 1), "load_start": load0,
+                                    "load_end": load()}
+        log(f"{name} done in {time.perf_counter() - t:.0f}s")
+
+    section("core", lambda: core_section(cfg, raw), [("core", "pure core, events/s"),
+                                                      ("replay", "replay end to end, events/s")])
+    with wb.Children() as children:
+        bootstrap = children.broker().bootstrap
+        section("worker", lambda: worker_section(cfg, raw, bootstrap, children, tag),
+                [("ratio", "worker / raw ratio")])
+        section("latency", lambda: latency_section(cfg, raw, bootstrap, children, tag),
+                [("latency_p99", f"latency at {cfg['latency_rate']}/s p99")])
+        section("erp", lambda: erp_section(cfg, raw, bootstrap, children, tag),
+                [("erp", "ERP figures")])
+        section("recovery", lambda: recovery_section(cfg, raw, bootstrap, children, tag),
+                [("recovery_cold", "restart to ready, empty data dir")])
+    report["figures"].append(rss_figure(raw))
+    if mode == "quick":
+        report["notes"].append(
+            f"quick mode: {cfg['worker_records']:,} records per worker repetition, {cfg['latency_seconds']} s of "
+            f"paced input, {cfg['recovery_keys']:,} recovery keys ({cfg['recovery_reps']} repetition), bench_core on "
+            f"{cfg['core_events']:,} events, no ERP; `make bench` for the real sizes")
+    report["notes"].append("benchmark workers run with a sitecustomize shim that strips the charset from "
+                           "prometheus_client.CONTENT_TYPE_LATEST (else /metrics answers 500); see docs/benchmarks.md")
+    report["load_end"] = load()
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def write(report: dict[str, Any], out_dir: Path = RESULTS) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = render_markdown(report)
+    (out_dir / "latest.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+    (out_dir / "latest.md").write_text(md)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="small sizes, < 2 min")
+    group.add_argument("--full", action="store_true", help="the documented sizes (default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a size, e.g. --set worker_records=200000")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in MODES[mode]:
+            parser.error(f"unknown size {key!r}; one of {', '.join(MODES[mode])}")
+        current = MODES[mode][key]
+        overrides[key] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)  # so the finally blocks stop every child
+    report = run(mode, overrides)
+    md = write(report, args.out)
+    print(md)
+    failed = [f["name"] for f in report["figures"] if f["verdict"] == "ERROR"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

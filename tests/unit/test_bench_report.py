@@ -1,0 +1,75 @@
+"""The benchmark report: summaries, verdicts, the markdown table and strict JSON.
+Pure functions only; nothing is timed here."""
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks.run import errored, figure, jsonable, render_markdown, skipped, summarize, verdict
+
+
+def test_summarize_median_range_and_spread() -> None:
+    s = summarize([100.0, 120.0, 80.0])
+    assert (s["n"], s["median"], s["min"], s["max"]) == (3, 100.0, 80.0, 120.0)
+    assert s["spread_pct"] == 20.0  # half the range, relative to the median
+
+
+def test_summarize_ignores_missing_values_and_keeps_infinity() -> None:
+    s = summarize([None, float("nan"), 5.0, float("inf"), 7.0])
+    assert s["n"] == 3 and s["median"] == 7.0 and s["max"] == float("inf")
+    assert s["spread_pct"] is None  # no finite range with an infinite value
+    assert summarize([])["median"] is None
+
+
+def test_verdicts() -> None:
+    at_least = {"op": ">=", "value": 0.10}
+    assert verdict(0.10, at_least) == "PASS"
+    assert verdict(0.09, at_least) == "FAIL"
+    assert verdict(5.0, {"op": "<=", "value": 30}) == "PASS"
+    assert verdict(float("inf"), {"op": "<=", "value": 250}) == "FAIL"
+    assert verdict(0, {"op": "==", "value": 0}) == "PASS"
+    assert verdict(1, {"op": "==", "value": 0}) == "FAIL"
+    assert verdict(None, at_least) == "FAIL"
+    assert verdict(float("nan"), at_least) == "FAIL"
+    assert verdict(123.0, None) == "INFO"
+
+
+def test_a_fast_wrong_answer_fails() -> None:
+    f = figure("ratio", "worker / raw ratio", [0.5, 0.6, 0.7], "", target={"op": ">=", "value": 0.10}, ok=False)
+    assert f["median"] == 0.6 and f["verdict"] == "FAIL"
+    assert figure("rss", "peak RSS", [100.0], "MiB", ok=False)["verdict"] == "FAIL"
+
+
+def test_markdown_table_has_every_figure_with_value_spread_target_and_verdict() -> None:
+    report = {
+        "mode": "quick",
+        "started": "2026-11-27 10:00:00 UTC",
+        "seconds": 95.0,
+        "load_start": "0.5 0.4 0.3",
+        "load_end": "1.0 0.8 0.5",
+        "machine": {"nproc": 2, "cpu": "AMD EPYC", "ram_gib": 23.5, "python": "3.11.7"},
+        "figures": [
+            figure("core", "pure core, events/s", [300_000, 310_000, 290_000], "events/s",
+                   target={"op": ">=", "value": 250_000}, conditions="1,000,000 events"),
+            figure("latency_p99", "latency p99", [float("inf")] * 3, "ms", target={"op": "<=", "value": 250},
+                   conditions="a | pipe"),
+            skipped("erp", "events per ERP call", "quick mode", {"op": ">=", "value": 100}),
+            errored("recovery_cold", "restart to ready", "TimeoutError: x"),
+        ],
+        "notes": ["quick mode: small sizes"],
+    }
+    md = render_markdown(report)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 4
+    assert "| pure core, events/s | 300,000 events/s | 290,000–310,000, n=3 (±3%) | >= 250,000 | **PASS** |" in md
+    assert "| latency p99 | ∞ ms |" in md and "**FAIL**" in rows[2]
+    assert "a / pipe" in rows[2]  # a pipe in a condition does not break the table
+    assert "**SKIP**" in rows[3] and "**ERROR**" in rows[4]
+    assert "2 × AMD EPYC" in md and "Python 3.11.7" in md and "- quick mode: small sizes" in md
+
+
+def test_json_is_strict() -> None:
+    data = jsonable({"a": [float("inf"), float("nan"), 1.5], "b": {"c": float("-inf")}, 3: "x"})
+    assert data == {"a": ["inf", None, 1.5], "b": {"c": "-inf"}, "3": "x"}
+    text = json.dumps(data, allow_nan=False)
+    assert not math.isnan(json.loads(text)["a"][2])
