@@ -57,7 +57,7 @@ def _local_part(part: str, warehouse_id: str, order_id: str) -> list[dict[str, A
     if part == "lineage":
         partition = partition_for(warehouse_id.encode(), SETTINGS.topics.partitions)
         raw = governance_state.get(table_key(partition, LINEAGE, [warehouse_id, order_id]))
-        return list(orjson.loads(raw)["v"] or []) if raw else []
+        return list(orjson.loads(raw)) if raw else []
     raw = erp_ledger.get(order_key(warehouse_id, order_id))
     return orjson.loads(raw) if raw else []
 

@@ -15,7 +15,7 @@ import orjson
 from app.core.model import M_SYNC_EXCEPTION, Milestone
 from app.core.timeutil import parse_ts
 
-MAX_ENTRIES: Final = 200
+MAX_ENTRIES: Final = 100
 HEAD: Final = 20
 Entry = dict[str, Any]
 
@@ -53,6 +53,12 @@ def milestone_entry(m: Milestone) -> tuple[tuple[str, str], Entry] | None:
     elif "version" in m.body:
         entry["version"] = m.body["version"]
     return (m.warehouse_id, order_id), entry
+
+
+def new_entries(trail: list[Entry], new: list[Entry]) -> list[Entry]:
+    """``new`` without entries the trail already has (same kind and id)."""
+    known = {(e["kind"], e["id"]) for e in trail[-len(new) * 2 - HEAD :]} if trail else set()
+    return [e for e in new if (e["kind"], e["id"]) not in known]
 
 
 def extend(trail: list[Entry], new: Iterable[Entry]) -> list[Entry]:

@@ -205,13 +205,6 @@ class PartitionState:
                         ),
                     )
                 )
-        self.sla = []
-        for key, new in self.lineage.items():
-            tkey = table_key(p, LINEAGE, key)
-            trail = self._committed_value(previous(tkey)) or []
-            self.sla.extend(lineage.sla_samples(trail, new))
-            writes.append((tkey, orjson.dumps({"o": offset, "v": lineage.extend(trail, new), "p": trail})))
-        self.lineage = {}
         seen = self.stores[SEEN]
         added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:
@@ -230,6 +223,17 @@ class PartitionState:
                 orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq}),
             )
         )
+        # Lineage is an audit trail, not engine state: written after the meta, without the
+        # value it replaces; a batch redelivered after a crash does not add its entries twice.
+        self.sla = []
+        for key, new in self.lineage.items():
+            tkey = table_key(p, LINEAGE, key)
+            stored = previous(tkey)
+            trail = orjson.loads(stored) if stored else []
+            fresh = lineage.new_entries(trail, new)
+            self.sla.extend(lineage.sla_samples(trail, fresh))
+            writes.append((tkey, orjson.dumps(lineage.extend(trail, fresh))))
+        self.lineage = {}
         self.offset = offset
         self._clear()
         return writes

@@ -187,6 +187,7 @@ class Chaos:
         self.env: dict[str, str] = {}
         self.stop_requested = False
         self.killing: set[str] = set()
+        self.lags: list[float] = []
         self.background: list[asyncio.Task[None]] = []
 
     # -- set-up --------------------------------------------------------------------------
@@ -553,6 +554,7 @@ class Chaos:
         events, milestones, dead, erp_dead = await asyncio.gather(*(asyncio.to_thread(read, self.bootstrap, t) for t in (
             topics.events, topics.milestones, topics.dead_letters, topics.erp_dead_letters)))
         parts = verify.by_partition(events)
+        self.lags = verify.release_lags(events, milestones)
         numbers = set(verify.releases_of(parts)) | set(self.created)
         rest = self.erp.direct_rest()
         try:
@@ -600,6 +602,8 @@ class Chaos:
             ("expected milestones missing on Kafka", str(len(v.missing_in_kafka))),
             ("re-emitted milestone copies (at-least-once)", str(v.milestone_copies)),
             ("longest kill -9 -> worker ready again", f"{max(self.pool.restarts_s, default=0):.0f} s"),
+            ("release -> OrderAccepted on Kafka: median / max",
+             f"{self.lags[len(self.lags) // 2] if self.lags else 0:.1f} s / {max(self.lags, default=0):.0f} s"),
             ("worker crashes (exits nobody asked for)", str(len(self.pool.exits))),
             ("source crashes (exits nobody asked for)", str(len(self.source.exits))),
             ("ERP requests at the gateway (429 / 5xx)",

@@ -59,6 +59,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes
+    ts_ms: int = 0  # the record's Kafka timestamp (create time)
 
 
 def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, timeout_s: float = 300.0) -> list[Rec]:
@@ -80,7 +81,7 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, timeout_s: float
             msgs = consumer.consume(5000, 0.5)
             for msg in msgs:
                 if msg.error() is None:
-                    out.append(Rec(msg.partition(), msg.offset(), msg.key(), msg.value() or b""))
+                    out.append(Rec(msg.partition(), msg.offset(), msg.key(), msg.value() or b"", msg.timestamp()[1]))
             if msgs:
                 last = time.monotonic()
     finally:
@@ -138,6 +139,30 @@ def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str
             if d.get("type") == "OrderReleased" and d.get("source") == "erp":
                 out.setdefault(d["order_id"], d)
     return out
+
+
+def release_lags(events: Iterable[Rec], milestones: Iterable[Rec]) -> list[float]:
+    """Seconds from each OrderReleased reaching Kafka to its OrderAccepted reaching Kafka (first
+    copies): how long warehouse processing kept an order waiting, rebalances and crashes included."""
+    released: dict[str, int] = {}
+    for r in events:
+        if r.value[:2] == codec.MAGIC:
+            try:
+                d = codec.decode(r.value)
+            except codec.DecodeError:
+                continue
+            if d.get("type") == "OrderReleased":
+                released.setdefault(d["event_id"], r.ts_ms)
+    accepted: dict[str, int] = {}
+    for r in milestones:
+        try:
+            m = codec.decode(r.value)
+        except codec.DecodeError:
+            continue
+        if m.get("type") == "OrderAccepted" and m.get("event_ids"):
+            first = m["event_ids"][0]
+            accepted[first] = min(accepted.get(first, r.ts_ms), r.ts_ms)
+    return sorted((accepted[e] - released[e]) / 1000 for e in accepted if e in released)
 
 
 # -- Tryton ------------------------------------------------------------------------------------

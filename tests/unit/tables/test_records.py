@@ -121,7 +121,7 @@ def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
         if offset == 6:  # OrderPicked: release (10:00:00) -> picked (10:00:06)
             assert ps.sla == [("release_to_picked", 6.0)]
     key = next(k for k in table if b"\x1fl\x1f" in k and b'"A"' in k)
-    trail = orjson.loads(table[key])["v"]
+    trail = orjson.loads(table[key])
     kinds = [(e["kind"], e["type"]) for e in trail]
     assert kinds[:2] == [("event", "OrderReleased"), ("milestone", "OrderAccepted")]
     assert kinds[-2:] == [("event", "PackConfirmed"), ("milestone", "OrderPacked")] and len(trail) == 8
