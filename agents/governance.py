@@ -16,7 +16,7 @@ from faust.types import TP, EventT
 
 from app import codec, metrics
 from app.core import parse
-from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone
+from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, SOURCES, DeadLetter, Milestone
 from app.faust_app import SETTINGS, app
 from app.topics import dead_letters, events, exceptions, milestones
 from agents._failfast import or_exit
@@ -151,11 +151,23 @@ async def _process(batch: Sequence[EventT]) -> None:
             done.append((ps, evs[-1], last))
     await _emit(outputs)
     for ps, last_event, last in done:
+        for (etype, source), n in ps.engine.counts.items():
+            metrics.EVENTS.labels(etype, source if source in SOURCES else "other").inc(n)
+        ps.engine.counts.clear()
+        high = app.consumer.highwater(last_event.message.tp)
+        if high is not None:
+            metrics.CONSUMER_LAG.labels(SETTINGS.topics.events, str(ps.partition)).set(max(0, high - last - 1))
         state.write(last_event, ps.flush(last, state.stored))
         for name, seconds in ps.sla:
             SLA[name].observe(seconds)
         if ps.engine.watermark is not None:
             metrics.WATERMARK.labels(str(ps.partition)).set(ps.engine.watermark / 1000)
+    keys: dict[str, int] = {}
+    for local in _partitions.values():
+        for table, n in local.sizes().items():
+            keys[table] = keys.get(table, 0) + n
+    for table, n in keys.items():
+        metrics.TABLE_KEYS.labels(table).set(n)
     metrics.EVENTS_PROCESSED.inc(len(batch))
 
 

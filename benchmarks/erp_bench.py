@@ -373,21 +373,23 @@ def events_per_call(mix: dict[str, Any], per_type: dict[str, float]) -> tuple[fl
 # -- C: backlog drain -------------------------------------------------------------------------
 
 
-def adjustments(n: int) -> list[dict[str, Any]]:
+def adjustments(n: int, salt: str) -> list[dict[str, Any]]:
+    """N real InventoryAdjusted milestones of one warehouse, under ids new to the ERP (``salt``):
+    the adapter finds an adjustment by its milestone id, so a repeated id would be a cheap
+    acknowledgement instead of a posting."""
     stream = simulate(orders=max(100, int(n * 4.5)), warehouses=1, seed=9)
     found = [m for m in replay([[v for _, v in stream]]) if m["type"] == "InventoryAdjusted"]
     out = []
     for i in range(n):
         m = dict(found[i % len(found)])
-        if i >= len(found):
-            m["milestone_id"] = f"{m['milestone_id']}-c{i}"
+        m["milestone_id"] = f"{m['milestone_id']}-{salt}-{i}"
         out.append(m)
     return out
 
 
 def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) -> dict[str, Any]:
     app_id = f"{tag}-drain"
-    milestones = adjustments(n)
+    milestones = adjustments(n, salt=tag)
     topic = f"{app_id}.milestones"
     create_topics(bootstrap, [topic, f"{app_id}.events"], PARTITIONS)
     produce(bootstrap, topic, [(f"{m['warehouse_id']}|{m['sku']}|{m['location']}|{i}".encode(),
@@ -405,6 +407,7 @@ def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) ->
     return {
         "milestones": n,
         "sink_outcomes": calls,
+        "posted": calls.get("InventoryAdjusted", {}).get("posted", 0),
         "requests": len(lines),
         "requests_per_milestone": len(lines) / n,
         "throttled_429": statuses.get(429, 0),

@@ -157,6 +157,19 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def unjson(obj: Any) -> Any:
+    """The inverse of :func:`jsonable` for infinities ("inf" -> inf)."""
+    if obj == "inf":
+        return float("inf")
+    if obj == "-inf":
+        return float("-inf")
+    if isinstance(obj, dict):
+        return {k: unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unjson(v) for v in obj]
+    return obj
+
+
 # -- the sections ------------------------------------------------------------------------------
 
 
@@ -357,7 +370,38 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run(mode: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+SECTIONS = ("core", "worker", "latency", "erp", "recovery")
+#: Figure ids of each section (by prefix), to replace a section's figures on a re-run.
+SECTION_IDS = {"core": ("core", "replay"), "worker": ("worker", "raw", "ratio"), "latency": ("latency",),
+               "erp": ("erp",), "recovery": ("recovery", "startup")}
+
+
+def section_of(fid: str) -> str | None:
+    for name, prefixes in SECTION_IDS.items():
+        if any(fid == p or fid.startswith(p + "_") or fid.startswith(p) and fid[len(p):].isdigit() for p in prefixes):
+            return name
+    return None
+
+
+def merge(previous: dict[str, Any], fresh: dict[str, Any], only: Sequence[str]) -> dict[str, Any]:
+    """``previous`` with the sections in ``only`` replaced by ``fresh``'s (figures, raw data, timings)."""
+    out = dict(previous)
+    keep = [f for f in previous["figures"] if section_of(f["id"]) not in only and f["id"] != "rss"]
+    new = [f for f in fresh["figures"] if section_of(f["id"]) in only]
+    order = {name: i for i, name in enumerate(SECTIONS)}
+    out["figures"] = sorted(keep + new, key=lambda f: order.get(section_of(f["id"]) or "", len(SECTIONS)))
+    out["raw"] = {**previous.get("raw", {})}
+    for key, value in fresh["raw"].items():
+        out["raw"][key] = value
+    out["sections"] = {**previous.get("sections", {}), **fresh["sections"]}
+    out["notes"] = [*previous.get("notes", []),
+                    f"sections {', '.join(only)} re-run at {fresh['started']} (load {fresh['load_start']} -> "
+                    f"{fresh['load_end']}, {fresh['seconds']:.0f} s) and merged into this report"]
+    out["figures"].append(rss_figure(out["raw"]))
+    return out
+
+
+def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] = SECTIONS) -> dict[str, Any]:
     from benchmarks import worker_bench as wb
 
     cfg = {**MODES[mode], **(overrides or {})}
@@ -369,6 +413,8 @@ def run(mode: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
 
     def section(name: str, fn: Callable[[], list[dict[str, Any]]], fallback: list[tuple[str, str]]) -> None:
+        if name not in only:
+            return
         t = time.perf_counter()
         load0 = load()
         try:
@@ -390,7 +436,7 @@ def run(mode: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         section("latency", lambda: latency_section(cfg, raw, bootstrap, children, tag),
                 [("latency_p99", f"latency at {cfg['latency_rate']}/s p99")])
         section("erp", lambda: erp_section(cfg, raw, bootstrap, children, tag),
-                [("erp", "ERP figures")])
+                [("erp_events_per_call", "ERP figures")])
         section("recovery", lambda: recovery_section(cfg, raw, bootstrap, children, tag),
                 [("recovery_cold", "restart to ready, empty data dir")])
     report["figures"].append(rss_figure(raw))
@@ -422,7 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a size, e.g. --set worker_records=200000")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", help=f"comma-separated sections to (re-)run ({', '.join(SECTIONS)}); "
+                                       "their figures replace those in the existing latest.json of the same mode")
     args = parser.parse_args(argv)
+    only = tuple(x.strip() for x in args.only.split(",")) if args.only else SECTIONS
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; one of {', '.join(SECTIONS)}")
     mode = "quick" if args.quick else "full"
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -436,7 +488,12 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)  # so the finally blocks stop every child
-    report = run(mode, overrides)
+    report = run(mode, overrides, only)
+    previous = args.out / "latest.json"
+    if args.only and previous.exists():
+        old = unjson(json.loads(previous.read_text()))
+        if old.get("mode") == mode:
+            report = merge(old, report, only)
     md = write(report, args.out)
     print(md)
     failed = [f["name"] for f in report["figures"] if f["verdict"] == "ERROR"]

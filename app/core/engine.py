@@ -66,6 +66,8 @@ class Engine:
         self.rejected: MutableSet[str] = set() if rejected is None else rejected
         self.returns: MutableMapping[tuple[str, str, str], int] = {} if returns is None else returns
         self.watermark = watermark
+        #: Records that passed rule 8, by (type, source); the worker turns them into metrics.
+        self.counts: dict[tuple[str, str], int] = {}
         self._hold = settings.hold_window_ms
         self._hold_heap: list[tuple[int, OrderKey]] = []
         self._hold_at: dict[OrderKey, int] = {}
@@ -97,6 +99,9 @@ class Engine:
         if checked.__class__ is str:
             return self._invalid(d, raw, checked)  # type: ignore[arg-type]
         spec, event_id, source, occurred_at, data = checked  # type: ignore[misc]
+        counts = self.counts
+        ckey = (spec.name, source)
+        counts[ckey] = counts.get(ckey, 0) + 1
         clock = self.clock
         if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
             return self._invalid(d, raw, FUTURE)

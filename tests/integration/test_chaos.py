@@ -112,12 +112,17 @@ def chaos_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
         poison_rate=0.02, old_schema_share=0.3, drain_timeout_s=300)
     chaos = Chaos(cfg, Say())
     started = time.monotonic()
+    # The loop's executor threads started the workers, which die with the thread that started
+    # them (PR_SET_PDEATHSIG): the loop lives until the teardown.
+    loop = asyncio.new_event_loop()
     try:
-        chaos.verdict = asyncio.run(chaos.run())
+        chaos.verdict = loop.run_until_complete(chaos.run())
         print(f"chaos CI run: {time.monotonic() - started:.0f} s")
         yield chaos
     finally:
         chaos.stop()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
 
 @pytest.mark.chaos

@@ -126,11 +126,16 @@ def secured_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         proxy_mode={"mode": "echo-auth", "match": ECHO_MATCH},
     )
     chaos = Chaos(cfg, Say())
+    # One loop for the whole module: its executor threads started the workers, which die with
+    # the thread that started them (PR_SET_PDEATHSIG), so the loop lives until the teardown.
+    loop = asyncio.new_event_loop()
     try:
-        chaos.verdict = asyncio.run(chaos.run())
+        chaos.verdict = loop.run_until_complete(chaos.run())
         yield chaos
     finally:
         chaos.stop()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
 
 def secrets_of(chaos: Chaos) -> dict[str, bytes]:
@@ -145,6 +150,8 @@ def http(method: str, url: str, headers: dict[str, str] | None = None, body: byt
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except OSError as exc:  # no answer at all: recorded, and reported by the test
+        return 0, repr(exc).encode()
 
 
 @pytest.mark.chaos
@@ -201,6 +208,10 @@ def test_no_web_response_contains_a_secret(secured_run: Chaos) -> None:
         for auth in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"}):
             answers[f"{name} POST /admin/dlq/replay {auth}"] = http(
                 "POST", worker.url + "/admin/dlq/replay", auth, b'{"ids": []}')
+    unanswered = {key: body.decode() for key, (code, body) in answers.items() if code == 0}
+    assert unanswered == {}
+    errors = {key: body[:300] for key, (code, body) in answers.items() if code >= 500}
+    assert errors == {}
     assert answers["w1 GET /metrics"][0] == 200 and answers["w1 GET /readyz"][0] == 200
     assert answers[f"w1 GET /orders/WH1/{order}/trace"][0] == 200
     assert any(code in (401, 403) for key, (code, _) in answers.items() if "admin" in key)

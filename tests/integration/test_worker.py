@@ -26,7 +26,7 @@ def _release(i: int) -> bytes:
 
 
 def test_order_released_becomes_order_accepted_and_garbage_a_dead_letter(kafka_bootstrap, worker_factory) -> None:
-    worker_factory()
+    worker = worker_factory()
     prefix = worker_factory.prefix
     records = [(b"WH1", _release(i)) for i in range(5)]
     records.append((b"WH1", b"{not json"))
@@ -48,3 +48,10 @@ def test_order_released_becomes_order_accepted_and_garbage_a_dead_letter(kafka_b
     assert letters[0]["raw"] == b"{not json"
     assert letters[0]["reason"].startswith("undecodable")
     assert letters[0]["topic"] == f"{prefix}.events"
+    status, body = worker.get("/metrics")
+    text = body.decode()
+    assert status == 200
+    assert 'syncgov_events_total{source="erp",type="OrderReleased"} 6.0' in text  # the redelivery is counted too
+    assert 'syncgov_dead_letters_total{reason="undecodable"} 1.0' in text
+    assert 'syncgov_table_keys{table="orders"} 5.0' in text
+    assert 'syncgov_consumer_lag_records{partition=' in text

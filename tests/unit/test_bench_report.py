@@ -73,3 +73,21 @@ def test_json_is_strict() -> None:
     assert data == {"a": ["inf", None, 1.5], "b": {"c": "-inf"}, "3": "x"}
     text = json.dumps(data, allow_nan=False)
     assert not math.isnan(json.loads(text)["a"][2])
+
+
+def test_a_rerun_section_replaces_only_its_figures() -> None:
+    from benchmarks.run import merge, unjson
+
+    def report(figs: list[dict], started: str) -> dict:
+        return {"mode": "full", "started": started, "load_start": "1", "load_end": "1", "seconds": 10.0,
+                "figures": figs, "notes": [], "raw": {}, "sections": {}}
+
+    old = report([figure("core", "core", [1.0], ""), figure("erp_429", "429s", [1.0], "",
+                                                            target={"op": "==", "value": 0})], "t0")
+    new = report([figure("erp_429", "429s", [0.0], "", target={"op": "==", "value": 0})], "t1")
+    merged = merge(unjson(jsonable(old)), new, ["erp"])
+    by_id = {f["id"]: f for f in merged["figures"]}
+    assert by_id["core"]["median"] == 1.0 and by_id["erp_429"]["verdict"] == "PASS"
+    assert [f["id"] for f in merged["figures"]] == ["core", "erp_429", "rss"]
+    assert "re-run at t1" in merged["notes"][-1]
+    assert unjson(jsonable({"x": [float("inf")]})) == {"x": [float("inf")]}

@@ -40,3 +40,11 @@ def test_limits_are_dead_letters_with_a_reason(record: dict | bytes, reason: str
     # processing goes on
     ok = {**pick(event_id="e2"), "type": "OrderReleased", "source": "erp", "lines": [{"line_no": 1, "sku": "S", "qty": 1}]}
     assert [o.type for o in engine.process(orjson.dumps(ok))] == ["OrderAccepted"]
+
+
+def test_engine_counts_records_that_passed_rule_8_by_type_and_source() -> None:
+    engine = Engine()
+    engine.process(orjson.dumps(pick()))
+    engine.process(orjson.dumps(pick(event_id="e2", source="carrier")))  # not authorized, still counted
+    engine.process(b"{broken")
+    assert engine.counts == {("PickConfirmed", "wms"): 1, ("PickConfirmed", "carrier"): 1}
