@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import importlib
 
 import pytest
 
-os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-from app import web  # noqa: E402
-from app.settings import Secret  # noqa: E402
+from app.settings import Secret
 
 
 class FakeWeb:
@@ -32,6 +30,8 @@ class FakeRequest:
     ],
 )
 def test_admin_denied(monkeypatch, token: str, authorization: str | None, expected: int | None) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # imported, never connected
+    web = importlib.import_module("app.web")
     worker = dataclasses.replace(web.SETTINGS.worker, admin_token=Secret(token))
     monkeypatch.setattr(web, "SETTINGS", dataclasses.replace(web.SETTINGS, worker=worker))
     denied = web._admin_denied(FakeWeb(), FakeRequest(authorization))  # type: ignore[arg-type]
