@@ -265,13 +265,16 @@ def _read(env: Mapping[str, str], name: str) -> Any:
             raw = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SettingsError(f"{name}_FILE={path!r}: cannot read the secret file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{name}_FILE={path!r}: the secret file is not UTF-8 text") from None
     if raw is None:
         raw = default
     try:
         value = parse(raw)
     except ValueError as exc:
-        shown = "***" if name in SECRETS else repr(raw)
-        raise SettingsError(f"{name}={shown}: {exc}") from None
+        if name in SECRETS:  # a parser's message may quote its input: say nothing of the value
+            raise SettingsError(f"{name}=***: not a valid value") from None
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None
     return Secret(value) if name in SECRETS else value
 
 

@@ -4,7 +4,9 @@
     python -m benchmarks.run --full       # the sizes in docs/benchmarks.md (~40 min)
 
 Writes ``benchmarks/results/latest.json`` (every measurement, conditions, machine) and
-``benchmarks/results/latest.md`` (the table), and prints the table. Each figure is the
+``benchmarks/results/latest.md`` (the table), the same as ``quick.*`` or ``full.*`` (the last
+run of each mode), and prints the table. ``--only erp,recovery`` re-runs sections and merges
+them into the last run of the mode. Each figure is the
 median over its repetitions, with the spread (min-max) and its target's PASS/FAIL; a
 figure whose correctness check failed (worker milestones != replay, keys missing after
 recovery) is a FAIL whatever its speed. Every child process (broker, workers, Tryton,
@@ -453,10 +455,13 @@ def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] 
 
 
 def write(report: dict[str, Any], out_dir: Path = RESULTS) -> str:
+    """latest.{json,md} (the last run, whatever its mode) and <mode>.{json,md} (the last run of that mode)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = render_markdown(report)
-    (out_dir / "latest.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
-    (out_dir / "latest.md").write_text(md)
+    text = json.dumps(jsonable(report), indent=2) + "\n"
+    for name in ("latest", report["mode"]):
+        (out_dir / f"{name}.json").write_text(text)
+        (out_dir / f"{name}.md").write_text(md)
     return md
 
 
@@ -469,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a size, e.g. --set worker_records=200000")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", help=f"comma-separated sections to (re-)run ({', '.join(SECTIONS)}); "
-                                       "their figures replace those in the existing latest.json of the same mode")
+                                       "their figures replace those in results/<mode>.json, the last run of that mode")
     args = parser.parse_args(argv)
     only = tuple(x.strip() for x in args.only.split(",")) if args.only else SECTIONS
     unknown = set(only) - set(SECTIONS)
@@ -489,11 +494,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)  # so the finally blocks stop every child
     report = run(mode, overrides, only)
-    previous = args.out / "latest.json"
+    previous = args.out / f"{mode}.json"
     if args.only and previous.exists():
-        old = unjson(json.loads(previous.read_text()))
-        if old.get("mode") == mode:
-            report = merge(old, report, only)
+        report = merge(unjson(json.loads(previous.read_text())), report, only)
     md = write(report, args.out)
     print(md)
     failed = [f["name"] for f in report["figures"] if f["verdict"] == "ERROR"]
