@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-unit demo bench bench-quick replay-example clean
+.PHONY: install system-deps test test-unit demo bench bench-quick chaos clean
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
+
+# The whole pipeline under faults (kill -9, ERP outage, 429 storm, 500s/timeouts, poison
+# records, scaling, an old Avro writer schema); prints the verifier's table and fails on any
+# lost or twice-posted milestone or any poison record missing from the dead-letter topic.
+# Options: make chaos CHAOS_ARGS="--orders 500 --seed 11"  (see python -m app.chaos.run --help)
+chaos: install system-deps
+	$(BIN)/python -m app.chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache build *.egg-info

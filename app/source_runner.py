@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Producer
 
 from app import codec
+from app.erp.port import TransientErpError
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter
 from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
@@ -62,9 +63,18 @@ async def run(s: Settings, once: bool) -> int:
     total = 0
     try:
         while not stop.is_set():
-            events, cursor = await poll(
-                adapter.rest, cursor, page_size=s.erp.source_page_size, overlap_s=s.erp.source_overlap_s
-            )
+            try:
+                events, cursor = await poll(
+                    adapter.rest, cursor, page_size=s.erp.source_page_size, overlap_s=s.erp.source_overlap_s
+                )
+            except TransientErpError as exc:  # throttled, 5xx, timeout, refused: wait, poll again
+                wait = max(exc.retry_after_s or 0.0, s.erp.source_poll_s)
+                log.warning("ERP not answering (%s); polling again in %.1f s", exc, wait)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             publish(producer, s, events, cursor)
             total += len(events)
             if events:

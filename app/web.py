@@ -82,8 +82,6 @@ async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[d
         return _local_part(part, warehouse_id, order_id)
     url = f"{owner}/orders/{warehouse_id}/{order_id}/trace?part={part}"
     async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-        if resp.status == 404:
-            return []
         resp.raise_for_status()
         return list((await resp.json())["entries"])
 
@@ -96,10 +94,9 @@ async def order_trace(web: Web, request: Request, warehouse_id: str, order_id: s
     part = request.query.get("part")
     if part is not None and part not in ("lineage", "erp"):
         return web.json({"error": "part must be lineage or erp"}, status=400)
-    if part is not None:
-        entries = _local_part(part, warehouse_id, order_id)
-    else:
-        entries = [e for p in ("lineage", "erp") for e in await _part(web, p, warehouse_id, order_id)]
+    if part is not None:  # a peer's request: raw entries, times as int ms
+        return web.json({"entries": _local_part(part, warehouse_id, order_id)})
+    entries = [e for p in ("lineage", "erp") for e in await _part(web, p, warehouse_id, order_id)]
     if not entries:
         return web.json({"error": f"no trace for order {order_id} in warehouse {warehouse_id}"}, status=404)
     entries.sort(key=lambda e: (e.get("at") or 0))

@@ -62,10 +62,6 @@ def test_check_config_errors_never_echo_secrets(bad: dict[str, str], named: str)
         assert secret not in out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "latent leak in app/settings.py _read: the message is f'{name}={shown}: {exc}', and a parser "
-    "whose ValueError quotes its input (as int() and float() do) puts the secret back in {exc}; "
-    "today every secret's parser is str, which never fails"))
 def test_settings_error_on_a_secret_masks_it_even_when_the_parser_echoes_the_value(monkeypatch) -> None:
     """Python's own parsers put the bad value in their message (``int('x')``: *invalid literal
     ... 'x'*). ``_read`` masks the value it shows for a secret, but must not let the parser's
