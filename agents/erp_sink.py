@@ -158,7 +158,8 @@ if ERP.sink_enabled:
         port = make_port(ERP)
         metrics.ERP_RATE.set(ERP.rate_per_s)
         try:
-            async for batch in stream.take_events(200, within=0.2):  # type: ignore[attr-defined]
+            # Small batches: a rebalance waits for the batch in flight (see the README, Guarantees).
+            async for batch in stream.take_events(20, within=0.2):  # type: ignore[attr-defined]
                 await or_exit(run_batch(port, list(batch)), log, "ERP sink batch")
         finally:
             await port.close()
