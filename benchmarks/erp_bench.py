@@ -37,7 +37,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -53,6 +52,7 @@ from app.broker import free_port  # noqa: E402
 from app.core.ratelimit import RatePolicy  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
+from app.erp.sales import new_order
 from app.erp.tryton import TrytonRest  # noqa: E402
 from app.kafka_io import create_topics, produce, read_all  # noqa: E402
 from app.simulator.work import warehouse_work  # noqa: E402
@@ -129,26 +129,11 @@ class Stack:
 async def create_orders(rest: TrytonRest, k: int, seed: int) -> list[dict[str, Any]]:
     """K sales confirmed and processed in Tryton (direct): their customer shipments."""
     rng = random.Random(seed)
-    ctx = await rest.context()
-    party, = await rest.search("party.party", [("name", "=", "Acme Retail")], ["addresses"])
     codes = [f"SKU-{i:04d}" for i in range(1, 201)]
-    products = {p["code"]: p for p in await rest.search(
-        "product.product", [("code", "in", codes)], ["code", "default_uom"])}
     shipments = []
     for _ in range(k):
         lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(codes, rng.choice((1, 1, 2, 2, 3, 4)))]
-        sale = await rest.create("sale.sale", {
-            "party": party["id"], "company": ctx["company"],
-            "invoice_address": party["addresses"][0], "shipment_address": party["addresses"][0],
-            "lines": [["create", [
-                {"product": products[sku]["id"], "quantity": float(qty), "unit": products[sku]["default_uom"],
-                 "unit_price": Decimal("10")} for sku, qty in lines]]],
-        })
-        for button in ("quote", "confirm", "process"):
-            await rest.button("sale.sale", sale["id"], button)
-        found, = await rest.search("sale.sale", [("id", "=", sale["id"])], ["shipments"])
-        ship, = await rest.search("stock.shipment.out", [("id", "=", found["shipments"][0])], ["number", "state"])
-        shipments.append(ship)
+        shipments.append(await new_order(rest, lines))
     return shipments
 
 
