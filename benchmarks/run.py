@@ -292,7 +292,7 @@ def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, childr
                            f"requests per milestone type measured end to end through Tryton 8.2 + nginx "
                            f"({e2e['orders']} orders, {e2e['requests']} requests: {per})"),
                note=f"the ERP flow itself: {e2e['events_per_erp_call_this_flow']:.2f} events/call", fmt="{:,.2f}"),
-        figure("erp_429", names[1], [sum(throttled)], "429s", target=targets[1],
+        figure("erp_429", names[1], [sum(throttled)], "", target=targets[1],
                conditions=f"{quota}; end-to-end run + {len(drains)} drains, {e2e['requests'] + sum(d['requests'] for d in drains):,} requests",
                ok=e2e["shipments_done"] == e2e["orders"],
                note=f"{e2e['shipments_done']}/{e2e['orders']} shipments done in Tryton"),
@@ -357,6 +357,7 @@ def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
                conditions="; ".join(f"{k} max {v:.0f} MiB" for k, v in by.items()), fmt="{:,.0f}")
     if values:
         f["median"] = max(values)  # the figure is the peak, not a median
+        f["spread_pct"] = None
         f["note"] = "value = the highest VmHWM of any worker; spread over all worker processes"
     return f
 
