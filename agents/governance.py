@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, Sequence
 
-from faust.types import TP, EventT
+from faust.types import EventT
 
 from app import codec, metrics
 from app.core import parse
@@ -26,8 +26,6 @@ from tables.records import PartitionState
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
 _partitions: dict[int, PartitionState] = {}
-#: Partitions being rewound to their stored offset: the first offset seen before the seek.
-_rewinding: dict[int, int] = {}
 
 
 @app.on_partitions_revoked.connect
@@ -36,7 +34,6 @@ async def _forget_revoked(sender: object, revoked: set, **_: object) -> None:  #
     for tp in revoked:
         if tp.topic == SETTINGS.topics.events:
             _partitions.pop(tp.partition, None)
-            _rewinding.pop(tp.partition, None)
 
 
 def milestone_key(m: Milestone) -> bytes:
@@ -88,25 +85,12 @@ async def _emit(outputs: list[tuple[object, EventT]]) -> None:
         await asyncio.gather(*pending)
 
 
-async def _rewind(partition: int, ps: PartitionState, first: int) -> None:
-    """Consumption resumed after the stored state ends (the committed offset is ahead of the
-    state, e.g. a changelog recovered short): read the partition again from the state's end."""
-    log.warning("partition %d: state ends at offset %d, consumption resumed at %d: rewinding", partition, ps.offset, first)
-    _rewinding[partition] = first
-    await app.consumer.seek(TP(SETTINGS.topics.events, partition), ps.offset + 1)
-
-
 def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tuple[object, EventT]]) -> int | None:
     """Run the core over one partition's events; the last offset processed, or None."""
     last = None
     skip_to = ps.offset
     for ev in evs:
         msg = ev.message
-        rewinding = _rewinding.get(ps.partition)
-        if rewinding is not None:
-            if msg.offset > rewinding:
-                continue  # fetched before the rewind; it comes again after it
-            del _rewinding[ps.partition]
         if msg.offset <= skip_to:
             continue  # already in the stored state (redelivery after a crash)
         raw = ev.value or b""
@@ -143,9 +127,9 @@ async def _process(batch: Sequence[EventT]) -> None:
         if ps is None:
             ps = _partitions[partition] = state.load_partition(partition)
             first = evs[0].message.offset
-            if first > ps.offset + 1:
-                await _rewind(partition, ps, first)
-                continue
+            if first > ps.offset + 1:  # see the note on issue #4: a stop during a batch's send
+                log.error("partition %d: state ends at offset %d but consumption resumes at %d",
+                          partition, ps.offset, first)
         last = _run_partition(ps, evs, outputs)
         if last is not None:
             done.append((ps, evs[-1], last))
