@@ -89,9 +89,13 @@ def test_scale_out_and_take_over(kafka_bootstrap, worker_factory) -> None:
     accepted = next(m for m in read_milestones(kafka_bootstrap, worker_factory.prefix) if m["type"] == "OrderAccepted")
     path = f"/orders/{accepted['warehouse_id']}/{accepted['order_id']}/trace"
     for worker in (first, second):
-        status, body = worker.get(path, timeout_s=10)
-        assert status == 200, body
-        assert accepted["milestone_id"] in {e["id"] for e in orjson.loads(body)["entries"]}
+        # The lineage is stored right after a batch's outputs are on Kafka: it may lag by one batch.
+        def traced(worker=worker) -> bool:
+            status, body = worker.get(path, timeout_s=10)
+            assert status == 200, body
+            return accepted["milestone_id"] in {e["id"] for e in orjson.loads(body)["entries"]}
+
+        wait_for(traced, 15, f"the trace of {path} on {worker.url}")
     first.stop()  # the other worker takes over its partitions
     producer.join(60)
     partitions = recorded(kafka_bootstrap, topic, len(records))
