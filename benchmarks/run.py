@@ -448,8 +448,6 @@ def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] 
             f"quick mode: {cfg['worker_records']:,} records per worker repetition, {cfg['latency_seconds']} s of "
             f"paced input, {cfg['recovery_keys']:,} recovery keys ({cfg['recovery_reps']} repetition), bench_core on "
             f"{cfg['core_events']:,} events, no ERP; `make bench` for the real sizes")
-    report["notes"].append("benchmark workers run with a sitecustomize shim that strips the charset from "
-                           "prometheus_client.CONTENT_TYPE_LATEST (else /metrics answers 500); see docs/benchmarks.md")
     report["load_end"] = load()
     report["seconds"] = time.perf_counter() - started
     return report

@@ -162,31 +162,9 @@ class Children:
         self.stop_all()
 
 
-#: Work-around, applied to benchmark workers only: with prometheus-client >= 0.20,
-#: ``CONTENT_TYPE_LATEST`` carries ``; charset=utf-8`` and aiohttp refuses it, so the
-#: worker's /metrics answers 500. The shim strips the charset before app.web imports it
-#: (a response header, nothing else); it does nothing once the constant has no charset.
-METRICS_SHIM = """\
-try:
-    import prometheus_client as _pc
-    if "charset" in _pc.CONTENT_TYPE_LATEST:
-        _pc.CONTENT_TYPE_LATEST = _pc.CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
-except Exception:
-    pass
-"""
-
-
-def shim_dir() -> Path:
-    path = WORKDIR / "shim"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "sitecustomize.py").write_text(METRICS_SHIM)
-    return path
-
-
 def app_env(app_id: str, events_topic: str, **extra: str) -> dict[str, str]:
     """A worker's settings: its own group/changelog/output topics on a given input topic."""
     return {
-        "PYTHONPATH": os.pathsep.join([str(shim_dir()), str(ROOT)]),
         "WORKER_APP_ID": app_id,
         "TOPIC_EVENTS": events_topic,
         "TOPIC_MILESTONES": f"{app_id}.milestones",
