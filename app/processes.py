@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.broker import die_with_parent, free_port
+from app.broker import die_with_parent, free_port, terminate
 
 
 @dataclass
@@ -82,14 +81,8 @@ class WorkerProcess:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (a clean leave of the group), SIGKILL after the bound."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout_s)
 
     def kill9(self) -> None:
         """Crash it: no flush, no commit, no goodbye to the group."""

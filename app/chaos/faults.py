@@ -35,7 +35,7 @@ import orjson
 from fastavro import parse_schema, schemaless_writer
 
 from app import codec
-from app.broker import die_with_parent, free_port
+from app.broker import die_with_parent, free_port, terminate
 from app.core.engine import Engine
 from app.core.model import DeadLetter
 from app.core.ratelimit import RatePolicy
@@ -346,14 +346,8 @@ class Supervised:
     def stop(self, timeout_s: float = 15.0) -> None:
         self.stopping = True
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout_s)
 
 
 # -- (e) poison records -------------------------------------------------------------------------
