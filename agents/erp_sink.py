@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,7 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
     docs: dict[bytes, list[tuple[EventT, dict[str, Any]]]] = {}
     for ev in batch:
         m = decode_milestone(ev.value)
+        state.bind(ev)  # the ledger entry is in this milestone's partition
         if ledger.is_done(m["milestone_id"]):
             metrics.ERP_CALLS.labels(m["type"], "deduplicated").inc()
             continue
@@ -140,14 +141,19 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
         for r in results:
             if r.outcome == "dead_lettered":
                 await _dead_letter(r)
-            state.write(r.event, [(r.milestone["milestone_id"].encode(), _ledger_value(r))], ledger.erp_ledger)
+            entry = (r.milestone["milestone_id"].encode(), _ledger_value(r))
+            state.commit(r.event, lambda _, entry=entry: [entry], ledger.erp_ledger)
             if r.milestone.get("order_id"):
                 calls.setdefault(ledger.order_key(r.milestone["warehouse_id"], r.milestone["order_id"]), []).append(
                     _call_entry(r)
                 )
         for key, entries in calls.items():
-            trail = orjson.loads(ledger.erp_ledger.get(key) or b"[]")
-            state.write(results[-1].event, [(key, orjson.dumps(lineage.extend(trail, entries)))], ledger.erp_ledger)
+            state.commit(results[-1].event, lambda previous, key=key, entries=entries: [_trail(previous, key, entries)], ledger.erp_ledger)
+
+
+def _trail(previous: Callable[[bytes], bytes | None], key: bytes, entries: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+    """An order's ERP-call trail with this batch's calls appended (one document: one partition)."""
+    return key, orjson.dumps(lineage.extend(orjson.loads(previous(key) or b"[]"), entries))
 
 
 if ERP.sink_enabled:

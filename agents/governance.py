@@ -2,30 +2,48 @@
 
 Thin by design: per batch and input partition it decodes, runs the pure core, emits
 the outputs (flushed), then stores the partition's state (meta last). Events are
-keyed by warehouse_id, so a site's stream stays ordered in one partition and its
-event-time watermark is exact; redeliveries up to the stored offset are skipped.
+keyed by (warehouse_id, order_id) (``app.core.keys``), so an order's events stay
+ordered in one partition; each partition has its own event-time watermark. On-time
+StockAdjusted go on to the inventory stage (``agents/inventory.py``) through the
+stock topic, with this partition's watermark (a mark after every batch that moved
+it, and an idle mark when the partition has had nothing to read for
+``WORKER_IDLE_PARTITION_S``). Redeliveries up to the stored offset are skipped.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass
 
 from faust.types import EventT
 
 from app import codec, metrics
 from app.core import parse
-from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, SOURCES, DeadLetter, Milestone
+from app.core.model import SOURCES, Milestone
+from app.core.stock import Mark
 from app.faust_app import SETTINGS, app
-from app.topics import dead_letters, events, exceptions, milestones
+from app.topics import events
 from agents._failfast import or_exit
-from tables import ledger, lineage, state
+from agents._outputs import emit
+from tables import lineage, state
 from tables.records import PartitionState
 
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
-_partitions: dict[int, PartitionState] = {}
+
+
+@dataclass
+class _Partition:
+    """An assigned input partition: its state and what the inventory stage has been told."""
+
+    state: PartitionState
+    last_batch: float  # time.monotonic() of its last batch (or of its load)
+    marked: int | None = None  # the watermark last reported
+    idle: bool = False
+
+
+_partitions: dict[int, _Partition] = {}
 
 
 @app.on_partitions_revoked.connect
@@ -36,53 +54,9 @@ async def _forget_revoked(sender: object, revoked: set, **_: object) -> None:  #
             _partitions.pop(tp.partition, None)
 
 
-def milestone_key(m: Milestone) -> bytes:
-    """One order's (or stock key's) milestones stay in one partition, in order."""
-    body = m.body
-    if "order_id" in body and body["order_id"]:
-        return ledger.document_key(m.warehouse_id or "", body["order_id"])
-    if "sku" in body and "location" in body:
-        return f"{m.warehouse_id}|{body['sku']}|{body['location']}".encode()
-    return m.milestone_id.encode()
-
-
-def reason_category(reason: str) -> str:
-    """A bounded label for a dead letter's reason (the full reason is in the record)."""
-    if reason.startswith("undecodable"):
-        return "undecodable"
-    if reason.startswith("too_large"):
-        return "too_large"
-    return reason if reason == "future" else "invalid_field"
-
-
-async def _emit(outputs: list[tuple[object, EventT]]) -> None:
-    """Send every output and wait until the broker has them all."""
-    pending = []
-    for out, ev in outputs:
-        if isinstance(out, Milestone):
-            topic = exceptions if out.type == M_SYNC_EXCEPTION else milestones
-            value = codec.encode_milestone(out.to_dict())
-            pending.append(await topic.send(key=milestone_key(out), value=value))
-            metrics.MILESTONES.labels(out.type).inc()
-            if out.type == M_ORDER_ACCEPTED and out.body["version"] == 1 and out.occurred_at is not None:
-                metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - out.occurred_at / 1000))
-            if out.type == M_SYNC_EXCEPTION:
-                metrics.SYNC_EXCEPTIONS.labels(out.body["code"]).inc()
-        elif isinstance(out, DeadLetter):
-            msg = ev.message
-            value = codec.encode_dead_letter(
-                raw=out.raw,
-                reason=out.reason,
-                record_id=out.record_id,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                failed_at=int(time.time() * 1000),
-            )
-            pending.append(await dead_letters.send(key=out.record_id.encode(), value=value))
-            metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
-    if pending:
-        await asyncio.gather(*pending)
+def _load(partition: int) -> _Partition:
+    p = _partitions[partition] = _Partition(state.load_partition(partition), time.monotonic())
+    return p
 
 
 def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tuple[object, EventT]]) -> int | None:
@@ -116,24 +90,31 @@ def _run_partition(ps: PartitionState, evs: Sequence[EventT], outputs: list[tupl
 
 
 async def _process(batch: Sequence[EventT]) -> None:
-    """Run every partition's events, send all outputs and wait for them once, then store."""
+    """Run every partition's events, send all outputs and marks and wait for them once, then store."""
     by_partition: dict[int, list[EventT]] = {}
     for ev in batch:
         by_partition.setdefault(ev.message.partition, []).append(ev)
     outputs: list[tuple[object, EventT]] = []
+    marks: list[Mark] = []
     done: list[tuple[PartitionState, EventT, int]] = []
+    now = time.monotonic()
     for partition, evs in by_partition.items():
-        ps = _partitions.get(partition)
-        if ps is None:
-            ps = _partitions[partition] = state.load_partition(partition)
-            first = evs[0].message.offset
-            if first > ps.offset + 1:  # see the note on issue #4: a stop during a batch's send
-                log.error("partition %d: state ends at offset %d but consumption resumes at %d",
-                          partition, ps.offset, first)
+        p = _partitions.get(partition) or _load(partition)
+        ps = p.state
+        first = evs[0].message.offset
+        if first > ps.offset + 1:  # see the note on issue #4: a stop during a batch's send
+            log.error("partition %d: state ends at offset %d but consumption resumes at %d", partition, ps.offset, first)
+        p.last_batch, was_idle = now, p.idle
+        p.idle = False
         last = _run_partition(ps, evs, outputs)
-        if last is not None:
-            done.append((ps, evs[-1], last))
-    await _emit(outputs)
+        if last is None:
+            continue
+        done.append((ps, evs[-1], last))
+        wm = ps.engine.watermark
+        if wm != p.marked or was_idle:
+            marks.append(Mark(partition, last, wm))
+            p.marked = wm
+    await emit(outputs, marks)
     for ps, last_event, last in done:
         for (etype, source), n in ps.engine.counts.items():
             metrics.EVENTS.labels(etype, source if source in SOURCES else "other").inc(n)
@@ -141,14 +122,14 @@ async def _process(batch: Sequence[EventT]) -> None:
         high = app.consumer.highwater(last_event.message.tp)
         if high is not None:
             metrics.CONSUMER_LAG.labels(SETTINGS.topics.events, str(ps.partition)).set(max(0, high - last - 1))
-        state.write(last_event, ps.flush(last, state.stored))
+        state.commit(last_event, lambda previous: ps.flush(last, previous), state.governance_state)  # noqa: B023
         for name, seconds in ps.sla:
             SLA[name].observe(seconds)
         if ps.engine.watermark is not None:
             metrics.WATERMARK.labels(str(ps.partition)).set(ps.engine.watermark / 1000)
     keys: dict[str, int] = {}
     for local in _partitions.values():
-        for table, n in local.sizes().items():
+        for table, n in local.state.sizes().items():
             keys[table] = keys.get(table, 0) + n
     for table, n in keys.items():
         metrics.TABLE_KEYS.labels(table).set(n)
@@ -163,3 +144,30 @@ async def govern(stream: AsyncIterable[EventT]) -> None:
         await or_exit(_process(batch), log, "governance batch")
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_COMMIT.set(time.time())
+
+
+async def _report_idle() -> None:
+    """Tell the inventory stage which assigned input partitions have nothing to read."""
+    if app.rebalancing or app.in_recovery:
+        return
+    now = time.monotonic()
+    marks = []
+    for tp in app.assignor.assigned_actives():
+        if tp.topic != SETTINGS.topics.events:
+            continue
+        p = _partitions.get(tp.partition) or _load(tp.partition)
+        if p.idle or now - p.last_batch < SETTINGS.worker.idle_partition_s:
+            continue
+        high = app.consumer.highwater(tp)
+        if high is not None and p.state.offset + 1 < high:
+            continue  # records waiting: slow, not idle
+        p.idle = True
+        marks.append(Mark(tp.partition, p.state.offset, p.state.engine.watermark, idle=True))
+    if marks:
+        log.info("input partitions idle: %s", sorted(m.source for m in marks))
+        await emit((), marks)
+
+
+@app.timer(max(0.5, SETTINGS.worker.idle_partition_s / 4))
+async def report_idle_partitions() -> None:
+    await or_exit(_report_idle(), log, "idle report")

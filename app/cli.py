@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("order_id")
             p.add_argument("--url", help="a worker's base URL (default: WORKER_CANONICAL_URL)")
         elif name == "replay":
-            p.add_argument("input", help="NDJSON (or length-prefixed Avro single-object) events")
+            p.add_argument(
+                "input",
+                nargs="+",
+                help="NDJSON (or length-prefixed Avro single-object) events; several files are "
+                "the partitions of one topic, in partition order",
+            )
             p.add_argument("--output", help="milestones NDJSON (default: stdout)")
             p.add_argument("--dead-letter", help="dead letters NDJSON")
     return parser

@@ -36,6 +36,12 @@ RECOVERY_IN_PROGRESS = Gauge(
 WATERMARK = Gauge(
     "syncgov_watermark_timestamp_seconds", "Event-time watermark per input partition.", ["partition"], registry=REGISTRY
 )
+INVENTORY_WATERMARK = Gauge(
+    "syncgov_inventory_watermark_timestamp_seconds",
+    "The inventory stage's watermark per stock partition (the slowest non-idle input partition).",
+    ["partition"],
+    registry=REGISTRY,
+)
 
 ERP_CALLS = Counter(
     "syncgov_erp_calls_total",

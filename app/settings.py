@@ -59,6 +59,7 @@ class TopicSettings:
     erp_dead_letters: str
     exceptions: str
     source_cursor: str
+    stock: str  # internal: StockAdjusted re-keyed by (warehouse_id, sku, location)
     partitions: int
     replication_factor: int
 
@@ -83,6 +84,7 @@ class WorkerSettings:
     standby_replicas: int
     batch_size: int
     batch_within_s: float
+    idle_partition_s: float  # an input partition with nothing to read this long stops holding windows
     admin_token: Secret  # empty: mutating endpoints are off
     log_level: str
 
@@ -207,6 +209,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TOPIC_ERP_DEAD_LETTERS": ("syncgov.erp-dead-letters", str),
     "TOPIC_EXCEPTIONS": ("syncgov.exceptions", str),
     "TOPIC_SOURCE_CURSOR": ("syncgov.source-cursor", str),
+    "TOPIC_STOCK": ("syncgov.stock-by-location", str),
     "TOPIC_PARTITIONS": ("4", _positive(int)),
     "TOPIC_REPLICATION_FACTOR": ("1", _positive(int)),
     "DEDUP_RETENTION_S": ("86400", _positive(float)),
@@ -223,6 +226,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_STANDBY_REPLICAS": ("0", _non_negative(int)),
     "WORKER_BATCH_SIZE": ("1000", _positive(int)),
     "WORKER_BATCH_WITHIN_S": ("0.05", _positive(float)),
+    "WORKER_IDLE_PARTITION_S": ("30", _positive(float)),
     "WORKER_ADMIN_TOKEN": ("", str),
     "LOG_LEVEL": ("info", _one_of("debug", "info", "warning", "error")),
     "ERP_SINK_ENABLED": ("true", _parse_bool),
@@ -308,6 +312,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             erp_dead_letters=v["TOPIC_ERP_DEAD_LETTERS"],
             exceptions=v["TOPIC_EXCEPTIONS"],
             source_cursor=v["TOPIC_SOURCE_CURSOR"],
+            stock=v["TOPIC_STOCK"],
             partitions=v["TOPIC_PARTITIONS"],
             replication_factor=v["TOPIC_REPLICATION_FACTOR"],
         ),
@@ -328,6 +333,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             standby_replicas=v["WORKER_STANDBY_REPLICAS"],
             batch_size=v["WORKER_BATCH_SIZE"],
             batch_within_s=v["WORKER_BATCH_WITHIN_S"],
+            idle_partition_s=v["WORKER_IDLE_PARTITION_S"],
             admin_token=v["WORKER_ADMIN_TOKEN"],
             log_level=v["LOG_LEVEL"],
         ),

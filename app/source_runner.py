@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Producer
 
 from app import codec
+from app.core.keys import event_key
 from app.erp.port import TransientErpError
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter
@@ -39,7 +40,7 @@ def load_cursor(s: Settings) -> SourceCursor:
 
 def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], cursor: SourceCursor) -> None:
     for event in events:
-        producer.produce(s.topics.events, key=(event["warehouse_id"] or "").encode(), value=codec.encode_event(event))
+        producer.produce(s.topics.events, key=event_key(event), value=codec.encode_event(event))
     if producer.flush(30) != 0:
         raise RuntimeError("events not delivered to Kafka within 30 s; the cursor stays where it was")
     producer.produce(s.topics.source_cursor, key=CURSOR_KEY, value=orjson.dumps(cursor.to_json()))

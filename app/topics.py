@@ -11,6 +11,8 @@ events = app.topic(_T.events, key_serializer="raw", value_serializer="raw", part
 milestones = app.topic(_T.milestones, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)
 dead_letters = app.topic(_T.dead_letters, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)
 exceptions = app.topic(_T.exceptions, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)
+#: Internal repartition topic of the inventory stage (see agents/inventory.py).
+stock = app.topic(_T.stock, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)
 erp_dead_letters = app.topic(
     _T.erp_dead_letters, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP
 )

@@ -13,11 +13,12 @@ from faust.web import Request, Response, View, Web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import dlq
+from app.core import keys
 from app.core.timeutil import format_ts
 from app.faust_app import SETTINGS, app
 from app.kafka_io import partition_for
 from app.metrics import RECOVERY_IN_PROGRESS, REGISTRY
-from tables.ledger import document_key, erp_ledger, order_key
+from tables.ledger import erp_ledger, order_key
 from tables.records import LINEAGE, table_key
 from tables.state import governance_state
 
@@ -55,7 +56,7 @@ _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 def _local_part(part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
     """This worker's share of the trace: the order lineage, or its ERP calls."""
     if part == "lineage":
-        partition = partition_for(warehouse_id.encode(), SETTINGS.topics.partitions)
+        partition = partition_for(keys.order_key(warehouse_id, order_id), SETTINGS.topics.partitions)
         raw = governance_state.get(table_key(partition, LINEAGE, [warehouse_id, order_id]))
         return list(orjson.loads(raw)) if raw else []
     raw = erp_ledger.get(order_key(warehouse_id, order_id))
@@ -72,11 +73,8 @@ def _owner(topic: str, partition: int) -> str | None:
 
 async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
     """A part of the trace from the worker that owns it (this one, or a peer over HTTP)."""
-    topic, key = (
-        (SETTINGS.topics.events, warehouse_id.encode())
-        if part == "lineage"
-        else (SETTINGS.topics.milestones, document_key(warehouse_id, order_id))
-    )
+    topic = SETTINGS.topics.events if part == "lineage" else SETTINGS.topics.milestones
+    key = keys.order_key(warehouse_id, order_id)  # events and milestones: same key
     owner = _owner(topic, partition_for(key, SETTINGS.topics.partitions))
     if owner is None or owner == str(app.conf.canonical_url).rstrip("/"):
         return _local_part(part, warehouse_id, order_id)

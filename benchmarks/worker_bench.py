@@ -171,6 +171,7 @@ def app_env(app_id: str, events_topic: str, **extra: str) -> dict[str, str]:
         "TOPIC_EXCEPTIONS": f"{app_id}.exceptions",
         "TOPIC_DEAD_LETTERS": f"{app_id}.dead-letters",
         "TOPIC_ERP_DEAD_LETTERS": f"{app_id}.erp-dead-letters",
+        "TOPIC_STOCK": f"{app_id}.stock",
         "TOPIC_PARTITIONS": str(PARTITIONS),
         "ERP_SINK_ENABLED": "false",
         **extra,

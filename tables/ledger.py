@@ -29,11 +29,6 @@ def order_key(warehouse_id: str, order_id: str) -> bytes:
     return f"order:{warehouse_id}|{order_id}".encode()
 
 
-def document_key(warehouse_id: str, order_id: str) -> bytes:
-    """The milestones-topic key of an order's milestones (see agents/governance.py)."""
-    return f"{warehouse_id}|{order_id}".encode()
-
-
 def entry(milestone_id: str) -> dict[str, Any] | None:
     raw = erp_ledger.get(milestone_id.encode())
     return None if raw is None else orjson.loads(raw)

@@ -20,6 +20,7 @@ from app.core import Engine
 from app.core.engine import Output
 from app.core.model import CoreSettings
 from app.core.orders import OrderState
+from app.core.stock import InventoryStage
 from tables import lineage
 
 SEP: Final = "\x1f"
@@ -30,7 +31,7 @@ SEEN: Final = "s"
 REJECTED: Final = "x"
 META: Final = "m"
 LINEAGE: Final = "l"
-_KEYED = (ORDERS, WINDOWS, RETURNS)
+_KEYED = (ORDERS, RETURNS)  # an input partition's keyed stores (windows: InventoryState)
 
 #: A table write: (key, value) with value None for a delete.
 Write = tuple[bytes, bytes | None]
@@ -103,6 +104,37 @@ def _decode_value(kind: str, value: Any) -> Any:
     return value
 
 
+def keyed_writes(
+    partition: int, kind: str, store: Tracked, offset: int, committed: int, previous: Callable[[bytes], bytes | None]
+) -> Iterator[Write]:
+    """One record per key of ``store`` changed since the last flush: its new value and the
+    value it replaces as of the ``committed`` offset (for the rollback on load)."""
+    for key in store.dirty:
+        tkey = table_key(partition, kind, key)
+        value = store.get(key)
+        stored = previous(tkey)
+        prior = None
+        if stored is not None:
+            rec = orjson.loads(stored)
+            prior = rec["v"] if rec["o"] <= committed else rec["p"]
+        yield tkey, orjson.dumps(
+            {"o": offset, "v": None if value is None else _encode_value(kind, value), "p": prior}
+        )
+
+
+def committed_records(
+    records: Iterable[tuple[bytes, bytes]], offset: int
+) -> Iterator[tuple[str, list[Any], Any]]:
+    """(kind, key parts, value) of the keyed records as of ``offset``: a record written
+    by a later (unfinished) batch gives the value it replaced; deleted keys are skipped."""
+    for key, raw in records:
+        kind, parts = _parse_key(key)
+        rec = orjson.loads(raw)
+        value = rec["v"] if rec["o"] <= offset else rec["p"]
+        if value is not None:
+            yield kind, parts, _decode_value(kind, value)
+
+
 class PartitionState:
     """One input partition's engine, its table-backed stores and its commit point."""
 
@@ -118,26 +150,23 @@ class PartitionState:
         rejected = TrackedSet()
         meta: dict[str, Any] = {"o": -1, "watermark": None, "seq": 0}
         logs: list[tuple[bytes, dict[str, Any]]] = []
-        keyed: list[tuple[str, list[str], dict[str, Any]]] = []
+        keyed: list[tuple[bytes, bytes]] = []
         for key, raw in records:
-            kind, parts = _parse_key(key)
+            kind, _ = _parse_key(key)
             if kind == LINEAGE:
                 continue  # read by the trace, not by the engine
-            rec = orjson.loads(raw)
             if kind == META:
-                meta = rec
+                meta = orjson.loads(raw)
             elif kind in (SEEN, REJECTED):
-                logs.append((key, rec))
+                logs.append((key, orjson.loads(raw)))
             else:
-                keyed.append((kind, parts, rec))
+                keyed.append((key, raw))
         self.offset: int = meta["o"]
         self.seq: int = meta["seq"]
         #: Dedup log records in write order: (latest base time in it, table key), for expiry.
         self.seen_logs: deque[tuple[int, bytes]] = deque()
-        for kind, parts, rec in keyed:
-            value = rec["v"] if rec["o"] <= self.offset else rec["p"]
-            if value is not None:
-                stores[kind][tuple(parts)] = _decode_value(kind, value)
+        for kind, parts, value in committed_records(keyed, self.offset):
+            stores[kind][tuple(parts)] = value
         for key, rec in sorted(logs, key=lambda item: _parse_key(item[0])[1]):
             if rec["o"] > self.offset:
                 continue
@@ -155,11 +184,11 @@ class PartitionState:
             settings,
             clock,
             orders=stores[ORDERS],
-            windows=stores[WINDOWS],
             seen=stores[SEEN],
             rejected=rejected,
             returns=stores[RETURNS],
             watermark=meta["watermark"],
+            forward_stock=True,
         )
         self.retention_ms = settings.dedup_retention_ms
         #: Lineage entries of this batch, by order key; SLA samples of the last flush.
@@ -189,22 +218,7 @@ class PartitionState:
         writes: list[Write] = []
         p = self.partition
         for kind in _KEYED:
-            store = self.stores[kind]
-            for key in store.dirty:
-                tkey = table_key(p, kind, key)
-                value = store.get(key)
-                writes.append(
-                    (
-                        tkey,
-                        orjson.dumps(
-                            {
-                                "o": offset,
-                                "v": None if value is None else _encode_value(kind, value),
-                                "p": self._committed_value(previous(tkey)),
-                            }
-                        ),
-                    )
-                )
+            writes.extend(keyed_writes(p, kind, self.stores[kind], offset, self.offset, previous))
         seen = self.stores[SEEN]
         added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:
@@ -238,12 +252,6 @@ class PartitionState:
         self._clear()
         return writes
 
-    def _committed_value(self, stored: bytes | None) -> Any:
-        if stored is None:
-            return None
-        rec = orjson.loads(stored)
-        return rec["v"] if rec["o"] <= self.offset else rec["p"]
-
     def _expired_logs(self) -> Iterator[Write]:
         """Dedup log records whose every key is past retention at the watermark."""
         wm = self.engine.watermark
@@ -255,7 +263,38 @@ class PartitionState:
         """Keys per store, for metrics."""
         return {
             "orders": len(self.stores[ORDERS]),
-            "inventory_windows": len(self.stores[WINDOWS]),
             "dedup_keys": len(self.stores[SEEN]),
             "returns": len(self.stores[RETURNS]),
         }
+
+
+class InventoryState:
+    """One stock-topic partition's inventory stage, its table-backed windows and commit point."""
+
+    def __init__(
+        self, partition: int, settings: CoreSettings, sources: int, records: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.partition = partition
+        windows = Tracked()
+        meta: dict[str, Any] = {"o": -1, "marks": [], "watermark": None}
+        keyed: list[tuple[bytes, bytes]] = []
+        for key, raw in records:
+            if _parse_key(key)[0] == META:
+                meta = orjson.loads(raw)
+            else:
+                keyed.append((key, raw))
+        self.offset: int = meta["o"]
+        for _, parts, value in committed_records(keyed, self.offset):
+            windows[tuple(parts)] = value
+        windows.dirty.clear()
+        self.windows = windows
+        self.stage = InventoryStage(settings, sources, windows, dict(meta["marks"]), meta["watermark"])
+
+    def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:
+        """The table writes that commit everything processed up to ``offset``, meta last."""
+        writes = list(keyed_writes(self.partition, WINDOWS, self.windows, offset, self.offset, previous))
+        meta = {"o": offset, "marks": sorted(self.stage.marks.items()), "watermark": self.stage.watermark}
+        writes.append((table_key(self.partition, META), orjson.dumps(meta)))
+        self.offset = offset
+        self.windows.dirty.clear()
+        return writes

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from faust.streams import _current_event
 from faust.types import EventT
@@ -43,27 +43,31 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _records(partition: int) -> Iterator[tuple[bytes, bytes]]:
+def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """The (recovered) records of one partition's state."""
     start = prefix(partition)
-    for key, value in governance_state.items():
+    for key, value in table.items():
         if key.startswith(start) and value is not None:
             yield key, value
 
 
 def load_partition(partition: int) -> PartitionState:
     """Build a partition's engine from the (recovered) table."""
-    return PartitionState(partition, core_settings(), wall_clock_ms, _records(partition))
+    return PartitionState(partition, core_settings(), wall_clock_ms, records(governance_state, partition))
 
 
-def write(event: EventT, writes: list[Write], table: Table = governance_state) -> None:
-    """Apply table writes in order, under ``event`` so the changelog goes to its partition."""
+def bind(event: EventT) -> None:
+    """Make ``event`` current: table reads and writes go to its partition."""
     _current_event.set(weakref.ref(event))
-    for key, value in writes:
+
+
+def commit(event: EventT, flush: Callable[[Callable[[bytes], bytes | None]], list[Write]], table: Table) -> None:
+    """Compute a partition's writes with ``flush(previous)`` and apply them in order, all
+    under ``event``: Faust reads and writes a table in the store and changelog partition
+    of the current event, so ``previous`` must see the event's partition too."""
+    bind(event)
+    for key, value in flush(table.get):
         if value is None:
             table.pop(key, None)
         else:
             table[key] = value
-
-
-def stored(key: bytes) -> bytes | None:
-    return governance_state.get(key)

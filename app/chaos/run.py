@@ -196,7 +196,8 @@ class Chaos:
         p = self.prefix
         return {"TOPIC_EVENTS": f"{p}.events", "TOPIC_MILESTONES": f"{p}.milestones",
                 "TOPIC_EXCEPTIONS": f"{p}.exceptions", "TOPIC_DEAD_LETTERS": f"{p}.dead-letters",
-                "TOPIC_ERP_DEAD_LETTERS": f"{p}.erp-dead-letters", "TOPIC_SOURCE_CURSOR": f"{p}.source-cursor"}
+                "TOPIC_ERP_DEAD_LETTERS": f"{p}.erp-dead-letters", "TOPIC_SOURCE_CURSOR": f"{p}.source-cursor",
+                "TOPIC_STOCK": f"{p}.stock"}
 
     def start(self) -> None:
         cfg = self.cfg

@@ -20,7 +20,7 @@ import orjson
 from app.core import ids, orders
 from app.core import milestones as ms
 from app.core.dedup import Dedup, record_key
-from app.core.inventory import StockKey, WindowRecord, Windows
+from app.core.inventory import StockKey, WindowRecord, Windows, late
 from app.core.model import (
     M_RETURN_RECEIVED,
     M_SYNC_EXCEPTION,
@@ -30,6 +30,7 @@ from app.core.model import (
     DeadLetter,
     Event,
     Milestone,
+    StockForward,
     new_event,
 )
 from app.core.orders import OrderState
@@ -37,7 +38,7 @@ from app.core.parse import TypeSpec, check, decode, identity
 from app.core.timeutil import parse_ts
 
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
-Output = Union[Milestone, DeadLetter]
+Output = Union[Milestone, DeadLetter, StockForward]
 FUTURE: Final = "future"
 
 
@@ -55,10 +56,14 @@ class Engine:
         rejected: MutableSet[str] | None = None,
         returns: MutableMapping[tuple[str, str, str], int] | None = None,
         watermark: int | None = None,
+        forward_stock: bool = False,
     ) -> None:
         """``clock`` (int ms) enables the worker-only ``future`` check; the keyword
-        stores let a worker supply its own (restored) state."""
+        stores let a worker supply its own (restored) state. With ``forward_stock`` an
+        on-time StockAdjusted becomes a ``StockForward`` for the inventory stage
+        (``app.core.stock``) instead of being counted in a local window."""
         self.settings = settings
+        self.forward_stock = forward_stock
         self.clock = clock
         self.orders: MutableMapping[OrderKey, OrderState] = {} if orders is None else orders
         self.windows = Windows(settings.window_size_ms, settings.window_grace_ms, windows)
@@ -131,9 +136,14 @@ class Engine:
         warehouse_id = d["warehouse_id"]
         if spec.name == STOCK_ADJUSTED:
             ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, None, data))
-            out.extend(self.windows.add(ev, wm))
-            if self.windows.next_close < self._due:
-                self._due = self.windows.next_close
+            if not self.forward_stock:
+                out.extend(self.windows.add(ev, wm))
+                if self.windows.next_close < self._due:
+                    self._due = self.windows.next_close
+            elif self.windows.is_late(occurred_at, wm):
+                out.append(late(ev))
+            else:
+                out.append(StockForward(ev, wm))
         else:
             order_id = d["order_id"]
             ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, order_id, data))

@@ -19,6 +19,11 @@ LATE = "late"
 _DEFAULTS = CoreSettings()
 
 
+def late(ev: Event) -> Milestone:
+    """The INVALID_EVENT of a StockAdjusted whose window had closed."""
+    return ms.record_exception(ev, Code.INVALID_EVENT, LATE)
+
+
 class Windows:
     """Open windows in ``store``: key -> {window_start_ms: WindowRecord} (plain data).
 
@@ -62,12 +67,16 @@ class Windows:
         else:
             entries.append((key, start))
 
+    def is_late(self, occurred_at: int, watermark: int | float) -> bool:
+        """True when the window holding ``occurred_at`` has closed at ``watermark``."""
+        return watermark >= occurred_at - occurred_at % self.size + self.size + self.grace
+
     def add(self, ev: Event, watermark: int | float) -> list[Milestone]:
         """Count a StockAdjusted; one whose window already closed is INVALID_EVENT ``late``."""
+        if self.is_late(ev.occurred_at, watermark):
+            return [late(ev)]
         start, end = self.window_of(ev.occurred_at)
         deadline = end + self.grace
-        if watermark >= deadline:
-            return [ms.record_exception(ev, Code.INVALID_EVENT, LATE)]
         data = ev.data
         key = (ev.warehouse_id, data["sku"], data["location"])
         wins = self.store.get(key)

@@ -208,6 +208,16 @@ _SET_ID, _SET_TYPE, _SET_WAREHOUSE, _SET_OCCURRED, _SET_EVENT_IDS, _SET_BODY = (
 
 
 @dataclass(frozen=True, slots=True)
+class StockForward:
+    """A ``StockAdjusted`` that passed rules 8, 1 and 2 and was on time at its input
+    partition's watermark, handed to the inventory stage (re-keyed by (warehouse_id,
+    sku, location)); ``watermark`` is that partition's watermark after the event."""
+
+    event: Event
+    watermark: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that failed rule 8: its raw bytes, why, and its record identity.
 

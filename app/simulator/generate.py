@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from orjson import dumps, loads
 
+from app.core.keys import event_key
 from app.core.timeutil import parse_ts
 from app.simulator import truth
 from app.simulator.model import AUTHORITY, CARRIERS, DISPOSITIONS, REQUIRED, SOURCES, Model, SimConfig
@@ -264,7 +265,7 @@ def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
 
     Telemetry is 9 records in 10, so it is encoded here from byte templates
     (the compact JSON ``orjson.dumps`` writes, same key order) with the pick's
-    constant fields filled in once, as ``(warehouse_id, record)`` items.
+    constant fields filled in once, as ``(key, record)`` items (key: ``app.core.keys``).
     """
     rnd, bits = p.rng.random, p.rng.getrandbits
     secs, sec = ctx.secs, ctx.sec
@@ -274,6 +275,7 @@ def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
     order, tote, gtin = p.order_id.encode(), p.tote.encode(), p.gtin.encode()
     head = b'{"event_id":"%08x-%04x-4%03x-%04x-' % (bits(32), bits(16), bits(12), 0x8000 | bits(14))
     where = b'","warehouse_id":"' + whb
+    okey = whb + b"|" + order  # app.core.keys.order_key: telemetry naming the order goes with it
     tail = b'","order_id":"' + order + b'","tote_id":"' + tote + b'"}'
     face = (
         head + b'%012x","type":"ItemScanned","occurred_at":"%s.%03dZ","source":"' + p.source.encode() + where
@@ -298,7 +300,7 @@ def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
     add = out.append
     scans = totes = 0
     for _ in range(min(p.qty, 3)):
-        rec = (whb, face % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000))
+        rec = (okey, face % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000))
         add((t, rec))
         if rnd() < dup:
             add((t, _Repeat(rec)))
@@ -321,7 +323,7 @@ def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
             rec = (whb, no_read % (bits(48), sp, t % 1000, node, node))
             scans += 1
         elif u < 0.9:
-            rec = (whb, conveyed % (bits(48), sp, t % 1000, node, lane))
+            rec = (okey, conveyed % (bits(48), sp, t % 1000, node, lane))
             totes += 1
         else:
             rec = (whb, conveyed_anon % (bits(48), sp, t % 1000, node, lane))
@@ -332,7 +334,7 @@ def _telemetry(ctx: _Ctx, p: _Pick, t: int) -> list[tuple[int, Item]]:
         if rnd() < tunnel:
             t += 200 + bits(10) % 600
             barcode = b"NOREAD" if rnd() < noread else gtin
-            rec = (whb, tunnel_scan % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000, barcode, node, node))
+            rec = (okey, tunnel_scan % (bits(48), secs.get(t // 1000) or sec(t // 1000), t % 1000, barcode, node, node))
             add((t, rec))
             if rnd() < dup:
                 add((t, _Repeat(rec)))
@@ -676,7 +678,7 @@ def _warehouse(ctx: _Ctx, w: int, indices: range, t0: int, orders_per_ms: float)
 
 
 class Simulation:
-    """One seeded run. Iterate :meth:`batches` for ``(warehouse_id, record)`` pairs in arrival order.
+    """One seeded run. Iterate :meth:`batches` for ``(key, record)`` pairs in arrival order (keys: ``app.core.keys``).
 
     Truth milestones go to ``on_truth`` as they become known (default: the
     ``truth`` list); ``counts`` tallies what was sent. Records are JSON bytes,
@@ -762,8 +764,8 @@ class Simulation:
         return 1 + int(math.log(1.0 - self.fault_rnd()) / math.log(1.0 - p))
 
     def batches(self, size: int = 8192) -> Iterator[list[tuple[bytes, bytes]]]:
-        """The whole stream in lists of about ``size`` ``(warehouse_id, record)`` pairs."""
-        seq, late, counts, wh_bytes = self._seq, self._late, self.counts, self.wh_bytes
+        """The whole stream in lists of about ``size`` ``(key, record)`` pairs."""
+        seq, late, counts = self._seq, self._late, self.counts
         buckets, seconds = self._buckets, self._seconds
         out: list[tuple[bytes, bytes]] = []
         append = out.append
@@ -802,7 +804,7 @@ class Simulation:
             if cls is tuple:  # encoded telemetry
                 rec = item
             elif cls is dict:
-                rec = (wh_bytes[item["warehouse_id"]], dumps(item))
+                rec = (event_key(item), dumps(item))
                 counts[item["type"]] = counts.get(item["type"], 0) + 1
             elif cls is GeneratorType:
                 self._push(item)
@@ -833,7 +835,7 @@ class Simulation:
 
     def emit_event(self, ev: dict[str, Any], occ: int, key: int, out: list[tuple[bytes, bytes]]) -> None:
         """Send one valid event that arrives at ``key`` (with its fault, if one is due)."""
-        rec = (self.wh_bytes[ev["warehouse_id"]], dumps(ev))
+        rec = (event_key(ev), dumps(ev))
         self.counts[ev["type"]] = self.counts.get(ev["type"], 0) + 1
         self._gap -= 1
         if self._gap:
@@ -864,7 +866,7 @@ class Simulation:
             ev = heappop(late)[2]
             self.counts["late"] += 1
             self.counts["StockAdjusted"] = self.counts.get("StockAdjusted", 0) + 1
-            out.append((self.wh_bytes[ev["warehouse_id"]], dumps(ev)))
+            out.append((event_key(ev), dumps(ev)))
             self.record_truth(truth.record_exception(ev, parse_ts(ev["occurred_at"]), "INVALID_EVENT", "late"))
 
     def _fault(self, rec: tuple[bytes, bytes], occ: int, key: int, out: list[tuple[bytes, bytes]]) -> None:

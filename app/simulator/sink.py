@@ -55,7 +55,7 @@ class TruthSink:
 
 
 class KafkaSink:
-    """Produces ``(warehouse_id, record)`` pairs to a topic; ``rate`` > 0 paces them (records/s).
+    """Produces ``(key, record)`` pairs to a topic; ``rate`` > 0 paces them (records/s).
 
     Batching favours throughput (linger 20 ms, up to 10,000 records or 1 MiB a
     batch); :meth:`close` flushes and raises if any delivery failed.

@@ -33,6 +33,8 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..
                 "TOPIC_EXCEPTIONS": f"{prefix}.exceptions",
                 "TOPIC_DEAD_LETTERS": f"{prefix}.dead-letters",
                 "TOPIC_ERP_DEAD_LETTERS": f"{prefix}.erp-dead-letters",
+                "TOPIC_STOCK": f"{prefix}.stock",
+                "WORKER_IDLE_PARTITION_S": "5",
                 "ERP_SINK_ENABLED": "false",
                 **env,
             },

@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 
 import orjson
 
-from app.core import Engine
+from app.core import keys as keys_mod
 from app.core.model import CoreSettings, Milestone
 from app.core.timeutil import format_ts, parse_ts
+from app.kafka_io import partition_for
+from app.replay import replay_partitions
 from app.simulator.generate import Simulation
 from tests.integration.conftest import normalize
 from app.simulator.model import DEFAULT_FAULTS, DEFAULT_INCIDENTS, SimConfig
 
 Records = list[tuple[bytes, bytes]]
+PARTITIONS = 4  # TOPIC_PARTITIONS of the test workers (the default)
 
 
-def simulate(orders: int, warehouses: int = 1, seed: int = 7) -> Records:
+def simulate(orders: int, warehouses: int = 1, seed: int = 7, partitions: int = PARTITIONS) -> Records:
     """A default-mix stream that ends about 3 h ago (so no event is `future` for a worker),
-    followed per warehouse by a telemetry record 1 h after its end that moves every
+    followed per input partition by a telemetry record 1 h after its end that moves every
     watermark past all windows and holds (a worker has no end of input)."""
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=4)
     config = SimConfig(
@@ -37,31 +41,35 @@ def simulate(orders: int, warehouses: int = 1, seed: int = 7) -> Records:
             last = max(last, parse_ts(orjson.loads(raw)["occurred_at"]))
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             pass
-    for n in range(1, warehouses + 1):
-        wh = f"WH{n}"
+    todo = set(range(partitions))
+    for i in itertools.count():
+        if not todo:
+            break
+        key = keys_mod.order_key("WH1", f"FLUSH{i}")
+        partition = partition_for(key, partitions)
+        if partition not in todo:
+            continue
+        todo.discard(partition)
         flush = {
-            "event_id": f"flush-{wh}",
+            "event_id": f"flush-{partition}",
             "type": "ItemScanned",
             "occurred_at": format_ts(last + 3_600_000),
             "source": "wms",
-            "warehouse_id": wh,
+            "warehouse_id": "WH1",
+            "order_id": f"FLUSH{i}",
             "barcode": "FLUSH",
             "location": "DOCK",
             "device_id": "test",
         }
-        records.append((wh.encode(), orjson.dumps(flush)))
+        records.append((key, orjson.dumps(flush)))
     return records
 
 
-def replay(partitions: Iterable[list[bytes]]) -> list[dict]:  # type: ignore[type-arg]
-    """What `syncgov replay` gives for each partition's recorded stream (no end-of-input
-    flush: the worker never sees one), as contract dicts."""
-    out: list[dict] = []  # type: ignore[type-arg]
-    for records in partitions:
-        engine = Engine(CoreSettings())
-        for raw in records:
-            out += [normalize(o.to_dict()) for o in engine.process(raw) if isinstance(o, Milestone)]
-    return out
+def replay(partitions: list[list[bytes]]) -> list[dict]:  # type: ignore[type-arg]
+    """What `syncgov replay` gives for a topic's recorded partitions (every partition,
+    in partition order, empty ones included; no end-of-input flush: the worker never
+    sees one), as contract dicts."""
+    return [normalize(o.to_dict()) for o in replay_partitions(partitions, CoreSettings()) if isinstance(o, Milestone)]
 
 
 def by_id(milestones: Iterable[dict]) -> dict[str, dict]:  # type: ignore[type-arg]

@@ -10,17 +10,17 @@ import pytest
 
 from app.kafka_io import produce, read_all
 from tests.integration.conftest import read_milestones, wait_for
-from tests.integration.streams import by_id, counts, replay, simulate
+from tests.integration.streams import PARTITIONS, by_id, counts, replay, simulate
 
 pytestmark = pytest.mark.kafka
 
 
 def recorded(bootstrap: str, topic: str, count: int) -> list[list[bytes]]:
-    """The events topic as recorded, one list per partition in offset order."""
-    parts: dict[int, list[bytes]] = {}
+    """The events topic as recorded, one list per partition (empty ones too) in offset order."""
+    parts: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
     for rec in read_all(bootstrap, topic, count=count):
-        parts.setdefault(rec.partition, []).append(rec.value)
-    return [parts[p] for p in sorted(parts)]
+        parts[rec.partition].append(rec.value)
+    return parts
 
 
 def settle(bootstrap: str, prefix: str, expected: dict, timeout_s: float = 120) -> dict:  # type: ignore[type-arg]

@@ -6,6 +6,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from app.core.keys import event_key
 from app.core.timeutil import parse_ts
 from app.simulator import Simulation, preset
 from app.simulator.generate import mean_events_per_order
@@ -35,7 +36,7 @@ def test_clean_stream_is_all_valid_authorized_events(clean_run: Run) -> None:
         d = decode(raw)
         assert d is not None, raw[:80]
         assert shape_problems(d) == [], (d, shape_problems(d))
-        assert key == d["warehouse_id"].encode()
+        assert key == event_key(d)  # order events (and telemetry naming an order) by order
         assert orjson.dumps(d) == raw  # compact JSON, contract field names, stable key order
         ident = (d["source"], d["event_id"])
         # an event_id repeats only as a byte-identical redelivery (a duplicate telemetry read)
@@ -101,8 +102,8 @@ def test_event_time_density_follows_events_per_s() -> None:
 
 def test_several_warehouses_share_the_clock() -> None:
     run = generate("clean", orders=90, seed=2, warehouses=3)
-    whs = Counter(k for k, _ in run.records)
-    assert set(whs) == {b"WH1", b"WH2", b"WH3"}
+    whs = Counter(decode(r)["warehouse_id"] for _, r in run.records)
+    assert set(whs) == {"WH1", "WH2", "WH3"}
     orders = {decode(r)["order_id"]: k for k, r in run.records if b'"OrderReleased"' in r}
     assert len(orders) == 90
 

@@ -1,0 +1,122 @@
+"""The inventory stage of a partitioned worker (rule 6 across input partitions).
+
+Order events are partitioned by (warehouse_id, order_id); a StockAdjusted is checked
+(rules 8, 1, 2, lateness) by the engine of the input partition it arrived on, then
+re-keyed by (warehouse_id, sku, location) as a ``StockForward`` stamped with that
+partition's watermark. Here windows are summed per key and close when the stage's
+watermark passes end + grace. The stage's watermark is the minimum over the input
+partitions of their latest stamp (``Mark``), so a window closes only once no input
+partition can still send an on-time event for it: which events count is decided by
+each input partition's own stream, the same on every run and in ``replay``.
+
+An input partition that reports itself idle (nothing to read for a while) is left
+out of the minimum until it sends again; when every partition is idle the maximum
+counts. Forwards are deduplicated by the input offset they carry: a restarted
+upstream re-sends a batch, never a different one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+import orjson
+
+from app.core.inventory import StockKey, WindowRecord, Windows
+from app.core.model import STOCK_ADJUSTED, CoreSettings, Event, Milestone
+
+#: Per input partition: [latest watermark (None before its first event), highest input
+#: offset seen, idle flag]; plain data so a worker can store it.
+SourceMark = list
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An input partition's progress: every record up to ``offset`` has been sent, its
+    watermark is ``watermark``; ``idle`` when it has nothing left to read."""
+
+    source: int
+    offset: int
+    watermark: int | None
+    idle: bool = False
+
+
+class InventoryStage:
+    """Windows per (warehouse_id, sku, location) fed by ``sources`` input partitions."""
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        sources: int,
+        store: MutableMapping[StockKey, dict[int, WindowRecord]] | None = None,
+        marks: MutableMapping[int, SourceMark] | None = None,
+        watermark: int | None = None,
+    ) -> None:
+        self.sources = sources
+        self.windows = Windows(settings.window_size_ms, settings.window_grace_ms, store)
+        self.marks: MutableMapping[int, SourceMark] = {} if marks is None else marks
+        #: Never moves back, also when an idle source returns with older events.
+        self.watermark = watermark
+
+    def forward(self, source: int, offset: int, ev: Event, stamp: int) -> list[Milestone]:
+        """Count one re-keyed StockAdjusted (``stamp``: its input partition's watermark)."""
+        mark = self.marks.get(source)
+        if mark is not None and offset <= mark[1]:
+            return []  # re-sent by a restarted upstream: already counted
+        out = self._progress(source, offset, stamp, False)
+        # On time upstream means its window is still open here; the check only guards
+        # against a source that left idleness with older events (see the module doc).
+        out.extend(self.windows.add(ev, -1 if self.watermark is None else self.watermark))
+        return out
+
+    def mark(self, mark: Mark) -> list[Milestone]:
+        """An input partition's progress report."""
+        return self._progress(mark.source, mark.offset, mark.watermark, mark.idle)
+
+    def finish(self) -> list[Milestone]:
+        """End of input (rule 9, replay only): every open window closes."""
+        return self.windows.close(float("inf"))
+
+    def _progress(self, source: int, offset: int, stamp: int | None, idle: bool) -> list[Milestone]:
+        mark = self.marks.get(source)
+        if mark is None:
+            mark = [None, -1, False]
+        wm = mark[0] if stamp is None or (mark[0] is not None and mark[0] >= stamp) else stamp
+        self.marks[source] = [wm, max(offset, mark[1]), idle]
+        new = self._watermark()
+        if new is None or (self.watermark is not None and new <= self.watermark):
+            return []
+        self.watermark = new
+        return self.windows.close(new)
+
+    def _watermark(self) -> int | None:
+        active = []
+        idle = []
+        for source in range(self.sources):
+            mark = self.marks.get(source)
+            if mark is None:
+                return None  # not heard from yet: it may still send anything
+            (idle if mark[2] else active).append(mark[0])
+        if active:
+            return None if None in active else min(active)
+        known = [wm for wm in idle if wm is not None]
+        return max(known) if known else None
+
+
+def encode_forward(source: int, offset: int, ev: Event, stamp: int) -> bytes:
+    """The stock-topic record of a forward (internal: compact JSON, not the contract)."""
+    return orjson.dumps(["f", source, offset, stamp, ev.event_id, ev.source, ev.occurred_at, ev.warehouse_id, ev.data])
+
+
+def encode_mark(mark: Mark) -> bytes:
+    return orjson.dumps(["m", mark.source, mark.offset, mark.watermark, mark.idle])
+
+
+def apply_record(stage: InventoryStage, raw: bytes) -> list[Milestone]:
+    """Apply one stock-topic record (written by ``encode_forward``/``encode_mark``)."""
+    rec = orjson.loads(raw)
+    if rec[0] == "m":
+        return stage.mark(Mark(rec[1], rec[2], rec[3], rec[4]))
+    _, source, offset, stamp, event_id, src, occurred_at, warehouse_id, data = rec
+    ev = Event(event_id, STOCK_ADJUSTED, src, occurred_at, warehouse_id, None, data)
+    return stage.forward(source, offset, ev, stamp)
