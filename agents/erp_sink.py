@@ -30,6 +30,7 @@ from app.faust_app import SETTINGS, app
 from app.topics import erp_dead_letters, milestones
 from agents._failfast import or_exit
 from tables import ledger, lineage, state
+from tables.records import Write
 
 log = logging.getLogger(__name__)
 ERP = SETTINGS.erp
@@ -136,19 +137,28 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
             continue
         docs.setdefault(ev.key or b"", []).append((ev, m))
     _update_backlog(batch)
+    # Per milestones partition (= ledger changelog partition): its ledger entries and trails.
+    writes: dict[int, tuple[EventT, list[Callable[[Callable[[bytes], bytes | None]], Write]]]] = {}
     for results in await asyncio.gather(*(post_document(port, items) for items in docs.values())):
+        if not results:
+            continue
+        makers = writes.setdefault(results[-1].event.message.partition, (results[-1].event, []))[1]
         calls: dict[bytes, list[dict[str, Any]]] = {}
         for r in results:
             if r.outcome == "dead_lettered":
                 await _dead_letter(r)
             entry = (r.milestone["milestone_id"].encode(), _ledger_value(r))
-            state.commit(r.event, lambda _, entry=entry: [entry], ledger.erp_ledger)
+            makers.append(lambda _, entry=entry: entry)
             if r.milestone.get("order_id"):
                 calls.setdefault(ledger.order_key(r.milestone["warehouse_id"], r.milestone["order_id"]), []).append(
                     _call_entry(r)
                 )
         for key, entries in calls.items():
-            state.commit(results[-1].event, lambda previous, key=key, entries=entries: [_trail(previous, key, entries)], ledger.erp_ledger)
+            makers.append(lambda previous, key=key, entries=entries: _trail(previous, key, entries))
+    await state.commit_all(
+        [(ev, lambda previous, makers=makers: [make(previous) for make in makers]) for ev, makers in writes.values()],
+        ledger.erp_ledger,
+    )
 
 
 def _trail(previous: Callable[[bytes], bytes | None], key: bytes, entries: list[dict[str, Any]]) -> tuple[bytes, bytes]:
@@ -166,6 +176,6 @@ if ERP.sink_enabled:
         try:
             # Small batches: a rebalance waits for the batch in flight (see the README, Guarantees).
             async for batch in stream.take_events(20, within=0.2):  # type: ignore[attr-defined]
-                await or_exit(run_batch(port, list(batch)), log, "ERP sink batch")
+                await or_exit(run_batch(port, list(batch)), log, "ERP sink batch", batch)
         finally:
             await port.close()

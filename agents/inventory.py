@@ -51,8 +51,11 @@ async def _process(batch: Sequence[EventT]) -> None:
         if last is not None:
             done.append((st, evs[-1], last))
     await emit(outputs)
-    for st, last_event, last in done:
-        state.commit(last_event, lambda previous: st.flush(last, previous), inventory.inventory_state)  # noqa: B023
+    await state.commit_all(
+        [(ev, lambda previous, st=st, last=last: st.flush(last, previous)) for st, ev, last in done],
+        inventory.inventory_state,
+    )
+    for st, _, _ in done:
         if st.stage.watermark is not None:
             metrics.INVENTORY_WATERMARK.labels(str(st.partition)).set(st.stage.watermark / 1000)
     metrics.TABLE_KEYS.labels("inventory_windows").set(sum(len(st.windows) for st in _stages.values()))
@@ -62,4 +65,4 @@ async def _process(batch: Sequence[EventT]) -> None:
 async def count_stock(stream: AsyncIterable[EventT]) -> None:
     """Consume the stock topic in batches; one inventory stage per partition."""
     async for batch in stream.take_events(SETTINGS.worker.batch_size, within=SETTINGS.worker.batch_within_s):  # type: ignore[attr-defined]
-        await or_exit(_process(batch), log, "inventory batch")
+        await or_exit(_process(batch), log, "inventory batch", batch)

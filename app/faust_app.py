@@ -57,6 +57,7 @@ def faust_options(s: Settings) -> dict[str, Any]:
         "topic_partitions": s.topics.partitions,
         "topic_replication_factor": s.topics.replication_factor,
         "table_standby_replicas": s.worker.standby_replicas,
+        "recovery_consistency_check": s.worker.recovery_consistency_check,
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
         "autodiscover": ("agents", "tables", "app.web", "app.opspage"),

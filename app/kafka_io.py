@@ -112,8 +112,9 @@ def read_all(
 ) -> Iterator[Record]:
     """Every record of ``topic`` from the start to its current end, partition by partition.
 
-    Tansu under-reports the end offset of a partition written in multi-record batches
-    (by confluent-kafka producers); pass ``count`` to read until that many records instead.
+    Tansu reports a partition's end as the base offset of its last producer batch + 1, so
+    after the reported ends the reader drains until a poll comes back empty; with
+    ``count`` it reads until that many records instead.
     """
     meta = end_offsets(bootstrap, topic, kafka)
     ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
@@ -126,20 +127,20 @@ def read_all(
         read = 0
         deadline = time.monotonic() + timeout_s
 
-        def more() -> bool:
-            return read < count if count is not None else any(done[p] < ends[p] for p in ends)
-
-        while more():
+        caught_up = False  # at the reported ends: drain until a poll comes back empty
+        while count is None or read < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: read {read} records ({done} of {ends}) within {timeout_s}s")
-            for msg in consumer.consume(10000, 0.5):
-                if msg.error() is not None:
-                    continue
+            batch = consumer.consume(10000, 0.3 if caught_up else 0.5)
+            if caught_up and not batch:
+                break
+            for msg in batch:
                 p = msg.partition()
-                if count is None and msg.offset() >= ends[p]:
+                if msg.error() is not None or msg.offset() < done[p]:
                     continue
                 done[p] = msg.offset() + 1
                 read += 1
                 yield Record(topic, p, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
+            caught_up = count is None and all(done[p] >= ends[p] for p in ends)
     finally:
         consumer.close()

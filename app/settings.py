@@ -85,6 +85,7 @@ class WorkerSettings:
     batch_size: int
     batch_within_s: float
     idle_partition_s: float  # an input partition with nothing to read this long stops holding windows
+    recovery_consistency_check: bool  # Faust's stored-offset <= changelog-end check (false on Tansu)
     admin_token: Secret  # empty: mutating endpoints are off
     log_level: str
 
@@ -201,7 +202,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KAFKA_SSL_CERTFILE": ("", str),
     "KAFKA_SSL_KEYFILE": ("", str),
     "KAFKA_SESSION_TIMEOUT_S": ("6", _positive(float)),
-    "KAFKA_PRODUCER_MAX_BATCH_SIZE": ("1", _positive(int)),
+    "KAFKA_PRODUCER_MAX_BATCH_SIZE": ("262144", _positive(int)),
     "KAFKA_PRODUCER_LINGER_MS": ("0", _non_negative(float)),
     "TOPIC_EVENTS": ("syncgov.events", str),
     "TOPIC_MILESTONES": ("syncgov.milestones", str),
@@ -227,6 +228,7 @@ SPEC: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_BATCH_SIZE": ("1000", _positive(int)),
     "WORKER_BATCH_WITHIN_S": ("0.05", _positive(float)),
     "WORKER_IDLE_PARTITION_S": ("30", _positive(float)),
+    "WORKER_RECOVERY_CONSISTENCY_CHECK": ("false", _parse_bool),
     "WORKER_ADMIN_TOKEN": ("", str),
     "LOG_LEVEL": ("info", _one_of("debug", "info", "warning", "error")),
     "ERP_SINK_ENABLED": ("true", _parse_bool),
@@ -334,6 +336,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             batch_size=v["WORKER_BATCH_SIZE"],
             batch_within_s=v["WORKER_BATCH_WITHIN_S"],
             idle_partition_s=v["WORKER_IDLE_PARTITION_S"],
+            recovery_consistency_check=v["WORKER_RECOVERY_CONSISTENCY_CHECK"],
             admin_token=v["WORKER_ADMIN_TOKEN"],
             log_level=v["LOG_LEVEL"],
         ),

@@ -231,14 +231,8 @@ class PartitionState:
             self.seq += 1
             writes.append((tkey, orjson.dumps({"o": offset, "v": list(self.rejected.added)})))
         writes.extend(self._expired_logs())
-        writes.append(
-            (
-                table_key(p, META),
-                orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq}),
-            )
-        )
-        # Lineage is an audit trail, not engine state: written after the meta, without the
-        # value it replaces; a batch redelivered after a crash does not add its entries twice.
+        # Lineage is an audit trail, not engine state: written without the value it
+        # replaces; a batch redelivered after a crash does not add its entries twice.
         self.sla = []
         for key, new in self.lineage.items():
             tkey = table_key(p, LINEAGE, key)
@@ -248,6 +242,12 @@ class PartitionState:
             self.sla.extend(lineage.sla_samples(trail, fresh))
             writes.append((tkey, orjson.dumps(lineage.extend(trail, fresh))))
         self.lineage = {}
+        writes.append(
+            (
+                table_key(p, META),
+                orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq}),
+            )
+        )
         self.offset = offset
         self._clear()
         return writes

@@ -61,12 +61,34 @@ def bind(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def commit(event: EventT, flush: Callable[[Callable[[bytes], bytes | None]], list[Write]], table: Table) -> None:
-    """Compute a partition's writes with ``flush(previous)`` and apply them in order, all
-    under ``event``: Faust reads and writes a table in the store and changelog partition
-    of the current event, so ``previous`` must see the event's partition too."""
-    bind(event)
-    for key, value in flush(table.get):
+Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
+
+
+async def commit_all(commits: list[tuple[EventT, Flush]], table: Table) -> None:
+    """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
+    last being its commit record (the meta). Every other write goes first; once the
+    producer has them all, the commit records go, each alone in its producer batch, and
+    are waited for. Tansu reports a partition's end as the base offset of its last batch
+    + 1, so a single-record batch last keeps a batching producer's changelog fully
+    recoverable; on any broker the state is on Kafka before the input is acked.
+
+    Writes run under their partition's event: Faust reads and writes a table in the
+    store and changelog partition of the current event, so ``previous`` sees it too."""
+    finals: list[tuple[EventT, Write]] = []
+    for event, flush in commits:
+        bind(event)
+        writes = flush(table.get)
+        _apply(table, writes[:-1])
+        finals.append((event, writes[-1]))
+    await app.producer.flush()
+    for event, final in finals:
+        bind(event)
+        _apply(table, [final])
+    await app.producer.flush()
+
+
+def _apply(table: Table, writes: list[Write]) -> None:
+    for key, value in writes:
         if value is None:
             table.pop(key, None)
         else:
