@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Iterable
-
-from faust.types import EventT
+from typing import Protocol
 
 from app import codec, metrics
 from app.core import keys
@@ -15,6 +14,14 @@ from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Miles
 from app.core.stock import Mark, encode_forward, encode_mark
 from app.faust_app import SETTINGS
 from app.topics import dead_letters, exceptions, milestones, stock
+
+
+class Origin(Protocol):
+    """Where an output's input record came from (a Faust message or ``tables.state.Origin``)."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 def milestone_key(m: Milestone) -> bytes:
@@ -36,22 +43,20 @@ def reason_category(reason: str) -> str:
     return reason if reason == "future" else "invalid_field"
 
 
-async def emit(outputs: Iterable[tuple[object, EventT]], marks: Iterable[Mark] = ()) -> None:
+async def emit(outputs: Iterable[tuple[object, Origin]], marks: Iterable[Mark] = ()) -> None:
     """Send every output, then the marks (to every stock partition), and wait until the
     broker has them all. Per partition the producer keeps this order."""
     pending: list[Awaitable[object]] = []
-    for out, ev in outputs:
+    for out, msg in outputs:
         cls = out.__class__
         if cls is Milestone:
             pending.append(await _milestone(out))  # type: ignore[arg-type]
         elif cls is StockForward:
-            msg = ev.message
             e = out.event  # type: ignore[attr-defined]
             value = encode_forward(msg.partition, msg.offset, e, out.watermark)  # type: ignore[attr-defined]
             key = keys.stock_key(e.warehouse_id, e.data["sku"], e.data["location"])
             pending.append(await stock.send(key=key, value=value))
         elif cls is DeadLetter:
-            msg = ev.message
             value = codec.encode_dead_letter(
                 raw=out.raw,  # type: ignore[attr-defined]
                 reason=out.reason,  # type: ignore[attr-defined]

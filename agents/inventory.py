@@ -7,7 +7,6 @@ emit what closed (flushed), then store the partition's windows and marks (meta l
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterable, Sequence
 
 from faust.types import EventT
@@ -17,7 +16,7 @@ from app.core.stock import apply_record
 from app.faust_app import SETTINGS, app
 from app.topics import stock
 from agents._failfast import or_exit
-from agents._outputs import emit
+from agents._outputs import Origin, emit
 from tables import inventory, state
 from tables.records import InventoryState
 
@@ -36,7 +35,7 @@ async def _process(batch: Sequence[EventT]) -> None:
     by_partition: dict[int, list[EventT]] = {}
     for ev in batch:
         by_partition.setdefault(ev.message.partition, []).append(ev)
-    outputs: list[tuple[object, EventT]] = []
+    outputs: list[tuple[object, Origin]] = []
     done: list[tuple[InventoryState, EventT, int]] = []
     for partition, evs in by_partition.items():
         st = _stages.get(partition)
@@ -46,7 +45,7 @@ async def _process(batch: Sequence[EventT]) -> None:
         for ev in evs:
             if ev.message.offset <= st.offset:
                 continue  # already in the stored state
-            outputs.extend((m, ev) for m in apply_record(st.stage, ev.value))
+            outputs.extend((m, ev.message) for m in apply_record(st.stage, ev.value))
             last = ev.message.offset
         if last is not None:
             done.append((st, evs[-1], last))

@@ -32,6 +32,7 @@ import orjson
 
 from app import codec
 from app.broker import EmbeddedBroker, free_port
+from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.ratelimit import RatePolicy
 from app.core.timeutil import format_ts, parse_ts
@@ -159,13 +160,14 @@ def start_services(stack: Stack, say: Say) -> None:
 
 def start_worker(stack: Stack, say: Say) -> None:
     """A `syncgov worker` posting to the ERP through the gateway, with a share of its quota;
-    windows short enough to close within the demo."""
+    windows short enough to close within the demo (input partitions the feed has left
+    idle stop holding them after 5 s)."""
     worker = WorkerProcess(stack.bootstrap, stack.workdir / "worker", env={
         "ERP_SINK_ENABLED": "true", "ERP_ADAPTER": "tryton", "ERP_BASE_URL": stack.gateway_url,
         "ERP_DATABASE": stack.database, "ERP_API_KEY_FILE": str(stack.key_file),
         "ERP_RATE_PER_S": str(SINK_RATE_PER_S), "ERP_BURST": str(SINK_BURST),
         "ERP_SOURCE_RATE_PER_S": str(SOURCE_RATE_PER_S), "ERP_TIMEOUT_S": "30",
-        "WINDOW_SIZE_S": "30", "WINDOW_GRACE_S": "5",
+        "WINDOW_SIZE_S": "30", "WINDOW_GRACE_S": "5", "WORKER_IDLE_PARTITION_S": "5",
     })
     stack.worker = worker
     stack.stops.append(("worker", worker.stop))
@@ -272,15 +274,14 @@ def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
                      "telemetry": len(noise) + 1})
 
     redelivered = next(e["event_id"] for e in work if e["type"] == "PickConfirmed")
-    key = wh.encode()
     records: list[tuple[bytes, bytes]] = []
     for e in events:
         # Devices send telemetry as JSON; everything else is Avro single-object.
         value = orjson.dumps(e) if e["event_id"].startswith("tel-") else codec.encode_event(e)
-        records.append((key, value))
+        records.append((event_key(e), value))
         if e["event_id"] == redelivered:
-            records.append((key, value))  # the same record again
-    records.append((key, MALFORMED))
+            records.append((event_key(e), value))  # the same record again
+    records.append((wh.encode(), MALFORMED))
     faults = [f"a redelivered pick of {first['order_id']}", f"a cancellation of {second['order_id']} from wms",
               f"a pick of qty 0 for {first['order_id']}", "a record cut off mid-way"]
     return Feed(records, kinds, faults)

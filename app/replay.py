@@ -79,6 +79,23 @@ class _Progress:
         sys.stderr.flush()
 
 
+def process_record(engine: Engine, raw: bytes) -> list[Output]:
+    """One record of an events topic as the worker reads it (agents/governance.py): Avro
+    single-object when it starts with the magic byte, JSON otherwise."""
+    from app.codec import MAGIC, DecodeError, decode
+    from app.core.parse import MAX_RECORD_BYTES
+
+    if raw[:1] != MAGIC[:1]:
+        return engine.process(raw)
+    if len(raw) > MAX_RECORD_BYTES:
+        return engine.reject(raw, f"too_large: the record is {len(raw)} bytes, the limit is {MAX_RECORD_BYTES}")
+    try:
+        d = decode(raw)
+    except DecodeError as exc:
+        return engine.reject(raw, f"undecodable: {exc}")
+    return engine.process_event(d, raw)
+
+
 class PartitionedReplay:
     """A topic's partitions through the worker's two stages: one engine per input
     partition (forwarding StockAdjusted), one inventory stage for all of them."""

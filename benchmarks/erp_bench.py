@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 from app import codec  # noqa: E402
 from app.broker import free_port  # noqa: E402
+from app.core.keys import event_key  # noqa: E402
 from app.core.ratelimit import RatePolicy  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
@@ -264,7 +265,7 @@ def end_to_end(bootstrap: str, children: Children, stack: Stack, orders: int, ta
         numbers = {s["number"] for s in created}
         app_id = f"{tag}-e2e"
         env = app_env(app_id, f"{app_id}.events", TOPIC_SOURCE_CURSOR=f"{app_id}.source-cursor",
-                      WINDOW_SIZE_S="10", WINDOW_GRACE_S="1", **stack.env())
+                      WINDOW_SIZE_S="10", WINDOW_GRACE_S="1", WORKER_IDLE_PARTITION_S="5", **stack.env())
         create_topics(bootstrap, [f"{app_id}.events"], PARTITIONS)
         before = len(stack.log_lines())
         worker = children.worker(bootstrap, fresh_dir(app_id), env)
@@ -287,7 +288,7 @@ def end_to_end(bootstrap: str, children: Children, stack: Stack, orders: int, ta
                  "source": "wms", "warehouse_id": releases[0]["warehouse_id"], "barcode": "X", "location": "DOCK",
                  "device_id": "bench"}
         events = [*work, *returns, flush]
-        produce(bootstrap, f"{app_id}.events", [(e["warehouse_id"].encode(), orjson.dumps(e)) for e in events])
+        produce(bootstrap, f"{app_id}.events", [(event_key(e), orjson.dumps(e)) for e in events])
         n_events = len(releases) + len(events)
         # the sink's milestones: everything the worker emitted on the milestones topic
         deadline = time.monotonic() + 60

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from faust.streams import _current_event
 from faust.types import EventT
@@ -56,7 +57,21 @@ def load_partition(partition: int) -> PartitionState:
     return PartitionState(partition, core_settings(), wall_clock_ms, records(governance_state, partition))
 
 
-def bind(event: EventT) -> None:
+@dataclass(frozen=True)
+class Origin:
+    """Where a record came from; stands in for a Faust event (``.message``) so a batch read
+    outside Faust's streams writes to its partition's table store and changelog."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def message(self) -> Origin:
+        return self
+
+
+def bind(event: EventT | Origin) -> None:
     """Make ``event`` current: table reads and writes go to its partition."""
     _current_event.set(weakref.ref(event))
 
@@ -64,7 +79,7 @@ def bind(event: EventT) -> None:
 Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
 
 
-async def commit_all(commits: list[tuple[EventT, Flush]], table: Table) -> None:
+async def commit_all(commits: list[tuple[EventT | Origin, Flush]], table: Table) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
     last being its commit record (the meta). Every other write goes first; once the
     producer has them all, the commit records go, each alone in its producer batch, and
@@ -74,7 +89,7 @@ async def commit_all(commits: list[tuple[EventT, Flush]], table: Table) -> None:
 
     Writes run under their partition's event: Faust reads and writes a table in the
     store and changelog partition of the current event, so ``previous`` sees it too."""
-    finals: list[tuple[EventT, Write]] = []
+    finals: list[tuple[EventT | Origin, Write]] = []
     for event, flush in commits:
         bind(event)
         writes = flush(table.get)

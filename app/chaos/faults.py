@@ -43,6 +43,7 @@ from app.core.timeutil import parse_ts
 from app.erp.client import ErpHttpClient
 from app.erp.tryton import TrytonRest
 from app.processes import WorkerProcess
+from app.replay import process_record
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_OPS = ROOT / "ops" / "chaos"
@@ -364,17 +365,7 @@ _WRONG: dict[str, Any] = {
 def expect_dead_letter(raw: bytes) -> str | None:
     """The rule-8 reason a worker gives ``raw`` (same path as agents/governance.py), or None
     when it is a valid record."""
-    engine = Engine()
-    if raw[:1] == codec.MAGIC[:1]:
-        try:
-            d = codec.decode(raw)
-        except codec.DecodeError as exc:
-            outs = engine.reject(raw, f"undecodable: {exc}")
-        else:
-            outs = engine.process_event(d, raw)
-    else:
-        outs = engine.process(raw)
-    letters = [o for o in outs if isinstance(o, DeadLetter)]
+    letters = [o for o in process_record(Engine(), raw) if isinstance(o, DeadLetter)]
     return letters[0].reason if letters else None
 
 

@@ -46,6 +46,7 @@ from app import codec
 from app.broker import EmbeddedBroker
 from app.chaos import verify
 from app.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, ops_module, poison
+from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import PermanentErpError, TransientErpError
@@ -216,7 +217,7 @@ class Chaos:
             "ERP_SINK_ENABLED": "true", "ERP_ADAPTER": "tryton", "ERP_BASE_URL": self.erp.gateway_url,
             "ERP_DATABASE": self.erp.database, "ERP_RATE_PER_S": f"{share:g}", "ERP_BURST": "4",
             "ERP_SOURCE_RATE_PER_S": "1", "ERP_SOURCE_POLL_S": "2", "ERP_TIMEOUT_S": f"{cfg.erp_timeout_s:g}",
-            "ERP_BACKOFF_CAP_S": "10", "WINDOW_SIZE_S": "10", "WINDOW_GRACE_S": "2", "LOG_LEVEL": "info",
+            "ERP_BACKOFF_CAP_S": "10", "WINDOW_SIZE_S": "10", "WINDOW_GRACE_S": "2", "WORKER_IDLE_PARTITION_S": "5", "LOG_LEVEL": "info",
             **({"ERP_API_KEY": self.erp.key} if cfg.key_in_env else {"ERP_API_KEY_FILE": str(self.erp.key_file)}),
             **cfg.extra_env,
         }
@@ -293,7 +294,7 @@ class Chaos:
             self.seeds[r["order_id"]] = seed
         records: list[tuple[bytes | None, bytes]] = []
         for e in work:
-            key = e["warehouse_id"].encode()
+            key = event_key(e)
             if e["type"] == "PickConfirmed" and e["order_id"] in old:
                 value, kind = encode_old_pick(e), "old-schema picks (v1 writer)"
             elif e["type"] in TELEMETRY:

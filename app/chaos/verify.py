@@ -29,11 +29,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from app import codec
-from app.core.engine import Engine
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.erp.sales import stock_moves_view
 from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
 from app.kafka_io import client_config
+from app.replay import PartitionedReplay, process_record
 from app.settings import GovernanceSettings
 
 #: Milestone types whose effect must be in the ERP.
@@ -105,24 +105,18 @@ def core_settings(g: GovernanceSettings) -> CoreSettings:
 
 
 def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) -> tuple[list[Milestone], list[DeadLetter]]:
-    """The core over each partition's records, as agents/governance.py runs it (no end-of-input flush)."""
-    milestones: list[Milestone] = []
-    letters: list[DeadLetter] = []
-    for records in partitions.values():
-        engine = Engine(settings)
-        for raw in records:
-            if raw[:1] == codec.MAGIC[:1]:
-                try:
-                    d = codec.decode(raw)
-                except codec.DecodeError as exc:
-                    outs = engine.reject(raw, f"undecodable: {exc}")
-                else:
-                    outs = engine.process_event(d, raw)
-            else:
-                outs = engine.process(raw)
-            for out in outs:
-                (letters if isinstance(out, DeadLetter) else milestones).append(out)  # type: ignore[arg-type]
-    return milestones, letters
+    """The worker's two stages over each partition's records (``app.replay.PartitionedReplay``:
+    an engine per input partition, one inventory stage), decoding as agents/governance.py
+    does; no end-of-input flush (a partition that was never written is idle)."""
+    run = PartitionedReplay(max(partitions, default=-1) + 1, settings)
+    outputs: list[object] = []
+    for p in range(len(run.engines)):
+        for raw in partitions.get(p, ()):
+            outputs.extend(run.route(p, process_record(run.engines[p], raw)))
+    for p in range(len(run.engines)):
+        outputs.extend(run.end_partition(p))
+    letters = [o for o in outputs if isinstance(o, DeadLetter)]
+    return [o for o in outputs if isinstance(o, Milestone)], letters
 
 
 def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from app import codec, dlq
+from app.core.keys import event_key
 from app.core.timeutil import format_ts
 from app.kafka_io import produce, read_all
 from app.settings import load
@@ -81,7 +82,7 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
                  "source": "wms", "barcode": "X", "location": "DOCK", "device_id": "t"}
         for key in ("order_id", "delta", "reason", "sku", "tote_id"):
             flush.pop(key, None)
-        produce(kafka_bootstrap, events_topic, [(e["warehouse_id"].encode(), orjson.dumps(e)) for e in [*work, flush]])
+        produce(kafka_bootstrap, events_topic, [(event_key(e), orjson.dumps(e)) for e in [*work, flush]])
 
         deadline = time.monotonic() + 120
         done: dict[str, dict] = {}

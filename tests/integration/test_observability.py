@@ -22,6 +22,7 @@ import pytest
 
 from app import codec, reconcile
 from app.broker import die_with_parent, free_port
+from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts
 from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
@@ -119,7 +120,7 @@ async def erp_flow(stack: ErpStack, bootstrap: str, worker: WorkerProcess, rest:
     work = warehouse_work(releases[:worked], seed=5, start_ms=start)
     flush = {"event_id": f"flush-{start}", "type": "ItemScanned", "occurred_at": start + 30_000, "source": "wms",
              "warehouse_id": "WH1", "barcode": "X", "location": "DOCK", "device_id": "t"}
-    records = [(e["warehouse_id"].encode(), orjson.dumps(e)) for e in [*work, flush]]
+    records = [(event_key(e), orjson.dumps(e)) for e in [*work, flush]]
     produce(bootstrap, worker.env["TOPIC_EVENTS"], records)
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
