@@ -101,8 +101,12 @@ def _run_partition(ps: PartitionState, msgs: Sequence[Message], outputs: list[tu
                 ps.note(lineage.decoded_entry(d))
                 outs = ps.engine.process_event(d, raw)
         else:
-            ps.note(lineage.event_entry(raw))
-            outs = ps.process(raw)
+            d = parse.decode(raw)  # once: for the lineage and the core
+            if d.__class__ is dict:
+                ps.note(lineage.decoded_entry(d))  # type: ignore[arg-type]
+                outs = ps.engine.process_event(d, raw)  # type: ignore[arg-type]
+            else:
+                outs = ps.process(raw)  # undecodable: the core's INVALID_EVENT and dead letter
         if outs:
             origin = state.Origin(TOPIC, msg.partition(), offset)
             for out in outs:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-import orjson
 
-from app.core.model import M_SYNC_EXCEPTION, Milestone
+from app.core.model import M_SYNC_EXCEPTION, TELEMETRY, Milestone
 from app.core.timeutil import parse_ts
 
 MAX_ENTRIES: Final = 100
@@ -20,19 +19,11 @@ HEAD: Final = 20
 Entry = dict[str, Any]
 
 
-def event_entry(raw: bytes) -> tuple[tuple[str, str], Entry] | None:
-    """(order key, entry) for a JSON event that names an order, else None (cheap pre-check)."""
-    if b'"order_id"' not in raw:
-        return None
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return decoded_entry(d) if isinstance(d, dict) else None
-
-
 def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
-    """(order key, entry) for a decoded event that names an order, else None."""
+    """(order key, entry) for a decoded business event that names an order, else None:
+    telemetry (scans, tote reads) is counted in metrics, not kept in an order's trail."""
+    if d.get("type") in TELEMETRY:
+        return None
     try:
         key = (d["warehouse_id"], d["order_id"])
         entry = {"at": parse_ts(d["occurred_at"]), "kind": "event", "id": d["event_id"], "type": d["type"], "source": d["source"]}

@@ -206,7 +206,7 @@ class PartitionState:
         return self.engine.process(raw)
 
     def note(self, item: tuple[tuple[str, str], lineage.Entry] | None) -> None:
-        """Add a lineage entry (from ``lineage.event_entry``/``milestone_entry``) to this batch."""
+        """Add a lineage entry (from ``lineage.decoded_entry``/``milestone_entry``) to this batch."""
         if item is not None:
             self.lineage.setdefault(item[0], []).append(item[1])
 

@@ -118,7 +118,8 @@ def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
     table = FakeTable()
     ps = PartitionState(0, CoreSettings(), None)
     for offset, raw in enumerate(STREAM):
-        ps.note(lineage.event_entry(raw))
+        if raw.startswith(b"{\""):
+            ps.note(lineage.decoded_entry(orjson.loads(raw)))
         for out in ps.process(raw):
             if hasattr(out, "milestone_id"):
                 ps.note(lineage.milestone_entry(out))
@@ -132,6 +133,9 @@ def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
     assert kinds[-2:] == [("event", "PackConfirmed"), ("milestone", "OrderPacked")] and len(trail) == 8
     # Lineage is not engine state: a reload ignores it.
     assert PartitionState(0, CoreSettings(), None, table.items()).sizes()["orders"] == 2
+    scan = {"event_id": "s1", "type": "ItemScanned", "occurred_at": "2026-11-27T10:00:09.000Z", "source": "wms",
+            "warehouse_id": "WH1", "order_id": "A", "barcode": "X", "location": "L1", "device_id": "D"}
+    assert lineage.decoded_entry(scan) is None  # telemetry is counted, not kept in the trail
     long = lineage.extend([{"n": i} for i in range(lineage.MAX_ENTRIES)], [{"n": "new"}])
     assert len(long) == lineage.MAX_ENTRIES and long[0] == {"n": 0} and long[-1] == {"n": "new"}
 
