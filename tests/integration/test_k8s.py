@@ -461,7 +461,7 @@ def test_keda_never_scales_past_the_partitions(rendered: dict[str, list[dict[str
     assert kafka
     for trig in kafka:
         meta = trig["metadata"]
-        assert meta["consumerGroup"] == env["WORKER_APP_ID"]
+        assert meta["consumerGroup"] == f"{env['WORKER_APP_ID']}-events"  # the governance stage's offsets
         assert meta["topic"] in {env["TOPIC_EVENTS"], env["TOPIC_MILESTONES"]}
         assert meta["bootstrapServers"] == env["KAFKA_BOOTSTRAP_SERVERS"]
         assert meta.get("allowIdleConsumers", "false") == "false"

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.core.keys import order_key
 from app.core.timeutil import format_ts
 from app.kafka_io import produce
 from tests.integration.conftest import wait_for
@@ -85,7 +86,7 @@ def test_ops_page_shows_live_counts_and_an_order_trace(kafka_bootstrap, worker_f
     worker = worker_factory()
     ten_minutes_ago = int(time.time() * 1000) - 600_000
     produce(kafka_bootstrap, f"{worker_factory.prefix}.events",
-            [(b"WH1", _event(i, ten_minutes_ago + i)) for i in range(3)] + [(b"WH1", b"{not json")])
+            [(order_key("WH1", f"O-{i}"), _event(i, ten_minutes_ago + i)) for i in range(3)] + [(b"WH1", b"{not json")])
     wait_for(lambda: b'syncgov_milestones_total{type="OrderAccepted"} 3.0' in worker.get("/metrics")[1], 60,
              "3 OrderAccepted on /metrics")
 
