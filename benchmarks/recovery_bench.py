@@ -9,11 +9,12 @@ partition) straight to the worker's changelog topic ``<app_id>-governance-state-
 itself writes them). The order records are real ones: the default mix is run through
 ``PartitionState`` and its order writes are cloned under new order ids.
 
-The changelog is produced with confluent-kafka ``batch.num.messages=1``: Tansu
-under-reports a partition's end offset after multi-record batches and Faust's recovery
-reads up to that end offset, so batched records would not all be recovered (the worker
-does the same: ``KAFKA_PRODUCER_MAX_BATCH_SIZE=1``). After the worker is stopped, the
-keys in its RocksDB stores are counted, so a recovery that stops early is a FAIL.
+The changelog is produced as the worker writes it (``tables/state.py`` ``commit_all``):
+the order records in multi-record batches, then, once they are all on the broker, the meta
+record alone in its batch. Tansu reports a partition's end as the base offset of its last
+batch + 1 and Faust's recovery reads up to that end, so the single record last makes it
+exact (``--one-per-batch`` sends every record alone instead). After the worker is stopped,
+the keys in its RocksDB stores are counted, so a recovery that stops early is a FAIL.
 
 Measured, each repetition with a fresh process:
 - cold: an EMPTY data dir, so the whole changelog is read: spawn -> /readyz 200;
@@ -62,7 +63,7 @@ def order_templates(n_orders: int = 200) -> list[bytes]:
     return out
 
 
-def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = True) -> dict[str, Any]:
+def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = False) -> dict[str, Any]:
     """``keys`` order records (+ a meta record per partition) on the changelog; returns stats."""
     topic = f"{app_id}-governance-state-changelog"
     create_topics(bootstrap, [topic], PARTITIONS)
@@ -93,7 +94,9 @@ def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = 
                 send(table_key(p, ORDERS, ("WH%d" % (p + 1), "BENCH%08d" % i)), b'{"o":-1,"v":' + rec + b',"p":null}')
                 if i % 20000 < PARTITIONS:
                     producer.poll(0)
-            send(table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))
+            if producer.flush(900) != 0:
+                raise RuntimeError(f"changelog partition {p}: records undelivered after 900 s")
+            send(table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))  # alone: a batch of its own
             if producer.flush(900) != 0:
                 raise RuntimeError(f"changelog partition {p}: records undelivered after 900 s")
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
@@ -178,7 +181,7 @@ def first_events(bootstrap: str, worker: WorkerProcess, topic: str, timeout_s: f
 
 
 def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str, timeout_s: float = 900,
-             one_per_batch: bool = True, baseline_reps: int | None = None,
+             one_per_batch: bool = False, baseline_reps: int | None = None,
              profile: Path | None = None) -> dict[str, Any]:
     app_id = f"{tag}-rec"
     events = f"{app_id}.events"
@@ -233,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="worker restart to ready with a large state")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batched", action="store_true", help="produce the changelog in multi-record batches")
+    parser.add_argument("--one-per-batch", action="store_true", help="produce every changelog record alone in its batch")
     parser.add_argument("--profile", type=Path, help="py-spy record (raw) the first cold recovery to this file")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine()}
     with Children() as children:
         bootstrap = children.broker().bootstrap
         out["recovery"] = recovery(bootstrap, children, args.keys, args.reps, f"rb{int(time.time())}",
-                                   one_per_batch=not args.batched, profile=args.profile)
+                                   one_per_batch=args.one_per_batch, profile=args.profile)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

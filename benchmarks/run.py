@@ -318,7 +318,7 @@ def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, c
     ok = all(n == rec["expected_keys"] for n in rec["recovered_keys"])
     keys = rec["keys"]
     cond = (f"{keys:,} order keys (+4 meta) produced to the changelog ({rec['changelog']['bytes'] / 2**20:.0f} MiB, "
-            f"1 record per batch), 4 partitions, 1 worker, fresh process each")
+            f"batched as the worker writes it, meta record alone last), 4 partitions, 1 worker, fresh process each")
     kept = f"{'/'.join(f'{n:,}' for n in rec['recovered_keys'])} of {rec['expected_keys']:,} keys in RocksDB after recovery"
     note_target = "" if keys >= 1_000_000 else f"target is for 1M keys; this run has {keys:,}"
     figs = [

@@ -45,9 +45,16 @@ def wall_clock_ms() -> int:
 
 
 def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
-    """The (recovered) records of one partition's state."""
+    """The (recovered) records of one partition's state. Faust's RocksDB store keeps one
+    database per partition: only that one is read (keys and values are stored as given,
+    the table's codecs being raw), not every partition's."""
     start = prefix(partition)
-    for key, value in table.items():
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        items = store._visible_items(store._db_for_partition(partition))
+    else:  # memory://
+        items = table.items()
+    for key, value in items:
         if key.startswith(start) and value is not None:
             yield key, value
 
