@@ -11,6 +11,12 @@ import sys
 from app import settings as settings_module
 
 
+def faust_argv(settings: settings_module.Settings, argv: list[str] | None = None) -> list[str]:
+    """The command line for Faust's worker; LOG_LEVEL in Faust's spelling (``warn``)."""
+    level = {"warning": "warn"}.get(settings.worker.log_level, settings.worker.log_level)
+    return ["syncgov", "worker", "--loglevel", level, *(argv or [])]
+
+
 def run_worker(argv: list[str] | None = None) -> int:
     """Validate settings, start the embedded broker if needed, then run Faust's worker."""
     settings = settings_module.load()
@@ -24,7 +30,7 @@ def run_worker(argv: list[str] | None = None) -> int:
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     from app.faust_app import app
 
-    sys.argv = ["syncgov", "worker", "--loglevel", settings.worker.log_level, *(argv or [])]
+    sys.argv = faust_argv(settings, argv)
     try:
         app.main()
     except SystemExit as exc:

@@ -60,3 +60,13 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     undocumented = [name for name in settings.SPEC if f"`{name}`" not in readme]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(("level", "faust"), [("debug", "debug"), ("info", "info"), ("warning", "warn"), ("error", "error")])
+def test_every_log_level_is_one_faust_accepts(level: str, faust: str) -> None:
+    from faust.cli.base import LOGLEVELS  # what `faust worker --loglevel` accepts
+
+    from app.worker import faust_argv
+
+    argv = faust_argv(load({"LOG_LEVEL": level}))
+    assert argv[argv.index("--loglevel") + 1] == faust and faust.upper() in LOGLEVELS  # case-insensitive choice
