@@ -37,7 +37,7 @@ from app.core.model import SOURCES, Milestone
 from app.core.stock import Mark
 from app.faust_app import SETTINGS, app
 from app.kafka_io import client_config
-from app.topics import events
+from app.topics import dead_letters, events, exceptions, milestones, stock
 from agents._failfast import or_exit
 from agents._outputs import emit
 from tables import lineage, state
@@ -124,6 +124,7 @@ async def _process(by_partition: dict[int, list[Message]], highs: dict[int, int]
     marks: list[Mark] = []
     done: list[tuple[PartitionState, int]] = []
     now = time.monotonic()
+    state.CLOCK.tick()
     for partition, msgs in by_partition.items():
         p = _partitions[partition]
         p.last_record = now
@@ -227,7 +228,8 @@ class _Reader:
 
 
 async def _read_loop() -> None:
-    await events.maybe_declare()  # producers may not have created it yet
+    for topic in (events, milestones, exceptions, dead_letters, stock):
+        await topic.maybe_declare()  # the input may not exist yet; outputs go through confluent-kafka
     reader = _Reader()
     size, within = SETTINGS.worker.batch_size, SETTINGS.worker.batch_within_s
     try:

@@ -334,7 +334,7 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         spy = None
         if profile is not None and rep == 0:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
-                                    "-o", str(profile), "-f", "raw", "-r", "100", "-p", str(worker.process.pid)],
+                                    "-o", str(profile), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             children.add(lambda s=spy: s.poll() is None and s.terminate())
         done = wait_processed(worker, n, timeout_s=max(120, n / 50))

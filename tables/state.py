@@ -40,8 +40,21 @@ def core_settings() -> CoreSettings:
     )
 
 
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
+class BatchClock:
+    """The wall clock (int ms) of the `future` check, read once per batch (the check's
+    tolerance is minutes; a clock call per event cost ~3 % of the worker)."""
+
+    def __init__(self) -> None:
+        self.now_ms = int(time.time() * 1000)
+
+    def tick(self) -> None:
+        self.now_ms = int(time.time() * 1000)
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+CLOCK = BatchClock()
 
 
 def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
@@ -61,7 +74,7 @@ def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
 
 def load_partition(partition: int) -> PartitionState:
     """Build a partition's engine from the (recovered) table."""
-    return PartitionState(partition, core_settings(), wall_clock_ms, records(governance_state, partition))
+    return PartitionState(partition, core_settings(), CLOCK, records(governance_state, partition))
 
 
 @dataclass(frozen=True)
