@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +55,27 @@ def decode_milestone(raw: bytes) -> dict[str, Any]:
     return Milestone.from_dict(codec.decode(raw)).to_dict()
 
 
+class Revoked(Exception):
+    """A rebalance began: the partitions may move to another worker, so this one makes no
+    further ERP call for the batch (two workers posting one milestone at once could both
+    pass the read-before-write)."""
+
+
+def still_owner() -> None:
+    if app.rebalancing:
+        raise Revoked
+
+
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    still_owner()
+
+
 async def post_one(port: ErpPort, ev: EventT, m: dict[str, Any]) -> Result:
-    """Post until the ERP answers for good: posted/acknowledged, or a permanent error."""
+    """Post until the ERP answers for good: posted/acknowledged, or a permanent error;
+    ``Revoked`` when a rebalance begins first."""
     while True:
+        still_owner()
         try:
             result = await post_with_retry(
                 port,
@@ -66,11 +84,12 @@ async def post_one(port: ErpPort, ev: EventT, m: dict[str, Any]) -> Result:
                 backoff_base_s=ERP.backoff_base_s,
                 backoff_cap_s=ERP.backoff_cap_s,
                 rand=random.random,
+                sleep=_sleep,
             )
         except TransientErpError as exc:
             metrics.ERP_CALLS.labels(m["type"], "transient_error").inc()
             log.warning("ERP still failing for %s %s after retries: %s", m["type"], m["milestone_id"], exc)
-            await asyncio.sleep(ERP.backoff_cap_s)
+            await _sleep(ERP.backoff_cap_s)
             continue
         except PermanentErpError as exc:
             metrics.ERP_CALLS.labels(m["type"], "permanent_error").inc()
@@ -139,7 +158,10 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
     _update_backlog(batch)
     # Per milestones partition (= ledger changelog partition): its ledger entries and trails.
     writes: dict[int, tuple[EventT, list[Callable[[Callable[[bytes], bytes | None]], Write]]]] = {}
-    for results in await asyncio.gather(*(post_document(port, items) for items in docs.values())):
+    outcomes = await asyncio.gather(*(post_document(port, items) for items in docs.values()), return_exceptions=True)
+    if abandon_if_revoked(batch, outcomes):
+        return
+    for results in outcomes:
         if not results:
             continue
         makers = writes.setdefault(results[-1].event.message.partition, (results[-1].event, []))[1]
@@ -159,6 +181,22 @@ async def run_batch(port: ErpPort, batch: list[EventT]) -> None:
         [(ev, lambda previous, makers=makers: [make(previous) for make in makers]) for ev, makers in writes.values()],
         ledger.erp_ledger,
     )
+
+
+def abandon_if_revoked(batch: Sequence[EventT], outcomes: Sequence[object]) -> bool:
+    """After every document has stopped: True when a rebalance cut the batch short. Its
+    messages are then marked acked without acking them (see agents/_failfast.py), so their
+    offsets are not committed and the next owner posts them again (what was posted already
+    is an acknowledgement by the read-before-write). Other errors are re-raised."""
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if not errors:
+        return False
+    if not all(isinstance(e, Revoked) for e in errors):
+        raise next(e for e in errors if not isinstance(e, Revoked))
+    for ev in batch:
+        ev.message.acked = True
+    log.info("rebalance during an ERP batch: %d milestones left to the next owner", len(batch))
+    return True
 
 
 def _trail(previous: Callable[[bytes], bytes | None], key: bytes, entries: list[dict[str, Any]]) -> tuple[bytes, bytes]:
