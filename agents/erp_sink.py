@@ -209,7 +209,7 @@ if ERP.sink_enabled:
     @app.agent(milestones)
     async def post_to_erp(stream: AsyncIterable[EventT]) -> None:
         """Milestones topic -> ERP (see the module docstring)."""
-        port = make_port(ERP)
+        port = make_port(ERP, before_send=still_owner)  # no request once a rebalance begins
         metrics.ERP_RATE.set(ERP.rate_per_s)
         try:
             # Small batches: a rebalance waits for the batch in flight (see the README, Guarantees).

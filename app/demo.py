@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import importlib.util
 import os
 import re
 import shutil
@@ -25,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from types import ModuleType
 from typing import Any, NoReturn
 
 import orjson
@@ -40,7 +37,7 @@ from app.erp.client import ErpHttpClient
 from app.erp.sales import new_order, shipments_view, stock_moves_view
 from app.erp.tryton import TrytonRest
 from app.kafka_io import produce, read_all
-from app.processes import WorkerProcess
+from app.processes import WorkerProcess, ops_module
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work
 
@@ -77,18 +74,6 @@ class Say:
 
     def __call__(self, text: str) -> None:
         print(f"[{self.elapsed:5.1f}s] {text}", flush=True)
-
-
-@functools.cache
-def ops_module(relative: str) -> ModuleType:
-    """Import a stdlib-only script from ``ops/`` (not a package), e.g. ``erp/run.py``."""
-    path = ROOT / "ops" / relative
-    spec = importlib.util.spec_from_file_location(f"_syncgov_ops_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass

@@ -2,6 +2,8 @@
 `syncgov worker`, waited for on /readyz, stopped cleanly or killed with -9."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,8 +12,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from app.broker import die_with_parent, free_port, terminate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -90,3 +95,15 @@ class WorkerProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@functools.cache
+def ops_module(relative: str) -> ModuleType:
+    """Import a stdlib-only launcher script from ``ops/`` (not a package), e.g. ``erp/run.py``."""
+    path = ROOT / "ops" / relative
+    spec = importlib.util.spec_from_file_location(f"_syncgov_ops_{path.parent.name}_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

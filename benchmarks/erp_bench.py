@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib.util
 import json
 import os
 import random
@@ -38,7 +37,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -56,6 +54,7 @@ from app.erp.client import ErpHttpClient  # noqa: E402
 from app.erp.sales import new_order
 from app.erp.tryton import TrytonRest  # noqa: E402
 from app.kafka_io import create_topics, produce, read_all  # noqa: E402
+from app.processes import ops_module  # noqa: E402
 from app.simulator.work import warehouse_work  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
     PARTITIONS, Children, app_env, fresh_dir, log, machine, metric_samples,
@@ -69,22 +68,12 @@ POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirme
                 "ReturnReceived")
 
 
-def load_ops_module(path: Path) -> ModuleType:
-    """Import a stdlib-only script from ``ops/`` (not a package) by path."""
-    spec = importlib.util.spec_from_file_location(f"_syncgov_bench_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class Stack:
     """Tryton + the nginx gateway in a work dir, stopped by ``children``."""
 
     def __init__(self, children: Children, workdir: Path, rate: float, burst: int) -> None:
-        run = load_ops_module(ROOT / "ops" / "erp" / "run.py")
-        gateway = load_ops_module(ROOT / "ops" / "nginx" / "gateway.py")
+        run = ops_module("erp/run.py")
+        gateway = ops_module("nginx/gateway.py")
         self.gateway_ops = gateway
         server = run.start(workdir / "tryton", free_port())
         children.add(lambda: run.stop_pid(server.pid))

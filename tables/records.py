@@ -162,6 +162,7 @@ class PartitionState:
             else:
                 keyed.append((key, raw))
         self.offset: int = meta["o"]
+        self.committed_watermark: int | None = meta["watermark"]
         self.seq: int = meta["seq"]
         #: Dedup log records in write order: (latest base time in it, table key), for expiry.
         self.seen_logs: deque[tuple[int, bytes]] = deque()
@@ -249,12 +250,15 @@ class PartitionState:
             )
         )
         self.offset = offset
+        self.committed_watermark = self.engine.watermark
         self._clear()
         return writes
 
     def _expired_logs(self) -> Iterator[Write]:
-        """Dedup log records whose every key is past retention at the watermark."""
-        wm = self.engine.watermark
+        """Dedup log records whose every key is past retention at the last *committed*
+        watermark: a batch cut short before its meta is rolled back to that watermark, so
+        it must not have deleted a log the reloaded state still needs."""
+        wm = self.committed_watermark
         logs = self.seen_logs
         while wm is not None and logs and logs[0][0] + self.retention_ms <= wm:
             yield logs.popleft()[1], None

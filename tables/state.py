@@ -6,6 +6,7 @@ One table holds every input partition's state under a ``<partition>`` key prefix
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from faust.streams import _current_event
 from faust.types import EventT
+from faust.types.tuples import FutureMessage
 from faust.tables import Table
 
 from app.core.model import CoreSettings
@@ -102,29 +104,38 @@ Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
 async def commit_all(commits: list[tuple[EventT | Origin, Flush]], table: Table) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
     last being its commit record (the meta). Every other write goes first; once the
-    producer has them all, the commit records go, each alone in its producer batch, and
-    are waited for. Tansu reports a partition's end as the base offset of its last batch
+    broker has acknowledged them all (their own send futures: Faust's ``producer.flush``
+    may return while records still sit in its buffer), the commit records go, each alone in
+    its producer batch, and are waited for; a failed send raises. Tansu reports a partition's end as the base offset of its last batch
     + 1, so a single-record batch last keeps a batching producer's changelog fully
     recoverable; on any broker the state is on Kafka before the input is acked.
 
     Writes run under their partition's event: Faust reads and writes a table in the
     store and changelog partition of the current event, so ``previous`` sees it too."""
     finals: list[tuple[EventT | Origin, Write]] = []
+    sent: list[FutureMessage] = []
     for event, flush in commits:
         bind(event)
         writes = flush(table.get)
-        _apply(table, writes[:-1])
+        sent += _apply(table, writes[:-1])
         finals.append((event, writes[-1]))
-    await app.producer.flush()
+    await asyncio.gather(*sent)
+    sent = []
     for event, final in finals:
         bind(event)
-        _apply(table, [final])
-    await app.producer.flush()
+        sent += _apply(table, [final])
+    await asyncio.gather(*sent)
 
 
-def _apply(table: Table, writes: list[Write]) -> None:
+def _apply(table: Table, writes: list[Write]) -> list[FutureMessage]:
+    """What ``table[key] = value`` (or ``del``) does, keeping the changelog send's future."""
+    futures = []
     for key, value in writes:
+        partition = table.partition_for_key(key)  # the current event's
         if value is None:
-            table.pop(key, None)
+            futures.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+            table.data.pop(key, None)
         else:
-            table[key] = value
+            futures.append(table.send_changelog(partition, key, value))
+            table.data[key] = value
+    return futures

@@ -16,7 +16,6 @@ reason) and ``PickConfirmed`` written with the oldest published writer schema.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import os
 import signal
@@ -28,7 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -42,24 +40,11 @@ from app.core.ratelimit import RatePolicy
 from app.core.timeutil import parse_ts
 from app.erp.client import ErpHttpClient
 from app.erp.tryton import TrytonRest
-from app.processes import WorkerProcess
+from app.processes import WorkerProcess, ops_module
 from app.replay import process_record
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_OPS = ROOT / "ops" / "chaos"
-
-
-@functools.cache
-def ops_module(relative: str) -> ModuleType:
-    """Import a stdlib-only script from ``ops/`` (not a package), e.g. ``chaos/faultproxy.py``."""
-    path = ROOT / "ops" / relative
-    name = f"_syncgov_ops_{path.parent.name}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 Say = Callable[[str], None]

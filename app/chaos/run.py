@@ -45,13 +45,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from app import codec
 from app.broker import EmbeddedBroker
 from app.chaos import verify
-from app.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, ops_module, poison
+from app.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, poison
 from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import PermanentErpError, TransientErpError
 from app.erp.sales import new_order
 from app.kafka_io import client_config, create_topics, produce
+from app.processes import ops_module
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work
 

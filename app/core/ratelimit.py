@@ -90,6 +90,10 @@ class AdaptiveLimiter:
         self._refill(now)
         self.in_flight = max(0, self.in_flight - 1)
 
+    def cancel(self, now: float) -> None:
+        """A granted request was not sent after all: its in-flight slot is free again."""
+        self._release(now)
+
     def on_success(self, now: float) -> None:
         """The ERP answered without throttling: additive increase up to the quota."""
         self._release(now)

@@ -1,6 +1,8 @@
 """ERP port and adapters: Tryton (REST) and a generic HTTP/JSON adapter."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 
 from app.erp.http import HttpAdapter
@@ -17,11 +19,14 @@ from app.erp.tryton import TrytonAdapter
 from app.settings import ErpSettings
 
 
-def make_port(erp: ErpSettings, *, session: aiohttp.ClientSession | None = None) -> ErpPort:
-    """The adapter ``ERP_ADAPTER`` names, configured from ``Settings.erp``."""
+def make_port(
+    erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None
+) -> ErpPort:
+    """The adapter ``ERP_ADAPTER`` names, configured from ``Settings.erp`` (``before_send``:
+    see ``ErpHttpClient``)."""
     if erp.adapter == "tryton":
-        return TrytonAdapter.from_settings(erp, session=session)
-    return HttpAdapter.from_settings(erp, session=session)
+        return TrytonAdapter.from_settings(erp, session=session, before_send=before_send)
+    return HttpAdapter.from_settings(erp, session=session, before_send=before_send)
 
 
 __all__ = [

@@ -72,8 +72,12 @@ class ErpHttpClient:
         secret: str = "",
         clock: Callable[[], float] = time.monotonic,
         session: aiohttp.ClientSession | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> None:
+        """``before_send`` runs once the rate limit lets a request go, right before it is
+        sent; it may raise to stop the request (the ERP sink's rebalance guard)."""
         self.base_url = base_url.rstrip("/")
+        self._before_send = before_send
         self.limiter = AdaptiveLimiter(policy, clock())
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -128,6 +132,13 @@ class ErpHttpClient:
             all_headers.setdefault("Content-Type", "application/json")
         where = f"{method} {path}"
         await self._acquire()
+        if self._before_send is not None:
+            try:
+                self._before_send()
+            except BaseException:
+                self.limiter.cancel(self._clock())  # granted, never sent
+                self._notify()
+                raise
         try:
             try:
                 async with self._session.request(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import string
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ class HttpAdapter:
         erp: ErpSettings,
         *,
         session: aiohttp.ClientSession | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
         key = erp.api_key.value
@@ -100,6 +101,7 @@ class HttpAdapter:
             auth_header=(erp.http_auth_header, f"{erp.http_auth_scheme} {key}".strip()) if key else None,
             secret=key,
             session=session,
+            before_send=before_send,
         )
         return cls(client, posts, reads)
 

@@ -187,7 +187,9 @@ class TrytonAdapter:
         }
 
     @classmethod
-    def from_settings(cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None) -> TrytonAdapter:
+    def from_settings(
+        cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None
+    ) -> TrytonAdapter:
         key = erp.api_key.value
         client = ErpHttpClient(
             erp.base_url,
@@ -197,6 +199,7 @@ class TrytonAdapter:
             auth_header=("Authorization", f"bearer {key}"),
             secret=key,
             session=session,
+            before_send=before_send,
         )
         return cls(TrytonRest(client, erp.database))
 

@@ -38,12 +38,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
+from procgroup import stop_pid, stop_pid_file, wait_port  # noqa: E402
 
 MODES = ("pass", "error", "timeout", "commit-timeout", "mixed", "echo-auth")
 _FAULTS = ("error", "timeout", "commit-timeout")
@@ -224,20 +226,6 @@ def set_mode(workdir: Path, mode: str, **options: object) -> None:
     os.replace(tmp, workdir / "mode.json")
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fault proxy exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"fault proxy did not listen on {port} within {timeout_s:.0f} s") from None
-            time.sleep(0.05)
-
-
 def start(workdir: Path, port: int, upstream: str, timeout_s: float = 10.0) -> Proxy:
     """Start the proxy on ``127.0.0.1:port`` in its own process group, mode ``pass``."""
     workdir = workdir.resolve()
@@ -250,7 +238,7 @@ def start(workdir: Path, port: int, upstream: str, timeout_s: float = 10.0) -> P
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     (workdir / "proxy.pid").write_text(str(proc.pid))
     try:
-        _wait_port(port, proc, timeout_s)
+        wait_port(port, proc, timeout_s, "fault proxy")
     except BaseException:
         stop_pid(proc.pid)
         raise
@@ -258,35 +246,8 @@ def start(workdir: Path, port: int, upstream: str, timeout_s: float = 10.0) -> P
                  mode_file=workdir / "mode.json")
 
 
-def stop_pid(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the proxy's process group, SIGKILL after ``grace_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                return
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
 def stop(workdir: Path) -> None:
-    pid_file = workdir / "proxy.pid"
-    if pid_file.is_file():
-        stop_pid(int(pid_file.read_text()))
-        pid_file.unlink()
+    stop_pid_file(workdir / "proxy.pid")
 
 
 def read_log(path: Path) -> list[ProxyLine]:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import init_db  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
+from procgroup import stop_pid, stop_pid_file  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,36 +86,9 @@ def start(workdir: Path, port: int, timeout_s: float = 60.0) -> ErpServer:
     return ErpServer(pid=proc.pid, base_url=base_url, database=database, key_file=key_file, log_file=log_file)
 
 
-def stop_pid(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the process group of ``pid``, then SIGKILL it after ``grace_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                return
-        except ChildProcessError:  # not our child: poll for existence
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
 def stop(workdir: Path) -> None:
     """Stop the server whose pid file is in ``workdir``."""
-    pid_file = workdir / "trytond.pid"
-    if pid_file.is_file():
-        stop_pid(int(pid_file.read_text()))
-        pid_file.unlink()
+    stop_pid_file(workdir / "trytond.pid")
 
 
 def main() -> None:

@@ -16,12 +16,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
+from procgroup import stop_pid, stop_pid_file, wait_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NGINX = "/usr/sbin/nginx"
@@ -73,20 +74,6 @@ def render(workdir: Path, port: int, upstream: str, rate_per_s: float, burst: in
     return conf
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nginx did not listen on {port} within {timeout_s:.0f} s") from None
-            time.sleep(0.05)
-
-
 def start(workdir: Path, port: int, upstream: str, *, rate_per_s: float, burst: int,
           retry_after_s: int = 1, timeout_s: float = 10.0) -> Gateway:
     """Start nginx on ``127.0.0.1:port`` proxying to ``upstream`` (host:port)."""
@@ -102,7 +89,7 @@ def start(workdir: Path, port: int, upstream: str, *, rate_per_s: float, burst: 
                                 start_new_session=True)
     (workdir / "gateway.pid").write_text(str(proc.pid))
     try:
-        _wait_port(port, proc, timeout_s)
+        wait_port(port, proc, timeout_s, "nginx")
     except BaseException:
         stop_pid(proc.pid)
         raise
@@ -110,38 +97,8 @@ def start(workdir: Path, port: int, upstream: str, *, rate_per_s: float, burst: 
                    error_log=error_log)
 
 
-def stop_pid(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM nginx's process group (master and workers), SIGKILL after ``grace_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                break
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # stray workers too
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def stop(workdir: Path) -> None:
-    pid_file = workdir / "gateway.pid"
-    if pid_file.is_file():
-        stop_pid(int(pid_file.read_text()))
-        pid_file.unlink()
+    stop_pid_file(workdir / "gateway.pid")
 
 
 def read_access_log(path: Path) -> list[AccessLine]:

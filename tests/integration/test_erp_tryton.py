@@ -19,11 +19,12 @@ from app.erp.port import PermanentErpError, TransientErpError, post_with_retry
 from app.erp.source import SourceCursor, poll
 from app.erp.sales import new_order, shipment
 from app.erp.tryton import TrytonAdapter, TrytonRest
-from tests.fixtures.erp import ROOT, ErpStack, load_ops_module
+from app.processes import ops_module
+from tests.fixtures.erp import ErpStack
 
 pytestmark = pytest.mark.erp
 
-gateway_ops = load_ops_module(ROOT / "ops" / "nginx" / "gateway.py")
+gateway_ops = ops_module("nginx/gateway.py")
 
 
 @pytest.fixture

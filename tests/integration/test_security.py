@@ -27,7 +27,7 @@ import pytest
 
 from app import settings
 from app.chaos import verify
-from app.chaos.faults import ops_module
+from app.processes import ops_module
 from app.chaos.run import Chaos, ChaosConfig, Say
 from app.settings import SettingsError, load
 

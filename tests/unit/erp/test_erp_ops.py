@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fixtures.erp import ROOT, load_ops_module
+from app.processes import ops_module
 
-gateway = load_ops_module(ROOT / "ops" / "nginx" / "gateway.py")
-init_db = load_ops_module(ROOT / "ops" / "erp" / "init_db.py")
+gateway = ops_module("nginx/gateway.py")
+init_db = ops_module("erp/init_db.py")
 
 
 def test_nginx_rates_are_whole_requests_per_second_or_minute() -> None:

@@ -38,6 +38,16 @@ def test_the_in_flight_cap_waits_for_a_release() -> None:
     assert limiter.in_flight == 2
 
 
+def test_a_cancelled_request_frees_its_slot_without_changing_the_rate() -> None:
+    limiter = AdaptiveLimiter(RatePolicy(rate_per_s=100, burst=10, max_in_flight=1), now=0.0)
+    assert limiter.acquire(0.0) == 0.0
+    assert limiter.acquire(0.0) == math.inf
+    rate = limiter.rate
+    limiter.cancel(0.0)
+    assert limiter.in_flight == 0 and limiter.rate == rate
+    assert limiter.acquire(0.0) == 0.0
+
+
 def test_a_throttle_halves_the_rate_empties_the_bucket_and_honours_retry_after() -> None:
     limiter = AdaptiveLimiter(POLICY, now=0.0)
     assert limiter.acquire(0.0) == 0.0

@@ -1,0 +1,58 @@
+"""Process-group helpers shared by the ops launchers (Tryton, the nginx gateway, the
+fault proxy): each runs its server in a process group of its own. Stdlib only; the
+launchers import it by putting ``ops/`` on ``sys.path``."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    """Until ``port`` accepts connections; an error if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not listen on {port} within {timeout_s:.0f} s") from None
+            time.sleep(0.05)
+
+
+def stop_pid(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group of ``pid``; once ``pid`` is gone or after ``grace_s``,
+    SIGKILL whatever is left of the group (e.g. nginx workers)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                break
+        except ChildProcessError:  # not our child: poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def stop_pid_file(pid_file: Path) -> None:
+    """Stop the process group whose leader's pid is in ``pid_file``, and remove the file."""
+    if pid_file.is_file():
+        stop_pid(int(pid_file.read_text()))
+        pid_file.unlink()
