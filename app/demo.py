@@ -39,7 +39,7 @@ from app.erp.tryton import TrytonRest
 from app.kafka_io import produce, read_all
 from app.processes import WorkerProcess, ops_module
 from app.settings import load
-from app.simulator.work import tracking_no, warehouse_work
+from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ERP gateway's quota (nginx limit_req) and the shares of it.
@@ -228,7 +228,7 @@ def _adjustment(event_id: str, wh: str, at_ms: int, sku: str) -> dict[str, Any]:
             "warehouse_id": wh, "sku": sku, "location": "B-03-02", "delta": -1, "reason": "damaged"}
 
 
-def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
+def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int, partitions: int) -> Feed:
     """The work for ``releases`` (`warehouse_work`), telemetry noise, two damaged-goods adjustments,
     an adjustment of a SKU the ERP does not know, and faulty records: a redelivered pick, a
     cancellation from the wrong source, a pick of 0 and a record cut off mid-way (produced last:
@@ -251,18 +251,17 @@ def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
          "sku": line["sku"], "qty": 0, "location": "A-01-01"},
     ]
     events = sorted([*work, *adjustments, *noise, *faulty], key=lambda e: parse_ts(e["occurred_at"]))
-    events.append({"event_id": "tel-flush", "type": "ItemScanned", "occurred_at": format_ts(end_ms + FLUSH_AFTER_MS),
-                   "source": "wms", "warehouse_id": wh, "barcode": "DOCK-DOOR-3", "location": "DOCK",
-                   "device_id": "RF-01"})
+    flush = [e for _, e in watermark_flush(wh, end_ms + FLUSH_AFTER_MS, partitions, "tel")]  # one per partition
+    events += flush
     stock = sum(e["type"] == "StockAdjusted" for e in work) + len(adjustments)
     kinds = Counter({"order work": len(work) + len(adjustments) - stock, "stock adjustments": stock,
-                     "telemetry": len(noise) + 1})
+                     "telemetry": len(noise) + len(flush)})
 
     redelivered = next(e["event_id"] for e in work if e["type"] == "PickConfirmed")
     records: list[tuple[bytes, bytes]] = []
     for e in events:
         # Devices send telemetry as JSON; everything else is Avro single-object.
-        value = orjson.dumps(e) if e["event_id"].startswith("tel-") else codec.encode_event(e)
+        value = orjson.dumps(e) if e["event_id"].startswith(("tel-", "flush-")) else codec.encode_event(e)
         records.append((event_key(e), value))
         if e["event_id"] == redelivered:
             records.append((event_key(e), value))  # the same record again
@@ -274,7 +273,7 @@ def warehouse_feed(releases: Sequence[dict[str, Any]], start_ms: int) -> Feed:
 
 def feed_warehouse(stack: Stack, releases: Sequence[dict[str, Any]], say: Say) -> Feed:
     start_ms = max(parse_ts(r["occurred_at"]) for r in releases) + 1000
-    feed = warehouse_feed(releases, start_ms)
+    feed = warehouse_feed(releases, start_ms, load(stack.env()).topics.partitions)
     topic = load(stack.env()).topics.events
     produce(stack.bootstrap, topic, feed.records)
     say(f"warehouse: {len(feed.records)} records to {topic}: "

@@ -54,7 +54,7 @@ from app.erp.sales import new_order
 from app.kafka_io import client_config, create_topics, produce
 from app.processes import ops_module
 from app.settings import load
-from app.simulator.work import tracking_no, warehouse_work
+from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
@@ -341,14 +341,13 @@ class Chaos:
                         self.say(f"{len(set(self.created) - fed)} created orders never released; feeding stops")
                         break
                 await asyncio.sleep(self.cfg.wave_s)
-            # One telemetry record after the last window's end + grace closes every window.
-            g = load({**self.env}).governance
+            # A telemetry record on every partition after the last window's end + grace closes every window.
+            s = load({**self.env})
+            g = s.governance
             flush_ms = max(int(time.time() * 1000), self.clock_ms + int((g.window_size_s + g.window_grace_s + 5) * 1000))
-            flush = {"event_id": f"flush-{self.prefix}", "type": "ItemScanned", "occurred_at": format_ts(flush_ms),
-                     "source": "wms", "warehouse_id": "WH1", "barcode": "DOCK-DOOR-1", "location": "DOCK",
-                     "device_id": "RF-01"}
-            await asyncio.to_thread(produce, self.bootstrap, topic, [(b"WH1", orjson.dumps(flush))])
-            self.sent["telemetry (JSON)"] += 1
+            flush = watermark_flush("WH1", flush_ms, s.topics.partitions, self.prefix)
+            await asyncio.to_thread(produce, self.bootstrap, topic, [(key, orjson.dumps(ev)) for key, ev in flush])
+            self.sent["telemetry (JSON)"] += len(flush)
             self.say(f"warehouse: {n} waves for {len(fed)} released orders; sent "
                      f"{', '.join(f'{v} {k}' for k, v in sorted(self.sent.items()))}")
         finally:

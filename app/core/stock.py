@@ -9,10 +9,11 @@ partitions of their latest stamp (``Mark``), so a window closes only once no inp
 partition can still send an on-time event for it: which events count is decided by
 each input partition's own stream, the same on every run and in ``replay``.
 
-An input partition that reports itself idle (nothing to read for a while) is left
-out of the minimum until it sends again; when every partition is idle the maximum
-counts. Forwards are deduplicated by the input offset they carry: a restarted
-upstream re-sends a batch, never a different one.
+An input partition that has never had an event and reports itself idle (nothing to
+read for a while) is left out of the minimum; every other partition counts with its last
+watermark, so a quiet partition holds windows until it moves on (upstream heartbeats, e.g.
+scanner telemetry, keep every partition moving). Forwards are deduplicated by the input
+offset they carry: a restarted upstream re-sends a batch, never a different one.
 """
 
 from __future__ import annotations
@@ -90,17 +91,18 @@ class InventoryStage:
         return self.windows.close(new)
 
     def _watermark(self) -> int | None:
-        active = []
-        idle = []
+        """The minimum over the input partitions' watermarks. A partition that never had an
+        event holds everything until it reports itself idle; one that had events always
+        counts with its last watermark, idle or not, so the result never depends on timing."""
+        known = []
         for source in range(self.sources):
             mark = self.marks.get(source)
-            if mark is None:
+            if mark is None or mark[0] is None:
+                if mark is not None and mark[2]:
+                    continue  # idle and empty: nothing of it can be pending
                 return None  # not heard from yet: it may still send anything
-            (idle if mark[2] else active).append(mark[0])
-        if active:
-            return None if None in active else min(active)
-        known = [wm for wm in idle if wm is not None]
-        return max(known) if known else None
+            known.append(mark[0])
+        return min(known) if known else None
 
 
 def encode_forward(source: int, offset: int, ev: Event, stamp: int) -> bytes:

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator
 from random import Random
 from typing import Any
 
+from app.core.keys import order_key
 from app.core.timeutil import format_ts
+from app.kafka_io import partition_for
 
 CARRIERS = ("DHL", "UPS", "DPD")
 
@@ -91,4 +93,25 @@ def warehouse_work(
         site.extend(line["sku"] for line in release["lines"] if line["sku"] not in site)
     for wh, site_skus in skus.items():
         out.extend(_stock_work(wh, site_skus, seed, clock))
+    return out
+
+
+def watermark_flush(warehouse_id: str, at_ms: int, partitions: int, tag: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """One telemetry record at ``at_ms`` for every input partition, ``(key, event)``: it
+    moves every partition's watermark, so every window and hold before it is decided
+    (a worker has no end of input). Each names an order id chosen so that its key
+    (``app.core.keys``) lands on the next partition not yet covered."""
+    out: list[tuple[bytes, dict[str, Any]]] = []
+    todo = set(range(partitions))
+    n = 0
+    while todo:
+        order_id = f"FLUSH-{tag}-{n}"
+        key = order_key(warehouse_id, order_id)
+        partition = partition_for(key, partitions)
+        n += 1
+        if partition in todo:
+            todo.discard(partition)
+            out.append((key, {"event_id": f"flush-{tag}-{partition}", "type": "ItemScanned",
+                              "occurred_at": format_ts(at_ms), "source": "wms", "warehouse_id": warehouse_id,
+                              "order_id": order_id, "barcode": "FLUSH", "location": "DOCK", "device_id": "flush"}))
     return out

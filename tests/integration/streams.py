@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections import Counter
 from collections.abc import Iterable
 
 import orjson
 
-from app.core import keys as keys_mod
 from app.core.model import CoreSettings, Milestone
 from app.core.timeutil import format_ts, parse_ts
-from app.kafka_io import partition_for
 from app.replay import replay_partitions
 from app.simulator.generate import Simulation
+from app.simulator.work import watermark_flush
 from tests.integration.conftest import normalize
 from app.simulator.model import DEFAULT_FAULTS, DEFAULT_INCIDENTS, SimConfig
 
@@ -41,27 +39,7 @@ def simulate(orders: int, warehouses: int = 1, seed: int = 7, partitions: int = 
             last = max(last, parse_ts(orjson.loads(raw)["occurred_at"]))
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             pass
-    todo = set(range(partitions))
-    for i in itertools.count():
-        if not todo:
-            break
-        key = keys_mod.order_key("WH1", f"FLUSH{i}")
-        partition = partition_for(key, partitions)
-        if partition not in todo:
-            continue
-        todo.discard(partition)
-        flush = {
-            "event_id": f"flush-{partition}",
-            "type": "ItemScanned",
-            "occurred_at": format_ts(last + 3_600_000),
-            "source": "wms",
-            "warehouse_id": "WH1",
-            "order_id": f"FLUSH{i}",
-            "barcode": "FLUSH",
-            "location": "DOCK",
-            "device_id": "test",
-        }
-        records.append((key, orjson.dumps(flush)))
+    records += [(key, orjson.dumps(ev)) for key, ev in watermark_flush("WH1", last + 3_600_000, partitions, "test")]
     return records
 
 

@@ -20,7 +20,7 @@ from app.core.keys import event_key
 from app.core.timeutil import format_ts
 from app.kafka_io import produce, read_all
 from app.settings import load
-from app.simulator.work import tracking_no, warehouse_work
+from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack
 from app.erp.sales import new_order, shipment
 
@@ -78,11 +78,9 @@ async def test_released_orders_end_as_done_shipments_exactly_once(erp_stack, kaf
         assert {r["order_id"] for r in releases} == numbers
         start = max(r["occurred_at"] for r in releases) + 1000
         work = warehouse_work(releases, seed=3, start_ms=start)
-        flush = {**work[-1], "event_id": "flush", "type": "ItemScanned", "occurred_at": start + 30_000,
-                 "source": "wms", "barcode": "X", "location": "DOCK", "device_id": "t"}
-        for key in ("order_id", "delta", "reason", "sku", "tote_id"):
-            flush.pop(key, None)
-        produce(kafka_bootstrap, events_topic, [(event_key(e), orjson.dumps(e)) for e in [*work, flush]])
+        records = [(event_key(e), orjson.dumps(e)) for e in work]
+        records += [(key, orjson.dumps(e)) for key, e in watermark_flush(work[-1]["warehouse_id"], start + 30_000, 4, "erp")]
+        produce(kafka_bootstrap, events_topic, records)
 
         deadline = time.monotonic() + 120
         done: dict[str, dict] = {}

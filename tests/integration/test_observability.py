@@ -29,7 +29,7 @@ from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
 from app.kafka_io import produce, read_all
 from app.processes import WorkerProcess
 from app.settings import load
-from app.simulator.work import warehouse_work
+from app.simulator.work import warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack
 from tests.integration.conftest import wait_for
 from tests.integration.test_dashboard import expressions
@@ -118,9 +118,8 @@ async def erp_flow(stack: ErpStack, bootstrap: str, worker: WorkerProcess, rest:
     assert [r["order_id"] for r in releases] == numbers
     start = max(r["occurred_at"] for r in releases) + 1000
     work = warehouse_work(releases[:worked], seed=5, start_ms=start)
-    flush = {"event_id": f"flush-{start}", "type": "ItemScanned", "occurred_at": start + 30_000, "source": "wms",
-             "warehouse_id": "WH1", "barcode": "X", "location": "DOCK", "device_id": "t"}
-    records = [(event_key(e), orjson.dumps(e)) for e in [*work, flush]]
+    records = [(event_key(e), orjson.dumps(e)) for e in work]
+    records += [(key, orjson.dumps(e)) for key, e in watermark_flush("WH1", start + 30_000, 4, f"obs{start}")]
     produce(bootstrap, worker.env["TOPIC_EVENTS"], records)
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
