@@ -195,40 +195,8 @@ def abandon_if_revoked(batch: Sequence[EventT], outcomes: Sequence[object]) -> b
         raise next(e for e in errors if not isinstance(e, Revoked))
     for ev in batch:
         ev.message.acked = True
-        _held[ev.message.tp] = max(_held.get(ev.message.tp, -1), ev.message.offset)
     log.info("rebalance during an ERP batch: %d milestones left to the next owner", len(batch))
     return True
-
-
-#: Per partition, the last offset of a batch cut short by a rebalance. Records after it that
-#: ``take_events`` had already buffered must not be posted before the cut batch is delivered
-#: again (a ShipmentConfirmed would overtake its OrderPacked): they are dropped uncommitted
-#: until the partition's records come again from the committed offset (at or before the cut).
-_held: dict[Any, int] = {}
-
-
-def not_overtaking(batch: Sequence[EventT]) -> list[EventT]:
-    """``batch`` without records that would overtake a cut batch (dropped: marked acked
-    without acking, so not committed); a record at or before the cut lifts the hold."""
-    keep = []
-    for ev in batch:
-        msg = ev.message
-        held = _held.get(msg.tp)
-        if held is not None:
-            if msg.offset > held:
-                msg.acked = True
-                continue
-            del _held[msg.tp]  # delivered again from the committed offset: in order again
-        keep.append(ev)
-    return keep
-
-
-@app.on_partitions_assigned.connect
-async def _forget_holds(sender: object, assigned: set, **_: object) -> None:  # type: ignore[type-arg]
-    """A partition now owned elsewhere comes back (if ever) from that owner's offsets."""
-    for tp in list(_held):
-        if tp not in assigned:
-            del _held[tp]
 
 
 def _trail(previous: Callable[[bytes], bytes | None], key: bytes, entries: list[dict[str, Any]]) -> tuple[bytes, bytes]:
@@ -246,8 +214,6 @@ if ERP.sink_enabled:
         try:
             # Small batches: a rebalance waits for the batch in flight (see the README, Guarantees).
             async for batch in stream.take_events(20, within=0.2):  # type: ignore[attr-defined]
-                kept = not_overtaking(batch)
-                if kept:
-                    await or_exit(run_batch(port, kept), log, "ERP sink batch", kept)
+                await or_exit(run_batch(port, list(batch)), log, "ERP sink batch", batch)
         finally:
             await port.close()
