@@ -257,7 +257,8 @@ async def _read_loop() -> None:
                     else:
                         log.warning("events consumer: %s", msg.error())
                 await _process(by_partition, reader.highs())
-                reader.commit()
+                if by_partition:
+                    reader.commit()  # progress for lag monitoring; nothing new when idle
             if msgs:
                 metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
                 metrics.LAST_COMMIT.set(time.time())
