@@ -1,28 +1,30 @@
-"""The governance state table (RocksDB via rocksdict, backed by a changelog topic).
+"""The governance state table (RocksDB via rocksdict, backed by a changelog topic), and
+how every stage commits a batch to its table.
 
 One table holds every input partition's state under a ``<partition>`` key prefix
-(orders with their held events, inventory windows, returns, dedup logs, meta); see
-``tables/records.py`` for the record layout and the crash-consistency rule.
+(orders with their held events, inventory windows, returns, dedup logs, meta, the fence);
+see ``tables/records.py`` for the record layout and the crash-consistency rule, and
+``app/runtime/ownership.py`` for the fence.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from faust.streams import _current_event
-from faust.types import EventT
-from faust.types.tuples import FutureMessage
 from faust.tables import Table
 
 from app.core.model import CoreSettings
 from app.faust_app import SETTINGS, app
-from tables.records import PartitionState, Write, prefix
+from app.runtime import faust_adapter
+from app.runtime.ownership import Ownership
+from tables.records import Write, fence_write, is_fence, prefix
 
-governance_state = app.Table(
+governance_state = faust_adapter.fenced_table(
+    app,
     "governance-state",
+    is_fence,
     default=None,
     key_type=bytes,  # bytes types select Faust's "raw" codec: we encode with orjson ourselves
     value_type=bytes,
@@ -60,82 +62,96 @@ CLOCK = BatchClock()
 
 
 def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
-    """The (recovered) records of one partition's state. Faust's RocksDB store keeps one
-    database per partition: only that one is read (keys and values are stored as given,
-    the table's codecs being raw), not every partition's."""
+    """The (recovered) records of one partition's state (keys and values are stored as
+    given, the table's codecs being raw)."""
     start = prefix(partition)
-    store = table.data
-    if hasattr(store, "_db_for_partition"):
-        items = store._visible_items(store._db_for_partition(partition))
-    else:  # memory://
-        items = table.items()
-    for key, value in items:
-        if key.startswith(start) and value is not None:
+    for key, value in faust_adapter.partition_items(table, partition):
+        if key.startswith(start):
             yield key, value
-
-
-def load_partition(partition: int) -> PartitionState:
-    """Build a partition's engine from the (recovered) table."""
-    return PartitionState(partition, core_settings(), CLOCK, records(governance_state, partition))
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a record came from; stands in for a Faust event (``.message``) so a batch read
-    outside Faust's streams writes to its partition's table store and changelog."""
+    """Where a record came from (topic, partition, offset)."""
 
     topic: str
     partition: int
     offset: int
 
-    @property
-    def message(self) -> Origin:
-        return self
 
-
-def bind(event: EventT | Origin) -> None:
-    """Make ``event`` current: table reads and writes go to its partition."""
-    _current_event.set(weakref.ref(event))
-
+bind = faust_adapter.bind
 
 Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
 
 
-async def commit_all(commits: list[tuple[EventT | Origin, Flush]], table: Table) -> None:
+async def write_fences(table: Table, topic: str, partitions: set[int], epoch: int, ownership: Ownership) -> None:
+    """Fence partitions this worker takes over: their records of older epochs that come
+    later in the changelog are skipped by every restore (``FencedTable``)."""
+    if not partitions:
+        return
+    ownership.check()
+    sent = []
+    for partition in sorted(partitions):
+        bind(Origin(topic, partition, -1))
+        sent += faust_adapter.send_writes(table, [fence_write(partition, epoch)])
+        if isinstance(table, faust_adapter.FencedTable):
+            table.note_fence(partition, epoch)
+    await asyncio.gather(*sent)
+    ownership.after_commit(f"{table.name} fence")
+
+
+async def commit_all(commits: list[tuple[Origin, Flush]], table: Table, ownership: Ownership | None = None) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
     last being its commit record (the meta). Every other write goes first; once the
-    broker has acknowledged them all (their own send futures: Faust's ``producer.flush``
-    may return while records still sit in its buffer), the commit records go, each alone in
-    its producer batch, and are waited for; a failed send raises. Tansu reports a partition's end as the base offset of its last batch
-    + 1, so a single-record batch last keeps a batching producer's changelog fully
-    recoverable; on any broker the state is on Kafka before the input is acked.
+    broker has acknowledged them all (their own send futures), the commit records go,
+    each alone in its producer batch, and are waited for; a failed send raises. Tansu
+    reports a partition's end as the base offset of its last batch + 1, so a
+    single-record batch last keeps a batching producer's changelog fully recoverable; on
+    any broker the state is on Kafka before the input is acked.
 
-    Writes run under their partition's event: Faust reads and writes a table in the
-    store and changelog partition of the current event, so ``previous`` sees it too."""
-    finals: list[tuple[EventT | Origin, Write]] = []
-    sent: list[FutureMessage] = []
-    for event, flush in commits:
-        bind(event)
+    With ``ownership``, the lease is checked before anything is written (``Fenced``), and
+    after the commit (a commit that may have raced a new owner wipes and exits).
+    Writes run under their partition (``bind``), so ``previous`` reads that partition."""
+    if not commits:
+        return
+    if ownership is not None:
+        ownership.check()
+    finals: list[tuple[Origin, Write]] = []
+    sent = []
+    for origin, flush in commits:
+        bind(origin)
         writes = flush(table.get)
-        sent += _apply(table, writes[:-1])
-        finals.append((event, writes[-1]))
+        sent += faust_adapter.send_writes(table, writes[:-1])
+        finals.append((origin, writes[-1]))
     await asyncio.gather(*sent)
     sent = []
-    for event, final in finals:
-        bind(event)
-        sent += _apply(table, [final])
+    for origin, final in finals:
+        bind(origin)
+        sent += faust_adapter.send_writes(table, [final])
     await asyncio.gather(*sent)
+    if ownership is not None:
+        ownership.after_commit(f"{table.name} batch")
 
 
-def _apply(table: Table, writes: list[Write]) -> list[FutureMessage]:
-    """What ``table[key] = value`` (or ``del``) does, keeping the changelog send's future."""
-    futures = []
-    for key, value in writes:
-        partition = table.partition_for_key(key)  # the current event's
-        if value is None:
-            futures.append(table.send_changelog(partition, key, None, value_serializer="raw"))
-            table.data.pop(key, None)
-        else:
-            futures.append(table.send_changelog(partition, key, value))
-            table.data[key] = value
-    return futures
+class TableStore:
+    """A stage's state table as the stage sees it: load a partition, fence partitions,
+    commit a batch (tests give a stage an in-memory fake of the same three methods)."""
+
+    def __init__(self, table: Table, topic: str, ownership: Ownership) -> None:
+        self.table = table
+        self.topic = topic
+        self.ownership = ownership
+
+    def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        return records(self.table, partition)
+
+    async def fence(self, partitions: set[int], epoch: int) -> None:
+        await write_fences(self.table, self.topic, partitions, epoch, self.ownership)
+
+    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None:
+        """``(partition, last offset, flush)`` per partition of the batch."""
+        await commit_all(
+            [(Origin(self.topic, partition, offset), flush) for partition, offset, flush in commits],
+            self.table,
+            self.ownership,
+        )
