@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from app.faust_app import SETTINGS, app
 from app.runtime import faust_adapter
-from tables.records import is_fence
+from tables.records import fence_key
 
 inventory_state = faust_adapter.fenced_table(
     app,
     "inventory-state",
-    is_fence,
+    fence_key,
     default=None,
     key_type=bytes,
     value_type=bytes,

@@ -86,14 +86,13 @@ def table_key(partition: int, kind: str, parts: Iterable[Any] = ()) -> bytes:
     return prefix(partition) + kind.encode() + SEP.encode() + orjson.dumps(list(parts))
 
 
+def fence_key(partition: int) -> bytes:
+    return table_key(partition, FENCE)
+
+
 def fence_write(partition: int, epoch: int) -> Write:
     """The record a worker writes first when it takes ``partition`` over."""
-    return table_key(partition, FENCE), orjson.dumps({"e": epoch})
-
-
-def is_fence(key: bytes) -> bool:
-    parts = key.split(SEP.encode(), 2)
-    return len(parts) == 3 and parts[1] == b"f"
+    return fence_key(partition), orjson.dumps({"e": epoch})
 
 
 def _parse_key(key: bytes) -> tuple[str, list[Any]]:

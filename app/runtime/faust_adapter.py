@@ -85,6 +85,16 @@ def partition_items(table: Table, partition: int) -> Iterator[tuple[bytes, bytes
             yield key, value
 
 
+def partition_get(table: Table, partition: int, key: bytes) -> bytes | None:
+    """One key of one partition's store (RocksDB: that partition's database only)."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        value = store._db_for_partition(partition).get(key)
+    else:  # memory://
+        value = store.data.get(key)
+    return value if value is None else bytes(value)
+
+
 def send_writes(table: Table, writes: Sequence[Write]) -> list[FutureMessage]:
     """Apply writes to the table of the current partition (see ``bind``) and send them to
     its changelog; returns the sends' futures (Faust's ``producer.flush`` may return while
@@ -122,12 +132,13 @@ class FencedTable(Table):  # type: ignore[misc]
     """A table whose changelog restore (recovery and standbys) skips fenced writes.
 
     Every state record carries the epoch of the worker that wrote it (``"e"``), and a
-    worker that takes a partition over first writes a *fence* record (``is_fence(key)``)
+    worker that takes a partition over first writes a *fence* record (``fence_key(p)``)
     with its own, higher epoch. A record of a lower epoch that follows a fence in the
     changelog was written by a worker that had already lost the partition (a stalled
     *zombie*): it is not applied, so the state is exactly the new owner's."""
 
-    is_fence: Callable[[bytes], bool] = staticmethod(lambda key: False)
+    #: The key of a partition's fence record (set by ``fenced_table``).
+    fence_key: Callable[[int], bytes]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,13 +146,10 @@ class FencedTable(Table):  # type: ignore[misc]
         self.fenced_records = 0
 
     def fence_of(self, partition: int) -> int:
-        """The highest fence epoch applied to this partition's store."""
+        """The highest fence epoch applied to this partition's store (-1: none)."""
         if partition not in self._fences:
-            best = -1
-            for key, value in partition_items(self, partition):
-                if self.is_fence(key):
-                    best = max(best, record_epoch(value) or -1)
-            self._fences[partition] = best
+            epoch = record_epoch(partition_get(self, partition, self.fence_key(partition)))
+            self._fences[partition] = -1 if epoch is None else epoch
         return self._fences[partition]
 
     def note_fence(self, partition: int, epoch: int) -> None:
@@ -159,7 +167,7 @@ class FencedTable(Table):  # type: ignore[misc]
             epoch = record_epoch(msg.value)
             if epoch is not None:
                 fence = self.fence_of(partition)
-                if self.is_fence(msg.key):
+                if msg.key == self.fence_key(partition):
                     self._fences[partition] = max(fence, epoch)
                 elif epoch < fence:
                     self.fenced_records += 1
@@ -168,10 +176,10 @@ class FencedTable(Table):  # type: ignore[misc]
         super().apply_changelog_batch(kept)
 
 
-def fenced_table(app: Any, name: str, is_fence: Callable[[bytes], bool], **options: Any) -> FencedTable:
+def fenced_table(app: Any, name: str, fence_key: Callable[[int], bytes], **options: Any) -> FencedTable:
     """Declare a ``FencedTable`` on ``app`` (what ``app.Table`` does for its own class)."""
     table = FencedTable(app, name=name, beacon=app.tables.beacon, **options)
-    table.is_fence = is_fence
+    table.fence_key = fence_key
     app.tables.add(table)
     return table
 

@@ -27,7 +27,7 @@ from app.core.model import SOURCES, CoreSettings, Milestone
 from app.core.stock import Mark
 from tables import lineage
 from tables.records import PartitionState
-from tables.state import BatchClock, Flush, Origin
+from app.runtime.statestore import BatchClock, Flush, Origin
 
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}

@@ -17,7 +17,7 @@ from app.core.model import CoreSettings
 from app.core.stock import apply_record
 from app.stages.governance import Emit, Outputs, StateStore
 from tables.records import InventoryState
-from tables.state import Origin
+from app.runtime.statestore import Origin
 
 
 class InventoryStage:
