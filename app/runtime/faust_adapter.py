@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import orjson
 from faust.streams import _current_event
@@ -38,46 +38,53 @@ Write = tuple[bytes, bytes | None]
 class Origin(Protocol):
     """Where a record came from: its topic, partition and offset."""
 
-    topic: str
-    partition: int
-    offset: int
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+#: Faust's types, unparametrised where this module does not care.
+AnyEvent: TypeAlias = "EventT[Any]"
+AnyTable: TypeAlias = "Table[Any, Any]"
 
 
 class _EventStandIn:
     """Stands in for a Faust event: Faust looks up ``event.message.partition``."""
 
-    __slots__ = ("message", "__weakref__")
+    __slots__ = ("__weakref__", "message")
 
     def __init__(self, origin: Origin) -> None:
         self.message = origin
 
 
-def bind(origin: Origin | EventT) -> None:
+def bind(origin: Origin | AnyEvent) -> None:
     """Make ``origin``'s partition current: table reads and writes go to its partition.
     ``origin`` is a Faust event, or any (topic, partition, offset) record."""
     if hasattr(origin, "message"):  # a Faust event
-        _current_event.set(weakref.ref(origin))
+        _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
         return
     event = getattr(origin, "_syncgov_event", None)
     if event is None:
-        event = _EventStandIn(origin)  # type: ignore[arg-type]
+        event = _EventStandIn(origin)  # not an event: Faust only reads its .message
         try:
             object.__setattr__(origin, "_syncgov_event", event)  # lives as long as its origin
         except (AttributeError, TypeError):
             _KEEP.append(event)
             del _KEEP[:-64]
-    _current_event.set(weakref.ref(event))
+    _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
 
 
 _KEEP: list[_EventStandIn] = []
 
 
-def partition_items(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
+def partition_items(table: AnyTable, partition: int) -> Iterator[tuple[bytes, bytes]]:
     """The (recovered) records stored for one partition. Faust's RocksDB store keeps a
     database per partition: only that one is read; the memory store is filtered."""
     store = table.data
     if hasattr(store, "_db_for_partition"):
-        items: Iterable[tuple[bytes, bytes]] = store._visible_items(store._db_for_partition(partition))
+        items: Iterable[tuple[bytes, bytes]] = store._visible_items(store._db_for_partition(partition))  # type: ignore[attr-defined]
     else:  # memory://
         items = table.items()
     for key, value in items:
@@ -85,7 +92,7 @@ def partition_items(table: Table, partition: int) -> Iterator[tuple[bytes, bytes
             yield key, value
 
 
-def partition_get(table: Table, partition: int, key: bytes) -> bytes | None:
+def partition_get(table: AnyTable, partition: int, key: bytes) -> bytes | None:
     """One key of one partition's store (RocksDB: that partition's database only)."""
     store = table.data
     if hasattr(store, "_db_for_partition"):
@@ -95,7 +102,7 @@ def partition_get(table: Table, partition: int, key: bytes) -> bytes | None:
     return value if value is None else bytes(value)
 
 
-def send_writes(table: Table, writes: Sequence[Write]) -> list[FutureMessage]:
+def send_writes(table: AnyTable, writes: Sequence[Write]) -> list[FutureMessage]:
     """Apply writes to the table of the current partition (see ``bind``) and send them to
     its changelog; returns the sends' futures (Faust's ``producer.flush`` may return while
     records still sit in its buffer)."""
@@ -111,7 +118,7 @@ def send_writes(table: Table, writes: Sequence[Write]) -> list[FutureMessage]:
     return futures
 
 
-def leave_unacked(events: Iterable[EventT]) -> None:
+def leave_unacked(events: Iterable[AnyEvent]) -> None:
     """Make Faust's own ack of these events a no-op: their offsets stay uncommitted."""
     for event in events:
         event.message.acked = True
@@ -128,7 +135,7 @@ def record_epoch(value: bytes | None) -> int | None:
     return epoch if isinstance(epoch, int) else None
 
 
-class FencedTable(Table):  # type: ignore[misc]
+class FencedTable(Table):  # type: ignore[type-arg]
     """A table whose changelog restore (recovery and standbys) skips fenced writes.
 
     Every state record carries the epoch of the worker that wrote it (``"e"``), and a
@@ -159,7 +166,7 @@ class FencedTable(Table):  # type: ignore[misc]
     def forget(self, partition: int) -> None:
         self._fences.pop(partition, None)
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[AnyEvent]) -> None:
         kept = []
         for event in batch:
             msg = event.message

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -33,6 +33,17 @@ from app import metrics
 from app.runtime.ownership import Fenced, Ownership
 
 log = logging.getLogger(__name__)
+
+
+class InputRecord(Protocol):
+    """What a stage reads of a record (a confluent-kafka ``Message`` without error)."""
+
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def value(self) -> bytes | None: ...
+
+
+Batch = Mapping[int, Sequence[InputRecord]]
 
 
 class Stage(Protocol):
@@ -47,7 +58,7 @@ class Stage(Protocol):
     def revoke(self, partitions: set[int]) -> None:
         """Drop the partitions' in-memory state (what is committed stays in the table)."""
 
-    async def process(self, batch: Mapping[int, Sequence[Message]], highs: Mapping[int, int]) -> None:
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
         """Process one batch (possibly empty: timers such as idle marks run then)."""
 
     def committed(self) -> dict[int, int]:
@@ -162,10 +173,11 @@ class StageRunner:
             if self.assigned is None or self.ownership.owned() != self.assigned:
                 self.assigned = None  # the assignment changed meanwhile: re-sync and re-seek first
                 return
-            batch: dict[int, list[Message]] = {}
+            batch: dict[int, list[InputRecord]] = {}
             for msg in msgs:
                 if msg.error() is None:
-                    batch.setdefault(msg.partition(), []).append(msg)
+                    record = cast(InputRecord, msg)  # without an error it has its partition and offset
+                    batch.setdefault(record.partition(), []).append(record)
                 else:
                     log.warning("%s consumer: %s", self.stage.name, msg.error())
             try:

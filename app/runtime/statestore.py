@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from faust.tables import Table
-
 from app.runtime import faust_adapter
+from app.runtime.faust_adapter import AnyTable
 from app.runtime.ownership import Ownership
 from tables.records import Write, fence_write, prefix
 
@@ -33,7 +32,7 @@ class BatchClock:
 
 
 
-def records(table: Table, partition: int) -> Iterator[tuple[bytes, bytes]]:
+def records(table: AnyTable, partition: int) -> Iterator[tuple[bytes, bytes]]:
     """The (recovered) records of one partition's state (keys and values are stored as
     given, the table's codecs being raw)."""
     start = prefix(partition)
@@ -56,7 +55,7 @@ bind = faust_adapter.bind
 Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
 
 
-async def write_fences(table: Table, topic: str, partitions: set[int], epoch: int, ownership: Ownership) -> None:
+async def write_fences(table: AnyTable, topic: str, partitions: set[int], epoch: int, ownership: Ownership) -> None:
     """Fence partitions this worker takes over: their records of older epochs that come
     later in the changelog are skipped by every restore (``FencedTable``)."""
     if not partitions:
@@ -72,7 +71,7 @@ async def write_fences(table: Table, topic: str, partitions: set[int], epoch: in
     ownership.after_commit(f"{table.name} fence")
 
 
-async def commit_all(commits: list[tuple[Origin, Flush]], table: Table, ownership: Ownership | None = None) -> None:
+async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, ownership: Ownership | None = None) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
     last being its commit record (the meta). Every other write goes first; once the
     broker has acknowledged them all (their own send futures), the commit records go,
@@ -109,7 +108,7 @@ class TableStore:
     """A stage's state table as the stage sees it: load a partition, fence partitions,
     commit a batch (tests give a stage an in-memory fake of the same three methods)."""
 
-    def __init__(self, table: Table, topic: str, ownership: Ownership) -> None:
+    def __init__(self, table: AnyTable, topic: str, ownership: Ownership) -> None:
         self.table = table
         self.topic = topic
         self.ownership = ownership

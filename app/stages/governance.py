@@ -20,19 +20,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Message
-
 from app import codec, metrics
+from app.core.engine import Output
 from app.core.model import SOURCES, CoreSettings, Milestone
 from app.core.stock import Mark
-from tables import lineage
-from tables.records import PartitionState
+from app.runtime.runner import Batch, InputRecord
 from app.runtime.statestore import BatchClock, Flush, Origin
+from tables import lineage
+from tables.records import InventoryState, PartitionState
 
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
 
-Outputs = list[tuple[object, Origin]]
+Outputs = list[tuple[Output, Origin]]
 Emit = Callable[[Outputs, list[Mark]], Awaitable[None]]
 
 
@@ -54,13 +54,18 @@ class _Partition:
     idle: bool = False
 
 
-def decode_and_run(ps: PartitionState, raw: bytes) -> list[object]:
+def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
     """One record through the core, decoded once (the lineage reads the same decode)."""
     d = codec.decode_input(raw)
-    if d.__class__ is str:
-        return ps.engine.reject(raw, d)  # type: ignore[arg-type]
-    ps.note(lineage.decoded_entry(d))  # type: ignore[arg-type]
-    return ps.engine.process_event(d, raw)  # type: ignore[arg-type]
+    if isinstance(d, str):
+        return ps.engine.reject(raw, d)
+    ps.note(lineage.decoded_entry(d))
+    return ps.engine.process_event(d, raw)
+
+
+def flush_to(state: PartitionState | InventoryState, offset: int) -> Flush:
+    """The flush that commits ``state`` up to ``offset`` (see ``tables/records.py``)."""
+    return lambda previous: state.flush(offset, previous)
 
 
 class GovernanceStage:
@@ -108,7 +113,7 @@ class GovernanceStage:
 
     # -- processing --------------------------------------------------------------------
 
-    def _run_partition(self, ps: PartitionState, msgs: Sequence[Message], outputs: Outputs) -> int | None:
+    def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
         """Run the core over one partition's records; the last offset processed, or None."""
         last = None
         skip_to = ps.offset
@@ -121,12 +126,12 @@ class GovernanceStage:
                 origin = Origin(self.topic, msg.partition(), offset)
                 for out in outs:
                     outputs.append((out, origin))
-                    if out.__class__ is Milestone:
-                        ps.note(lineage.milestone_entry(out))  # type: ignore[arg-type]
+                    if isinstance(out, Milestone):
+                        ps.note(lineage.milestone_entry(out))
             last = offset
         return last
 
-    async def process(self, batch: Mapping[int, Sequence[Message]], highs: Mapping[int, int]) -> None:
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
         """Run every partition's records, send all outputs and marks and wait for them
         once, then commit every partition's state."""
         outputs: Outputs = []
@@ -149,9 +154,7 @@ class GovernanceStage:
         marks.extend(self._idle_marks(now, highs))
         if outputs or marks:
             await self.emit(outputs, marks)
-        await self.store.commit(
-            [(ps.partition, last, lambda previous, ps=ps, last=last: ps.flush(last, previous)) for ps, last in done]
-        )
+        await self.store.commit([(ps.partition, last, flush_to(ps, last)) for ps, last in done])
         self._observe(done, highs, sum(len(m) for m in batch.values()))
 
     def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:

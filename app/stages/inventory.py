@@ -8,16 +8,15 @@ with the input offset (meta last). Same lifecycle as every stage
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-from confluent_kafka import Message
+from collections.abc import Mapping
 
 from app import metrics
 from app.core.model import CoreSettings
 from app.core.stock import apply_record
-from app.stages.governance import Emit, Outputs, StateStore
-from tables.records import InventoryState
+from app.runtime.runner import Batch
 from app.runtime.statestore import Origin
+from app.stages.governance import Emit, Outputs, StateStore, flush_to
+from tables.records import InventoryState
 
 
 class InventoryStage:
@@ -48,7 +47,7 @@ class InventoryStage:
     def committed(self) -> dict[int, int]:
         return {p: st.offset + 1 for p, st in self.partitions.items()}
 
-    async def process(self, batch: Mapping[int, Sequence[Message]], highs: Mapping[int, int]) -> None:
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
         outputs: Outputs = []
         done: list[tuple[InventoryState, int]] = []
         for partition, msgs in batch.items():
@@ -65,9 +64,7 @@ class InventoryStage:
                 done.append((st, last))
         if outputs:
             await self.emit(outputs, [])
-        await self.store.commit(
-            [(st.partition, last, lambda previous, st=st, last=last: st.flush(last, previous)) for st, last in done]
-        )
+        await self.store.commit([(st.partition, last, flush_to(st, last)) for st, last in done])
         for st, _ in done:
             if st.stage.watermark is not None:
                 metrics.INVENTORY_WATERMARK.labels(str(st.partition)).set(st.stage.watermark / 1000)

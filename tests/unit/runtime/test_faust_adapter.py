@@ -13,7 +13,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.stores.rocksdb import Store as RocksStore
 
 from app.runtime import faust_adapter
-from tables.records import META, ORDERS, fence_write, fence_key, table_key
+from tables.records import META, ORDERS, fence_key, fence_write, table_key
 
 
 @dataclass

@@ -15,9 +15,9 @@ from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.core.stock import Mark
 from app.runtime.ownership import Fenced, Lease, Ownership
 from app.runtime.runner import StageRunner
+from app.runtime.statestore import Flush
 from app.stages.governance import GovernanceStage
 from tables.records import fence_write
-from app.runtime.statestore import Flush
 
 TOPIC = "events"
 
