@@ -73,9 +73,10 @@ def _owner(topic: str, partition: int) -> str | None:
 
 async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
     """A part of the trace from the worker that owns it (this one, or a peer over HTTP)."""
-    # The lineage lives with the order's events partition, read by the owner of the same
-    # partition of the stock topic (agents/governance.py); the ERP calls with the milestones.
-    topic = SETTINGS.topics.stock if part == "lineage" else SETTINGS.topics.milestones
+    # The lineage lives with the order's events partition, the ERP calls with its milestones
+    # partition (same key, same number); both are read by the owner of the same partition of
+    # the stock topic (agents/governance.py, agents/erp_sink.py).
+    topic = SETTINGS.topics.stock
     key = keys.order_key(warehouse_id, order_id)  # events and milestones: same key
     owner = _owner(topic, partition_for(key, SETTINGS.topics.partitions))
     if owner is None or owner == str(app.conf.canonical_url).rstrip("/"):

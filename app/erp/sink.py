@@ -500,6 +500,12 @@ class OrderedErpSink:
         except PermanentErpError as exc:
             metrics.ERP_CALLS.labels(m["type"], "permanent_error").inc()
             await self._block(run, doc, slot, "dead_lettered", exc.status, exc.detail)
+        except Revoked:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an adapter bug on one milestone: parked in time, never a crash loop
+            log.exception("ERP sink: unexpected error posting %s %s", m["type"], m["milestone_id"])
+            metrics.ERP_CALLS.labels(m["type"], "transient_error").inc()
+            await self._failed(run, doc, slot, seq, exc, retry_after=None, unknown=True)
         else:
             self._done(run, doc, slot, result)
 
@@ -540,7 +546,8 @@ class OrderedErpSink:
             log.warning("ERP sink: parking %s %s after %d failures (%d while the ERP answered others): %s",
                         m["type"], m["milestone_id"], doc.failures, doc.counted, exc)
             await self._block(run, doc, slot, "parked", getattr(exc, "status", None),
-                              f"parked after {doc.failures} failed attempts; last: {exc}", failures=doc.failures)
+                              f"parked after {doc.failures} failed attempts; last: {_describe(exc)}",
+                              failures=doc.failures)
             return
         wait = backoff(min(doc.failures - 1, 64), self.config.backoff_base_s, self.config.backoff_cap_s, self.rand)
         wait = max(wait, retry_after or 0.0)
@@ -712,6 +719,10 @@ class OrderedErpSink:
         metrics.ERP_HELD.set(held)
         for reason, n in blocked.items():
             metrics.ERP_BLOCKED_DOCUMENTS.labels(reason).set(n)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, (TransientErpError, NotReadyErpError)) else f"{type(exc).__name__}: {exc}"
 
 
 def _trail(previous: bytes | None, entries: Iterable[dict[str, Any]]) -> bytes:

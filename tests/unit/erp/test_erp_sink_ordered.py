@@ -302,3 +302,14 @@ def test_tryton_packed_on_a_shipment_not_picked_yet_is_deferred_but_cancelled_is
 
     with pytest.raises(kind):
         TrytonAdapter._check_state({"number": "OUT-1", "state": state}, ("picked",), "OrderPacked")
+
+
+async def test_an_adapter_bug_on_one_milestone_parks_it_instead_of_a_crash_loop() -> None:
+    topic = Topic()
+    topic.add(milestone("a1", "OrderPicked", "OUT-A")), topic.add(milestone("b1", "OrderPicked", "OUT-B"))
+    topic.add(milestone("b2", "OrderPacked", "OUT-B")), topic.add(milestone("b3", "ShipmentConfirmed", "OUT-B"))
+    erp = Erp(script={"a1": [KeyError("lines")] * 100})
+    h = Harness(topic, erp, config=SinkConfig(max_retries=1, backoff_cap_s=1, settle_s=0.5))
+    h.start()
+    await h.run_until(lambda: h.done("b1", "b2", "b3") and (h.ledger.entry("a1") or {}).get("outcome") == "parked")
+    assert "KeyError" in h.ledger.entry("a1")["detail"]
