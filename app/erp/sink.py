@@ -333,6 +333,7 @@ class OrderedErpSink:
         owned = self.owned()
         if owned is None:
             return False
+        owned = {p for p in owned if self.still_owner(p)}  # a partition being fenced off is not loaded
         changed = owned != self.assigned
         for partition in [p for p, r in self.runs.items() if p not in owned or r.cut]:
             await self._drop(partition)
@@ -349,9 +350,15 @@ class OrderedErpSink:
                 for partition in new:
                     run = self.runs[partition]
                     run.inherited_end = ends.get(partition, 0)
-                    run.quiet_until = quiet if run.inherited_end > run.read_pos else 0.0
+                    inherited = run.inherited_end > run.read_pos or any(d.queue for d in run.docs.values())
+                    run.quiet_until = quiet if inherited else 0.0
             for run in self.runs.values():
                 run.paused = False
+            for partition in new:  # documents loaded mid-release go on, after the quiet time
+                run = self.runs[partition]
+                for doc in run.docs.values():
+                    if doc.queue:
+                        self._start(run, doc)
             log.info("ERP sink reads milestones partitions %s", sorted(owned))
         return True
 
@@ -371,7 +378,7 @@ class OrderedErpSink:
             if hold.blocker is not None and self._entry_outcome(run, hold.blocker) in DONE:
                 hold.blocker = None
             if hold.blocker is None:
-                self._release(run, doc)
+                self._release(run, doc, start=False)  # started once the quiet time is set
         log.info("ERP sink partition %d loaded at offset %d, %d document(s) held", partition, committed,
                  sum(1 for d in run.docs.values() if d.hold is not None))
         return run
@@ -434,7 +441,7 @@ class OrderedErpSink:
         doc.queue.append(slot)
         self._start(run, doc)
 
-    def _release(self, run: PartitionRun, doc: Doc) -> None:
+    def _release(self, run: PartitionRun, doc: Doc, start: bool = True) -> None:
         """Queue the held milestones behind whatever is queued (the re-driven blocker)."""
         hold = doc.hold
         assert hold is not None
@@ -446,7 +453,7 @@ class OrderedErpSink:
                 continue
             doc.queue.append(Slot(entry["milestone"], None))
         self._settle_hold(run, doc)
-        if doc.queue:
+        if doc.queue and start:
             self._start(run, doc)
 
     def _settle_hold(self, run: PartitionRun, doc: Doc) -> None:
@@ -473,7 +480,7 @@ class OrderedErpSink:
             while doc.queue and not run.cut:
                 slot = doc.queue[0]
                 wait = doc.not_before
-                if slot.offset is not None and slot.offset < run.inherited_end:
+                if slot.offset is None or slot.offset < run.inherited_end:  # maybe in flight at the previous owner
                     wait = max(wait, run.quiet_until)
                 if wait > self.clock():
                     await self.sleep(wait - self.clock())

@@ -313,3 +313,21 @@ async def test_an_adapter_bug_on_one_milestone_parks_it_instead_of_a_crash_loop(
     h.start()
     await h.run_until(lambda: h.done("b1", "b2", "b3") and (h.ledger.entry("a1") or {}).get("outcome") == "parked")
     assert "KeyError" in h.ledger.entry("a1")["detail"]
+
+
+async def test_a_release_cut_by_a_restart_goes_on_in_order_on_the_next_owner() -> None:
+    topic = Topic()
+    a = [milestone("a1", "OrderPicked", "OUT-A"), milestone("a2", "OrderPacked", "OUT-A"),
+         milestone("a3", "ShipmentConfirmed", "OUT-A")]
+    for m in a:
+        topic.add(m)
+    erp = Erp(script={"a1": [PermanentErpError(200, "no such SKU")]})
+    h = Harness(topic, erp, config=SinkConfig(max_retries=3, settle_s=5.0))
+    h.start()
+    await h.run_until(lambda: h.ledger.offset() == 2 and len(h.ledger.holds()) == 1)
+    topic.add(a[0])  # re-drive
+    await h.run_until(lambda: "a2" in erp.posted and h.ledger.offset() == 3)
+    await h.stop()  # dies mid-release: a3 still held in the stored meta
+    h.start()
+    await h.run_until(lambda: h.done("a1", "a2", "a3") and h.ledger.holds() == {})
+    assert erp.posted == ["a1", "a2", "a3"]
