@@ -75,7 +75,7 @@ class ErpHttpClient:
         before_send: Callable[[], None] | None = None,
     ) -> None:
         """``before_send`` runs once the rate limit lets a request go, right before it is
-        sent; it may raise to stop the request (the ERP sink's rebalance guard)."""
+        sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`)."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
         self.limiter = AdaptiveLimiter(policy, clock())
