@@ -314,6 +314,10 @@ class OrderedErpSink:
             await self.sleep(self.config.idle_s)
             return
         records = await self.source.poll(self.config.poll_records, self.config.poll_timeout_s)
+        owned = self.owned()
+        if owned is None or {p for p in owned if self.still_owner(p)} != self.assigned:
+            self.assigned = None  # ownership moved during the poll: re-sync, re-seeking to read these again
+            return
         for rec in records:
             run = self.runs.get(rec.partition)
             if run is None or run.cut or rec.offset < run.read_pos:

@@ -49,6 +49,28 @@ async def test_a_cut_batch_is_neither_overtaken_nor_skipped_by_a_later_all_in_le
     await h.run_until(lambda: h.done("a1", "a2") and h.ledger.offset() == 2)
     assert h.erp.calls == ["a1", "a2"]  # in order, each once; c1 acknowledged from the ledger
     assert h.source is not None and h.source.committed == {0: 3}
+    assert h.source.assignments[-1] == {0: 0}  # the cut partition was read again from its stored offset
+
+
+async def test_revoking_one_partition_stops_only_that_partitions_work() -> None:
+    """Per-partition lifecycle, no process-wide flag: partition 1 goes on while 0 is revoked."""
+    topic = Topic(partitions=2)
+    topic.add(milestone("a1", "OrderPicked", "OUT-A"), partition=0)
+    topic.add(milestone("b1", "OrderPicked", "OUT-B"), partition=1)
+    topic.add(milestone("b2", "OrderPacked", "OUT-B"), partition=1)
+    erp = Erp()
+    h = Harness(topic, erp, owner=__import__("tests.unit.erp.sinkfakes", fromlist=["Ownership"]).Ownership({0, 1}),
+                config=SinkConfig(settle_s=0.0))
+
+    def revoke_0(m: dict[str, Any]) -> None:
+        if m["milestone_id"] == "a1" and h.owner.partitions == {0, 1}:
+            h.owner.partitions = {1}
+
+    erp.on_call = revoke_0
+    h.start()
+    await h.run_until(lambda: h.done("b1", "b2", partition=1) and h.ledger.offset(1) == 1)
+    assert "a1" not in erp.calls and h.ledger.offset(0) == -1
+    assert h.sink is not None and set(h.sink.runs) == {1}
 
 
 async def test_a_restart_mid_document_keeps_its_order_and_posts_nothing_twice() -> None:
@@ -331,3 +353,25 @@ async def test_a_release_cut_by_a_restart_goes_on_in_order_on_the_next_owner() -
     h.start()
     await h.run_until(lambda: h.done("a1", "a2", "a3") and h.ledger.holds() == {})
     assert erp.posted == ["a1", "a2", "a3"]
+
+
+async def test_records_polled_while_ownership_moved_are_read_again() -> None:
+    topic = Topic()
+    topic.add(milestone("a1", "OrderPicked", "OUT-A"))
+    h = Harness(topic, Erp(), config=SinkConfig(settle_s=0.0))
+    sink = h.start()
+    await sink.step()  # assigned, a1 read and started
+    topic.add(milestone("a2", "OrderPacked", "OUT-A"))
+    assert h.source is not None
+    real_poll = h.source.poll
+
+    async def poll_during_a_rebalance(n: int, t: float) -> list:
+        out = await real_poll(n, t)
+        h.owner.partitions = None  # the rebalance begins while the poll was out
+        return out
+
+    h.source.poll = poll_during_a_rebalance  # type: ignore[method-assign]
+    await sink.step()
+    h.source.poll = real_poll  # type: ignore[method-assign]
+    h.owner.partitions = {0}  # same ownership as before
+    await h.run_until(lambda: h.done("a1", "a2") and h.ledger.offset() == 1)
