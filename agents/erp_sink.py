@@ -26,13 +26,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from agents._failfast import or_exit
 from app import metrics
 from app.erp import make_port
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
 from app.faust_app import SETTINGS, app
 from app.kafka_io import client_config
 from app.topics import erp_dead_letters, milestones
-from agents._failfast import or_exit
 from tables import ledger, state
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ OWNER_TOPIC = SETTINGS.topics.stock  # as agents/governance.py: Faust's assignme
 def faust_owned() -> set[int] | None:
     """The milestones partitions this worker owns now; None while Faust rebalances or
     recovers. The one ownership query of the sink (replaceable: see the module docstring)."""
-    if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
+    if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
         return None
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == OWNER_TOPIC}
 
@@ -128,7 +128,7 @@ class FaustLedger:
         return ledger.erp_ledger.get(key)
 
     async def commit(self, partition: int, offset: int, flush: Flush) -> None:
-        await state.commit_all([(state.Origin(TOPIC, partition, offset), flush)], ledger.erp_ledger)
+        await state.commit_all([(state.Origin(TOPIC, partition, offset), flush)], ledger.erp_ledger)  # type: ignore[arg-type]
 
 
 class KafkaDeadLetters:

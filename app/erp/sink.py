@@ -71,7 +71,13 @@ import orjson
 from app import metrics
 from app.core.ratelimit import backoff
 from app.core.timeutil import format_ts, parse_ts
-from app.erp.port import ErpPort, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
+from app.erp.port import (
+    ErpPort,
+    NotReadyErpError,
+    PermanentErpError,
+    PostResult,
+    TransientErpError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
-from app.erp.sink import Revoked, _PARTITION, fence
+from app.erp.sink import _PARTITION, Revoked, fence
 
 
 @pytest.fixture

@@ -11,7 +11,15 @@ import orjson
 
 from app import codec
 from app.erp.port import PostResult
-from app.erp.sink import DONE, Flush, OrderedErpSink, Record, SinkConfig, fence, meta_key
+from app.erp.sink import (
+    DONE,
+    Flush,
+    OrderedErpSink,
+    Record,
+    SinkConfig,
+    fence,
+    meta_key,
+)
 
 
 class Clock:

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from app import dlq, metrics
-from app.erp.port import NotReadyErpError, PermanentErpError, PostResult, TransientErpError
+from app.erp.port import (
+    NotReadyErpError,
+    PermanentErpError,
+    PostResult,
+    TransientErpError,
+)
 from app.erp.sink import SinkConfig
 from tests.unit.erp.sinkfakes import Erp, Harness, Topic, milestone
 
