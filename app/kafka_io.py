@@ -83,7 +83,7 @@ def _partition_counts(admin: AdminClient, bootstrap: str, wait_s: float, say: Ca
     while True:
         attempt += 1
         try:
-            meta = admin.list_topics(timeout=5)
+            meta = admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
             return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
         except KafkaException as exc:
             left = deadline - time.monotonic()
