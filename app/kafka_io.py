@@ -123,7 +123,14 @@ def ensure_topics(
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a peer worker created it meanwhile
                     raise
-        counts = _partition_counts(admin, bootstrap, wait_s, say)
+        # CreateTopics answers once the controller has the topics; the brokers' metadata
+        # follows shortly after (KRaft): wait until every topic is visible.
+        deadline = time.monotonic() + 30
+        while True:
+            counts = _partition_counts(admin, bootstrap, wait_s, say)
+            if all(x.name in counts for x in specs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     wrong = [f"{x.name!r} has {counts[x.name]} partitions" for x in specs
              if x.copartitioned and x.name in counts and counts[x.name] != partitions]
     missing = [x.name for x in specs if x.name not in counts]
