@@ -235,7 +235,8 @@ async def read_erp(rest: TrytonRest, milestones: Iterable[Mapping[str, Any]], pa
 def publish(s: Settings, records: list[Drift], detected_ms: int, window_s: float) -> None:
     """SyncDrift records (JSON) on the exceptions topic, keyed like the document's milestones."""
     bootstrap = s.kafka.bootstrap_servers
-    create_topics(bootstrap, [s.topics.exceptions], s.topics.partitions, s.kafka)
+    create_topics(bootstrap, [s.topics.exceptions], s.topics.partitions, s.kafka,
+                  replication_factor=s.topics.replication_factor)
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0,
                          "batch.num.messages": 1})
     for d in records:

@@ -1,7 +1,11 @@
 """`syncgov worker`: the stateful Faust worker.
 
 With ``KAFKA_BOOTSTRAP_SERVERS`` empty it starts the embedded broker first
-(the demo default); otherwise it joins the configured cluster.
+(the demo default); otherwise it joins the configured cluster. Before Faust starts it
+creates every topic it uses that is missing and checks that the ones it reads or
+co-partitions have ``TOPIC_PARTITIONS`` partitions (``app.kafka_io.worker_topics``):
+Faust subscribes only to topics that exist when it starts, and a producer writing to a
+missing topic would have it auto-created with the broker's default partition count.
 """
 from __future__ import annotations
 
@@ -17,6 +21,28 @@ def faust_argv(settings: settings_module.Settings, argv: list[str] | None = None
     return ["syncgov", "worker", "--loglevel", level, *(argv or [])]
 
 
+def prepare_topics(settings: settings_module.Settings, wait_s: float | None = None) -> int:
+    """Create the worker's missing topics and check the layout; 0, or the exit code after a
+    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound)."""
+    from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
+
+    s = settings
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or s.kafka.bootstrap_servers
+    try:
+        created = ensure_topics(bootstrap, worker_topics(s), s.topics.partitions, s.topics.replication_factor,
+                                s.kafka, wait_s=STARTUP_WAIT_S if wait_s is None else wait_s)
+    except TopicLayoutError as exc:
+        print(f"syncgov: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KafkaUnavailable as exc:
+        print(f"syncgov: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 3
+    if created:
+        print(f"syncgov: created topics {', '.join(created)} ({s.topics.partitions} partitions, "
+              f"replication factor {s.topics.replication_factor})", file=sys.stderr, flush=True)
+    return 0
+
+
 def run_worker(argv: list[str] | None = None) -> int:
     """Validate settings, start the embedded broker if needed, then run Faust's worker."""
     settings = settings_module.load()
@@ -28,6 +54,11 @@ def run_worker(argv: list[str] | None = None) -> int:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
         print(f"syncgov: embedded broker at {broker.bootstrap}", file=sys.stderr, flush=True)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    code = prepare_topics(settings)
+    if code:
+        if broker is not None:
+            broker.stop()
+        return code
     from app.faust_app import app
 
     sys.argv = faust_argv(settings, argv)

@@ -16,6 +16,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   (service nginx stop || true) >/dev/null 2>&1
   (service prometheus stop || true) >/dev/null 2>&1
 fi
-for script in ops/erp/install.sh .ci/install-k8s-tools.sh; do
+for script in ops/erp/install.sh ops/kafka/install.sh .ci/install-k8s-tools.sh; do
   if [ -f "$script" ]; then bash "$script"; fi
 done

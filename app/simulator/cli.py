@@ -110,7 +110,7 @@ def _kafka_sink(args: argparse.Namespace) -> KafkaSink:
 
     s = app_settings.load()
     topic = args.topic or s.topics.events
-    create_topics(args.kafka, [topic], s.topics.partitions, s.kafka)
+    create_topics(args.kafka, [topic], s.topics.partitions, s.kafka, replication_factor=s.topics.replication_factor)
     return KafkaSink(client_config(args.kafka, s.kafka), topic, args.rate)
 
 
