@@ -261,11 +261,15 @@ def test_a_fresh_worker_recovers_exactly_the_state_from_compacted_changelogs(apa
     after = _effective(tmp_path / "w2")
     assert after == before
     raw_after = {q: _store(tmp_path / "w2", "governance-state", q) for q in range(PARTITIONS)}
+    fences = {rec.fence_key(q) for q in range(PARTITIONS)}  # each take-over writes its own epoch
+
     def unchanged(store: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        return {k: v for k, v in store.items() if k not in crashed}
+        return {k: v for k, v in store.items() if k not in crashed and k not in fences}
 
     assert unchanged(raw_after[p]) == unchanged(raw_before[p])
-    assert all(raw_after[q] == raw_before[q] for q in range(PARTITIONS) if q != p)
+    assert all(unchanged(raw_after[q]) == unchanged(raw_before[q]) for q in range(PARTITIONS) if q != p)
+    for q in range(PARTITIONS):  # the new owner fenced every partition with a higher epoch
+        assert orjson.loads(raw_after[q][rec.fence_key(q)])["e"] > orjson.loads(raw_before[q][rec.fence_key(q)])["e"]
     assert all(raw_after[p][k] == v for k, v in crashed.items()), "the crashed batch's records were recovered too"
 
     # The same node again with its data dir kept (Faust's consistency check on), then the rest
