@@ -209,7 +209,7 @@ class TrytonView:
 def epoch(stamp: Any) -> float | None:
     """A Tryton datetime (naive UTC: trytond runs with TZ=UTC) as epoch seconds."""
     if isinstance(stamp, dt.datetime):
-        return stamp.replace(tzinfo=dt.timezone.utc).timestamp()
+        return stamp.replace(tzinfo=dt.UTC).timestamp()
     return None
 
 
