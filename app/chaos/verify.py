@@ -437,7 +437,8 @@ def judge(inp: Inputs) -> Verdict:
     v.out_of_order = out_of_order(expected, inp.tryton, inp.proxy_times)
     for d in inp.erp_dead_letters:
         if "milestone_id" in d and d.get("milestone_id") in expected and _TOO_EARLY.search(str(d.get("detail"))):
-            v.out_of_order.append(f"{d.get('type')} {d.get('order_id', '')} ({str(d['milestone_id'])[:12]}): "
+            v.out_of_order.append(f"{expected[d['milestone_id']].get('order_id')}: {d.get('type')} "
+                                  f"({str(d['milestone_id'])[:12]}) "
                                   f"refused by the ERP, its predecessor was not there yet: {str(d.get('detail'))[:120]}")
 
     # Poison vs dead letters.

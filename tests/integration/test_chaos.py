@@ -240,8 +240,7 @@ def test_the_load_has_changes_cancellations_short_picks_returns_and_several_ware
     assert v.orders_changed == chaos_run.user_edits["change"]
     assert v.orders_cancelled == chaos_run.user_edits["cancel"]
     assert v.orders_short > 0 and chaos_run.sent["LineShortClosed"] == v.orders_short
-    returns = v.by_type.get("ReturnReceived", (0, 0))
-    assert returns[0] == chaos_run.sent["ReturnReceived"] > 0 and returns == (returns[0], returns[0])
+    assert v.by_type.get("ReturnReceived", (0, 0))[0] == chaos_run.sent["ReturnReceived"] > 0  # posted: test_nothing_lost
 
 
 @pytest.mark.chaos
