@@ -6,8 +6,11 @@ quota gateway (``ops/nginx/gateway.py``; swapped to ``ops/chaos/gateway-429.conf
 for a throttling storm). Tryton can be stopped and started again on the same port and
 database directory.
 
-``WorkerPool``: ``syncgov worker`` processes (kill -9, clean stop, start, scale), with a
-supervisor that restarts a worker that exited by itself (and records it: a crash).
+``WorkerPool``: ``syncgov worker`` processes (kill -9, SIGSTOP/SIGCONT, clean stop, start,
+scale), with a supervisor that restarts a worker that exited by itself (and records it: a
+crash). A worker that exits with code 75 shortly after an injected stall found itself
+fenced (its group lease expired while it was stopped): that is the expected end of a
+zombie; it is restarted and recorded as such, not as a crash.
 ``Supervised``: the same for ``syncgov source``.
 
 Records: poison records of five kinds (each one must end in the dead-letter topic with a
@@ -42,6 +45,7 @@ from app.erp.client import ErpHttpClient
 from app.erp.tryton import TrytonRest
 from app.processes import WorkerProcess, ops_module
 from app.replay import process_record
+from app.runtime.ownership import FENCED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_OPS = ROOT / "ops" / "chaos"
@@ -202,6 +206,10 @@ class WorkerPool:
     starts: int = 0
     exits: list[Exit] = field(default_factory=list)
     restarts_s: list[float] = field(default_factory=list)  # kill -9 -> ready again, each time
+    stalls: int = 0
+    resumed_at: dict[str, float] = field(default_factory=dict)  # name -> when its last stall ended
+    fenced: list[Exit] = field(default_factory=list)  # exits with code 75 after an injected stall
+    fenced_grace_s: float = 120.0  # a fenced exit this long after SIGCONT is still the stall's
     aborted: bool = False  # set by stop_all: starts give up at once
     _busy: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -225,6 +233,7 @@ class WorkerPool:
         if worker is None:
             worker = self.workers[name] = WorkerProcess(self.bootstrap, self.workdir / name, env=dict(self.env))
         self.wanted.add(name)
+        self.resumed_at.pop(name, None)  # a new process: an old stall no longer explains its exit
         for attempt in range(1, 4):
             if self.aborted:
                 raise RuntimeError("the worker pool is stopping")
@@ -263,6 +272,27 @@ class WorkerPool:
         finally:
             self._release(name)
 
+    def stall(self, name: str, seconds: float) -> int | None:
+        """SIGSTOP ``name`` for ``seconds`` (longer than the session timeout: the group evicts
+        it and its partitions move), then SIGCONT. Returns the pid, or None if it was not running."""
+        while not self._claim(name):
+            time.sleep(0.2)
+        try:
+            proc = self.workers[name].process
+            if proc is None or proc.poll() is not None:
+                return None
+            os.kill(proc.pid, signal.SIGSTOP)
+            self.stalls += 1
+            try:
+                time.sleep(seconds)
+            finally:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGCONT)
+                self.resumed_at[name] = time.monotonic()
+            return proc.pid
+        finally:
+            self._release(name)
+
     def stop(self, name: str) -> None:
         """A clean stop (SIGTERM: the worker leaves the group); not restarted."""
         while not self._claim(name):
@@ -284,8 +314,16 @@ class WorkerPool:
                 if proc is not None and proc.poll() is None:
                     continue
                 code = proc.poll() if proc is not None else None
-                self.exits.append(Exit(name, code, time.time(), worker.log_file))
-                self.say(f"worker {name} exited by itself (code {code}); restarting it; see {worker.log_file}")
+                resumed = self.resumed_at.pop(name, None)
+                if code == FENCED_EXIT_CODE and resumed is not None and \
+                        time.monotonic() - resumed <= self.fenced_grace_s:
+                    self.fenced.append(Exit(name, code, time.time(), worker.log_file))
+                    self.say(f"(h) worker {name} found itself fenced after its stall (exit {code}, "
+                             f"{time.monotonic() - resumed:.0f} s after SIGCONT): restarting it (its stores "
+                             "recover from the changelogs)")
+                else:
+                    self.exits.append(Exit(name, code, time.time(), worker.log_file))
+                    self.say(f"worker {name} exited by itself (code {code}); restarting it; see {worker.log_file}")
                 worker.process = None
                 self._start(name, 240.0)
             finally:

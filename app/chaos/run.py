@@ -16,17 +16,25 @@ schema. Meanwhile the faults run, in turn and in combination (see docs/chaos.md)
       types, oversized records
   (f) workers scaled 1 -> 2 -> 1 under load (the second one a fresh node)
   (g) PickConfirmed from a producer on the v1 writer schema (avro/history)
+  (h) a worker stalled (SIGSTOP) past the group's session timeout, then SIGCONT; alone and
+      during ERP faults (``--stalls``, ``--stall-s``)
 
-When every released order is done in Tryton (or ``--drain-timeout-s`` passed) the
-verifier (``app.chaos.verify``) compares Tryton's documents with the expected result and
-prints the table. Exit code 0 only with 0 lost, 0 posted twice and every poison record in
-the dead-letter topic with a reason. Everything lives under ``--dir`` (fresh each run).
+The load: sales over several warehouses (``--warehouses``); some orders changed or cancelled
+by the ERP's users in Tryton before picking, some picked short (LineShortClosed; Tryton then
+makes a back order, released and worked like any other), some partly returned after shipping.
+
+When every released order is where the replay says it must be in Tryton (or
+``--drain-timeout-s`` passed) the verifier (``app.chaos.verify``) compares Tryton's documents
+with the expected result and prints the table. Exit code 0 only with 0 lost, 0 posted twice,
+0 out of order and every poison record in the dead-letter topic with a reason. Everything
+lives under ``--dir`` (fresh each run).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import signal
 import sys
@@ -46,11 +54,12 @@ from app import codec
 from app.broker import EmbeddedBroker
 from app.chaos import verify
 from app.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, poison
+from app.chaos.users import add_warehouses, cancel_order, change_order, new_sale
 from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import PermanentErpError, TransientErpError
-from app.erp.sales import new_order
+from app.erp.tryton import SHIPMENT
 from app.kafka_io import client_config, create_topics, produce
 from app.processes import ops_module
 from app.settings import load
@@ -59,6 +68,8 @@ from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
 TELEMETRY = ("ItemScanned", "ToteConveyed")
+#: A create (POST on a model, no record id): a note, an internal shipment, a customer return.
+CREATE_CALL = r"^POST [^?]*/rest/model/[a-z_]+(\.[a-z_]+)*(\?|$)"
 
 
 @dataclass
@@ -73,6 +84,14 @@ class ChaosConfig:
     storm_s: float = 30.0
     errors_s: float = 30.0
     scale: bool = True
+    scale_step_s: float = 20.0
+    stalls: int = 2  # SIGSTOP past the session timeout: one alone, one during the ERP's errors
+    stall_s: float = 12.0  # at least the session timeout + 4 s
+    warehouses: tuple[str, ...] = ("WH1", "WH2", "WH3")
+    change_share: float = 0.06  # released orders the ERP's users change before picking
+    cancel_share: float = 0.04  # ... cancel before picking
+    short_share: float = 0.10  # orders picked short (one line, when a line has 2 or more)
+    return_share: float = 0.08  # shipped orders partly returned
     poison_rate: float = 0.01
     old_schema_share: float = 0.25
     create_concurrency: int = 3
@@ -122,6 +141,9 @@ class ReleaseTail(threading.Thread):
         self.lock = threading.Lock()
         self.releases: dict[str, dict[str, Any]] = {}
         self.new: list[dict[str, Any]] = []
+        self.changed: dict[str, dict[str, Any]] = {}  # order id -> its latest OrderChanged
+        self.cancelled: set[str] = set()
+        self.last_release = time.monotonic()
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -145,12 +167,18 @@ class ReleaseTail(threading.Thread):
                         d = codec.decode(value)
                     except codec.DecodeError:
                         continue
-                    if d.get("type") == "OrderReleased" and d.get("source") == "erp":
-                        with self.lock:
-                            if d["order_id"] not in self.releases:
-                                d = {**d, "occurred_at": format_ts(d["occurred_at"])}
-                                self.releases[d["order_id"]] = d
-                                self.new.append(d)
+                    if d.get("source") != "erp":
+                        continue
+                    with self.lock:
+                        if d.get("type") == "OrderReleased" and d["order_id"] not in self.releases:
+                            d = {**d, "occurred_at": format_ts(d["occurred_at"])}
+                            self.releases[d["order_id"]] = d
+                            self.new.append(d)
+                            self.last_release = time.monotonic()
+                        elif d.get("type") == "OrderChanged":
+                            self.changed[d["order_id"]] = d
+                        elif d.get("type") == "OrderCancelled":
+                            self.cancelled.add(d["order_id"])
         finally:
             consumer.close()
 
@@ -191,6 +219,16 @@ class Chaos:
         self.killing: set[str] = set()
         self.lags: list[float] = []
         self.background: list[asyncio.Task[None]] = []
+        self.creation_done_at = 0.0
+        self.tail: ReleaseTail | None = None
+        self.fed: set[str] = set()
+        self.cancelled_orders: set[str] = set()  # cancelled by the ERP's users, seen on the topic
+        self.plans: dict[str, tuple[str | None, bool, bool]] = {}  # order id -> decide()
+        self.user_edits: Counter[str] = Counter()  # "change" / "cancel" done in Tryton
+        self.changed_fed = 0  # orders worked with the lines of their OrderChanged
+        self.feed_version = 0  # bumped by every record batch the warehouse feeds
+        self.feed_flushed = False  # every window closed after the last wave
+        self.stop_feeding = False
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -257,15 +295,17 @@ class Chaos:
         sem = asyncio.Semaphore(cfg.create_concurrency)
         rng = Random(cfg.seed + 1)
         plans = [([(f"SKU-{n:04d}", rng.randint(1, 3)) for n in rng.sample(range(1, 201), rng.randint(1, 3))],
-                  CUSTOMERS[i % len(CUSTOMERS)]) for i in range(cfg.orders)]
+                  CUSTOMERS[i % len(CUSTOMERS)], cfg.warehouses[i % len(cfg.warehouses)]) for i in range(cfg.orders)]
+        sites = await add_warehouses(rest, cfg.warehouses)
+        self.say(f"ERP users: warehouses {', '.join(f'{code} (location {sites[code]})' for code in cfg.warehouses)}")
 
-        async def one(lines: list[tuple[str, int]], customer: str) -> None:
+        async def one(lines: list[tuple[str, int]], customer: str, site: str) -> None:
             async with sem:
                 for attempt in range(1, 6):
                     await self.erp_up.wait()
                     self.creating += 1
                     try:
-                        ship = await new_order(rest, lines, customer=customer)
+                        ship = await new_sale(rest, lines, customer=customer, warehouse=sites[site])
                         self.created.append(ship["number"])
                         return
                     except (TransientErpError, PermanentErpError) as exc:
@@ -277,11 +317,56 @@ class Chaos:
                         self.creating -= 1
 
         try:
-            await asyncio.gather(*(one(lines, customer) for lines, customer in plans))
+            await asyncio.gather(*(one(lines, customer, site) for lines, customer, site in plans))
         finally:
             await rest.close()
             self.creation_done = True
+            self.creation_done_at = time.monotonic()
         self.say(f"ERP users: {len(self.created)} sales entered and processed ({self.create_errors} retried calls)")
+
+    def decide(self, order_id: str) -> tuple[str | None, bool, bool]:
+        """(ERP users' edit before picking: "change", "cancel" or None; picked short; partly
+        returned) for an order: drawn from the seed and the order id, so the same on every run."""
+        cfg = self.cfg
+        rng = Random(f"{cfg.seed}:{order_id}")
+        x = rng.random()
+        edit = "cancel" if x < cfg.cancel_share else "change" if x < cfg.cancel_share + cfg.change_share else None
+        short = rng.random() < cfg.short_share
+        returned = edit != "cancel" and rng.random() < cfg.return_share
+        return edit, short, returned
+
+    async def user_edit(self, rest: Any, edit: str, release: dict[str, Any]) -> bool:
+        """The ERP's user changes (one line +1 or +2, another with 2 or more -1) or cancels a
+        released order in Tryton before the warehouse starts on it; False if Tryton refused."""
+        order_id = release["order_id"]
+        for attempt in range(1, 4):
+            await self.erp_up.wait()
+            self.creating += 1
+            try:
+                found = await rest.search(SHIPMENT, [("number", "=", order_id)], ["state"])
+                if not found or found[0]["state"] not in ("waiting", "assigned", "draft"):
+                    self.say(f"ERP users: cannot {edit} {order_id}: {found[0]['state'] if found else 'not found'}")
+                    return False
+                ship_id = found[0]["id"]
+                if edit == "cancel":
+                    await cancel_order(rest, ship_id)
+                else:
+                    lines = sorted(release["lines"], key=lambda line: line["line_no"])
+                    rng = Random(f"{self.cfg.seed}:change:{order_id}")
+                    up = rng.choice(lines)
+                    quantities = {up["line_no"]: int(up["qty"]) + rng.randint(1, 2)}
+                    down = [line for line in lines if line is not up and int(line["qty"]) >= 2]
+                    if down:
+                        quantities[down[0]["line_no"]] = int(down[0]["qty"]) - 1
+                    await change_order(rest, ship_id, quantities)
+                self.user_edits[edit] += 1
+                return True
+            except (TransientErpError, PermanentErpError) as exc:
+                self.say(f"ERP users: {edit} of {order_id} failed (attempt {attempt}): {str(exc)[:160]}")
+                await asyncio.sleep(1.0)
+            finally:
+                self.creating -= 1
+        return False
 
     def wave(self, releases: list[dict[str, Any]], n: int) -> list[tuple[bytes | None, bytes]]:
         """The warehouse's records for one wave of releases, with poison and old-schema picks."""
@@ -289,7 +374,9 @@ class Chaos:
         seed = cfg.seed * 100_000 + n
         now = int(time.time() * 1000)
         start_ms = max(now, self.clock_ms + 1)
-        work = warehouse_work(releases, seed=seed, start_ms=start_ms,
+        short = {r["order_id"] for r in releases if self.plans.get(r["order_id"], (None, False, False))[1]}
+        returned = {r["order_id"] for r in releases if self.plans.get(r["order_id"], (None, False, False))[2]}
+        work = warehouse_work(releases, seed=seed, start_ms=start_ms, short=short, returned=returned,
                               step_ms=max(1, min(50, int(cfg.wave_s * 1000) // max(1, len(releases) * 12))))
         old = {r["order_id"] for r in releases if rng.random() < cfg.old_schema_share}
         for r in releases:
@@ -305,6 +392,8 @@ class Chaos:
                 value, kind = codec.encode_event(e), "events (Avro)"
             records.append((key, value))
             self.sent[kind] += 1
+            if e["type"] in ("LineShortClosed", "ReturnReceived"):
+                self.sent[e["type"]] += 1
             if rng.random() < cfg.poison_rate or (len(self.poison_sent) < len(POISON_KINDS) and n > 1 and
                                                   rng.random() < 0.2):
                 kind = POISON_KINDS[len(self.poison_sent)] if len(self.poison_sent) < len(POISON_KINDS) \
@@ -317,43 +406,98 @@ class Chaos:
         self.clock_ms = max(parse_ts(e["occurred_at"]) for e in work)
         return records
 
+    def unfed(self) -> set[str]:
+        """Released orders the warehouse has not started on yet (held for an ERP user's edit included)."""
+        if self.tail is None:
+            return set()
+        with self.tail.lock:
+            released = set(self.tail.releases)
+        return released - self.fed - self.cancelled_orders
+
     async def feed(self, topic: str) -> None:
-        """Warehouse work for each wave of releases until every created order was released and fed."""
-        tail = ReleaseTail(self.bootstrap, topic)
+        """Warehouse work for each wave of releases until the drain is over. An order the ERP's
+        users change or cancel is held until the source has published the change (then worked
+        with its new lines) or the cancellation (then never worked). When nothing new came for
+        a while after the ERP's users are done, a telemetry record on every partition closes
+        every window (again after each later wave: back orders)."""
+        tail = self.tail = ReleaseTail(self.bootstrap, topic)
         tail.start()
-        fed: set[str] = set()
+        rest = self.erp.direct_rest(2)
         n = 0
-        waiting_since: float | None = None
+        flushed, last_wave = True, time.monotonic()
+        held: dict[str, tuple[dict[str, Any], str, asyncio.Task[bool]]] = {}
+        edited_at: dict[str, float] = {}
+        settings = load({**self.env})
+        g = settings.governance
         try:
-            while True:
-                new = [r for r in tail.take() if r["order_id"] not in fed]
-                if new:
+            while not self.stop_feeding:
+                ready: list[dict[str, Any]] = []
+                for r in tail.take():
+                    order_id = r["order_id"]
+                    if order_id in self.fed or order_id in held:
+                        continue
+                    edit, short, returned = self.decide(order_id)
+                    self.plans[order_id] = (edit, short, returned)
+                    if edit is None:
+                        ready.append(r)
+                    else:
+                        held[order_id] = (r, edit, asyncio.create_task(self.user_edit(rest, edit, r)))
+                for order_id, (r, edit, task) in list(held.items()):
+                    with tail.lock:
+                        changed, cancelled = tail.changed.get(order_id), order_id in tail.cancelled
+                    if cancelled:
+                        del held[order_id]
+                        self.cancelled_orders.add(order_id)
+                    elif edit == "change" and changed is not None:
+                        del held[order_id]
+                        ready.append({**r, "lines": changed["lines"], "changed": True})
+                    elif task.done() and not task.result():  # Tryton refused: the order goes on as released
+                        del held[order_id]
+                        ready.append(r)
+                    elif task.done() and time.monotonic() - edited_at.setdefault(order_id, time.monotonic()) > 180:
+                        del held[order_id]  # left unworked: the verifier reports it
+                        self.say(f"ERP users: the source never published the {edit} of {order_id} (180 s)")
+                if ready:
                     n += 1
-                    records = self.wave(new, n)
+                    records = self.wave(ready, n)
                     await asyncio.to_thread(produce, self.bootstrap, topic, records)
-                    fed.update(r["order_id"] for r in new)
-                if self.creation_done and set(self.created) <= fed:
-                    break
-                if self.creation_done:
-                    waiting_since = waiting_since or time.monotonic()
-                    if not self.erp_up.is_set():
-                        waiting_since = time.monotonic()
-                    if time.monotonic() - waiting_since > 300:
-                        self.say(f"{len(set(self.created) - fed)} created orders never released; feeding stops")
-                        break
+                    self.fed.update(r["order_id"] for r in ready)
+                    self.changed_fed += sum(1 for r in ready if r.get("changed"))
+                    flushed, last_wave = False, time.monotonic()
+                    self.feed_version += 1
+                if self.creation_done and not flushed and not held and time.monotonic() - last_wave >= 10:
+                    # One telemetry record on every partition after the last window's end + grace.
+                    flush_ms = max(int(time.time() * 1000),
+                                   self.clock_ms + int((g.window_size_s + g.window_grace_s + 5) * 1000))
+                    flush = watermark_flush(self.cfg.warehouses[0], flush_ms, settings.topics.partitions,
+                                            f"{self.prefix}-{n}")
+                    await asyncio.to_thread(produce, self.bootstrap, topic,
+                                            [(key, orjson.dumps(ev)) for key, ev in flush])
+                    self.clock_ms = flush_ms
+                    self.sent["telemetry (JSON)"] += len(flush)
+                    flushed = True
+                    self.feed_version += 1
+                if not self.feed_done and self.creation_done and flushed and not held and (
+                        set(self.created) <= self.fed | self.cancelled_orders
+                        or time.monotonic() - self.creation_done_at > 300):
+                    self.feed_done = True
+                    self.say(f"warehouse: {n} waves for {len(self.fed)} released orders; "
+                             f"{len(set(self.created) - self.fed - self.cancelled_orders)} created orders not released")
+                self.feed_flushed = flushed and not held
                 await asyncio.sleep(self.cfg.wave_s)
-            # A telemetry record on every partition after the last window's end + grace closes every window.
-            s = load({**self.env})
-            g = s.governance
-            flush_ms = max(int(time.time() * 1000), self.clock_ms + int((g.window_size_s + g.window_grace_s + 5) * 1000))
-            flush = watermark_flush("WH1", flush_ms, s.topics.partitions, self.prefix)
-            await asyncio.to_thread(produce, self.bootstrap, topic, [(key, orjson.dumps(ev)) for key, ev in flush])
-            self.sent["telemetry (JSON)"] += len(flush)
-            self.say(f"warehouse: {n} waves for {len(fed)} released orders; sent "
+            self.say(f"warehouse: {n} waves for {len(self.fed)} released orders; sent "
                      f"{', '.join(f'{v} {k}' for k, v in sorted(self.sent.items()))}")
         finally:
             tail.stopping.set()
             self.feed_done = True
+            for _, _, task in held.values():
+                task.cancel()
+            await rest.close()
+
+    async def fed_once(self) -> None:
+        """Until the warehouse has worked every order the ERP's users entered (or the feeder died)."""
+        while not self.feed_done:  # noqa: ASYNC110 - set from the feeder task
+            await asyncio.sleep(0.5)
 
     def progress(self) -> float:
         return len(self.created) / max(1, self.cfg.orders)
@@ -391,6 +535,37 @@ class Chaos:
         else:
             self.background.append(task)
 
+    async def stall(self, why: str = "", wait: bool = True) -> None:
+        """(h) SIGSTOP a random running worker past the group's session timeout, then SIGCONT.
+        It is evicted meanwhile and its partitions move; back, it must not write anything as
+        their owner (a worker that committed after its lease ran out exits with code 75 and is
+        restarted: ``WorkerPool.supervise``)."""
+        assert self.pool is not None
+        running = [n for n in self.pool.running() if n not in self.killing]
+        if not running:
+            return
+        name = self.rng.choice(running)
+        session_s = load({**self.env}).kafka.session_timeout_s
+        seconds = max(self.cfg.stall_s, session_s + 4)
+        pid = self.pool.workers[name].process.pid if self.pool.workers[name].process else "?"
+        started = time.monotonic()
+        self.say(f"(h) SIGSTOP worker {name} (pid {pid}) for {seconds:.0f} s (session timeout {session_s:g} s){why}")
+        self.killing.add(name)
+
+        async def resume() -> None:
+            try:
+                await asyncio.to_thread(self.pool.stall, name, seconds)  # type: ignore[union-attr]
+                self.say(f"(h) SIGCONT worker {name} after {time.monotonic() - started:.0f} s")
+            finally:
+                self.killing.discard(name)
+                self.mark("(h) worker stalled past the session timeout", started)
+
+        task = asyncio.create_task(resume())
+        if wait:
+            await task
+        else:
+            self.background.append(task)
+
     async def outage(self, combo_kill: bool) -> None:
         started = time.monotonic()
         self.erp_up.clear()
@@ -422,30 +597,39 @@ class Chaos:
         self.mark("(c) 429 storm", started)
         self.say("(c) storm over: the gateway's normal quota again")
 
-    async def errors(self, combo_kill: bool) -> None:
+    async def errors(self, combo_kill: bool, combo_stall: bool = False) -> None:
         """(d): 500s from the gateway, then 500s/hangs/lost answers from the ERP behind it."""
         cfg = self.cfg
-        steps = [("gateway answers 500 to everything", lambda: self.erp.gateway_template("500"), cfg.errors_s / 3),
-                 ("the ERP answers 500/502/503", lambda: self.erp.proxy_mode("error"), cfg.errors_s * 2 / 3),
-                 (f"the ERP hangs (no answer for {cfg.hold_s:.0f} s)",
-                  lambda: self.erp.proxy_mode("timeout", hold_s=cfg.hold_s), cfg.errors_s / 2),
-                 ("the ERP commits, then its answer is lost (timeout)",
-                  lambda: self.erp.proxy_mode("commit-timeout", hold_s=cfg.hold_s), cfg.errors_s / 2),
-                 ("a mix of 500s, hangs and lost answers (40 %)",
-                  lambda: self.erp.proxy_mode("mixed", p=0.4, hold_s=cfg.hold_s), cfg.errors_s)]
-        for i, (what, action, seconds) in enumerate(steps):
+        steps: list[tuple[str, Callable[[], None], float, Callable[[Any], bool] | None]] = [
+            ("gateway answers 500 to everything", lambda: self.erp.gateway_template("500"), cfg.errors_s / 3, None),
+            ("the ERP answers 500/502/503", lambda: self.erp.proxy_mode("error"), cfg.errors_s * 2 / 3, None),
+            (f"the ERP hangs (no answer for {cfg.hold_s:.0f} s)",
+             lambda: self.erp.proxy_mode("timeout", hold_s=cfg.hold_s), cfg.errors_s / 2,
+             lambda p: p.action == "timeout"),
+            ("the ERP commits, then its answer is lost (timeout)",
+             lambda: self.erp.proxy_mode("commit-timeout", hold_s=cfg.hold_s), cfg.errors_s / 2,
+             lambda p: p.action == "commit-timeout"),
+            ("the ERP commits a create, then its answer is lost (timeout)",
+             lambda: self.erp.proxy_mode("commit-timeout", hold_s=cfg.hold_s, only=CREATE_CALL), cfg.errors_s / 2,
+             lambda p: p.action == "commit-timeout" and p.upstream_status is not None and 200 <= p.upstream_status < 300
+             and re.search(CREATE_CALL, f"{p.method} {p.uri}") is not None),
+            ("a mix of 500s, hangs and lost answers (40 %)",
+             lambda: self.erp.proxy_mode("mixed", p=0.4, hold_s=cfg.hold_s), cfg.errors_s, None)]
+        for i, (what, action, seconds, bitten) in enumerate(steps):
             started = time.monotonic()
             self.say(f"(d) {what} for {seconds:.0f} s")
             await asyncio.to_thread(action)
             if combo_kill and i == 3:
                 await asyncio.sleep(seconds / 2)
                 await self.kill(" while ERP answers are being lost", wait=False)
+            if combo_stall and i == 5:
+                await self.stall(" during the mix of ERP errors", wait=False)
             await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
-            if i in (2, 3):  # a quiet moment: hold the mode (up to 3x as long) until it has bitten once
-                action_name = ("timeout", "commit-timeout")[i - 2]
+            if bitten is not None:  # a quiet moment: hold the mode until it has bitten once
                 since = time.time() - (time.monotonic() - started)
-                while (time.monotonic() - started < 3 * seconds and not any(
-                        p.action == action_name and p.ts >= since for p in self.proxy_lines())):
+                limit = 3 * seconds if i != 4 else max(3 * seconds, 90.0)  # creates come with new orders
+                while time.monotonic() - started < limit and not any(
+                        p.ts >= since and bitten(p) for p in self.proxy_lines()):
                     await asyncio.sleep(1)
             if i == 0:
                 await asyncio.to_thread(self.erp.gateway_template, "normal")
@@ -457,18 +641,19 @@ class Chaos:
         return ops_module("chaos/faultproxy.py").read_log(self.erp.proxy_log)
 
     async def scale(self) -> None:
-        """(f) 2 -> 1 -> 2 (a fresh node) -> 1 -> 2, 20 s each, under load."""
+        """(f) 2 -> 1 -> 2 (a fresh node) -> 1 -> 2, ``scale_step_s`` each, under load."""
         assert self.pool is not None
         started = time.monotonic()
+        step = self.cfg.scale_step_s
         self.say("(f) scale 2 -> 1: worker w2 leaves (clean stop)")
         await asyncio.to_thread(self.pool.stop, "w2")
-        await asyncio.sleep(20)
+        await asyncio.sleep(step)
         self.say("(f) scale 1 -> 2: a fresh worker w3 (empty store: recovers from the changelog)")
         await asyncio.to_thread(self.pool.start, "w3")
-        await asyncio.sleep(20)
+        await asyncio.sleep(step)
         self.say("(f) scale 2 -> 1: w3 leaves")
         await asyncio.to_thread(self.pool.stop, "w3")
-        await asyncio.sleep(20)
+        await asyncio.sleep(step)
         await asyncio.to_thread(self.pool.start, "w2")
         self.mark("(f) scale 1 -> 2 -> 1", started)
         self.say("(f) back to 2 workers (w1, w2)")
@@ -487,9 +672,17 @@ class Chaos:
         if cfg.outage_s > 0:
             steps.append((0.4, "outage", lambda: self.outage(combo)))
             kills_left -= combo
+        stalls_left = cfg.stalls
+        if stalls_left > 0:
+            steps.append((0.5, "stall", self.stall))
+            stalls_left -= 1
         if cfg.errors_s > 0:
-            steps.append((0.6, "errors", lambda: self.errors(combo)))
+            combo_stall = stalls_left > 0
+            steps.append((0.6, "errors", lambda: self.errors(combo, combo_stall)))
             kills_left -= combo
+            stalls_left -= combo_stall
+        for at in sorted(rng.uniform(0.1, 0.9) for _ in range(max(0, stalls_left))):
+            steps.append((at, "stall", self.stall))
         if kills_left > 0:
             steps.append((1.01, "kill", lambda: self.kill(" while the backlog drains")))  # after creation
             kills_left -= 1
@@ -516,26 +709,46 @@ class Chaos:
     # -- drain and verify ----------------------------------------------------------------
 
     async def drain(self) -> float:
-        """Wait until Tryton shows every released order done and every expected stock move;
-        returns the seconds waited."""
+        """Wait until Tryton shows what the replay of the events so far expects (every order
+        confirmed by the warehouse done, every cancelled one cancelled, every stock move and
+        customer return), the warehouse has worked every release (back orders included) and no
+        new release came for 10 s; returns the seconds waited."""
         started = time.monotonic()
-        topics = load({**self.env}).topics
-        gov = load({**self.env}).governance
-        events = await asyncio.to_thread(verify.read_topic, self.bootstrap, topics.events)
-        parts = verify.by_partition(events)
-        expected, _ = verify.replay(parts, verify.core_settings(gov))
-        stock = {m.milestone_id for m in expected if m.type == "InventoryAdjusted"}
-        released = sorted(verify.releases_of(parts))
+        settings = load({**self.env})
+        topics, core = settings.topics, verify.core_settings(settings.governance)
         rest = self.erp.direct_rest()
-        last = ""
+        last, version = "", -1
+        confirmed: list[str] = []
+        cancelled: list[str] = []
+        stock: set[str] = set()
+        returns: set[str] = set()
         try:
             while True:
-                done, refs = await verify.done_progress(rest, released)
+                if version != self.feed_version:  # the warehouse fed more: replay again
+                    version = self.feed_version
+                    events = await asyncio.to_thread(verify.read_topic, self.bootstrap, topics.events, 2.0)
+                    expected, _, statuses = verify.replay_orders(verify.by_partition(events), core)
+                    confirmed = sorted({m.body["order_id"] for m in expected if m.type == "ShipmentConfirmed"})
+                    cancelled = sorted(o for o, st in statuses.items() if st == "cancelled")
+                    stock = {m.milestone_id for m in expected if m.type == "InventoryAdjusted"}
+                    returns = {f"{m.body['rma_id']}/{m.body['sku']}" for m in expected if m.type == "ReturnReceived"}
+                done, refs = await verify.done_progress(rest, confirmed)
+                gone = len(await rest.search(SHIPMENT, [("number", "in", cancelled), ("state", "=", "cancelled")],
+                                             ["number"])) if cancelled else 0
+                back = {d["reference"] for d in await rest.search(
+                    "stock.shipment.out.return", [("reference", "in", sorted(returns)), ("state", "in", ["received", "done"])],
+                    ["reference"])} if returns else set()
                 rejected = {orjson.loads(r.value).get("milestone_id") for r in await asyncio.to_thread(
                     verify.read_topic, self.bootstrap, topics.erp_dead_letters, 1.0)}
-                status = (f"{done}/{len(released)} shipments done, {len(stock & refs)}/{len(stock)} stock moves"
+                unfed = self.unfed()
+                quiet = time.monotonic() - (self.tail.last_release if self.tail else 0)
+                status = (f"{done}/{len(confirmed)} shipments done, {gone}/{len(cancelled)} cancelled, "
+                          f"{len(stock & refs)}/{len(stock)} stock moves, {len(back)}/{len(returns)} returns"
+                          + (f", {len(unfed)} releases not worked yet" if unfed else "")
                           + (f", {len(rejected)} ERP dead letters" if rejected else ""))
-                if done == len(released) and stock <= refs | rejected:
+                if (done == len(confirmed) and gone == len(cancelled) and stock <= refs | rejected
+                        and len(back) + len(rejected) >= len(returns) and not unfed and self.feed_flushed
+                        and version == self.feed_version and quiet >= 10):
                     self.say(f"drained: {status}")
                     break
                 if status != last:
@@ -574,6 +787,7 @@ class Chaos:
             tryton=view,
             proxy_calls=verify.state_changes((p.method, p.uri, p.upstream_status) for p in proxy),
             nginx_calls=verify.state_changes((n.method, n.uri, n.status) for n in nginx),
+            proxy_times=verify.state_change_times((p.ts, p.seconds, p.method, p.uri, p.upstream_status) for p in proxy),
             poison_sent=self.poison_sent, seeds=self.seeds, created=self.created, tracking=tracking_no)
 
     def report(self, v: verify.Verdict, durations: dict[str, float]) -> str:
@@ -584,9 +798,22 @@ class Chaos:
         statuses = Counter(n.status for n in nginx)
         fault_rows = [(name, f"{self.faults.counts[name]} x, {self.faults.seconds[name]:.0f} s")
                       for name in sorted(self.faults.counts)]
+        sites: Counter[str] = Counter()
+        released: set[str] = set()
+        if self.tail is not None:
+            with self.tail.lock:
+                sites.update(r["warehouse_id"] for r in self.tail.releases.values())
+                released = set(self.tail.releases)
         rows = [
             ("orders entered in Tryton / released by syncgov source", f"{len(self.created)} / {v.orders_released}"),
+            ("  released per warehouse", ", ".join(f"{k} {n}" for k, n in sorted(sites.items()))),
+            ("  back orders Tryton made (short picks, changes)", str(len(released - set(self.created)))),
+            ("ERP users: orders changed / cancelled before picking",
+             f"{self.user_edits['change']} / {self.user_edits['cancel']}"),
+            ("warehouse: short picks (LineShortClosed) / returns", f"{self.sent['LineShortClosed']} / "
+                                                                    f"{self.sent['ReturnReceived']}"),
             *fault_rows,
+            ("(h) stalled workers that fenced themselves (exit 75)", str(len(self.pool.fenced))),
             ("(e) poison records sent", str(sum(v.poison_sent.values()))),
             *[(f"  {k}: sent / dead-lettered", f"{v.poison_sent[k]} / {v.poison_found[k]}") for k in POISON_KINDS],
             ("(g) picks from the v1 (old) writer schema", str(self.sent["old-schema picks (v1 writer)"])),
@@ -596,7 +823,12 @@ class Chaos:
             *[(f"  {k}: expected / posted", f"{e} / {p}") for k, (e, p) in v.by_type.items()],
             ("LOST (must be 0)", str(len(v.lost))),
             ("POSTED TWICE (must be 0)", str(len(v.twice))),
-            ("orders done once with their tracking number", f"{v.orders_done}/{v.orders_released}"),
+            ("OUT OF ORDER (must be 0)", str(len(v.out_of_order))),
+            ("orders done once with their tracking number and picked qty",
+             f"{v.orders_done}/{v.orders_released - v.orders_cancelled}"),
+            ("  of which changed by the ERP / picked short", f"{v.orders_changed} / {v.orders_short}"),
+            ("orders cancelled in Tryton as the ERP's users asked", str(v.orders_cancelled)),
+            ("released orders the warehouse never worked (must be 0)", str(len(v.orders_unworked))),
             ("poison records in the dead-letter topic with a reason",
              f"{sum(v.poison_found.values())}/{sum(v.poison_sent.values())}"),
             ("unexpected dead letters", str(len(v.unexpected_dead_letters))),
@@ -618,11 +850,15 @@ class Chaos:
         ]
         self.rows = rows
         lines = [verify.table(rows, "syncgov chaos: faults injected and what the ERP shows")]
-        for title, items in (("LOST", v.lost), ("POSTED TWICE", v.twice), ("poison not dead-lettered", v.poison_missing),
+        for title, items in (("LOST", v.lost), ("POSTED TWICE", v.twice), ("OUT OF ORDER", v.out_of_order),
+                             ("released, never worked", v.orders_unworked), ("poison not dead-lettered", v.poison_missing),
                              ("orders not done right", v.orders_wrong), ("unexpected dead letters", v.unexpected_dead_letters),
                              ("ERP dead letters", v.erp_dead_letters), ("unexplained ERP documents", v.unexplained_documents),
                              ("missing on Kafka", v.missing_in_kafka), ("unexpected milestones", v.unexpected_milestones),
                              ("worker crashes", [f"{e.name} code {e.code} ({e.log})" for e in self.pool.exits]),
+                             ("fenced after a stall (expected)", [f"{e.name} code {e.code} at "
+                                                                  f"{time.strftime('%H:%M:%S', time.localtime(e.at))}"
+                                                                  for e in self.pool.fenced]),
                              ("source crashes", [f"code {e.code} at {time.strftime('%H:%M:%S', time.localtime(e.at))}"
                                                  for e in self.source.exits])):
             if items:
@@ -642,13 +878,15 @@ class Chaos:
             f"{name}@{min(at, 1.0):.0%}" for at, name, _ in plan))
         supervisor = asyncio.create_task(self.supervise())
         topic = self.topics()["TOPIC_EVENTS"]
+        feeder = asyncio.create_task(self.feed(topic))
         try:
-            await asyncio.gather(self.create_orders(), self.feed(topic), self.inject(plan))
+            await asyncio.gather(self.create_orders(), self.inject(plan), self.fed_once())
             loaded = time.monotonic() - started
             drained = await self.drain()
         finally:
+            self.stop_feeding = True
             self.stop_requested = True
-            await supervisor
+            await asyncio.gather(supervisor, feeder)
         v = verify.judge(await self.gather())
         self.verdict = v
         total = time.monotonic() - t0
@@ -679,12 +917,18 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     p.add_argument("--storm-s", type=float, default=d.storm_s, help="429 to everything this long (0: off)")
     p.add_argument("--errors-s", type=float, default=d.errors_s, help="500s/timeouts phases this long (0: off)")
     p.add_argument("--no-scale", action="store_true", help="no 1 -> 2 -> 1 scaling")
+    p.add_argument("--stalls", type=int, default=d.stalls,
+                   help="SIGSTOP a worker past the session timeout, then SIGCONT (the first alone, the second "
+                        "during the ERP's errors)")
+    p.add_argument("--stall-s", type=float, default=d.stall_s, help="how long a stall lasts (>= session timeout + 4)")
+    p.add_argument("--warehouses", default=",".join(d.warehouses), help="sites the sales ship from")
     p.add_argument("--poison-rate", type=float, default=d.poison_rate)
     p.add_argument("--gateway-rate", type=float, default=d.gateway_rate, help="ERP quota at the gateway, r/s")
     p.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s)
     a = p.parse_args(argv)
     return ChaosConfig(orders=a.orders, seed=a.seed, workdir=a.dir, kills=a.kills, outage_s=a.outage_s,
                        storm_s=a.storm_s, errors_s=a.errors_s, scale=not a.no_scale, poison_rate=a.poison_rate,
+                       stalls=a.stalls, stall_s=a.stall_s, warehouses=tuple(w for w in a.warehouses.split(",") if w),
                        gateway_rate=a.gateway_rate, drain_timeout_s=a.drain_timeout_s)
 
 

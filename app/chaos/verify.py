@@ -14,11 +14,19 @@ note or internal shipment for a milestone, or more than one state-changing call
 fault proxy's log (what reached Tryton, including answers the client never saw because
 of an injected timeout) and in the nginx access log (what the client saw).
 
+Out of order: per customer shipment, the contract's milestone sequence (OrderAccepted v1..n
+< OrderPicked < OrderPacked < ShipmentConfirmed < ReturnReceived) must be the order in which
+their effects reached Tryton: the notes' and customer returns' own ``create_date`` (Tryton's
+transaction time), the ``pick``/``pack``/``do`` calls that Tryton answered 2xx in the fault
+proxy's log (arrival and answer times); plus every milestone Tryton refused because its
+predecessor was not there yet (an ERP dead letter naming the document's state).
+
 Poison: every poison record sent must be in the dead-letter topic, byte for byte, with a
 reason; anything else in the dead-letter topic is unexpected.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections import Counter, defaultdict
@@ -31,7 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from app import codec
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.erp.sales import stock_moves_view
-from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
+from app.erp.tryton import INTERNAL, RETURN, SHIPMENT, TrytonRest
 from app.kafka_io import client_config
 from app.replay import PartitionedReplay, process_record
 from app.settings import GovernanceSettings
@@ -46,7 +54,9 @@ _STATES = {
     "ShipmentConfirmed": {"done"},
 }
 _BUTTON = {"OrderPicked": "pick", "OrderPacked": "pack", "ShipmentConfirmed": "do"}
-_CALL = re.compile(r"/rest/model/(stock\.shipment\.(?:out|internal))/(\d+)/(pick|pack|do)(?:[?/]|$)")
+_CALL = re.compile(r"/rest/model/(stock\.shipment\.(?:out\.return|out|internal))/(\d+)/(pick|pack|do|receive)(?:[?/]|$)")
+#: An ERP dead letter saying the document was not ready for the milestone: it came too early.
+_TOO_EARLY = re.compile(r"is in state '?(\w+)'? \(needs one of|not done \(not shipped\)")
 _NOTE_ID = re.compile(r"\[syncgov ([0-9A-Za-z._:-]+)\]")
 
 
@@ -108,6 +118,14 @@ def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) ->
     """The worker's two stages over each partition's records (``app.replay.PartitionedReplay``:
     an engine per input partition, one inventory stage), decoding as agents/governance.py
     does; no end-of-input flush (a partition that was never written is idle)."""
+    milestones, letters, _ = replay_orders(partitions, settings)
+    return milestones, letters
+
+
+def replay_orders(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings
+                  ) -> tuple[list[Milestone], list[DeadLetter], dict[str, str]]:
+    """``replay``, plus every order's final status in the core (order id -> ``open``,
+    ``cancelled`` or ``unreleased``)."""
     run = PartitionedReplay(max(partitions, default=-1) + 1, settings)
     outputs: list[object] = []
     for p in range(len(run.engines)):
@@ -116,7 +134,8 @@ def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) ->
     for p in range(len(run.engines)):
         outputs.extend(run.end_partition(p))
     letters = [o for o in outputs if isinstance(o, DeadLetter)]
-    return [o for o in outputs if isinstance(o, Milestone)], letters
+    statuses = {order_id: state.status for engine in run.engines for (_, order_id), state in engine.orders.items()}
+    return [o for o in outputs if isinstance(o, Milestone)], letters, statuses
 
 
 def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str, Any]]:
@@ -133,6 +152,22 @@ def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str
             if d.get("type") == "OrderReleased" and d.get("source") == "erp":
                 out.setdefault(d["order_id"], d)
     return out
+
+
+def order_changes(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, list[str]]:
+    """Order id -> the ERP's OrderChanged / OrderCancelled types on the topic, in offset order."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for records in partitions.values():
+        for raw in records:
+            if raw[:2] != codec.MAGIC:
+                continue
+            try:
+                d = codec.decode(raw)
+            except codec.DecodeError:
+                continue
+            if d.get("type") in ("OrderChanged", "OrderCancelled") and d.get("source") == "erp":
+                out[d["order_id"]].append(d["type"])
+    return dict(out)
 
 
 def release_lags(events: Iterable[Rec], milestones: Iterable[Rec]) -> list[float]:
@@ -167,6 +202,15 @@ class TrytonView:
     shipments: dict[str, dict[str, Any]]  # by number
     note_ids: Counter[str]  # milestone id -> notes carrying it
     internal: dict[str, list[dict[str, Any]]]  # reference -> internal shipments
+    note_times: dict[str, float] = field(default_factory=dict)  # milestone id -> first note's create_date (epoch s)
+    returns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "<rma>/<sku>" -> customer returns
+
+
+def epoch(stamp: Any) -> float | None:
+    """A Tryton datetime (naive UTC: trytond runs with TZ=UTC) as epoch seconds."""
+    if isinstance(stamp, dt.datetime):
+        return stamp.replace(tzinfo=dt.UTC).timestamp()
+    return None
 
 
 async def read_tryton(rest: TrytonRest, numbers: Iterable[str]) -> TrytonView:
@@ -178,14 +222,25 @@ async def read_tryton(rest: TrytonRest, numbers: Iterable[str]) -> TrytonView:
                 "number", "state", "shipping_reference", "outgoing_moves.product.code",
                 "outgoing_moves.quantity", "outgoing_moves.state"]):
             shipments[s["number"]] = s
-    notes = await rest.search("ir.note", [("message", "like", "%[syncgov %")], ["message", "resource"])
+    notes = await rest.search("ir.note", [("message", "like", "%[syncgov %")], ["message", "resource", "create_date"])
     note_ids: Counter[str] = Counter()
+    note_times: dict[str, float] = {}
     for note in notes:
-        note_ids.update(_NOTE_ID.findall(note.get("message") or ""))
+        found = _NOTE_ID.findall(note.get("message") or "")
+        note_ids.update(found)
+        at = epoch(note.get("create_date"))
+        for mid in found:
+            if at is not None and (mid not in note_times or at < note_times[mid]):
+                note_times[mid] = at
     internal: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for doc in await stock_moves_view(rest):
         internal[doc["reference"]].append(doc)
-    return TrytonView(shipments, note_ids, dict(internal))
+    returns: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for doc in await rest.search(RETURN, [("reference", "!=", None)], [
+            "reference", "state", "create_date", "warehouse.code", "incoming_moves.product.code",
+            "incoming_moves.quantity"]):
+        returns[doc["reference"]].append(doc)
+    return TrytonView(shipments, note_ids, dict(internal), note_times, dict(returns))
 
 
 async def done_progress(rest: TrytonRest, numbers: Iterable[str]) -> tuple[int, set[str]]:
@@ -202,6 +257,20 @@ async def done_progress(rest: TrytonRest, numbers: Iterable[str]) -> tuple[int, 
 
 
 # -- logs --------------------------------------------------------------------------------------
+
+
+def state_change_times(lines: Iterable[tuple[float, float, str, str, int | None]]
+                       ) -> dict[tuple[str, int, str], list[tuple[float, float]]]:
+    """(model, id, button) -> (arrival, answer) epoch times of each call answered 2xx, from
+    the fault proxy's (ts at the answer, seconds, method, uri, upstream status) lines."""
+    out: dict[tuple[str, int, str], list[tuple[float, float]]] = defaultdict(list)
+    for ts, seconds, method, uri, status in lines:
+        if method != "POST" or status is None or not 200 <= status < 300:
+            continue
+        m = _CALL.search(uri)
+        if m:
+            out[(m[1], int(m[2]), m[3])].append((ts - seconds, ts))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def state_changes(lines: Iterable[tuple[str, str, int | None]]) -> Counter[tuple[str, int, str]]:
@@ -235,6 +304,7 @@ class Inputs:
     seeds: dict[str, int]  # order id -> seed of its simulated work (tracking number)
     created: list[str] = field(default_factory=list)  # order numbers the ERP users created
     tracking: Any = None  # (seed, order_id) -> tracking number; app.simulator.work.tracking_no
+    proxy_times: dict[tuple[str, int, str], list[tuple[float, float]]] = field(default_factory=dict)  # state_change_times
 
 
 @dataclass
@@ -258,16 +328,22 @@ class Verdict:
     erp_dead_letters: list[str] = field(default_factory=list)
     unexplained_documents: list[str] = field(default_factory=list)
     events_in_topic: int = 0
+    out_of_order: list[str] = field(default_factory=list)
+    orders_cancelled: int = 0  # released, cancelled by the ERP's users before picking, cancelled in Tryton
+    orders_changed: int = 0  # released orders the ERP changed before picking (more than one OrderAccepted)
+    orders_short: int = 0  # OrderPicked with short = true
+    orders_unworked: list[str] = field(default_factory=list)  # released, not cancelled, no warehouse work
 
     @property
     def ok(self) -> bool:
-        return (not self.lost and not self.twice and not self.poison_missing and not self.not_released
+        return (not self.lost and not self.twice and not self.out_of_order and not self.poison_missing
+                and not self.not_released and not self.orders_unworked
                 and sum(self.poison_sent.values()) == sum(self.poison_found.values()))
 
 
 def judge(inp: Inputs) -> Verdict:
     v = Verdict(events_in_topic=sum(len(r) for r in inp.events.values()))
-    expected_ms, letters = replay(inp.events, inp.settings)
+    expected_ms, letters, statuses = replay_orders(inp.events, inp.settings)
     expected = {m.milestone_id: m.to_dict() for m in expected_ms if m.type in POSTED_TYPES}
     v.expected = len(expected)
     releases = releases_of(inp.events)
@@ -299,33 +375,71 @@ def judge(inp: Inputs) -> Verdict:
             v.twice.append(f"{label}: {calls} state changes")
     v.by_type = {k: (c[0], c[1]) for k, c in sorted(counts.items())}
 
-    # Orders: released -> done with its tracking number and its quantities.
-    for order_id, rel in sorted(releases.items()):
+    # Orders: what the replay says each released order must be in Tryton. Cancelled by the
+    # ERP before picking: cancelled. Confirmed: done with the milestone's tracking number and
+    # the picked quantities (a short pick ships less; a change ships the new lines).
+    by_order: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for m in expected.values():
+        if m.get("order_id") and m["type"] in ("OrderPicked", "ShipmentConfirmed"):
+            by_order[m["order_id"]][m["type"]] = m
+    v.orders_changed = len({m["order_id"] for m in expected.values() if m["type"] == "OrderAccepted"
+                            and int(m.get("version") or 1) > 1})
+    v.orders_short = sum(1 for ms in by_order.values() if ms.get("OrderPicked", {}).get("short"))
+    for order_id, _rel in sorted(releases.items()):
         s = shipments.get(order_id)
+        if statuses.get(order_id) == "cancelled":
+            if s is None or s["state"] != "cancelled":
+                v.orders_wrong.append(f"{order_id}: cancelled by the ERP before picking, "
+                                      f"{s['state'] if s else 'not in Tryton'} in Tryton")
+            else:
+                v.orders_cancelled += 1
+            continue
+        confirmed = by_order.get(order_id, {}).get("ShipmentConfirmed")
+        if confirmed is None:
+            v.orders_unworked.append(f"{order_id}: released, no ShipmentConfirmed expected "
+                                     f"(Tryton: {s['state'] if s else 'not in Tryton'})")
+            continue
         if s is None or s["state"] != "done":
             v.orders_wrong.append(f"{order_id}: {s['state'] if s else 'not in Tryton'}")
             continue
         want_track = inp.tracking(inp.seeds[order_id], order_id) if inp.tracking and order_id in inp.seeds else None
+        skus = {int(line["line_no"]): line["sku"] for line in by_order[order_id]["OrderPicked"]["lines"]} \
+            if "OrderPicked" in by_order[order_id] else {}
         qty: Counter[str] = Counter()
-        for line in rel["lines"]:
-            qty[line["sku"]] += int(line["qty"])
+        for line in confirmed["lines"]:
+            qty[skus.get(int(line["line_no"]), f"line {line['line_no']}")] += int(line["qty"])
         got: Counter[str] = Counter()
         for mv in s["outgoing_moves"]:
-            got[mv["product"]["code"]] += int(mv["quantity"])
-        if want_track is not None and s["shipping_reference"] != want_track:
-            v.orders_wrong.append(f"{order_id}: tracking {s['shipping_reference']!r}, expected {want_track!r}")
+            if mv.get("state") != "cancelled" and mv["quantity"]:
+                got[mv["product"]["code"]] += int(mv["quantity"])
+        if want_track is not None and confirmed["tracking_no"] != want_track:
+            v.orders_wrong.append(f"{order_id}: the warehouse dispatched {want_track!r}, "
+                                  f"the replay confirms {confirmed['tracking_no']!r}")
+        elif s["shipping_reference"] != confirmed["tracking_no"]:
+            v.orders_wrong.append(f"{order_id}: tracking {s['shipping_reference']!r}, expected {confirmed['tracking_no']!r}")
         elif got != qty:
-            v.orders_wrong.append(f"{order_id}: quantities {dict(got)}, released {dict(qty)}")
+            v.orders_wrong.append(f"{order_id}: quantities {dict(got)}, picked {dict(qty)}")
         else:
             v.orders_done += 1
     for order_id in v.not_released:
         v.lost.append(f"order {order_id}: created in Tryton, never released to Kafka")
 
     # ERP documents no expected milestone explains.
+    return_refs = {f"{m['rma_id']}/{m['sku']}" for m in expected.values() if m["type"] == "ReturnReceived"}
     v.unexplained_documents = sorted(
         [f"note for {mid} x{n}" for mid, n in inp.tryton.note_ids.items() if mid not in expected]
         + [f"internal shipment ref {ref} x{len(docs)}" for ref, docs in inp.tryton.internal.items()
-           if ref not in expected])
+           if ref not in expected]
+        + [f"customer return ref {ref} x{len(docs)}" for ref, docs in inp.tryton.returns.items()
+           if ref not in return_refs])
+
+    # Out of order: per customer shipment, the effects in Tryton against the contract's sequence.
+    v.out_of_order = out_of_order(expected, inp.tryton, inp.proxy_times)
+    for d in inp.erp_dead_letters:
+        if "milestone_id" in d and d.get("milestone_id") in expected and _TOO_EARLY.search(str(d.get("detail"))):
+            v.out_of_order.append(f"{expected[d['milestone_id']].get('order_id')}: {d.get('type')} "
+                                  f"({str(d['milestone_id'])[:12]}) "
+                                  f"refused by the ERP, its predecessor was not there yet: {str(d.get('detail'))[:120]}")
 
     # Poison vs dead letters.
     found: dict[bytes, str] = {}
@@ -347,6 +461,55 @@ def judge(inp: Inputs) -> Verdict:
     v.erp_dead_letters = [f"{d.get('type')} {d.get('milestone_id', '')[:12]}: {d.get('status')} {str(d.get('detail'))[:160]}"
                           for d in inp.erp_dead_letters if "milestone_id" in d]
     return v
+
+
+#: The contract's milestone sequence per order (OrderAccepted by version first).
+_SEQUENCE = {"OrderAccepted": 0, "OrderPicked": 1, "OrderPacked": 2, "ShipmentConfirmed": 3, "ReturnReceived": 4}
+
+
+def out_of_order(expected: Mapping[str, dict[str, Any]], view: TrytonView,
+                 times: Mapping[tuple[str, int, str], list[tuple[float, float]]]) -> list[str]:
+    """Customer shipments whose milestones' effects reached Tryton out of the contract's
+    sequence. Each effect has an interval (began, committed): a note or a customer return
+    its ``create_date`` (Tryton's transaction time) for both; a button its first 2xx call's
+    arrival at the fault proxy and the ERP's answer. A milestone is out of order when it
+    began before its predecessor's effect was committed (so also when both ran at once)."""
+    per_order: dict[str, list[tuple[tuple[int, int], str, float, float]]] = defaultdict(list)
+    for mid, m in expected.items():
+        kind, order_id = m["type"], m.get("order_id")
+        if kind not in _SEQUENCE or not order_id:
+            continue
+        rank = (_SEQUENCE[kind], int(m.get("version") or 0))
+        label = f"{kind}{' v' + str(m.get('version')) if kind == 'OrderAccepted' else ''}"
+        if kind == "OrderAccepted":
+            at = view.note_times.get(mid)
+            if at is not None:
+                per_order[order_id].append((rank, label, at, at))
+        elif kind == "ReturnReceived":
+            docs = [d for d in view.returns.get(f"{m['rma_id']}/{m['sku']}", [])
+                    if (d.get("warehouse") or {}).get("code") in (None, m.get("warehouse_id"))]
+            stamps = [t for t in (epoch(d.get("create_date")) for d in docs) if t is not None]
+            if stamps:
+                per_order[order_id].append((rank, f"{label} {m['rma_id']}/{m['sku']}", min(stamps), min(stamps)))
+        else:
+            s = view.shipments.get(order_id)
+            calls = times.get((SHIPMENT, s["id"], _BUTTON[kind]), []) if s else []
+            if calls:
+                per_order[order_id].append((rank, label, calls[0][0], calls[0][1]))
+    out: list[str] = []
+    for order_id, effects in sorted(per_order.items()):
+        effects.sort(key=lambda e: e[0])
+        for i, (rank, label, began, _) in enumerate(effects):
+            for prank, plabel, _, committed in effects[:i]:
+                if prank < rank and began < committed:
+                    out.append(f"{order_id}: {label} reached Tryton at {_hms(began)}, before its predecessor "
+                               f"{plabel} was in (at {_hms(committed)})")
+                    break
+    return out
+
+
+def _hms(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}"
 
 
 def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[str, Any]],
@@ -373,7 +536,16 @@ def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[st
         dos = max([max(proxy.get((INTERNAL, d["id"], "do"), 0), nginx.get((INTERNAL, d["id"], "do"), 0)) for d in docs]
                   or [0])
         return bool(good), max(len(docs), dos)
-    return False, 0  # ReturnReceived: not produced by the chaos run
+    if kind == "ReturnReceived":
+        ref = f"{m['rma_id']}/{m['sku']}"
+        docs = [d for d in view.returns.get(ref, []) if (d.get("warehouse") or {}).get("code") in (None, m.get("warehouse_id"))]
+        done = {"done"} if m.get("disposition") == "restock" else {"received", "done"}
+        good = [d for d in docs if d["state"] in done and [
+            (mv["product"]["code"], int(mv["quantity"])) for mv in d.get("incoming_moves", [])] == [(m["sku"], int(m["qty"]))]]
+        calls = max([max(proxy.get((RETURN, d["id"], b), 0), nginx.get((RETURN, d["id"], b), 0))
+                     for d in docs for b in ("receive", "do")] or [0])
+        return bool(good), max(len(docs), calls)
+    return False, 0
 
 
 def table(rows: Sequence[tuple[str, str]], title: str = "") -> str:

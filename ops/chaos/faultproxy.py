@@ -23,6 +23,10 @@ the file (``set_mode``):
   request's headers (an ERP that puts your credentials in its error message); others
   are forwarded. For the security test.
 
+Any fault mode takes ``only``: a regular expression searched in ``"<METHOD> <uri>"``;
+requests it does not match are forwarded (e.g. ``only="^POST [^?]*/rest/model/[a-z.]+(\\?|$)"``:
+only creates lose their answer).
+
 An unreachable upstream (Tryton stopped) is answered 502. ``DIR/proxy.log`` has one line
 per request: ``<epoch s.ms> <action> <upstream status or -> <method> "<uri>" <seconds>`` (for the
 two timeout modes, written when the hold starts);
@@ -37,6 +41,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -172,6 +177,9 @@ class Server:
             if mode == "mixed":
                 mode = self.rng.choice(_FAULTS) if self.rng.random() < float(conf.get("p", 0.3)) else "pass"
             if mode == "echo-auth" and conf.get("match", "") not in uri:
+                mode = "pass"
+            only = conf.get("only")
+            if only and mode in _FAULTS and not re.search(only, f"{method} {uri}"):
                 mode = "pass"
             if mode == "error":
                 status = self.rng.choice((500, 502, 503))
