@@ -17,7 +17,7 @@ def kafka_bootstrap() -> Iterator[str]:
     for each test module (it starts in well under a second; one broker for the whole session
     slowed down as hundreds of test topics and groups piled up in its memory)."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
+    if configured and configured != "embedded":
         yield configured
         return
     with EmbeddedBroker() as broker:

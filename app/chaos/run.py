@@ -66,7 +66,7 @@ class ChaosConfig:
     orders: int = 300
     seed: int = 7
     workdir: Path = ROOT / "var" / "chaos"
-    bootstrap: str = ""  # empty: an embedded broker for this run
+    bootstrap: str = "embedded"  # as KAFKA_BOOTSTRAP_SERVERS: "embedded" starts a broker for this run
     prefix: str = ""  # app id and topic prefix; empty: "chaos<seed>"
     kills: int = 10
     outage_s: float = 60.0
@@ -203,7 +203,7 @@ class Chaos:
 
     def start(self) -> None:
         cfg = self.cfg
-        if not self.bootstrap:
+        if self.bootstrap in ("", "embedded"):
             self.broker = EmbeddedBroker().start()
             self.bootstrap = self.broker.bootstrap
         self.say(f"broker at {self.bootstrap}")
@@ -342,7 +342,7 @@ class Chaos:
                         break
                 await asyncio.sleep(self.cfg.wave_s)
             # A telemetry record on every partition after the last window's end + grace closes every window.
-            s = load({**self.env})
+            s = load(self.cli_env())
             g = s.governance
             flush_ms = max(int(time.time() * 1000), self.clock_ms + int((g.window_size_s + g.window_grace_s + 5) * 1000))
             flush = watermark_flush("WH1", flush_ms, s.topics.partitions, self.prefix)
@@ -518,8 +518,8 @@ class Chaos:
         """Wait until Tryton shows every released order done and every expected stock move;
         returns the seconds waited."""
         started = time.monotonic()
-        topics = load({**self.env}).topics
-        gov = load({**self.env}).governance
+        topics = load(self.cli_env()).topics
+        gov = load(self.cli_env()).governance
         events = await asyncio.to_thread(verify.read_topic, self.bootstrap, topics.events)
         parts = verify.by_partition(events)
         expected, _ = verify.replay(parts, verify.core_settings(gov))
@@ -550,8 +550,8 @@ class Chaos:
         return time.monotonic() - started
 
     async def gather(self) -> verify.Inputs:
-        topics = load({**self.env}).topics
-        gov = load({**self.env}).governance
+        topics = load(self.cli_env()).topics
+        gov = load(self.cli_env()).governance
         read = verify.read_topic
         events, milestones, dead, erp_dead = await asyncio.gather(*(asyncio.to_thread(read, self.bootstrap, t) for t in (
             topics.events, topics.milestones, topics.dead_letters, topics.erp_dead_letters)))

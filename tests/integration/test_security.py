@@ -100,7 +100,7 @@ def test_secret_file_that_is_not_utf8_is_a_settings_error_without_the_content(tm
 
 
 def test_loaded_settings_never_show_secrets() -> None:
-    s = load({"KAFKA_SASL_PASSWORD": SASL_PASSWORD, "ERP_API_KEY": "erp-key-8Jd0Lq",
+    s = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "KAFKA_SASL_PASSWORD": SASL_PASSWORD, "ERP_API_KEY": "erp-key-8Jd0Lq",
               "WORKER_ADMIN_TOKEN": ADMIN_TOKEN})
     for text in (repr(s), str(s), repr(s.kafka), repr(s.erp), repr(s.worker), f"{s.erp.api_key}"):
         for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN):
