@@ -238,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate" and argv[:1] == ["simulate"]:
             from app.simulator.cli import main as simulate_main
 
-            return simulate_main(argv[1:])
+            try:
+                return simulate_main(argv[1:])
+            except SystemExit as exc:  # its --help (0) or a usage error (2), already explained
+                return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         if args.command in _NEEDS_CLUSTER and os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() == "embedded":
             raise SettingsError(
                 f"KAFKA_BOOTSTRAP_SERVERS='embedded': `syncgov {args.command}` needs the address of a running "

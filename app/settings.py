@@ -585,7 +585,8 @@ def markdown_table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for _, _, s in specs():
         default = s.shown_default or (f"`{s.default}`" if s.default else "(empty)")
-        lines.append(f"| `{s.env}` | {default} | {s.doc.replace('|', '&#124;')} |")
+        doc = s.doc.replace("|", "\\|")  # GitHub tables: a pipe, even in code, must be escaped
+        lines.append(f"| `{s.env}` | {default} | {doc} |")
     return "\n".join(lines)
 
 
