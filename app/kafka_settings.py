@@ -11,7 +11,9 @@ credentials) and the ``KAFKA_CLIENT_CONFIG`` pass-through.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -83,11 +85,13 @@ class OidcTokenProvider:
         form = {"grant_type": "client_credentials"}
         if self.scope:
             form["scope"] = self.scope
-        auth = aiohttp.BasicAuth(self.client_id, self._secret.value)
+        # RFC 6749 2.3.1: HTTP Basic with the form-urlencoded client id and secret
+        basic = f"{urllib.parse.quote(self.client_id, safe='')}:{urllib.parse.quote(self._secret.value, safe='')}"
+        headers = {"Accept": "application/json", "Authorization": "Basic " + base64.b64encode(basic.encode()).decode()}
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-                self.url, data=form, auth=auth, headers={"Accept": "application/json"}
+                self.url, data=form, headers=headers
             ) as resp:
                 body: Any = await resp.json(content_type=None) if resp.status == 200 else None
                 if resp.status != 200:
