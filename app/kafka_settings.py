@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -41,6 +42,8 @@ def librdkafka(conf: dict[str, object], kafka: KafkaSettings | None) -> dict[str
         if kafka.oauth_scope:
             conf["sasl.oauthbearer.scope"] = kafka.oauth_scope
     conf.update(dict(kafka.client_config))
+    # librdkafka's own log lines through Python logging (LOG_FORMAT), not raw on stderr
+    conf.setdefault("logger", logging.getLogger("librdkafka"))
     return conf
 
 

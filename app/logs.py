@@ -169,7 +169,8 @@ def dict_config(log_format: str, level: str) -> dict[str, Any]:
             "text": {"()": f"{__name__}.TextFormatter"},
         },
         "handlers": {
-            "default": {"()": f"{__name__}.StderrHandler", "formatter": name},
+            # bound to stderr now: Faust's worker later points sys.stdout/sys.stderr at a logger proxy
+            "default": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": name},
         },
         "root": {"level": logging.getLevelName(LEVELS[level]), "handlers": ["default"]},
     }

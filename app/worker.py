@@ -20,7 +20,9 @@ log = logging.getLogger("syncgov.worker")
 def faust_argv(settings: settings_module.Settings, argv: list[str] | None = None) -> list[str]:
     """The command line for Faust's worker; LOG_LEVEL in Faust's spelling (``warn``)."""
     level = {"warning": "warn"}.get(settings.worker.log_level, settings.worker.log_level)
-    return ["syncgov", "worker", "--loglevel", level, *(argv or [])]
+    # JSON logs: no start-up banner on stdout (Faust's --quiet silences only that, not the logs)
+    quiet = ["--quiet"] if logs.resolve_format(settings.worker.log_format) == "json" else []
+    return ["syncgov", *quiet, "worker", "--loglevel", level, *(argv or [])]
 
 
 def embedded_broker_installed() -> bool:

@@ -40,11 +40,13 @@ def test_librdkafka_accepts_the_config() -> None:
 def test_pass_through_applies_to_every_client_config_and_the_code_keeps_its_own_keys() -> None:
     s = load({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_CLIENT_CONFIG": '{"client.rack": "eu-1a", "linger.ms": 7}'})
     conf = client_config(s.kafka.bootstrap_servers, s.kafka)
+    logger = conf.pop("logger")
     assert conf == {"bootstrap.servers": "k:9092", "client.rack": "eu-1a", "linger.ms": "7"}
+    assert logger.name == "librdkafka"  # librdkafka's log lines go through LOG_FORMAT
     assert client_config("k:9092") == {"bootstrap.servers": "k:9092"}  # no settings, nothing added
     plain = load({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
                   "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
-    assert kafka_settings.librdkafka({"a": 1}, plain.kafka) == {"a": 1}  # PLAIN/SCRAM untouched
+    assert kafka_settings.librdkafka({"a": 1}, plain.kafka).keys() == {"a", "logger"}  # PLAIN/SCRAM untouched
 
 
 def test_faust_credentials_are_oauth_with_tls_when_sasl_ssl(monkeypatch: pytest.MonkeyPatch) -> None:
