@@ -59,7 +59,7 @@ class Progress:
         records = self.count if self.unit != "records" else int(self.done)
         rate = f"{records / elapsed:,.0f} records/s"
         if self.total:
-            frac = min(self.done / self.total, 1.0)
+            frac = min(self.done / self.total, 1.0 if self.done <= self.total else 0.99)
             eta = (elapsed / frac - elapsed) if frac > 0 else 0.0
             width = 24
             bar = "#" * int(frac * width) + "." * (width - int(frac * width))
@@ -77,7 +77,9 @@ class Progress:
     def finish(self) -> None:
         """The final line on a terminal (the total reached)."""
         if self.enabled and self._drawn:
-            if self.total:
+            if self.unit == "records":  # a total may be an estimate (simulate): the count is the truth
+                self.total = self.done
+            elif self.total:
                 self.done = self.total
             self.stream.write("\r" + self.line() + "\x1b[K\n")
             self.stream.flush()

@@ -320,6 +320,9 @@ def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, count
             else:
                 progress.update(counts.records)
     out.flush()
+    progress.count = counts.records
+    if progress.unit == "records":
+        progress.done = counts.records
     progress.finish()
 
 
