@@ -82,7 +82,9 @@ def _dlq(args: argparse.Namespace) -> int:
     chosen = [e for e in entries if not ids or e.milestone_id in ids]
     unknown = sorted(set(ids) - {e.milestone_id for e in chosen})
     if unknown:
-        print(f"syncgov dlq: not open: {', '.join(unknown)}", file=sys.stderr)
+        from app import logs
+
+        logs.error(f"not open: {', '.join(unknown)}", command="dlq")
         return EXIT_FINDINGS
     print(f"re-driven {dlq.redrive(s, chosen)} milestone(s)")
     return EXIT_OK
@@ -260,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         log.debug("syncgov %s failed", args.command, exc_info=True)
         what = "embedded broker" if isinstance(exc, BrokerError) else args.command
-        logs.error(f"{what}: {exc.__class__.__name__}: {exc}")
+        logs.error(f"{exc.__class__.__name__}: {exc}", command=what)
         return EXIT_FINDINGS
 
 

@@ -176,11 +176,15 @@ def dict_config(log_format: str, level: str) -> dict[str, Any]:
     }
 
 
-def error(message: str, *, logger: str = "syncgov") -> None:
-    """A command's error for its user: on stderr, as a JSON log line when logs are JSON, else
-    as ``syncgov: <message>``."""
-    root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        logging.getLogger(logger).error(message)
+def json_enabled() -> bool:
+    """True when the root logger writes JSON lines."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def error(message: str, *, command: str | None = None) -> None:
+    """A command's error for its user, on stderr: a JSON log line (logger ``syncgov.<command>``)
+    when logs are JSON, else ``syncgov <command>: <message>``."""
+    if json_enabled():
+        logging.getLogger(f"syncgov.{command}" if command else "syncgov").error(message)
     else:
-        print(f"syncgov: {message}", file=sys.stderr, flush=True)
+        print(f"syncgov {command}: {message}" if command else f"syncgov: {message}", file=sys.stderr, flush=True)

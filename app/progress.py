@@ -88,12 +88,9 @@ class Progress:
 def summary(command: str, text: str, **fields: object) -> None:
     """The one-line summary of a run on stderr: a JSON log line (``msg`` = the text, plus
     ``fields``) when logs are JSON, else ``syncgov <command>: <text>``."""
-    import logging
+    from app.logs import json_enabled
 
-    from app.logs import JsonFormatter
-
-    root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    if json_enabled():
         import orjson
 
         from app.logs import _timestamp

@@ -296,15 +296,17 @@ def report_json(report: Report, window_s: float) -> dict[str, Any]:
 def main(*, as_json: bool = False) -> int:
     """`syncgov reconcile`: 0 in sync, 1 drift found or the ERP or Kafka could not be read,
     2 bad configuration."""
+    from app import logs
+
     s = load()
     options = s.reconcile
     if s.erp.adapter != "tryton":
-        print("syncgov reconcile: needs ERP_ADAPTER=tryton", file=sys.stderr)
+        logs.error("needs ERP_ADAPTER=tryton", command="reconcile")
         return 2
     try:
         report = asyncio.run(run(s, options))
     except (ErpError, KafkaException, RuntimeError, TimeoutError, OSError) as exc:
-        print(f"syncgov reconcile: failed: {exc}", file=sys.stderr)
+        logs.error(f"failed: {exc}", command="reconcile")
         return 1
     if as_json:
         print(orjson.dumps(report_json(report, options.window_s)).decode(), flush=True)

@@ -42,6 +42,13 @@ EXIT_INPUT: Final = 2
 _JSON_OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
+def _error(message: str) -> None:
+    """On stderr: ``syncgov replay: ...``, or a JSON log line when logs are JSON."""
+    from app.logs import error
+
+    error(message, command="replay")
+
+
 def is_avro_framed(head: bytes) -> bool:
     """True when ``head`` (the file's first bytes) starts a length-prefixed Avro record."""
     if len(head) < LENGTH_BYTES + 2:
@@ -219,7 +226,7 @@ def run_replay(input_paths: str | list[str], output_path: str | None, dead_lette
     on a terminal; with ``quiet`` false (`syncgov replay`), a one-line summary on stderr at the end."""
     paths = [input_paths] if isinstance(input_paths, str) else input_paths
     if paths.count("-") > 1:
-        print("syncgov replay: stdin ('-') can be only one of the inputs", file=sys.stderr)
+        _error("stdin ('-') can be only one of the inputs")
         return EXIT_INPUT
     started = time.monotonic()
     with ExitStack() as stack:
@@ -228,7 +235,7 @@ def run_replay(input_paths: str | list[str], output_path: str | None, dead_lette
             try:
                 sources.append(_open_input(path, stack))
             except OSError as exc:
-                print(f"syncgov replay: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+                _error(f"cannot read {path}: {exc.strerror or exc}")
                 return EXIT_INPUT
         try:
             out = (
@@ -238,7 +245,7 @@ def run_replay(input_paths: str | list[str], output_path: str | None, dead_lette
             )
             dead = stack.enter_context(open(dead_letter_path, "wb")) if dead_letter_path else None
         except OSError as exc:
-            print(f"syncgov replay: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            _error(f"cannot write {exc.filename}: {exc.strerror}")
             return EXIT_OUTPUT
         counts = Counts()
         try:
@@ -246,7 +253,7 @@ def run_replay(input_paths: str | list[str], output_path: str | None, dead_lette
         except BrokenPipeError:
             raise  # a closed stdout pipe (`| head`) is the caller's to handle
         except OSError as exc:
-            print(f"syncgov replay: I/O error: {exc}", file=sys.stderr)
+            _error(f"I/O error: {exc}")
             return EXIT_OUTPUT
     if not quiet:
         from app.progress import summary

@@ -5,13 +5,13 @@ Exit 0 with the trace on stdout (a table, or ``--json``: the worker's trace docu
 """
 from __future__ import annotations
 
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import orjson
 
+from app import logs
 from app.settings import load
 
 
@@ -31,13 +31,13 @@ def main(warehouse_id: str, order_id: str, url: str | None, *, as_json: bool = F
             raw = resp.read()
             trace = orjson.loads(raw)
     except urllib.error.HTTPError as exc:
-        print(f"syncgov trace: {exc.code}: {_error_text(exc)}", file=sys.stderr)
+        logs.error(f"{exc.code}: {_error_text(exc)}", command="trace")
         return 1
     except urllib.error.URLError as exc:
-        print(f"syncgov trace: cannot reach the worker at {base}: {exc.reason}", file=sys.stderr)
+        logs.error(f"cannot reach the worker at {base}: {exc.reason}", command="trace")
         return 1
     except (orjson.JSONDecodeError, OSError, ValueError) as exc:
-        print(f"syncgov trace: bad answer from {base}: {exc}", file=sys.stderr)
+        logs.error(f"bad answer from {base}: {exc}", command="trace")
         return 1
     if as_json:
         print(orjson.dumps(trace).decode())

@@ -20,6 +20,13 @@ from app.simulator.model import PRESETS, Faults, Incidents, Model, SimConfig
 from app.simulator.sink import FileSink, KafkaSink, Progress, Sink, TruthSink
 
 
+def _error(message: str) -> None:
+    """On stderr: ``syncgov simulate: ...``, or a JSON log line when logs are JSON."""
+    from app.logs import error
+
+    error(message, command="simulate")
+
+
 def _rate(raw: str) -> float:
     try:
         value = float(raw)
@@ -197,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        print(f"syncgov simulate: {exc}", file=sys.stderr)
+        _error(f"{exc}")
         return 2
     try:
         return _simulate(args, config)
@@ -205,18 +212,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise  # `| head`: the caller's to handle
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"syncgov simulate: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        _error(f"cannot write{where}: {exc.strerror or exc}")
         return 1
     except ValueError as exc:  # a setting (SettingsError) or an argument the checks above let through
         from app.settings import SettingsError
 
         if isinstance(exc, SettingsError):
-            print(f"syncgov simulate: configuration error: {exc}", file=sys.stderr)
+            _error(f"configuration error: {exc}")
         else:
-            print(f"syncgov simulate: {exc}", file=sys.stderr)
+            _error(f"{exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - Kafka (KafkaException, undelivered records): a message
-        print(f"syncgov simulate: failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        _error(f"failed: {exc.__class__.__name__}: {exc}")
         return 1
 
 

@@ -137,7 +137,7 @@ def test_an_unexpected_failure_is_a_message_and_exit_1(capsys, monkeypatch) -> N
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     assert main(["reconcile"]) == 1
     err = capsys.readouterr().err
-    assert "syncgov: reconcile: LookupError: no such thing" in err and "Traceback" not in err
+    assert "syncgov reconcile: LookupError: no such thing" in err and "Traceback" not in err
 
 
 # -- --json ------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_reconcile_failure_is_exit_1_on_stderr(fake_reconcile, capsys) -> None:
     fake_reconcile["drift"] = TimeoutError("ERP not answering")
     assert main(["reconcile", "--json"]) == 1
     out = capsys.readouterr()
-    assert out.out == "" and "syncgov reconcile: failed: ERP not answering" in out.err
+    assert out.out == "" and "reconcile: failed: ERP not answering" in out.err
 
 
 TRACE = {"warehouse_id": "WH1", "order_id": "O1", "entries": [
