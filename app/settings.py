@@ -460,8 +460,9 @@ PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in SPEC}))
 #: Variables with those prefixes that belong to other software (Kafka's own scripts, ...).
 _FOREIGN = re.compile(
     r"^KAFKA_(HOME|OPTS|HEAP_OPTS|JVM_PERFORMANCE_OPTS|LOG4J_OPTS|JMX_OPTS|GC_LOG_OPTS|DEBUG|CLUSTER_ID|VERSION)$"
-    r"|_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$|_PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?$"  # Kubernetes links
+    r"|_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$|_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$"  # Kubernetes links
 )
+_SERVICE_LINK_URL = re.compile(r"^(tcp|udp|sctp)://")  # Kubernetes' <SERVICE>_PORT=tcp://10.0.0.1:6066
 
 
 def _read(env: Mapping[str, str], name: str, errors: list[str]) -> Any:
@@ -505,9 +506,12 @@ def unknown_names(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
     known = env_names()
     found = []
     for name in sorted(env):
-        if name.startswith(PREFIXES) and name not in known and not _FOREIGN.search(name):
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-            found.append((name, close[0] if close else None))
+        if not name.startswith(PREFIXES) or name in known or _FOREIGN.search(name):
+            continue
+        if name.endswith("_PORT") and _SERVICE_LINK_URL.match(env[name]):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        found.append((name, close[0] if close else None))
     return found
 
 

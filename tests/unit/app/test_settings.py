@@ -200,12 +200,14 @@ def test_unknown_variables_with_our_prefixes_are_warned_with_a_did_you_mean(capl
            "LOG_LEVLE": "debug", "WORKER_FOO_BAR_BAZ": "1",
            "KAFKA_HOME": "/opt/kafka", "KAFKA_HEAP_OPTS": "-Xmx1g",  # Kafka's own scripts
            "WORKER_SERVICE_HOST": "10.0.0.1", "WORKER_PORT_6066_TCP_ADDR": "10.0.0.1",  # Kubernetes links
+           "WORKER_PORT": "tcp://10.0.0.1:6066", "ERP_PORT": "8000",
            "ERP_API_KEY_FILE": "", "PATH": "/bin", "LOGNAME": "me"}
     with caplog.at_level(logging.WARNING, logger="syncgov.settings"):
         load(env)
         load(env)  # once per process
     lines = [r.getMessage() for r in caplog.records if r.name == "syncgov.settings"]
     assert lines == [
+        "ERP_PORT is not a syncgov setting; ignored",
         "ERP_RATE_PER_SEC is not a syncgov setting; ignored (did you mean ERP_RATE_PER_S?)",
         "HOLD_WINDOW is not a syncgov setting; ignored (did you mean HOLD_WINDOW_S?)",
         "KAFKA_BOOTSTRAP_SERVER is not a syncgov setting; ignored (did you mean KAFKA_BOOTSTRAP_SERVERS?)",
