@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 system-deps: install
 	bash ops/install-system.sh
 
+# Two lanes: everything on the embedded broker (Tansu), then the Kafka integration tests
+# (marker apache_kafka) again on one Apache Kafka broker (ops/kafka, installed by system-deps).
 test: install system-deps
 	$(BIN)/python -m pytest -q
+	KAFKA_IMPL=apache $(BIN)/python -m pytest -q -m apache_kafka
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
@@ -28,7 +31,7 @@ test-unit: install
 demo: install system-deps
 	$(BIN)/python -m app.demo
 
-bench: install
+bench: install system-deps
 	$(BIN)/python -m benchmarks.run --full
 
 bench-quick: install
@@ -42,4 +45,4 @@ chaos: install system-deps
 	$(BIN)/python -m app.chaos.run $(CHAOS_ARGS)
 
 clean:
-	rm -rf var .pytest_cache build *.egg-info
+	rm -rf var .pytest_cache build *.egg-info  # .kafka/ (the broker's jars) is kept: a cache

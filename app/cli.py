@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - a message, not a traceback (LOG_LEVEL=debug logs it)
+    except Exception as exc:
         from app.broker import BrokerError
 
         log.debug("syncgov %s failed", args.command, exc_info=True)

@@ -286,3 +286,19 @@ def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     if name != DEAD_LETTER_SCHEMA:
         raise DecodeError(f"expected {DEAD_LETTER_SCHEMA}, got {name}")
     return record
+
+
+def decode_input(raw: bytes) -> dict[str, Any] | str:
+    """One record of the events topic, decoded once for the worker and ``replay``: Avro
+    single-object when it starts with the magic byte, JSON otherwise; the reason (rule 8)
+    when it is too large or cannot be decoded."""
+    from app.core import parse
+
+    if raw[:1] != MAGIC[:1]:
+        return parse.decode(raw)
+    if len(raw) > parse.MAX_RECORD_BYTES:
+        return parse.too_large(len(raw))
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        return f"undecodable: {exc}"

@@ -1,13 +1,21 @@
-"""`syncgov dlq`: list the milestones the ERP rejected, and re-drive them after a fix.
+"""`syncgov dlq`: list the milestones the ERP rejected or the sink parked, and re-drive them.
+
+The ERP dead-letter topic holds, per document key, what the ERP sink (``app.erp.sink``)
+stopped at: a milestone the ERP rejected (``dead_lettered``), one parked after
+``ERP_MAX_RETRIES`` failures (``parked: true``), the *held* markers of the document's
+later milestones (``{"held": id, "blocker": id, ...}``: they wait behind it), and
+undecodable records of the milestones topic (``undecodable: true``, the raw bytes).
 
 Re-drive puts the milestone back on the milestones topic (same key, so it stays in
-order with its document); the worker's ERP sink posts it within the shared quota and
-records the result in its ledger. A marker on the dead-letter topic remembers that
-the entry was re-driven, so `list` shows what is still open.
+order with its document); the sink sees it above the offset it failed at, posts it, and
+then posts the held milestones of its document in order (a re-drive releases the
+document). A marker on the dead-letter topic remembers that the entry was re-driven, so
+`list` shows what is still open. An undecodable record cannot be re-driven: re-driving it
+only marks it as handled.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,36 +31,75 @@ from app.settings import Settings, load
 class Entry:
     key: bytes | None
     record: dict[str, Any]
+    held: tuple[dict[str, Any], ...] = ()  # the document's milestones waiting behind this one
+    upto: int = -1  # highest dead-letter topic offset of its record and held markers (closed by a re-drive)
 
     @property
     def milestone_id(self) -> str:
         return str(self.record["milestone_id"])
 
+    @property
+    def kind(self) -> str:
+        if self.record.get("undecodable"):
+            return "undecodable"
+        return "parked" if self.record.get("parked") else "dead_lettered"
+
+    @property
+    def redrivable(self) -> bool:
+        return self.record.get("milestone") is not None
+
+
+def entries_from(records: Iterable[tuple[int, bytes | None, bytes]]) -> list[Entry]:
+    """The open entries of the ERP dead-letter topic's (offset, key, value) records, oldest
+    first, each with the milestones held behind it. A record and its re-drive marker share
+    the document key, so one partition: a marker closes what is at or below its ``upto``
+    offset (a failure after the re-drive stays open, whichever landed first)."""
+    entries: dict[str, Entry] = {}
+    held: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+    for offset, key, raw in records:
+        value = orjson.loads(raw)
+        if "redriven" in value:
+            mid, upto = str(value["redriven"]), value.get("upto")
+            if mid in entries and (upto is None or entries[mid].upto <= upto):
+                del entries[mid]
+            kept = {h: v for h, v in held.get(mid, {}).items() if upto is not None and v[0] > upto}
+            held[mid] = kept
+        elif "held" in value:
+            held.setdefault(str(value["blocker"]), {})[str(value["held"])] = (offset, value)
+        else:
+            mid = str(value["milestone_id"])
+            entries.pop(mid, None)
+            entries[mid] = Entry(key, value, (), offset)
+    out = []
+    for mid, e in entries.items():
+        behind = held.get(mid, {}).values()
+        out.append(Entry(e.key, e.record, tuple(v for _, v in behind), max([e.upto, *(o for o, _ in behind)])))
+    return out
+
 
 def open_entries(s: Settings) -> list[Entry]:
-    """Dead-lettered milestones not re-driven since they last failed, oldest first."""
-    entries: dict[str, Entry] = {}
-    for rec in read_all(s.kafka.bootstrap_servers, s.topics.erp_dead_letters, kafka=s.kafka):
-        value = orjson.loads(rec.value)
-        if "redriven" in value:
-            entries.pop(value["redriven"], None)
-        else:
-            entries.pop(value["milestone_id"], None)
-            entries[value["milestone_id"]] = Entry(rec.key, value)
-    return list(entries.values())
+    """Dead-lettered, parked and undecodable milestones not re-driven since they last
+    failed, oldest first, with their held successors."""
+    return entries_from(
+        (rec.offset, rec.key, rec.value)
+        for rec in read_all(s.kafka.bootstrap_servers, s.topics.erp_dead_letters, kafka=s.kafka)
+    )
 
 
 def redrive(s: Settings, entries: Sequence[Entry]) -> int:
     producer = Producer({**client_config(s.kafka.bootstrap_servers, s.kafka), **PRODUCER_DEFAULTS})
     for entry in entries:
+        if not entry.redrivable:
+            continue  # undecodable: nothing to post again; the marker below closes it
         producer.produce(s.topics.milestones, key=entry.key, value=codec.encode_milestone(entry.record["milestone"]))
     if producer.flush(30) != 0:
         raise RuntimeError("milestones not delivered to Kafka within 30 s; nothing marked as re-driven")
     for entry in entries:
-        producer.produce(s.topics.erp_dead_letters, key=entry.key, value=orjson.dumps({"redriven": entry.milestone_id}))
+        marker = {"redriven": entry.milestone_id, "upto": entry.upto}
+        producer.produce(s.topics.erp_dead_letters, key=entry.key, value=orjson.dumps(marker))
     if producer.flush(30) != 0:
         raise RuntimeError("re-drive markers not delivered within 30 s (re-driving again is harmless)")
-    return len(entries)
+    return sum(1 for e in entries if e.redrivable)
 
 
 def main(action: str, ids: Sequence[str]) -> int:
@@ -61,11 +108,8 @@ def main(action: str, ids: Sequence[str]) -> int:
         raise SystemExit("syncgov dlq: KAFKA_BOOTSTRAP_SERVERS is required")
     entries = open_entries(s)
     if action == "list":
-        for e in entries:
-            r = e.record
-            order = r["milestone"].get("order_id") or r["milestone"].get("sku") or ""
-            print(f"{r['milestone_id']}  {r['type']:<18} {order:<14} {r['status']}  {r['detail'][:120]}")
-        print(f"{len(entries)} open ERP dead letter(s)")
+        for line in list_lines(entries):
+            print(line)
         return 0
     chosen = [e for e in entries if not ids or e.milestone_id in ids]
     unknown = sorted(set(ids) - {e.milestone_id for e in chosen})
@@ -73,4 +117,23 @@ def main(action: str, ids: Sequence[str]) -> int:
         print(f"syncgov dlq: not open: {', '.join(unknown)}")
         return 1
     print(f"re-driven {redrive(s, chosen)} milestone(s)")
+    closed = [e.milestone_id for e in chosen if not e.redrivable]
+    if closed:
+        print(f"closed {len(closed)} undecodable record(s) (nothing to re-drive): {', '.join(closed)}")
     return 0
+
+
+def list_lines(entries: Sequence[Entry]) -> list[str]:
+    """`syncgov dlq list`: one line per open entry, then the milestones held behind it."""
+    lines = []
+    for e in entries:
+        r = e.record
+        m = r.get("milestone") or {}
+        doc = m.get("order_id") or m.get("sku") or ""
+        lines.append(f"{r['milestone_id']}  {r['type']:<18} {doc:<14} {e.kind:<13} {r.get('status')}  "
+                     f"{str(r.get('detail', ''))[:120]}")
+        for h in e.held:
+            lines.append(f"    held behind it: {h['held']}  {h['type']}")
+    held = sum(len(e.held) for e in entries)
+    lines.append(f"{len(entries)} open ERP dead letter(s), {held} milestone(s) held behind them")
+    return lines

@@ -1,18 +1,21 @@
 """The Faust app, created from the one settings object.
 
 Agents and tables are autodiscovered from the ``agents`` and ``tables`` packages.
-At-least-once processing (the embedded broker has no transactional isolation):
-milestones carry deterministic ids, so the ERP sink makes their effect exactly-once.
+At-least-once processing with fencing (``app/runtime/ownership.py``): milestones carry
+deterministic ids, so the ERP sink makes their effect exactly-once.
 """
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from app import kafka_settings
 from app import settings as settings_module
+from app.runtime import faust_adapter
+from app.runtime.ownership import Lease, Ownership
 from app.settings import Settings
 
 
@@ -68,5 +71,39 @@ def faust_options(s: Settings) -> dict[str, Any]:
     }
 
 
+def faust_assignment(app: faust.App, topic: str) -> Callable[[], set[int] | None]:
+    """Faust's view of which partitions this worker owns: its active assignment of
+    ``topic``, or None while the group rebalances or the tables recover."""
+
+    def owned() -> set[int] | None:
+        if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
+            return None
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+    return owned
+
+
+def ownership_topic_name(s: Settings) -> str:
+    """The (never written) topic whose assignment decides partition ownership."""
+    return f"{s.worker.app_id}-__ownership"
+
+
 SETTINGS: Settings = settings_module.load()
 app = faust.App(SETTINGS.worker.app_id, **faust_options(SETTINGS))
+
+#: Partition ownership for every stage (see app/runtime/ownership.py).
+ownership_topic = app.topic(
+    ownership_topic_name(SETTINGS),
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=SETTINGS.topics.partitions,
+    internal=True,
+)
+LEASE = Lease(SETTINGS.kafka.session_timeout_s, margin_s=min(1.0, SETTINGS.kafka.session_timeout_s / 4))
+faust_adapter.install_heartbeat_probe(LEASE.renew)
+OWNERSHIP = Ownership(
+    faust_assignment(app, ownership_topic.get_topic_name()),
+    generation=lambda: int(app.consumer_generation_id),
+    lease=LEASE,
+    wipe_dir=SETTINGS.worker.data_dir,
+)

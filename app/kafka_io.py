@@ -1,22 +1,150 @@
-"""Plain confluent-kafka helpers for the demo, tests, benchmarks and the CLI tools:
-create topics, produce many records, read a topic to its current end without a group."""
+"""Plain confluent-kafka helpers for the worker's start-up, the demo, tests, benchmarks and
+the CLI tools: create and check topics, produce many records, read a topic to its current
+end without a group.
+
+Every topic the app creates is created here (``ensure_topics``), with the configs below:
+the one source (``app/topics.py`` declares the same configs to Faust)."""
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app import kafka_settings
-from app.settings import KafkaSettings
+from app.settings import KafkaSettings, Settings
 
 #: Producers use Kafka's (Java client's and Faust's) murmur2 partitioner, so a key lands in
 #: the same partition whoever writes it (documents stay in order; trace routing works).
 PRODUCER_DEFAULTS = {"partitioner": "murmur2_random"}
-#: Tansu answers DescribeConfigs only for topics created with explicit retention.
-TOPIC_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
+#: The data topics' configs, explicit so a cluster's defaults do not decide how long the
+#: data lives (and Tansu answers DescribeConfigs only for topics created with retention).
+TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
+#: Table changelogs: compacted, the latest record per key is the state (Faust's own choice
+#: for a changelog, made explicit because the worker creates them before Faust starts).
+CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
+#: The Faust tables (``tables/*.py``); each has the changelog ``<app_id>-<table>-changelog``.
+TABLES = ("governance-state", "inventory-state", "erp-ledger")
+#: How long `syncgov worker` waits for an unreachable broker at start-up before it exits.
+STARTUP_WAIT_S = 60.0
+
+
+class TopicLayoutError(RuntimeError):
+    """A topic the worker reads or co-partitions has the wrong number of partitions."""
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers did not answer within the start-up bound."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the worker uses: its configs, and whether its partition count must equal
+    ``TOPIC_PARTITIONS`` (read by a stage, or co-partitioned with what a stage reads)."""
+
+    name: str
+    config: dict[str, str]
+    copartitioned: bool
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
+def worker_topics(s: Settings) -> list[TopicSpec]:
+    """Every topic `syncgov worker` uses. The governance stage reads events partition P
+    while Faust assigns it stock partition P, the ERP sink reads milestones next to the
+    ledger's changelog, and each table's changelog partition P is state of input partition
+    P: all of those must have exactly TOPIC_PARTITIONS partitions. Exceptions and dead
+    letters are only written."""
+    t = s.topics
+    return [
+        TopicSpec(t.events, TOPIC_CONFIG, True),
+        TopicSpec(t.stock, TOPIC_CONFIG, True),
+        TopicSpec(t.milestones, TOPIC_CONFIG, True),
+        TopicSpec(t.exceptions, TOPIC_CONFIG, False),
+        TopicSpec(t.dead_letters, TOPIC_CONFIG, False),
+        TopicSpec(t.erp_dead_letters, TOPIC_CONFIG, False),
+        *(TopicSpec(changelog_topic(s.worker.app_id, table), CHANGELOG_CONFIG, True) for table in TABLES),
+    ]
+
+
+def _stderr(line: str) -> None:
+    print(f"syncgov: {line}", file=sys.stderr, flush=True)
+
+
+def _partition_counts(admin: AdminClient, bootstrap: str, wait_s: float, say: Callable[[str], None]) -> dict[str, int]:
+    """{topic: partitions} of the cluster, retrying an unreachable broker for ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            meta = admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
+        except KafkaException as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaUnavailable(
+                    f"Kafka at {bootstrap} did not answer a metadata request within {wait_s:.0f} s "
+                    f"({attempt} attempts; last: {exc.args[0] if exc.args else exc})"
+                ) from None
+            say(f"Kafka at {bootstrap} is not answering ({exc.args[0] if exc.args else exc}); "
+                f"retrying for up to {left:.0f} s")
+            time.sleep(min(2.0, max(0.1, left)))
+
+
+def ensure_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    partitions: int,
+    replication_factor: int = 1,
+    kafka: KafkaSettings | None = None,
+    wait_s: float = 10.0,
+    say: Callable[[str], None] = _stderr,
+) -> list[str]:
+    """Create the topics of ``specs`` that do not exist (``partitions``, ``replication_factor``,
+    each spec's configs), then check that every co-partitioned one has exactly ``partitions``
+    partitions: :class:`TopicLayoutError` naming each topic and both counts otherwise. An
+    unreachable broker is retried for ``wait_s`` (a line per attempt through ``say``), then
+    :class:`KafkaUnavailable`. Returns the names created."""
+    admin = AdminClient({**client_config(bootstrap, kafka), "log_level": 0})  # our own lines, not librdkafka's
+    counts = _partition_counts(admin, bootstrap, wait_s, say)
+    new = [NewTopic(x.name, partitions, replication_factor, config=dict(x.config)) for x in specs if x.name not in counts]
+    created = []
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=30, request_timeout=30).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a peer worker created it meanwhile
+                    raise
+        # CreateTopics answers once the controller has the topics; the brokers' metadata
+        # follows shortly after (KRaft): wait until every topic is visible.
+        deadline = time.monotonic() + 30
+        while True:
+            counts = _partition_counts(admin, bootstrap, wait_s, say)
+            if all(x.name in counts for x in specs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    wrong = [f"{x.name!r} has {counts[x.name]} partitions" for x in specs
+             if x.copartitioned and x.name in counts and counts[x.name] != partitions]
+    missing = [x.name for x in specs if x.name not in counts]
+    if wrong:
+        raise TopicLayoutError(
+            f"{'; '.join(wrong)}, TOPIC_PARTITIONS is {partitions}: every topic the worker reads or "
+            f"co-partitions (events, stock, milestones, table changelogs) must have exactly TOPIC_PARTITIONS "
+            f"partitions (a worker reads events partition P with stock and state partition P). Set "
+            f"TOPIC_PARTITIONS to the topics' count, or re-create the topics"
+        )
+    if missing:
+        raise TopicLayoutError(f"topics {missing} still missing after creating them on {bootstrap}")
+    return created
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -43,19 +171,11 @@ def client_config(bootstrap: str, kafka: KafkaSettings | None = None) -> dict[st
     return kafka_settings.librdkafka(conf, kafka)  # OAUTHBEARER, KAFKA_CLIENT_CONFIG
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int, kafka: KafkaSettings | None = None) -> None:
-    """Create topics that do not exist yet (explicit retention, replication 1 on Tansu)."""
-    admin = AdminClient(client_config(bootstrap, kafka))
-    existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(n, partitions, 1, config=TOPIC_CONFIG) for n in names if n not in existing]
-    if not new:
-        return
-    for future in admin.create_topics(new).values():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int, kafka: KafkaSettings | None = None,
+                  *, replication_factor: int = 1) -> None:
+    """Create data topics that do not exist yet (``TOPIC_CONFIG``); existing ones are left as
+    they are (the worker checks the layout it depends on at start-up: ``worker_topics``)."""
+    ensure_topics(bootstrap, [TopicSpec(n, TOPIC_CONFIG, False) for n in names], partitions, replication_factor, kafka)
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]], rate_per_s: float = 0) -> int:

@@ -99,7 +99,7 @@ class OidcTokenProvider:
                 body: Any = await resp.json(content_type=None) if resp.status == 200 else None
                 if resp.status != 200:
                     raise TokenError(f"token endpoint {self.url} answered {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise TokenError(f"token endpoint {self.url}: {exc.__class__.__name__}: {exc}") from None
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             raise TokenError(f"token endpoint {self.url} gave no access_token")
@@ -116,7 +116,7 @@ def faust_credentials(kafka: KafkaSettings, ssl_context: Any = None) -> Any:
     from aiokafka.abc import AbstractTokenProvider
     from faust.types.auth import AuthProtocol
 
-    class _Provider(OidcTokenProvider, AbstractTokenProvider):
+    class _Provider(OidcTokenProvider, AbstractTokenProvider):  # type: ignore[misc]
         pass
 
     credentials = faust.OAuthCredentials(oauth_cb=_Provider(kafka), ssl_context=ssl_context)

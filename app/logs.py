@@ -34,7 +34,7 @@ CONTEXT_FIELDS = ("warehouse_id", "order_id", "milestone_id", "partition")
 FORMATS = ("auto", "text", "json")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
-_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("syncgov_log_context", default={})
+_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("syncgov_log_context", default=None)
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def fields(**values: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def context(**values: Any) -> Iterator[None]:
     """Every line logged inside (this task or thread) carries these fields."""
-    token = _context.set({**_context.get(), **fields(**values)})
+    token = _context.set({**(_context.get() or {}), **fields(**values)})
     try:
         yield
     finally:
@@ -56,7 +56,7 @@ def context(**values: Any) -> Iterator[None]:
 
 
 def _context_of(record: logging.LogRecord) -> dict[str, Any]:
-    found = dict(_context.get())
+    found = dict(_context.get() or {})
     for name in CONTEXT_FIELDS:
         value = record.__dict__.get(name)
         if value is not None:
@@ -107,7 +107,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> IO[str]:
         return sys.stderr
 

@@ -45,7 +45,8 @@ INVENTORY_WATERMARK = Gauge(
 
 ERP_CALLS = Counter(
     "syncgov_erp_calls_total",
-    "ERP calls, by milestone type and outcome (posted, already_done, throttled, transient_error, permanent_error).",
+    "ERP sink outcomes, by milestone type and outcome (posted, already_done, skipped, deduplicated, "
+    "transient_error, deferred, permanent_error, parked, held, undecodable).",
     ["milestone_type", "outcome"],
     registry=REGISTRY,
 )
@@ -57,6 +58,17 @@ ERP_RETRY_AFTER = Counter(
 ERP_BACKLOG = Gauge("syncgov_erp_backlog_milestones", "Milestones not yet posted to the ERP.", registry=REGISTRY)
 ERP_BACKLOG_AGE = Gauge(
     "syncgov_erp_backlog_oldest_age_seconds", "Age of the oldest milestone not yet posted.", registry=REGISTRY
+)
+ERP_HELD = Gauge(
+    "syncgov_erp_held_milestones",
+    "Milestones held behind a dead-lettered or parked milestone of their document, until it is re-driven.",
+    registry=REGISTRY,
+)
+ERP_BLOCKED_DOCUMENTS = Gauge(
+    "syncgov_erp_blocked_documents",
+    "Documents stopped at a dead-lettered or parked milestone (waiting for `syncgov dlq replay`), by reason.",
+    ["reason"],
+    registry=REGISTRY,
 )
 
 SLA_RELEASE_TO_ACCEPTED = Histogram(

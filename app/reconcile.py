@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -197,7 +196,7 @@ def published_ids(s: Settings) -> set[str]:
 
 
 def _ms(stamp: Any) -> int:
-    return int(stamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000) if isinstance(stamp, dt.datetime) else 0
+    return int(stamp.replace(tzinfo=dt.UTC).timestamp() * 1000) if isinstance(stamp, dt.datetime) else 0
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
@@ -235,7 +234,8 @@ async def read_erp(rest: TrytonRest, milestones: Iterable[Mapping[str, Any]], pa
 def publish(s: Settings, records: list[Drift], detected_ms: int, window_s: float) -> None:
     """SyncDrift records (JSON) on the exceptions topic, keyed like the document's milestones."""
     bootstrap = s.kafka.bootstrap_servers
-    create_topics(bootstrap, [s.topics.exceptions], s.topics.partitions, s.kafka)
+    create_topics(bootstrap, [s.topics.exceptions], s.topics.partitions, s.kafka,
+                  replication_factor=s.topics.replication_factor)
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0,
                          "batch.num.messages": 1})
     for d in records:

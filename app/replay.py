@@ -86,20 +86,13 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
 
 
 def process_record(engine: Engine, raw: bytes) -> list[Output]:
-    """One record of an events topic as the worker reads it (agents/governance.py): Avro
-    single-object when it starts with the magic byte, JSON otherwise."""
-    from app.codec import MAGIC, DecodeError, decode
-    from app.core.parse import MAX_RECORD_BYTES
+    """One record of an events topic as the worker reads it (``app.codec.decode_input``)."""
+    from app.codec import decode_input
 
-    if raw[:1] != MAGIC[:1]:
-        return engine.process(raw)
-    if len(raw) > MAX_RECORD_BYTES:
-        return engine.reject(raw, f"too_large: the record is {len(raw)} bytes, the limit is {MAX_RECORD_BYTES}")
-    try:
-        d = decode(raw)
-    except DecodeError as exc:
-        return engine.reject(raw, f"undecodable: {exc}")
-    return engine.process_event(d, raw)
+    d = decode_input(raw)
+    if d.__class__ is str:
+        return engine.reject(raw, d)  # type: ignore[arg-type]
+    return engine.process_event(d, raw)  # type: ignore[arg-type]
 
 
 class PartitionedReplay:
@@ -310,9 +303,7 @@ def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, count
     progress = Progress(sum(sizes) if all(sizes) else 0, unit="bytes" if all(sizes) else "records")
     write = out.write
     dumps = orjson.dumps
-    n = 0
-    for outputs in batches:
-        n += 1
+    for n, outputs in enumerate(batches, 1):
         for item in outputs:
             if item.__class__ is DeadLetter:
                 counts.dead_letters += 1

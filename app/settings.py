@@ -251,13 +251,13 @@ class KafkaSettings:
         "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (OIDC client credentials: the "
         "`KAFKA_SASL_OAUTHBEARER_*` settings)")
     sasl_username: str = setting("KAFKA_SASL_USERNAME", "", _text, "SASL user (required with SASL_* and PLAIN/SCRAM)")
-    sasl_password: Secret = setting(
+    sasl_password: Secret = setting(  # noqa: RUF009 - setting() is field()
         "KAFKA_SASL_PASSWORD", "", _text, "SASL password (secret; or `KAFKA_SASL_PASSWORD_FILE`)", secret=True)
     oauth_token_endpoint_url: str = setting(
         "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "", _optional(_url),
         "OAUTHBEARER: the identity provider's token endpoint (client-credentials grant)")
     oauth_client_id: str = setting("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", "", _text, "OAUTHBEARER: client id")
-    oauth_client_secret: Secret = setting(
+    oauth_client_secret: Secret = setting(  # noqa: RUF009 - setting() is field()
         "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "", _text,
         "OAUTHBEARER: client secret (secret; or `KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE`)", secret=True)
     oauth_scope: str = setting("KAFKA_SASL_OAUTHBEARER_SCOPE", "", _text,
@@ -308,8 +308,10 @@ class TopicSettings:
         "TOPIC_STOCK", "syncgov.stock-by-location", _text,
         "internal repartition topic: `StockAdjusted` re-keyed by (warehouse_id, sku, location), plus each input "
         "partition's watermark")
-    partitions: int = setting("TOPIC_PARTITIONS", "4", _positive(_int),
-                              "partitions of every topic the app creates (max useful workers)")
+    partitions: int = setting(
+        "TOPIC_PARTITIONS", "4", _positive(_int),
+        "partitions of every topic the app creates (max useful workers); `syncgov worker` refuses to start when "
+        "events, stock, milestones or a table changelog has another count")
     replication_factor: int = setting("TOPIC_REPLICATION_FACTOR", "1", _positive(_int),
                                       "replication factor of created topics")
 
@@ -332,7 +334,7 @@ class WorkerSettings:
     app_id: str = setting("WORKER_APP_ID", "syncgov", _text, "Faust app id = consumer group id")
     store: str = setting("WORKER_STORE", "rocksdb://", _one_of("rocksdb://", "memory://"),
                          "table store: `rocksdb://` (rocksdict) or `memory://`")
-    data_dir: Path = setting("WORKER_DATA_DIR", "./var/worker", Path, "RocksDB store path (one per worker)")
+    data_dir: Path = setting("WORKER_DATA_DIR", "./var/worker", Path, "RocksDB store path (one per worker)")  # noqa: RUF009
     web_host: str = setting("WORKER_WEB_HOST", "127.0.0.1", _text, "web bind address")
     web_port: int = setting("WORKER_WEB_PORT", "6066", _port, "web port (/healthz, /readyz, /metrics)")
     canonical_url: str = setting(
@@ -355,7 +357,7 @@ class WorkerSettings:
         "WORKER_RECOVERY_CONSISTENCY_CHECK", "false", _bool,
         "Faust's check that a kept data dir is not ahead of its changelog; `true` on real Kafka (Tansu "
         "under-reports a changelog's end after a crash mid-batch, so the check trips falsely there)")
-    admin_token: Secret = setting(
+    admin_token: Secret = setting(  # noqa: RUF009 - setting() is field()
         "WORKER_ADMIN_TOKEN", "", _text,
         "bearer token for mutating endpoints; empty = those endpoints are off (secret; or `_FILE`)", secret=True)
     log_level: str = setting("LOG_LEVEL", "info", _one_of("debug", "info", "warning", "error"),
@@ -376,14 +378,19 @@ class ErpSettings:
     base_url: str = setting("ERP_BASE_URL", "http://127.0.0.1:18080", _url,
                             "ERP (gateway) base URL (http:// or https://)")
     database: str = setting("ERP_DATABASE", "erp", _text, "Tryton database name")
-    api_key: Secret = setting("ERP_API_KEY", "", _text, "ERP bearer key (secret; or `ERP_API_KEY_FILE`)",
+    api_key: Secret = setting("ERP_API_KEY", "", _text, "ERP bearer key (secret; or `ERP_API_KEY_FILE`)",  # noqa: RUF009 - setting() is field()
                               secret=True)
     rate_per_s: float = setting("ERP_RATE_PER_S", "5", _positive(_float), "ERP quota: requests per second")
     burst: int = setting("ERP_BURST", "5", _positive(_int), "ERP quota: burst")
     max_in_flight: int = setting("ERP_MAX_IN_FLIGHT", "4", _positive(_int), "max concurrent ERP requests")
-    timeout_s: float = setting("ERP_TIMEOUT_S", "10", _positive(_float), "ERP request timeout")
-    max_retries: int = setting("ERP_MAX_RETRIES", "8", _non_negative(_int),
-                               "transient retries before a milestone waits for re-drive")
+    timeout_s: float = setting(
+        "ERP_TIMEOUT_S", "10", _positive(_float),
+        "ERP request timeout; also the stated bound on how long an ERP write may run (the sink waits this long "
+        "after an unanswered request before it reads and retries, and after taking a partition over)")
+    max_retries: int = setting(
+        "ERP_MAX_RETRIES", "8", _non_negative(_int),
+        "failures of one document (transient or precondition not met, counted while the ERP answers other "
+        "documents) before it is parked for re-drive")
     backoff_base_s: float = setting("ERP_BACKOFF_BASE_S", "0.5", _positive(_float),
                                     "retry backoff base (capped exponential, full jitter)")
     backoff_cap_s: float = setting("ERP_BACKOFF_CAP_S", "30", _positive(_float),

@@ -53,7 +53,8 @@ async def run(s: Settings, once: bool) -> int:
     if s.erp.adapter != "tryton":
         raise SystemExit("syncgov source: ERP_ADAPTER=tryton is required (the generic adapter has no release feed)")
     bootstrap = s.kafka.bootstrap_servers
-    create_topics(bootstrap, [s.topics.events, s.topics.source_cursor], s.topics.partitions, s.kafka)
+    create_topics(bootstrap, [s.topics.events, s.topics.source_cursor], s.topics.partitions, s.kafka,
+                  replication_factor=s.topics.replication_factor)
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0, "batch.num.messages": 1})
     adapter = TrytonAdapter.from_settings(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1))
     cursor = load_cursor(s)

@@ -1,11 +1,12 @@
-"""Every topic the app uses, in one place (names from settings)."""
+"""The Faust handles of every topic the app uses (names from settings). `syncgov worker`
+creates and checks them before Faust starts (``app.kafka_io.worker_topics``, the one
+source of their configs)."""
 from __future__ import annotations
 
 from app.faust_app import SETTINGS, app
+from app.kafka_io import TOPIC_CONFIG as _KEEP
 
 _T = SETTINGS.topics
-#: Retention is explicit: Tansu answers DescribeConfigs only for topics created with it.
-_KEEP = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
 
 events = app.topic(_T.events, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)
 milestones = app.topic(_T.milestones, key_serializer="raw", value_serializer="raw", partitions=_T.partitions, config=_KEEP)

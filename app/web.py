@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app import dlq
 from app.core import keys
 from app.core.timeutil import format_ts
-from app.faust_app import SETTINGS, app
+from app.faust_app import SETTINGS, app, ownership_topic
 from app.kafka_io import partition_for
 from app.metrics import RECOVERY_IN_PROGRESS, REGISTRY
 from tables.ledger import erp_ledger, order_key
@@ -73,11 +73,10 @@ def _owner(topic: str, partition: int) -> str | None:
 
 async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
     """A part of the trace from the worker that owns it (this one, or a peer over HTTP)."""
-    # The lineage lives with the order's events partition, read by the owner of the same
-    # partition of the stock topic (agents/governance.py); the ERP calls with the milestones.
-    topic = SETTINGS.topics.stock if part == "lineage" else SETTINGS.topics.milestones
-    key = keys.order_key(warehouse_id, order_id)  # events and milestones: same key
-    owner = _owner(topic, partition_for(key, SETTINGS.topics.partitions))
+    # The lineage lives with the order's events partition, the ERP calls with its
+    # milestones partition (same key, same number): both with the partition's owner.
+    key = keys.order_key(warehouse_id, order_id)
+    owner = _owner(ownership_topic.get_topic_name(), partition_for(key, SETTINGS.topics.partitions))
     if owner is None or owner == str(app.conf.canonical_url).rstrip("/"):
         return _local_part(part, warehouse_id, order_id)
     url = f"{owner}/orders/{warehouse_id}/{order_id}/trace?part={part}"

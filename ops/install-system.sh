@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the ops-page test's browser
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -15,6 +16,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   (service nginx stop || true) >/dev/null 2>&1
   (service prometheus stop || true) >/dev/null 2>&1
 fi
-for script in ops/erp/install.sh .ci/install-k8s-tools.sh; do
+for script in ops/erp/install.sh ops/kafka/install.sh .ci/install-k8s-tools.sh; do
   if [ -f "$script" ]; then bash "$script"; fi
 done

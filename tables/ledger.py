@@ -1,18 +1,27 @@
 """The ERP ledger: what happened to each milestone at the ERP (RocksDB, changelog-backed).
 
-Keyed by ``milestone_id``; written by the ERP sink under the milestone's own record,
-so an entry lives in the same partition as the milestones of its document.
+Written only by the ERP sink (``app.erp.sink``), per milestones partition, in that
+partition's store and changelog partition (an entry lives with its document's milestones):
+
+- ``<milestone_id>`` -> ``{"outcome", "ref", "at", "type", ...}``; outcomes ``posted``,
+  ``already_done``, ``skipped`` (done: never posted again), ``dead_lettered``, ``parked``
+  (the document waits for a re-drive) and ``held`` (waits behind its document's blocker;
+  the entry carries the milestone, which the release posts);
+- ``order:<warehouse_id>|<order_id>`` -> the order's ERP-call trail (``tables/lineage.py``);
+- ``sink\\x1fmeta\\x1f<partition>`` -> ``{"offset", "holds"}``: the last milestones offset
+  whose whole prefix is resolved, and the held documents; the commit record of every sink
+  commit, written alone and last (``tables.state.commit_all``).
 """
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
+from app.erp.sink import BLOCKING, DONE, meta_key, order_key
 from app.faust_app import SETTINGS, app
 
-#: Outcomes after which a redelivered milestone is not posted again.
-DONE: Final = frozenset({"posted", "already_done", "skipped"})
+__all__ = ["BLOCKING", "DONE", "entry", "erp_ledger", "is_done", "meta_key", "order_key"]
 
 erp_ledger = app.Table(
     "erp-ledger",
@@ -20,13 +29,8 @@ erp_ledger = app.Table(
     key_type=bytes,
     value_type=bytes,
     partitions=SETTINGS.topics.partitions,
-    help="milestone_id -> ERP outcome, document reference and time.",
+    help="milestone_id -> ERP outcome, document reference and time; per partition the sink's offset and holds.",
 )
-
-
-def order_key(warehouse_id: str, order_id: str) -> bytes:
-    """Key of an order's ERP-call trail (milestone ids are hex, so no clash)."""
-    return f"order:{warehouse_id}|{order_id}".encode()
 
 
 def entry(milestone_id: str) -> dict[str, Any] | None:

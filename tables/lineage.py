@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-
 from app.core.model import M_SYNC_EXCEPTION, TELEMETRY, Milestone
 from app.core.timeutil import parse_ts
 

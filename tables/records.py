@@ -31,6 +31,9 @@ SEEN: Final = "s"
 REJECTED: Final = "x"
 META: Final = "m"
 LINEAGE: Final = "l"
+#: The fence record: the epoch of the worker that took the partition over (see
+#: ``app/runtime/ownership.py``); every other record carries its writer's epoch as "e".
+FENCE: Final = "f"
 _KEYED = (ORDERS, RETURNS)  # an input partition's keyed stores (windows: InventoryState)
 
 #: A table write: (key, value) with value None for a delete.
@@ -83,6 +86,15 @@ def table_key(partition: int, kind: str, parts: Iterable[Any] = ()) -> bytes:
     return prefix(partition) + kind.encode() + SEP.encode() + orjson.dumps(list(parts))
 
 
+def fence_key(partition: int) -> bytes:
+    return table_key(partition, FENCE)
+
+
+def fence_write(partition: int, epoch: int) -> Write:
+    """The record a worker writes first when it takes ``partition`` over."""
+    return fence_key(partition), orjson.dumps({"e": epoch})
+
+
 def _parse_key(key: bytes) -> tuple[str, list[Any]]:
     _, kind, parts = key.split(SEP.encode(), 2)
     return kind.decode(), orjson.loads(parts)
@@ -105,7 +117,13 @@ def _decode_value(kind: str, value: Any) -> Any:
 
 
 def keyed_writes(
-    partition: int, kind: str, store: Tracked, offset: int, committed: int, previous: Callable[[bytes], bytes | None]
+    partition: int,
+    kind: str,
+    store: Tracked,
+    offset: int,
+    committed: int,
+    previous: Callable[[bytes], bytes | None],
+    epoch: int = 0,
 ) -> Iterator[Write]:
     """One record per key of ``store`` changed since the last flush: its new value and the
     value it replaces as of the ``committed`` offset (for the rollback on load)."""
@@ -118,7 +136,7 @@ def keyed_writes(
             rec = orjson.loads(stored)
             prior = rec["v"] if rec["o"] <= committed else rec["p"]
         yield tkey, orjson.dumps(
-            {"o": offset, "v": None if value is None else _encode_value(kind, value), "p": prior}
+            {"o": offset, "v": None if value is None else _encode_value(kind, value), "p": prior, "e": epoch}
         )
 
 
@@ -146,6 +164,8 @@ class PartitionState:
         records: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         self.partition = partition
+        #: The fencing epoch this worker writes under (set when it takes the partition over).
+        self.epoch = 0
         stores: dict[str, Tracked] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
         rejected = TrackedSet()
         meta: dict[str, Any] = {"o": -1, "watermark": None, "seq": 0}
@@ -153,8 +173,8 @@ class PartitionState:
         keyed: list[tuple[bytes, bytes]] = []
         for key, raw in records:
             kind, _ = _parse_key(key)
-            if kind == LINEAGE:
-                continue  # read by the trace, not by the engine
+            if kind in (LINEAGE, FENCE):
+                continue  # the trail is read by the trace; the fence by the restore
             if kind == META:
                 meta = orjson.loads(raw)
             elif kind in (SEEN, REJECTED):
@@ -219,18 +239,18 @@ class PartitionState:
         writes: list[Write] = []
         p = self.partition
         for kind in _KEYED:
-            writes.extend(keyed_writes(p, kind, self.stores[kind], offset, self.offset, previous))
+            writes.extend(keyed_writes(p, kind, self.stores[kind], offset, self.offset, previous, self.epoch))
         seen = self.stores[SEEN]
         added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:
             tkey = table_key(p, SEEN, (self.seq,))
             self.seq += 1
-            writes.append((tkey, orjson.dumps({"o": offset, "v": added})))
+            writes.append((tkey, orjson.dumps({"o": offset, "v": added, "e": self.epoch})))
             self.seen_logs.append((max(b for _, b in added), tkey))
         if self.rejected.added:
             tkey = table_key(p, REJECTED, (self.seq,))
             self.seq += 1
-            writes.append((tkey, orjson.dumps({"o": offset, "v": list(self.rejected.added)})))
+            writes.append((tkey, orjson.dumps({"o": offset, "v": list(self.rejected.added), "e": self.epoch})))
         writes.extend(self._expired_logs())
         # Lineage is an audit trail, not engine state: written without the value it
         # replaces; a batch redelivered after a crash does not add its entries twice.
@@ -246,7 +266,7 @@ class PartitionState:
         writes.append(
             (
                 table_key(p, META),
-                orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq}),
+                orjson.dumps({"o": offset, "watermark": self.engine.watermark, "seq": self.seq, "e": self.epoch}),
             )
         )
         self.offset = offset
@@ -279,13 +299,15 @@ class InventoryState:
         self, partition: int, settings: CoreSettings, sources: int, records: Iterable[tuple[bytes, bytes]] = ()
     ) -> None:
         self.partition = partition
+        self.epoch = 0
         windows = Tracked()
         meta: dict[str, Any] = {"o": -1, "marks": [], "watermark": None}
         keyed: list[tuple[bytes, bytes]] = []
         for key, raw in records:
-            if _parse_key(key)[0] == META:
+            kind = _parse_key(key)[0]
+            if kind == META:
                 meta = orjson.loads(raw)
-            else:
+            elif kind != FENCE:
                 keyed.append((key, raw))
         self.offset: int = meta["o"]
         for _, parts, value in committed_records(keyed, self.offset):
@@ -296,8 +318,8 @@ class InventoryState:
 
     def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:
         """The table writes that commit everything processed up to ``offset``, meta last."""
-        writes = list(keyed_writes(self.partition, WINDOWS, self.windows, offset, self.offset, previous))
-        meta = {"o": offset, "marks": sorted(self.stage.marks.items()), "watermark": self.stage.watermark}
+        writes = list(keyed_writes(self.partition, WINDOWS, self.windows, offset, self.offset, previous, self.epoch))
+        meta = {"o": offset, "marks": sorted(self.stage.marks.items()), "watermark": self.stage.watermark, "e": self.epoch}
         writes.append((table_key(self.partition, META), orjson.dumps(meta)))
         self.offset = offset
         self.windows.dirty.clear()

@@ -225,7 +225,8 @@ class Chaos:
         settings = load({**self.env, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap})
         t = settings.topics
         create_topics(self.bootstrap, [t.events, t.milestones, t.exceptions, t.dead_letters, t.erp_dead_letters,
-                                       t.source_cursor], t.partitions, settings.kafka)
+                                       t.source_cursor], t.partitions, settings.kafka,
+                      replication_factor=t.replication_factor)
         self.pool = WorkerPool(self.bootstrap, self.workdir / "workers", self.env, say=self.say)
         for name in ("w1", "w2"):
             self.pool.start(name)

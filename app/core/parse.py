@@ -322,10 +322,15 @@ def validate(d: Mapping[str, Any]) -> Event | str:
     return Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], order_id, data)
 
 
+def too_large(size: int) -> str:
+    """The rule-8 reason of a record over the size limit."""
+    return f"too_large: the record is {size} bytes, the limit is {MAX_RECORD_BYTES}"
+
+
 def decode(raw: bytes) -> dict[str, Any] | str:
     """JSON bytes -> dict, or the reason they are not a JSON object."""
     if len(raw) > MAX_RECORD_BYTES:
-        return f"too_large: the record is {len(raw)} bytes, the limit is {MAX_RECORD_BYTES}"
+        return too_large(len(raw))
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

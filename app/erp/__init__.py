@@ -10,6 +10,7 @@ from app.erp.port import (
     DocumentState,
     ErpError,
     ErpPort,
+    NotReadyErpError,
     PermanentErpError,
     PostResult,
     TransientErpError,
@@ -30,6 +31,6 @@ def make_port(
 
 
 __all__ = [
-    "DocumentState", "ErpError", "ErpPort", "HttpAdapter", "PermanentErpError", "PostResult",
+    "DocumentState", "ErpError", "ErpPort", "HttpAdapter", "NotReadyErpError", "PermanentErpError", "PostResult",
     "TransientErpError", "TrytonAdapter", "make_port", "post_with_retry",
 ]

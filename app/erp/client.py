@@ -75,7 +75,7 @@ class ErpHttpClient:
         before_send: Callable[[], None] | None = None,
     ) -> None:
         """``before_send`` runs once the rate limit lets a request go, right before it is
-        sent; it may raise to stop the request (the ERP sink's rebalance guard)."""
+        sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`)."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
         self.limiter = AdaptiveLimiter(policy, clock())
@@ -149,10 +149,14 @@ class ErpHttpClient:
                     status, answer_headers = response.status, dict(response.headers)
             except asyncio.TimeoutError:
                 self.limiter.on_error(self._clock())
-                raise TransientErpError(None, None, f"{where}: no answer within {self._timeout_s:g} s") from None
+                raise TransientErpError(
+                    None, None, f"{where}: no answer within {self._timeout_s:g} s", unknown=True) from None
             except aiohttp.ClientError as exc:
                 self.limiter.on_error(self._clock())
-                raise TransientErpError(None, None, self.scrub(f"{where}: {type(exc).__name__}: {exc}")) from None
+                # Refused before connecting: never sent. Anything later: it may have reached the ERP.
+                sent = not isinstance(exc, aiohttp.ClientConnectorError)
+                raise TransientErpError(
+                    None, None, self.scrub(f"{where}: {type(exc).__name__}: {exc}"), unknown=sent) from None
             except BaseException:
                 self.limiter.on_error(self._clock())
                 raise
@@ -168,7 +172,8 @@ class ErpHttpClient:
                 raise TransientErpError(status, retry_after, f"{where}: {status} {text}")
             if status >= 500 or status == 408:
                 self.limiter.on_error(self._clock())
-                raise TransientErpError(status, None, f"{where}: {status} {text}")
+                # A gateway's 502/504: the ERP behind it may have the request (and commit it).
+                raise TransientErpError(status, None, f"{where}: {status} {text}", unknown=status in (502, 504))
             self.limiter.on_success(self._clock())
             metrics.ERP_RATE.set(self.limiter.rate)
             if status >= 300:

@@ -9,8 +9,10 @@ A post sends the milestone's contract JSON as the body with
 ``Idempotency-Key: <milestone_id>`` and the key in the auth header
 (``Authorization: Bearer <key>`` unless told otherwise). With a read route,
 the document is read first and a hit is acknowledged without posting. A 409
-answer means the ERP already has it (``already_done``). Types without a
-route, and ``SyncException``, are ``skipped``.
+answer means the ERP already has it (``already_done``); a 425 (Too Early)
+means the document is not ready for this milestone yet (deferred, see
+``NotReadyErpError``). Types without a route, and ``SyncException``, are
+``skipped``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import orjson
 
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient, HttpAnswer
-from app.erp.port import DocumentState, PermanentErpError, PostResult
+from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult
 from app.settings import ErpSettings
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -140,6 +142,8 @@ class HttpAdapter:
         except PermanentErpError as exc:
             if exc.status == 409:
                 return PostResult("already_done", f"{route.method} {path}")
+            if exc.status == 425:
+                raise NotReadyErpError(425, exc.detail) from None
             raise
         body = self._parse(answer, route, path)
         if isinstance(body, dict) and body.get("id") is not None:

@@ -48,11 +48,22 @@ class ErpError(Exception):
 
 
 class TransientErpError(ErpError):
-    """Worth retrying later; ``retry_after_s`` is the ERP's Retry-After, if any."""
+    """Worth retrying later; ``retry_after_s`` is the ERP's Retry-After, if any.
 
-    def __init__(self, status: int | None, retry_after_s: float | None, detail: str) -> None:
+    ``unknown``: the request may have reached the ERP and may still commit (no answer: a
+    timeout or a connection lost after sending; a gateway's 502/504). A retry must not
+    decide on a read before such a request can no longer commit (see ``app.erp.sink``)."""
+
+    def __init__(self, status: int | None, retry_after_s: float | None, detail: str, *, unknown: bool = False) -> None:
         super().__init__(status, detail)
         self.retry_after_s = retry_after_s
+        self.unknown = unknown
+
+
+class NotReadyErpError(ErpError):
+    """The ERP document is not yet in a state this milestone applies to (a precondition not
+    met, e.g. OrderPacked while the shipment is still ``waiting``): the milestone is
+    deferred and tried again later, never dead-lettered for it."""
 
 
 class PermanentErpError(ErpError):

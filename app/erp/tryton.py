@@ -20,7 +20,7 @@ import aiohttp
 
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
-from app.erp.port import DocumentState, PermanentErpError, PostResult
+from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult
 from app.settings import ErpSettings
 
 SHIPMENT = "stock.shipment.out"
@@ -33,6 +33,8 @@ ORDER_DONE_STATES = {
     "OrderPacked": frozenset({"packed", "shipped", "done"}),
     "ShipmentConfirmed": frozenset({"done"}),
 }
+#: A customer shipment's workflow, in order (``cancelled`` is off it: nothing follows it).
+SHIPMENT_FLOW = ("draft", "waiting", "assigned", "picked", "packed", "shipped", "done")
 _SHIPMENT_FIELDS = (
     "number", "state", "shipping_reference", "warehouse", "customer", "company",
     "inventory_moves.quantity", "inventory_moves.origin", "inventory_moves.state",
@@ -274,11 +276,18 @@ class TrytonAdapter:
 
     @staticmethod
     def _check_state(ship: dict[str, Any], allowed: Iterable[str], kind: str) -> str:
+        """The shipment's state if the milestone applies to it. A state *before* the allowed
+        ones is a precondition not met yet (the predecessor's effect, or an ERP user's edit,
+        is still to come): ``NotReadyErpError``, deferred. Any other state is permanent."""
         state = _get(ship, "state")
+        allowed = tuple(allowed)
         if state not in allowed:
-            raise PermanentErpError(
-                200, f"{kind}: {SHIPMENT} {ship.get('number')!r} is in state {state!r} "
-                     f"(needs one of {', '.join(sorted(allowed))})")
+            detail = (f"{kind}: {SHIPMENT} {ship.get('number')!r} is in state {state!r} "
+                      f"(needs one of {', '.join(sorted(allowed))})")
+            first = min(SHIPMENT_FLOW.index(a) for a in allowed)
+            if state in SHIPMENT_FLOW and SHIPMENT_FLOW.index(state) < first:
+                raise NotReadyErpError(200, detail)
+            raise PermanentErpError(200, detail)
         return state
 
     async def _post_accepted(self, m: dict[str, Any]) -> PostResult:
@@ -491,8 +500,9 @@ class TrytonAdapter:
     async def _create_return(self, m: dict[str, Any]) -> dict[str, Any]:
         ship = await self._shipment(m["order_id"])
         if ship["state"] != "done":
-            raise PermanentErpError(200, f"ReturnReceived: {SHIPMENT} {m['order_id']!r} is in state "
-                                         f"{ship['state']!r}, not done (not shipped)")
+            error = NotReadyErpError if ship["state"] in SHIPMENT_FLOW else PermanentErpError
+            raise error(200, f"ReturnReceived: {SHIPMENT} {m['order_id']!r} is in state "
+                             f"{ship['state']!r}, not done (not shipped)")
         shipped = [mv for mv in ship["outgoing_moves"]
                    if (mv.get("product") or {}).get("code") == m["sku"] and mv.get("state") == "done"]
         if not shipped:

@@ -11,13 +11,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from app.simulator.generate import Simulation, mean_events_per_order
 from app.simulator.model import PRESETS, Faults, Incidents, Model, SimConfig
-from app.simulator.sink import FileSink, KafkaSink, Progress, Sink, TruthSink
+from app.simulator.sink import FileSink, KafkaSink, Sink, TruthSink
 
 
 def _error(message: str) -> None:
@@ -162,7 +162,7 @@ def _kafka_sink(args: argparse.Namespace) -> KafkaSink:
 
     s = app_settings.load({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": args.kafka})  # --kafka is the address
     topic = args.topic or s.topics.events
-    create_topics(args.kafka, [topic], s.topics.partitions, s.kafka)
+    create_topics(args.kafka, [topic], s.topics.partitions, s.kafka, replication_factor=s.topics.replication_factor)
     return KafkaSink(client_config(args.kafka, s.kafka), topic, args.rate)
 
 
@@ -178,7 +178,11 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def run(config: SimConfig, sinks: list[Sink], truth: TruthSink | None, progress: Progress | None = None) -> Simulation:
+class _Updates(Protocol):
+    def update(self, n: int) -> None: ...
+
+
+def run(config: SimConfig, sinks: list[Sink], truth: TruthSink | None, progress: _Updates | None = None) -> Simulation:
     """Generate the whole stream into ``sinks`` (and its truth); returns the finished Simulation."""
     sim = Simulation(config, on_truth=truth or (lambda m: None))
     with _no_gc():
@@ -222,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _error(f"{exc}")
         return 2
-    except Exception as exc:  # noqa: BLE001 - Kafka (KafkaException, undelivered records): a message
+    except Exception as exc:
         _error(f"failed: {exc.__class__.__name__}: {exc}")
         return 1
 

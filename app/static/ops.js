@@ -109,13 +109,30 @@ function counts(totals) {
   return Object.keys(totals).sort().map((k) => [k, num(totals[k])]);
 }
 
+/** Documents stopped at a dead-lettered or parked milestone, and what waits behind them
+ * (until `syncgov dlq replay`). Shown once the sink reports them. */
+function heldRows(samples) {
+  const blocked = sumBy(samples, "syncgov_erp_blocked_documents", "reason");
+  const held = value(samples, "syncgov_erp_held_milestones");
+  if (held === null && !Object.keys(blocked).length) return [];
+  const stopped = (blocked.dead_lettered || 0) + (blocked.parked || 0);
+  return [
+    ["documents stopped (dead-lettered / parked)", `${num(blocked.dead_lettered || 0)} / ${num(blocked.parked || 0)}`,
+      stopped ? "bad" : "ok"],
+    ["milestones held behind them", num(held), held ? "bad" : ""],
+  ];
+}
+
 function render(samples) {
   rows("milestones", counts(sumBy(samples, "syncgov_milestones_total", "type")), "no milestones yet");
   rows("exceptions", counts(sumBy(samples, "syncgov_sync_exceptions_total", "code")), "no sync exceptions");
 
   const dead = counts(sumBy(samples, "syncgov_dead_letters_total", "reason")).map(([k, v]) => [`input: ${k}`, v, "warn"]);
-  const rejected = sumBy(samples, "syncgov_erp_calls_total", "outcome").permanent_error;
+  const outcomes = sumBy(samples, "syncgov_erp_calls_total", "outcome");
+  const rejected = outcomes.permanent_error;
   if (rejected) dead.push(["ERP rejected (ERP dead letters)", num(rejected), "bad"]);
+  if (outcomes.parked) dead.push(["ERP parked (retries exhausted)", num(outcomes.parked), "bad"]);
+  if (outcomes.undecodable) dead.push(["ERP sink: undecodable milestones", num(outcomes.undecodable), "bad"]);
   rows("dead-letters", dead, "no dead letters");
 
   rows("erp-calls", counts(sumBy(samples, "syncgov_erp_calls_total", "outcome")), "no ERP calls yet");
@@ -130,6 +147,7 @@ function render(samples) {
     ["waited for Retry-After", duration(value(samples, "syncgov_erp_retry_after_seconds_total"))],
     ["backlog (milestones)", num(value(samples, "syncgov_erp_backlog_milestones"))],
     ["oldest in backlog", duration(age), age > 1800 ? "bad" : ""],
+    ...heldRows(samples),
   ], "no ERP metrics");
 
   const drift = sumBy(samples, "syncgov_sync_drift_documents", "kind");

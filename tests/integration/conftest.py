@@ -1,4 +1,4 @@
-"""Integration fixtures: worker processes on the session broker, topic readers."""
+"""Integration fixtures: worker processes on the lane's broker, topic readers."""
 from __future__ import annotations
 
 import itertools
@@ -16,36 +16,51 @@ from app.processes import WorkerProcess
 _group = itertools.count()
 
 
-@pytest.fixture
-def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers with a fresh app id (consumer group and topics) per test; stop them after."""
-    started: list[WorkerProcess] = []
-    prefix = f"t{int(time.time())}{next(_group)}"
+def make_worker_factory(bootstrap: str, tmp_path: Path, lane_env: dict[str, str]) -> WorkerFactory:
+    """Start workers with a fresh app id (consumer group and topics) and the lane's worker
+    settings (``tests.conftest.worker_env``); ``stop_all()`` stops them."""
+    return WorkerFactory(bootstrap, tmp_path, lane_env, f"t{int(time.time())}{next(_group)}")
 
-    def start(name: str = "w1", **env: str) -> WorkerProcess:
-        worker = WorkerProcess(
-            kafka_bootstrap,
-            tmp_path / name,
-            env={
-                "WORKER_APP_ID": prefix,
-                "TOPIC_EVENTS": f"{prefix}.events",
-                "TOPIC_MILESTONES": f"{prefix}.milestones",
-                "TOPIC_EXCEPTIONS": f"{prefix}.exceptions",
-                "TOPIC_DEAD_LETTERS": f"{prefix}.dead-letters",
-                "TOPIC_ERP_DEAD_LETTERS": f"{prefix}.erp-dead-letters",
-                "TOPIC_STOCK": f"{prefix}.stock",
-                "WORKER_IDLE_PARTITION_S": "5",
-                "ERP_SINK_ENABLED": "false",
-                **env,
-            },
-        )
-        started.append(worker)
+
+class WorkerFactory:
+    """``factory(name, **env)`` starts a worker ``name`` (its store in ``tmp_path/name``)."""
+
+    def __init__(self, bootstrap: str, tmp_path: Path, lane_env: dict[str, str], prefix: str) -> None:
+        self.bootstrap, self.tmp_path, self.lane_env, self.prefix = bootstrap, tmp_path, lane_env, prefix
+        self.started: list[WorkerProcess] = []
+
+    def env(self, **env: str) -> dict[str, str]:
+        prefix = self.prefix
+        return {
+            **self.lane_env,
+            "WORKER_APP_ID": prefix,
+            "TOPIC_EVENTS": f"{prefix}.events",
+            "TOPIC_MILESTONES": f"{prefix}.milestones",
+            "TOPIC_EXCEPTIONS": f"{prefix}.exceptions",
+            "TOPIC_DEAD_LETTERS": f"{prefix}.dead-letters",
+            "TOPIC_ERP_DEAD_LETTERS": f"{prefix}.erp-dead-letters",
+            "TOPIC_STOCK": f"{prefix}.stock",
+            "WORKER_IDLE_PARTITION_S": "5",
+            "ERP_SINK_ENABLED": "false",
+            **env,
+        }
+
+    def __call__(self, name: str = "w1", **env: str) -> WorkerProcess:
+        worker = WorkerProcess(self.bootstrap, self.tmp_path / name, env=self.env(**env))
+        self.started.append(worker)
         return worker.start()
 
-    start.prefix = prefix  # type: ignore[attr-defined]
-    yield start
-    for worker in started:
-        worker.stop()
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop()
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, lane_worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Workers on the lane's broker with the lane's settings; stopped after the test."""
+    factory = make_worker_factory(kafka_bootstrap, tmp_path, lane_worker_env)
+    yield factory
+    factory.stop_all()
 
 
 def normalize(d: dict) -> dict:  # type: ignore[type-arg]

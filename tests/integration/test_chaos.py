@@ -22,6 +22,7 @@ from app.chaos.run import Chaos, ChaosConfig, Say
 from app.core.model import CoreSettings
 from app.core.timeutil import format_ts
 from app.simulator.work import tracking_no, warehouse_work
+from tests.conftest import worker_env
 
 # -- the harness's own parts (no stack) -------------------------------------------------------
 
@@ -109,7 +110,7 @@ def chaos_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     cfg = ChaosConfig(
         orders=16, seed=3, workdir=tmp_path_factory.mktemp("chaos"), bootstrap=kafka_bootstrap,
         prefix=f"chaos{int(time.time())}", kills=2, outage_s=20, storm_s=0, errors_s=6, scale=False,
-        poison_rate=0.02, old_schema_share=0.3, drain_timeout_s=300)
+        poison_rate=0.02, old_schema_share=0.3, drain_timeout_s=300, extra_env=worker_env())
     chaos = Chaos(cfg, Say())
     started = time.monotonic()
     # The loop's executor threads started the workers, which die with the thread that started
@@ -128,6 +129,7 @@ def chaos_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_faults_were_injected(chaos_run: Chaos) -> None:
     counts = chaos_run.faults.counts
@@ -145,6 +147,7 @@ def test_faults_were_injected(chaos_run: Chaos) -> None:
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_every_released_order_is_done_once_with_its_tracking_number(chaos_run: Chaos) -> None:
     v = chaos_run.verdict
@@ -157,6 +160,7 @@ def test_every_released_order_is_done_once_with_its_tracking_number(chaos_run: C
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_nothing_lost(chaos_run: Chaos) -> None:
     v = chaos_run.verdict
@@ -169,6 +173,7 @@ def test_nothing_lost(chaos_run: Chaos) -> None:
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_nothing_posted_twice(chaos_run: Chaos) -> None:
     v = chaos_run.verdict
@@ -181,6 +186,7 @@ def test_nothing_posted_twice(chaos_run: Chaos) -> None:
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_every_poison_record_is_dead_lettered_with_a_reason(chaos_run: Chaos) -> None:
     v = chaos_run.verdict
@@ -194,6 +200,7 @@ def test_every_poison_record_is_dead_lettered_with_a_reason(chaos_run: Chaos) ->
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_workers_only_stop_when_killed(chaos_run: Chaos) -> None:
     """A worker that exits by itself (e.g. a batch that raised) is a crash."""
@@ -204,6 +211,7 @@ def test_workers_only_stop_when_killed(chaos_run: Chaos) -> None:
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(900)
 def test_source_survives_erp_errors(chaos_run: Chaos) -> None:
     """`syncgov source` keeps polling through ERP outages and 5xx answers (a crash loop delays

@@ -24,7 +24,7 @@ from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack
 from app.erp.sales import new_order, shipment
 
-pytestmark = [pytest.mark.erp, pytest.mark.kafka]
+pytestmark = [pytest.mark.erp, pytest.mark.kafka, pytest.mark.apache_kafka]
 
 
 def erp_env(stack: ErpStack, **extra: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from app.chaos import verify
 from app.processes import ops_module
 from app.chaos.run import Chaos, ChaosConfig, Say
 from app.settings import SettingsError, load
+from tests.conftest import worker_env
 
 SASL_PASSWORD = "sasl-pw-Qx7!vT93#plain"  # noqa: S105 - a test value, the point is to find it
 ADMIN_TOKEN = "admin-tok-4Hh2kWq8Zr"  # noqa: S105
@@ -117,7 +118,7 @@ def secured_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         orders=3, seed=11, workdir=workdir, bootstrap=kafka_bootstrap, prefix=f"sec{int(time.time())}",
         kills=0, outage_s=0, storm_s=0, errors_s=0, scale=False, poison_rate=0.0, old_schema_share=0.0,
         drain_timeout_s=240, key_in_env=True,
-        extra_env={"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        extra_env={**worker_env(), "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_PASSWORD": SASL_PASSWORD,
                    "WORKER_ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "debug"},
         proxy_mode={"mode": "echo-auth", "match": ECHO_MATCH},
     )
@@ -153,6 +154,7 @@ def http(method: str, url: str, headers: dict[str, str] | None = None, body: byt
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_the_flow_ran_and_the_echoing_erp_was_dead_lettered(secured_run: Chaos) -> None:
     v = secured_run.verdict
@@ -166,6 +168,7 @@ def test_the_flow_ran_and_the_echoing_erp_was_dead_lettered(secured_run: Chaos) 
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_no_log_file_contains_a_secret(secured_run: Chaos) -> None:
     """Worker logs, source output, nginx access and error logs, the proxy log, Tryton's log,
@@ -211,6 +214,7 @@ def web_answers(secured_run: Chaos) -> dict[str, tuple[int, bytes]]:
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_no_web_response_contains_a_secret(secured_run: Chaos, web_answers: dict[str, tuple[int, bytes]]) -> None:
     unanswered = {key: body.decode() for key, (code, body) in web_answers.items() if code == 0}
@@ -225,6 +229,7 @@ def test_no_web_response_contains_a_secret(secured_run: Chaos, web_answers: dict
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_order_trace_answers_on_every_worker(secured_run: Chaos, web_answers: dict[str, tuple[int, bytes]]) -> None:
     """The trace a secret search must read: 200 from either worker, whichever owns the parts."""
@@ -239,6 +244,7 @@ def test_order_trace_answers_on_every_worker(secured_run: Chaos, web_answers: di
 @pytest.mark.chaos
 @pytest.mark.erp
 @pytest.mark.kafka
+@pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_no_kafka_record_contains_a_secret_and_erp_dead_letters_are_scrubbed(secured_run: Chaos) -> None:
     topics = load({**secured_run.env}).topics

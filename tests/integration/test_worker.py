@@ -8,7 +8,7 @@ from app import codec
 from app.kafka_io import produce, read_all
 from tests.integration.conftest import read_milestones, wait_for
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka]
 
 
 def _release(i: int) -> bytes:

@@ -12,7 +12,7 @@ from app.kafka_io import produce, read_all
 from tests.integration.conftest import read_milestones, wait_for
 from tests.integration.streams import PARTITIONS, by_id, counts, replay, simulate
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka]
 
 
 def recorded(bootstrap: str, topic: str, count: int) -> list[list[bytes]]:

@@ -91,3 +91,19 @@ def test_a_rerun_section_replaces_only_its_figures() -> None:
     assert [f["id"] for f in merged["figures"]] == ["core", "erp_429", "rss"]
     assert "re-run at t1" in merged["notes"][-1]
     assert unjson(jsonable({"x": [float("inf")]})) == {"x": [float("inf")]}
+
+
+def test_figures_on_apache_kafka_get_their_own_ids_and_sit_next_to_the_embedded_ones() -> None:
+    from benchmarks.run import on_broker, section_of, side_by_side
+
+    embedded = [figure("worker", "worker events/s per process (saturation)", [100.0], "events/s"),
+                figure("ratio", "worker / raw ratio", [0.05], "", target={"op": ">=", "value": 0.10})]
+    apache = on_broker([figure("worker", "worker events/s per process (saturation)", [90.0], "events/s"),
+                        figure("ratio", "worker / raw ratio", [0.04], "", target={"op": ">=", "value": 0.10})], "apache")
+    assert [f["id"] for f in apache] == ["worker_apache", "ratio_apache"]
+    assert apache[0]["name"] == "[Apache Kafka] worker events/s per process (saturation)"
+    assert on_broker(list(embedded), "embedded") == embedded  # the historical ids stay
+    ordered = side_by_side(embedded + apache)
+    assert [f["id"] for f in ordered] == ["worker", "worker_apache", "ratio", "ratio_apache"]
+    assert {section_of(f["id"]) for f in ordered} == {"worker"}
+    assert section_of("latency_p99_apache") == "latency" and section_of("recovery_cold_apache") == "recovery"

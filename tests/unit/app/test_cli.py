@@ -50,12 +50,12 @@ def test_version(capsys) -> None:
 
 def test_every_subcommand_has_a_description_and_the_exit_codes() -> None:
     parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.COMMANDS)
     for name, p in sub.choices.items():
         assert p.description and len(p.description) > 40, name
         assert "2 usage or configuration" in (p.epilog or ""), name
-    assert {c.dest for c in sub._choices_actions if c.help} == set(cli.COMMANDS)  # noqa: SLF001 - one-line help
+    assert {c.dest for c in sub._choices_actions if c.help} == set(cli.COMMANDS)
 
 
 def test_usage_errors_exit_2_on_stderr(capsys) -> None:
@@ -225,7 +225,7 @@ TRACE = {"warehouse_id": "WH1", "order_id": "O1", "entries": [
 @pytest.fixture(scope="module")
 def worker_url() -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             found = self.path == "/orders/WH1/O1/trace"
             body = orjson.dumps(TRACE if found else {"error": "no trace for order O2 in warehouse WH1"})
             self.send_response(200 if found else 404)

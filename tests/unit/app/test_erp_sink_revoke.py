@@ -1,15 +1,17 @@
-"""The ERP sink stops calling the ERP once a rebalance begins, and leaves the batch
-uncommitted for the partitions' next owner (no two workers post one milestone at once)."""
+"""The ERP sink's fencing hook: no ERP request for a partition this worker no longer owns,
+checked per partition right before every request (not a process-wide flag), and the
+worker's wiring of ownership to Faust's assignment and the group lease."""
 from __future__ import annotations
 
 import asyncio
 import importlib
-from types import ModuleType, SimpleNamespace
-from typing import Any
+from types import ModuleType
 
 import pytest
 
-from app.erp.port import PostResult, TransientErpError
+from app.core.ratelimit import RatePolicy
+from app.erp.client import ErpHttpClient
+from app.erp.sink import _PARTITION, Revoked, fence
 
 
 @pytest.fixture
@@ -19,60 +21,71 @@ def erp_sink(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module("agents.erp_sink")
 
 
-class Port:
-    """An ERP that fails transiently ``failures`` times, then posts."""
+def test_the_fence_stops_only_requests_of_partitions_no_longer_owned() -> None:
+    owned = {0, 2}
+    check = fence(lambda p: p in owned)
 
-    def __init__(self, failures: int, on_call: Any = None) -> None:
-        self.failures, self.calls, self.on_call = failures, 0, on_call
+    def in_partition(p: int) -> None:
+        _PARTITION.set(p)
+        check()
 
-    async def post(self, milestone: dict[str, Any]) -> PostResult:
-        self.calls += 1
-        if self.on_call:
-            self.on_call()
-        if self.calls <= self.failures:
-            raise TransientErpError(503, 0.0, "ERP 503")
-        return PostResult("posted", "SHIP-1")
+    import contextvars
 
-
-@pytest.fixture
-def rebalancing(monkeypatch: pytest.MonkeyPatch, erp_sink: ModuleType) -> SimpleNamespace:
-    """Set ``.on = True`` to begin a rebalance (the app's flag, restored after the test)."""
-    monkeypatch.setattr(erp_sink.app, "rebalancing", False)
-
-    class Flag(SimpleNamespace):
-        def __setattr__(self, name: str, value: Any) -> None:
-            erp_sink.app.rebalancing = value
-
-    return Flag()
+    contextvars.copy_context().run(in_partition, 0)  # ours: goes
+    with pytest.raises(Revoked):
+        contextvars.copy_context().run(in_partition, 1)
+    check()  # no partition (the source connector, reconciliation): never fenced
 
 
-MILESTONE = {"milestone_id": "m1", "type": "ShipmentConfirmed", "occurred_at": None}
+async def test_a_fenced_request_is_never_sent_and_gives_its_rate_token_back() -> None:
+    sent = []
+
+    class Session:
+        def request(self, *args: object, **kwargs: object) -> None:
+            sent.append(args)
+            raise AssertionError("no request may be sent")
+
+    owned: set[int] = set()
+    client = ErpHttpClient("http://erp", policy=RatePolicy(rate_per_s=1, burst=1, max_in_flight=1), timeout_s=1,
+                           session=Session(), before_send=fence(lambda p: p in owned))  # type: ignore[arg-type]
+
+    async def call() -> None:
+        _PARTITION.set(3)
+        await client.request("GET", "/x")
+
+    for _ in range(3):  # the token is given back each time: no wait piles up
+        with pytest.raises(Revoked):
+            await asyncio.wait_for(call(), 2)
+    assert sent == []
 
 
-def test_no_call_once_a_rebalance_has_begun(erp_sink: ModuleType, rebalancing: SimpleNamespace) -> None:
-    rebalancing.on = True
-    port = Port(0)
-    with pytest.raises(erp_sink.Revoked):
-        asyncio.run(erp_sink.post_one(port, None, MILESTONE))  # type: ignore[arg-type]
-    assert port.calls == 0
+def test_ownership_follows_faust_assignment_of_the_ownership_topic_and_the_lease(
+    erp_sink: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faust.types import TP
+
+    import app.faust_app as wiring
+
+    app = erp_sink.app
+    own, other = wiring.ownership_topic.get_topic_name(), "something-else"
+    monkeypatch.setattr(app.assignor, "assigned_actives", lambda: {TP(own, 1), TP(own, 3), TP(other, 0)})
+    monkeypatch.setattr(app, "rebalancing", False)
+    monkeypatch.setattr(app, "in_recovery", False)
+    app.tables.recovery.completed.set()
+    ownership = wiring.OWNERSHIP
+    try:
+        assert ownership.owned() == {1, 3}
+        assert not ownership.still_owner(1)  # no answered heartbeat yet: no lease
+        import time
+
+        ownership.lease.renew(time.monotonic())
+        assert ownership.still_owner(1) and not ownership.still_owner(0)
+        monkeypatch.setattr(app, "rebalancing", True)
+        assert ownership.owned() is None and not ownership.still_owner(1)
+    finally:
+        app.tables.recovery.completed.clear()
 
 
-def test_retries_stop_when_a_rebalance_begins_between_them(erp_sink: ModuleType, rebalancing: SimpleNamespace) -> None:
-    def begin() -> None:
-        rebalancing.on = True  # the rebalance starts while the first call is in flight
-
-    port = Port(failures=5, on_call=begin)
-    with pytest.raises(erp_sink.Revoked):
-        asyncio.run(erp_sink.post_one(port, None, MILESTONE))  # type: ignore[arg-type]
-    assert port.calls == 1  # the retry after the backoff is not made
-
-
-def test_a_revoked_batch_is_marked_so_its_offsets_are_not_committed(erp_sink: ModuleType) -> None:
-    batch = [SimpleNamespace(message=SimpleNamespace(acked=False)) for _ in range(3)]
-    assert erp_sink.abandon_if_revoked(batch, [[], erp_sink.Revoked()]) is True  # type: ignore[arg-type]
-    assert all(ev.message.acked for ev in batch)
-    done = [SimpleNamespace(message=SimpleNamespace(acked=False))]
-    assert erp_sink.abandon_if_revoked(done, [[]]) is False  # type: ignore[arg-type]
-    assert not done[0].message.acked
-    with pytest.raises(ValueError):
-        erp_sink.abandon_if_revoked(done, [erp_sink.Revoked(), ValueError("bug")])  # type: ignore[arg-type]
+def test_the_sink_settles_unknown_outcomes_for_the_erp_request_timeout(erp_sink: ModuleType) -> None:
+    config = erp_sink.config()
+    assert config.settle_s == erp_sink.ERP.timeout_s and config.max_retries == erp_sink.ERP.max_retries

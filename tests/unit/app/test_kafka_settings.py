@@ -88,7 +88,7 @@ async def idp() -> AsyncIterator[dict[str, Any]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]
     state["url"] = f"http://127.0.0.1:{port}/oauth2/token"
     yield state
     await runner.cleanup()

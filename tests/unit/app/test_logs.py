@@ -34,9 +34,8 @@ def test_json_line_has_the_fields_and_known_context() -> None:
 
 def test_context_applies_to_every_line_inside_and_extra_wins() -> None:
     fmt = logs.JsonFormatter()
-    with logs.context(warehouse_id="WH1", order_id="O1"):
-        with logs.context(partition=2):
-            inside = orjson.loads(fmt.format(_record(**logs.fields(order_id="O2", milestone_id="m-1"))))
+    with logs.context(warehouse_id="WH1", order_id="O1"), logs.context(partition=2):
+        inside = orjson.loads(fmt.format(_record(**logs.fields(order_id="O2", milestone_id="m-1"))))
     after = orjson.loads(fmt.format(_record()))
     assert inside["warehouse_id"] == "WH1" and inside["order_id"] == "O2" and inside["partition"] == 2
     assert inside["milestone_id"] == "m-1" and "warehouse_id" not in after

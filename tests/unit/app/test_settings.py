@@ -134,9 +134,9 @@ def test_tls_files_must_exist_and_are_kept(tmp_path: Path) -> None:
     s = load({**BASE, "KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(ca),
               "KAFKA_SSL_CERTFILE": str(cert), "KAFKA_SSL_KEYFILE": str(key)})
     assert (s.kafka.ssl_cafile, s.kafka.ssl_certfile, s.kafka.ssl_keyfile) == (str(ca), str(cert), str(key))
-    with pytest.raises(SettingsError, match="KAFKA_SSL_KEYFILE=.*needs KAFKA_SSL_CERTFILE"):
+    with pytest.raises(SettingsError, match=r"KAFKA_SSL_KEYFILE=.*needs KAFKA_SSL_CERTFILE"):
         load({**BASE, "KAFKA_SSL_KEYFILE": str(key)})
-    with pytest.raises(SettingsError, match="KAFKA_SSL_CAFILE=.*no such file"):
+    with pytest.raises(SettingsError, match=r"KAFKA_SSL_CAFILE=.*no such file"):
         load({**BASE, "KAFKA_SSL_CAFILE": str(tmp_path)})  # a directory
 
 
@@ -233,8 +233,8 @@ def test_every_attribute_is_declared_once_with_its_setting() -> None:
             assert spec.doc and spec.env.isupper(), f.name
             if spec.env != "KAFKA_BOOTSTRAP_SERVERS":  # required: no default
                 spec.parse(spec.default)  # every default is valid
-    assert settings.SECRETS == {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "ERP_API_KEY",
-                                "WORKER_ADMIN_TOKEN"}
+    assert {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "ERP_API_KEY",
+                                "WORKER_ADMIN_TOKEN"} == settings.SECRETS
 
 
 def test_settings_object_keeps_its_attribute_shape() -> None:

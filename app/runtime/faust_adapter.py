@@ -1,0 +1,217 @@
+"""Every use of Faust's (and its aiokafka's) private internals, in one module.
+
+The stages read and write their partitions' state outside Faust's streams (batches read
+with confluent-kafka), and they fence themselves with a heartbeat lease. That needs a
+handful of things Faust does not expose; each is wrapped here, named after what it does,
+and pinned by ``tests/unit/runtime/test_faust_adapter.py`` against the versions in use
+(faust-streaming 0.15.3, aiokafka 0.14). Nothing else in the project imports a private
+Faust or aiokafka name.
+
+- ``bind``: make a record's partition the current one, so table reads and writes go to
+  that partition's store and changelog (Faust reads ``faust.streams._current_event``).
+- ``partition_items``: one partition's records straight from its RocksDB database (the
+  store's ``_db_for_partition``/``_visible_items``), not every partition's.
+- ``send_writes``: what ``table[key] = value`` does, keeping the changelog send's future.
+- ``leave_unacked``: mark a Faust event acked locally without acking it, so a batch that
+  cannot be finished is not committed (``Message.acked``).
+- ``FencedTable``: a table whose changelog restore skips records of a fenced epoch.
+- ``install_heartbeat_probe``: aiokafka's group coordinator reports each successful
+  heartbeat and join to a callback (the lease in ``app.runtime.ownership``).
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeAlias
+
+import orjson
+from faust.streams import _current_event
+from faust.tables import Table
+from faust.types import EventT
+from faust.types.tuples import FutureMessage
+
+#: A table write: (key, value) with value None for a delete.
+Write = tuple[bytes, bytes | None]
+
+
+class Origin(Protocol):
+    """Where a record came from: its topic, partition and offset."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+#: Faust's types, unparametrised where this module does not care.
+AnyEvent: TypeAlias = "EventT[Any]"
+AnyTable: TypeAlias = "Table[Any, Any]"
+
+
+class _EventStandIn:
+    """Stands in for a Faust event: Faust looks up ``event.message.partition``."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, origin: Origin) -> None:
+        self.message = origin
+
+
+def bind(origin: Origin | AnyEvent) -> None:
+    """Make ``origin``'s partition current: table reads and writes go to its partition.
+    ``origin`` is a Faust event, or any (topic, partition, offset) record."""
+    if hasattr(origin, "message"):  # a Faust event
+        _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
+        return
+    event = getattr(origin, "_syncgov_event", None)
+    if event is None:
+        event = _EventStandIn(origin)  # not an event: Faust only reads its .message
+        try:
+            object.__setattr__(origin, "_syncgov_event", event)  # lives as long as its origin
+        except (AttributeError, TypeError):
+            _KEEP.append(event)
+            del _KEEP[:-64]
+    _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+
+
+_KEEP: list[_EventStandIn] = []
+
+
+def partition_items(table: AnyTable, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """The (recovered) records stored for one partition. Faust's RocksDB store keeps a
+    database per partition: only that one is read; the memory store is filtered."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        items: Iterable[tuple[bytes, bytes]] = store._visible_items(store._db_for_partition(partition))  # type: ignore[attr-defined]
+    else:  # memory://
+        items = table.items()
+    for key, value in items:
+        if value is not None:
+            yield key, value
+
+
+def partition_get(table: AnyTable, partition: int, key: bytes) -> bytes | None:
+    """One key of one partition's store (RocksDB: that partition's database only)."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        value = store._db_for_partition(partition).get(key)
+    else:  # memory://
+        value = store.data.get(key)
+    return value if value is None else bytes(value)
+
+
+def send_writes(table: AnyTable, writes: Sequence[Write]) -> list[FutureMessage]:
+    """Apply writes to the table of the current partition (see ``bind``) and send them to
+    its changelog; returns the sends' futures (Faust's ``producer.flush`` may return while
+    records still sit in its buffer)."""
+    futures = []
+    for key, value in writes:
+        partition = table.partition_for_key(key)  # the current event's
+        if value is None:
+            futures.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+            table.data.pop(key, None)
+        else:
+            futures.append(table.send_changelog(partition, key, value))
+            table.data[key] = value
+    return futures
+
+
+def leave_unacked(events: Iterable[AnyEvent]) -> None:
+    """Make Faust's own ack of these events a no-op: their offsets stay uncommitted."""
+    for event in events:
+        event.message.acked = True
+
+
+def record_epoch(value: bytes | None) -> int | None:
+    """The fencing epoch a state record was written under (``"e"``), if any."""
+    if not value or value[:1] != b"{":
+        return None
+    try:
+        epoch = orjson.loads(value).get("e")
+    except orjson.JSONDecodeError:
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+class FencedTable(Table):  # type: ignore[type-arg]
+    """A table whose changelog restore (recovery and standbys) skips fenced writes.
+
+    Every state record carries the epoch of the worker that wrote it (``"e"``), and a
+    worker that takes a partition over first writes a *fence* record (``fence_key(p)``)
+    with its own, higher epoch. A record of a lower epoch that follows a fence in the
+    changelog was written by a worker that had already lost the partition (a stalled
+    *zombie*): it is not applied, so the state is exactly the new owner's."""
+
+    #: The key of a partition's fence record (set by ``fenced_table``).
+    fence_key: Callable[[int], bytes]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fences: dict[int, int] = {}
+        self.fenced_records = 0
+
+    def fence_of(self, partition: int) -> int:
+        """The highest fence epoch applied to this partition's store (-1: none)."""
+        if partition not in self._fences:
+            epoch = record_epoch(partition_get(self, partition, self.fence_key(partition)))
+            self._fences[partition] = -1 if epoch is None else epoch
+        return self._fences[partition]
+
+    def note_fence(self, partition: int, epoch: int) -> None:
+        """This worker wrote a fence (its live writes do not pass through the restore)."""
+        self._fences[partition] = max(self.fence_of(partition), epoch)
+
+    def forget(self, partition: int) -> None:
+        self._fences.pop(partition, None)
+
+    def apply_changelog_batch(self, batch: Iterable[AnyEvent]) -> None:
+        kept = []
+        for event in batch:
+            msg = event.message
+            partition = msg.partition
+            epoch = record_epoch(msg.value)
+            if epoch is not None:
+                fence = self.fence_of(partition)
+                if msg.key == self.fence_key(partition):
+                    self._fences[partition] = max(fence, epoch)
+                elif epoch < fence:
+                    self.fenced_records += 1
+                    continue
+            kept.append(event)
+        super().apply_changelog_batch(kept)
+
+
+def fenced_table(app: Any, name: str, fence_key: Callable[[int], bytes], **options: Any) -> FencedTable:
+    """Declare a ``FencedTable`` on ``app`` (what ``app.Table`` does for its own class)."""
+    table = FencedTable(app, name=name, beacon=app.tables.beacon, **options)
+    table.fence_key = fence_key
+    app.tables.add(table)
+    return table
+
+
+def install_heartbeat_probe(on_alive: Callable[[float], None]) -> None:
+    """Call ``on_alive(sent_at)`` (time.monotonic) after every successful group heartbeat
+    and group join: the coordinator had heard from this member no earlier than
+    ``sent_at``, so it cannot have evicted it before ``sent_at + session timeout``."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    original_heartbeat = getattr(GroupCoordinator._do_heartbeat, "__wrapped__", GroupCoordinator._do_heartbeat)
+    original_join = getattr(GroupCoordinator._on_join_complete, "__wrapped__", GroupCoordinator._on_join_complete)
+
+    async def _do_heartbeat(self: Any) -> bool:
+        sent_at = time.monotonic()
+        ok = await original_heartbeat(self)
+        if ok:
+            on_alive(sent_at)
+        return bool(ok)
+
+    async def _on_join_complete(self: Any, *args: Any, **kwargs: Any) -> Any:
+        on_alive(time.monotonic())
+        return await original_join(self, *args, **kwargs)
+
+    _do_heartbeat.__wrapped__ = original_heartbeat  # type: ignore[attr-defined]
+    _on_join_complete.__wrapped__ = original_join  # type: ignore[attr-defined]
+    GroupCoordinator._do_heartbeat = _do_heartbeat
+    GroupCoordinator._on_join_complete = _on_join_complete

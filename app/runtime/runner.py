@@ -1,0 +1,222 @@
+"""The one stage skeleton: read a topic's owned partitions in batches, under the stage's
+own control, and hand them to the stage; follow ownership with an explicit lifecycle.
+
+Per partition *P*, in this order and in this one place:
+
+1. **assigned**: ``Ownership.owned()`` lists *P* (Faust has assigned it and recovered
+   its state);
+2. **state loaded**: ``stage.assign({P}, epoch)`` loads *P*'s state from its recovered
+   table, writes *P*'s fence record with the epoch and returns the offset to resume at
+   (the offset stored with the state: state and input offset are one commit);
+3. **processing**: batches of *P*'s records go to ``stage.process``; the stage emits its
+   outputs, then commits its state (lease checked before, after: ``Ownership``);
+4. **revoked**: when Faust revokes *P*, or the assignment changes, or the lease fails,
+   the batch in flight ends first (the lock), then ``stage.revoke({P})`` drops *P*'s
+   in-memory state. Anything not committed is redone by the next owner from the stored
+   offset; nothing of *P* is skipped, since the consumer is re-seeked on every change.
+
+Consumer offsets are also committed to ``<group>`` for lag monitoring only; they are
+never read back.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, cast
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from app import metrics
+from app.runtime.ownership import Fenced, Ownership
+
+log = logging.getLogger(__name__)
+
+
+class InputRecord(Protocol):
+    """What a stage reads of a record (a confluent-kafka ``Message`` without error)."""
+
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def value(self) -> bytes | None: ...
+
+
+Batch = Mapping[int, Sequence[InputRecord]]
+
+
+class Stage(Protocol):
+    """A stage with a per-partition lifecycle (see the module docstring)."""
+
+    name: str
+    topic: str
+
+    async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
+        """Load the partitions' state, fence them; the offset to resume each at."""
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Drop the partitions' in-memory state (what is committed stays in the table)."""
+
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
+        """Process one batch (possibly empty: timers such as idle marks run then)."""
+
+    def committed(self) -> dict[int, int]:
+        """Per owned partition, the next offset after its committed state."""
+
+
+class Reader(Protocol):
+    """What the runner needs of a consumer (confluent-kafka's, or a fake in tests)."""
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+    def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = ..., cached: bool = ...) -> tuple[int, int]: ...
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = ...) -> Any: ...
+    def close(self) -> None: ...
+
+
+class StageRunner:
+    """Runs one stage over the partitions this worker owns."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        ownership: Ownership,
+        reader: Callable[[], Reader],
+        batch_size: int,
+        batch_within_s: float,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.stage = stage
+        self.ownership = ownership
+        self._make_reader = reader
+        self.batch_size = batch_size
+        self.batch_within_s = batch_within_s
+        self._sleep = sleep
+        self.lock = asyncio.Lock()
+        #: The partitions the consumer reads now (None: re-sync and re-seek first).
+        self.assigned: set[int] | None = None
+        #: The partitions whose state the stage holds.
+        self.loaded: set[int] = set()
+        self.reader: Reader | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{stage.name}-reader")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Faust revokes partitions: let the batch in flight finish, then drop them."""
+        async with self.lock:
+            self._drop(partitions & self.loaded)
+            self.assigned = None  # re-sync (and re-seek) before the next batch
+
+    def _drop(self, partitions: set[int]) -> None:
+        if partitions:
+            self.stage.revoke(partitions)
+            self.loaded -= partitions
+            log.info("%s: partitions %s dropped", self.stage.name, sorted(partitions))
+
+    async def sync(self, owned: set[int]) -> None:
+        """Read exactly ``owned``: drop the others, load and fence the new ones, and seek
+        every partition to the offset after its stored state."""
+        assert self.reader is not None
+        self._drop(self.loaded - owned)
+        new = owned - self.loaded
+        if new:
+            self.ownership.check()
+            await self.stage.assign(new, self.ownership.epoch())
+            self.loaded |= new
+        offsets = self.stage.committed()
+        starts = [TopicPartition(self.stage.topic, p, offsets.get(p, 0)) for p in sorted(owned)]
+        await self._call(self.reader.assign, starts)
+        self.assigned = set(owned)
+        log.info("%s: reading %s partitions %s", self.stage.name, self.stage.topic, sorted(owned))
+
+    def _highs(self) -> dict[int, int]:
+        out = {}
+        assert self.reader is not None
+        for partition in self.assigned or ():
+            _, high = self.reader.get_watermark_offsets(TopicPartition(self.stage.topic, partition), cached=True)
+            if high >= 0:
+                out[partition] = high
+        return out
+
+    def _commit_lag(self) -> None:
+        assert self.reader is not None
+        offsets = [TopicPartition(self.stage.topic, p, o) for p, o in self.stage.committed().items() if o > 0]
+        if offsets:
+            self.reader.commit(offsets=offsets, asynchronous=True)
+
+    async def step(self) -> None:
+        """One turn: follow ownership, read a batch, process it."""
+        owned = self.ownership.owned()
+        if owned is None:
+            await self._sleep(0.1)
+            return
+        if owned != self.assigned:
+            async with self.lock:
+                try:
+                    await self.sync(owned)
+                except Fenced as exc:
+                    log.warning("%s: not taking partitions over: %s", self.stage.name, exc)
+                    self._drop(set(self.loaded))
+                    self.assigned = None
+                    await self._sleep(0.5)
+                    return
+        if not owned:
+            await self._sleep(0.2)
+            return
+        assert self.reader is not None
+        msgs: list[Message] = await self._call(self.reader.consume, self.batch_size, self.batch_within_s)
+        started = time.perf_counter()
+        async with self.lock:
+            if self.assigned is None or self.ownership.owned() != self.assigned:
+                self.assigned = None  # the assignment changed meanwhile: re-sync and re-seek first
+                return
+            batch: dict[int, list[InputRecord]] = {}
+            for msg in msgs:
+                if msg.error() is None:
+                    record = cast(InputRecord, msg)  # without an error it has its partition and offset
+                    batch.setdefault(record.partition(), []).append(record)
+                else:
+                    log.warning("%s consumer: %s", self.stage.name, msg.error())
+            try:
+                await self.stage.process(batch, self._highs())
+            except Fenced as exc:
+                log.warning("%s: batch abandoned: %s", self.stage.name, exc)
+                self._drop(set(self.loaded))  # in-memory state is ahead of the committed state
+                self.assigned = None
+                return
+            if batch:
+                self._commit_lag()
+        if msgs:
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.LAST_COMMIT.set(time.time())
+
+    async def run(self) -> None:
+        self.reader = self._make_reader()
+        try:
+            while True:
+                await self.step()
+        finally:
+            reader, self.reader = self.reader, None
+            await self._call(reader.close)
+            self.executor.shutdown(wait=False)
+
+
+def confluent_reader(config: dict[str, object], group_id: str) -> Callable[[], Consumer]:
+    """A factory of batching consumers with manual assignment (offsets from the state)."""
+
+    def make() -> Consumer:
+        return Consumer(
+            {
+                **config,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+
+    return make

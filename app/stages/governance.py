@@ -1,0 +1,193 @@
+"""The governance stage: warehouse events in, governed milestones out.
+
+Per batch and owned input partition it decodes, runs the pure core (``app/core``),
+emits the outputs (waited for), then commits the partition's state with its input
+offset (meta last). Events are keyed by (warehouse_id, order_id) (``app.core.keys``), so
+an order's events stay ordered in one partition; each partition has its own event-time
+watermark. On-time StockAdjusted go on to the inventory stage through the stock topic
+with this partition's watermark (a mark after every batch that moved it, an idle mark
+when a partition that never had an event has had nothing to read for
+``WORKER_IDLE_PARTITION_S``).
+
+The stage is a plain object with the lifecycle of ``app.runtime.runner.Stage``; it is
+given its state store, its emitter and its clock, so tests build it without a broker.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app import codec, metrics
+from app.core.engine import Output
+from app.core.model import SOURCES, CoreSettings, Milestone
+from app.core.stock import Mark
+from app.runtime.runner import Batch, InputRecord
+from app.runtime.statestore import BatchClock, Flush, Origin
+from tables import lineage
+from tables.records import InventoryState, PartitionState
+
+log = logging.getLogger(__name__)
+SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
+
+Outputs = list[tuple[Output, Origin]]
+Emit = Callable[[Outputs, list[Mark]], Awaitable[None]]
+
+
+class StateStore(Protocol):
+    """The stage's view of its table (``tables.state.TableStore`` or a test fake)."""
+
+    def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | object: ...
+    async def fence(self, partitions: set[int], epoch: int) -> None: ...
+    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None: ...
+
+
+@dataclass
+class _Partition:
+    """An owned input partition: its state and what the inventory stage has been told."""
+
+    state: PartitionState
+    last_record: float  # monotonic time of its last record (or of its load)
+    marked: int | None = None  # the watermark last reported
+    idle: bool = False
+
+
+def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
+    """One record through the core, decoded once (the lineage reads the same decode)."""
+    d = codec.decode_input(raw)
+    if isinstance(d, str):
+        return ps.engine.reject(raw, d)
+    ps.note(lineage.decoded_entry(d))
+    return ps.engine.process_event(d, raw)
+
+
+def flush_to(state: PartitionState | InventoryState, offset: int) -> Flush:
+    """The flush that commits ``state`` up to ``offset`` (see ``tables/records.py``)."""
+    return lambda previous: state.flush(offset, previous)
+
+
+class GovernanceStage:
+    """Events partitions -> milestones, dead letters, stock forwards and marks."""
+
+    name = "governance"
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        store: StateStore,
+        emit: Emit,
+        settings: CoreSettings,
+        idle_partition_s: float,
+        batch_clock: BatchClock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.topic = topic
+        self.store = store
+        self.emit = emit
+        self.settings = settings
+        self.idle_partition_s = idle_partition_s
+        self.clock = batch_clock or BatchClock()
+        self.monotonic = monotonic
+        self.partitions: dict[int, _Partition] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
+        now = self.monotonic()
+        for partition in partitions:
+            ps = PartitionState(partition, self.settings, self.clock, self.store.records(partition))  # type: ignore[arg-type]
+            ps.epoch = epoch
+            self.partitions[partition] = _Partition(ps, now)
+        await self.store.fence(partitions, epoch)
+        return {p: self.partitions[p].state.offset + 1 for p in partitions}
+
+    def revoke(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    def committed(self) -> dict[int, int]:
+        return {p: x.state.offset + 1 for p, x in self.partitions.items()}
+
+    # -- processing --------------------------------------------------------------------
+
+    def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
+        """Run the core over one partition's records; the last offset processed, or None."""
+        last = None
+        skip_to = ps.offset
+        for msg in msgs:
+            offset = msg.offset()
+            if offset <= skip_to:
+                continue  # already in the stored state
+            outs = decode_and_run(ps, msg.value() or b"")
+            if outs:
+                origin = Origin(self.topic, msg.partition(), offset)
+                for out in outs:
+                    outputs.append((out, origin))
+                    if isinstance(out, Milestone):
+                        ps.note(lineage.milestone_entry(out))
+            last = offset
+        return last
+
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
+        """Run every partition's records, send all outputs and marks and wait for them
+        once, then commit every partition's state."""
+        outputs: Outputs = []
+        marks: list[Mark] = []
+        done: list[tuple[PartitionState, int]] = []
+        now = self.monotonic()
+        self.clock.tick()
+        for partition, msgs in batch.items():
+            p = self.partitions[partition]
+            p.last_record = now
+            was_idle, p.idle = p.idle, False
+            last = self._run_partition(p.state, msgs, outputs)
+            if last is None:
+                continue
+            done.append((p.state, last))
+            wm = p.state.engine.watermark
+            if wm != p.marked or was_idle:
+                marks.append(Mark(partition, last, wm))
+                p.marked = wm
+        marks.extend(self._idle_marks(now, highs))
+        if outputs or marks:
+            await self.emit(outputs, marks)
+        await self.store.commit([(ps.partition, last, flush_to(ps, last)) for ps, last in done])
+        self._observe(done, highs, sum(len(m) for m in batch.values()))
+
+    def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:
+        """Idle marks for owned partitions with nothing to read for the idle time."""
+        marks = []
+        for partition, p in self.partitions.items():
+            if p.idle or now - p.last_record < self.idle_partition_s:
+                continue
+            high = highs.get(partition)
+            if high is not None and p.state.offset + 1 < high:
+                continue  # records waiting: slow, not idle
+            p.idle = True
+            marks.append(Mark(partition, p.state.offset, p.state.engine.watermark, idle=True))
+            log.info("input partition %d idle at offset %d", partition, p.state.offset)
+        return marks
+
+    def _observe(self, done: list[tuple[PartitionState, int]], highs: Mapping[int, int], records: int) -> None:
+        for ps, last in done:
+            for (etype, source), n in ps.engine.counts.items():
+                metrics.EVENTS.labels(etype, source if source in SOURCES else "other").inc(n)
+            ps.engine.counts.clear()
+            for name, seconds in ps.sla:
+                SLA[name].observe(seconds)
+            if ps.engine.watermark is not None:
+                metrics.WATERMARK.labels(str(ps.partition)).set(ps.engine.watermark / 1000)
+            high = highs.get(ps.partition)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(self.topic, str(ps.partition)).set(max(0, high - last - 1))
+        sizes: dict[str, int] = {}
+        for local in self.partitions.values():
+            for table, n in local.state.sizes().items():
+                sizes[table] = sizes.get(table, 0) + n
+        for table, n in sizes.items():
+            metrics.TABLE_KEYS.labels(table).set(n)
+        if records:
+            metrics.EVENTS_PROCESSED.inc(records)

@@ -1,0 +1,71 @@
+"""The inventory stage: StockAdjusted re-keyed by (warehouse_id, sku, location) in,
+InventoryAdjusted out (rule 6 across input partitions; see ``app/core/stock.py``).
+
+Per batch and owned stock partition: apply the forwards and watermark marks to the
+partition's windows, emit what closed (waited for), then commit the windows and marks
+with the input offset (meta last). Same lifecycle as every stage
+(``app.runtime.runner.Stage``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from app import metrics
+from app.core.model import CoreSettings
+from app.core.stock import apply_record
+from app.runtime.runner import Batch
+from app.runtime.statestore import Origin
+from app.stages.governance import Emit, Outputs, StateStore, flush_to
+from tables.records import InventoryState
+
+
+class InventoryStage:
+    """Stock partitions -> InventoryAdjusted."""
+
+    name = "inventory"
+
+    def __init__(self, *, topic: str, store: StateStore, emit: Emit, settings: CoreSettings, sources: int) -> None:
+        self.topic = topic
+        self.store = store
+        self.emit = emit
+        self.settings = settings
+        self.sources = sources  # input (events) partitions that send forwards and marks
+        self.partitions: dict[int, InventoryState] = {}
+
+    async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
+        for partition in partitions:
+            st = InventoryState(partition, self.settings, self.sources, self.store.records(partition))  # type: ignore[arg-type]
+            st.epoch = epoch
+            self.partitions[partition] = st
+        await self.store.fence(partitions, epoch)
+        return {p: self.partitions[p].offset + 1 for p in partitions}
+
+    def revoke(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    def committed(self) -> dict[int, int]:
+        return {p: st.offset + 1 for p, st in self.partitions.items()}
+
+    async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
+        outputs: Outputs = []
+        done: list[tuple[InventoryState, int]] = []
+        for partition, msgs in batch.items():
+            st = self.partitions[partition]
+            last = None
+            for msg in msgs:
+                offset = msg.offset()
+                if offset <= st.offset:
+                    continue  # already in the stored state
+                origin = Origin(self.topic, partition, offset)
+                outputs.extend((m, origin) for m in apply_record(st.stage, msg.value() or b""))
+                last = offset
+            if last is not None:
+                done.append((st, last))
+        if outputs:
+            await self.emit(outputs, [])
+        await self.store.commit([(st.partition, last, flush_to(st, last)) for st, last in done])
+        for st, _ in done:
+            if st.stage.watermark is not None:
+                metrics.INVENTORY_WATERMARK.labels(str(st.partition)).set(st.stage.watermark / 1000)
+        metrics.TABLE_KEYS.labels("inventory_windows").set(sum(len(st.windows) for st in self.partitions.values()))

@@ -1,0 +1,253 @@
+"""The governance stage and the stage runner without a broker: a fake consumer, a fake
+state store and a fake emitter, so the batch cycle and the partition lifecycle are
+tested as plain objects (app/stages/governance.py, app/runtime/runner.py)."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from confluent_kafka import TopicPartition
+
+from app.core.model import CoreSettings, DeadLetter, Milestone
+from app.core.stock import Mark
+from app.runtime.ownership import Fenced, Lease, Ownership
+from app.runtime.runner import StageRunner
+from app.runtime.statestore import Flush
+from app.stages.governance import GovernanceStage
+from tables.records import fence_write
+
+TOPIC = "events"
+
+
+@dataclass
+class Msg:
+    _partition: int
+    _offset: int
+    _value: bytes
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class FakeConsumer:
+    """Per partition a list of values; ``assign`` seeks, ``consume`` reads on."""
+
+    log: dict[int, list[bytes]]
+    positions: dict[int, int] = field(default_factory=dict)
+    assigns: list[dict[int, int]] = field(default_factory=list)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.positions = {tp.partition: tp.offset for tp in partitions}
+        self.assigns.append(dict(self.positions))
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        out: list[Msg] = []
+        for p, pos in self.positions.items():
+            values = self.log.get(p, [])
+            take = values[pos : pos + 2]  # small batches: several turns per test
+            out += [Msg(p, pos + i, v) for i, v in enumerate(take)]
+            self.positions[p] = pos + len(take)
+        return out
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 1, cached: bool = False) -> tuple[int, int]:
+        return 0, len(self.log.get(tp.partition, []))
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeStore:
+    """The changelog of a state table as a list of writes; a partition's state is the
+    last write of each key (a restore), as a new owner would recover it."""
+
+    changelog: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    ownership: Ownership | None = None
+
+    def table(self, partition: int) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for p, key, value in self.changelog:
+            if p != partition:
+                continue
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = value
+        return out
+
+    def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self.table(partition).items()))
+
+    async def fence(self, partitions: set[int], epoch: int) -> None:
+        for p in partitions:
+            key, value = fence_write(p, epoch)
+            self.changelog.append((p, key, value))
+
+    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None:
+        if self.ownership is not None:
+            self.ownership.check()
+        for partition, _, flush in commits:
+            for key, value in flush(self.table(partition).get):
+                self.changelog.append((partition, key, value))
+
+
+def release(i: int, order: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"rel-{i}",
+            "type": "OrderReleased",
+            "occurred_at": f"2026-11-27T10:00:{i:02d}.000Z",
+            "source": "erp",
+            "warehouse_id": "WH1",
+            "order_id": order or f"O-{i}",
+            "lines": [{"line_no": 1, "sku": "SKU-0001", "qty": 2}],
+        }
+    )
+
+
+class Emitted:
+    def __init__(self) -> None:
+        self.outputs: list[object] = []
+        self.marks: list[Mark] = []
+
+    async def __call__(self, outputs: list[tuple[object, object]], marks: list[Mark]) -> None:
+        self.outputs += [o for o, _ in outputs]
+        self.marks += marks
+
+    def accepted(self) -> list[str]:
+        return [o.body["order_id"] for o in self.outputs if isinstance(o, Milestone) and o.type == "OrderAccepted"]
+
+
+def stage(store: FakeStore, emitted: Emitted, now: Callable[[], float] = lambda: 0.0) -> GovernanceStage:
+    return GovernanceStage(
+        topic=TOPIC, store=store, emit=emitted, settings=CoreSettings(), idle_partition_s=30, monotonic=now
+    )
+
+
+class Group:
+    """The ownership a test drives: assignment, generation and a lease it can expire."""
+
+    def __init__(self, owned: set[int] | None) -> None:
+        self.owned = owned
+        self.generation = 1
+        self.now = 0.0
+        self.lease = Lease(6.0, 1.0, clock=lambda: self.now)
+        self.lease.renew(0.0)
+        self.ownership = Ownership(lambda: self.owned, lambda: self.generation, self.lease, exit=lambda code: None)
+
+
+async def _nosleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def runner(st: GovernanceStage, group: Group, consumer: FakeConsumer) -> StageRunner:
+    r = StageRunner(st, group.ownership, lambda: consumer, batch_size=100, batch_within_s=0, sleep=_nosleep)
+    r.reader = consumer
+    return r
+
+
+async def turns(r: StageRunner, n: int) -> None:
+    for _ in range(n):
+        await r.step()
+
+
+def test_a_batch_emits_first_then_commits_state_with_its_offset_and_skips_what_is_stored() -> None:
+    async def run() -> None:
+        store, emitted = FakeStore(), Emitted()
+        st = stage(store, emitted)
+        assert await st.assign({0}, epoch=3) == {0: 0}
+        first = [Msg(0, 0, release(1)), Msg(0, 1, b"{not json"), Msg(0, 2, release(2))]
+        await st.process({0: first}, {0: 3})
+        assert emitted.accepted() == ["O-1", "O-2"]
+        assert sum(isinstance(o, DeadLetter) for o in emitted.outputs) == 1
+        assert [m.watermark is not None for m in emitted.marks] == [True]  # the watermark moved: one mark
+        assert st.committed() == {0: 3}
+        # Every record of the commit carries the epoch; the fence came first.
+        epochs = [orjson.loads(v).get("e") for _, _, v in store.changelog if v and v[:1] == b"{"]
+        assert epochs and set(epochs) == {3}
+        # A new owner loads the committed state: the same records again change nothing.
+        again, emitted2 = stage(store, Emitted()), None
+        assert await again.assign({0}, epoch=4) == {0: 3}
+        emitted2 = again.emit
+        await again.process({0: first}, {0: 3})
+        assert emitted2.outputs == []  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+
+
+def test_the_runner_hands_a_partition_over_without_losing_or_repeating_an_event() -> None:
+    async def run() -> None:
+        log = {0: [release(i) for i in range(10)], 1: [release(i, f"P1-{i}") for i in range(10, 16)]}
+        store = FakeStore()
+        a_out, b_out = Emitted(), Emitted()
+        group_a, group_b = Group({0, 1}), Group(set())
+        a = runner(stage(store, a_out), group_a, FakeConsumer(log))
+        await turns(a, 3)  # worker A owns both, reads part of them
+        assert 0 < len(a_out.accepted()) < 16
+        # Rebalance: partition 0 moves to worker B (a higher generation).
+        await a.on_revoked({0})
+        group_a.owned, group_b.owned = {1}, {0}
+        group_b.generation = 2
+        b = runner(stage(store, b_out), group_b, FakeConsumer(log))
+        await turns(b, 6)
+        await turns(a, 6)
+        got = a_out.accepted() + b_out.accepted()
+        assert sorted(got) == sorted([f"O-{i}" for i in range(10)] + [f"P1-{i}" for i in range(10, 16)])
+        assert len(got) == len(set(got))  # a clean hand-over re-emits nothing
+        assert a.loaded == {1} and b.loaded == {0}
+
+    asyncio.run(run())
+
+
+def test_a_batch_cut_by_an_expired_lease_is_redone_from_the_stored_offset_nothing_skipped() -> None:
+    async def run() -> None:
+        log = {0: [release(i) for i in range(8)]}
+        group = Group({0})
+        store = FakeStore(ownership=group.ownership)
+        out = Emitted()
+        consumer = FakeConsumer(log)
+        r = runner(stage(store, out), group, consumer)
+        await turns(r, 1)  # sync, then one batch of 2
+        assert out.accepted() == ["O-0", "O-1"]
+        group.now = 10.0  # stalled past the lease: the next batch is read but not committed
+        await r.step()
+        assert r.loaded == set() and r.assigned is None
+        assert consumer.positions[0] == 4  # it had read on...
+        group.lease.renew(10.0)  # ...the group answers again (a new generation)
+        group.generation = 2
+        await turns(r, 6)
+        assert consumer.assigns == [{0: 0}, {0: 2}]  # re-seeked to the stored offset
+        # Every order accepted; the cut batch's two were emitted again (same ids), none lost.
+        assert sorted(set(out.accepted())) == [f"O-{i}" for i in range(8)]
+        assert out.accepted().count("O-2") == 2
+
+    asyncio.run(run())
+
+
+def test_nothing_is_taken_over_without_a_lease() -> None:
+    async def run() -> None:
+        group = Group({0})
+        group.now = 100.0
+        r = runner(stage(FakeStore(), Emitted()), group, FakeConsumer({0: [release(1)]}))
+        await r.step()
+        assert r.loaded == set() and r.assigned is None
+        with pytest.raises(Fenced):
+            group.ownership.check()
+
+    asyncio.run(run())
