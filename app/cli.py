@@ -61,32 +61,31 @@ def _source(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
+    """`app.dlq`'s entries and re-drive, with this CLI's conventions: --json, errors on stderr."""
     import orjson
 
-    from app import dlq
+    from app import dlq, logs
     from app.settings import load
 
     s = load()
     entries = dlq.open_entries(s)
     if args.action == "list":
         if args.json:
-            print(orjson.dumps([e.record for e in entries]).decode())
-            return EXIT_OK
-        for e in entries:
-            r = e.record
-            order = r["milestone"].get("order_id") or r["milestone"].get("sku") or ""
-            print(f"{r['milestone_id']}  {r['type']:<18} {order:<14} {r['status']}  {str(r['detail'])[:120]}")
-        print(f"{len(entries)} open ERP dead letter(s)")
+            print(orjson.dumps([{**e.record, "kind": e.kind, "held": list(e.held)} for e in entries]).decode())
+        else:
+            for line in dlq.list_lines(entries):
+                print(line)
         return EXIT_OK
     ids = args.id or []
     chosen = [e for e in entries if not ids or e.milestone_id in ids]
     unknown = sorted(set(ids) - {e.milestone_id for e in chosen})
     if unknown:
-        from app import logs
-
         logs.error(f"not open: {', '.join(unknown)}", command="dlq")
         return EXIT_FINDINGS
     print(f"re-driven {dlq.redrive(s, chosen)} milestone(s)")
+    closed = [e.milestone_id for e in chosen if not e.redrivable]
+    if closed:
+        print(f"closed {len(closed)} undecodable record(s) (nothing to re-drive): {', '.join(closed)}")
     return EXIT_OK
 
 
@@ -189,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "dlq":
             p.add_argument("action", choices=["list", "replay"], help="list the open ones, or re-drive them")
             p.add_argument("--id", action="append", help="milestone id to re-drive (repeatable; default: all open)")
-            p.add_argument("--json", action="store_true", help="list: one JSON array of the dead-letter records")
+            p.add_argument("--json", action="store_true",
+                           help="list: one JSON array of the open entries (their records, kind, held milestones)")
         elif name == "trace":
             p.add_argument("warehouse_id")
             p.add_argument("order_id")

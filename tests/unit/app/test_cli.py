@@ -143,15 +143,12 @@ def test_an_unexpected_failure_is_a_message_and_exit_1(capsys, monkeypatch) -> N
 # -- --json ------------------------------------------------------------------------------------
 
 
-class _Entry:
-    def __init__(self, mid: str) -> None:
-        self.key = b"WH1|O1"
-        self.record = {"milestone_id": mid, "type": "OrderPicked", "status": 422, "detail": "unknown product",
-                       "milestone": {"order_id": "O1"}}
+def _entry(mid: str) -> Any:
+    from app.dlq import Entry
 
-    @property
-    def milestone_id(self) -> str:
-        return self.record["milestone_id"]
+    record = {"milestone_id": mid, "type": "OrderPicked", "status": 422, "detail": "unknown product",
+              "milestone": {"order_id": "O1"}}
+    return Entry(b"WH1|O1", record, ({"held": f"{mid}-next", "blocker": mid, "type": "OrderPacked"},))
 
 
 @pytest.fixture
@@ -160,7 +157,7 @@ def fake_dlq(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     redriven: list[Any] = []
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    monkeypatch.setattr(dlq, "open_entries", lambda s: [_Entry("m-1"), _Entry("m-2")])
+    monkeypatch.setattr(dlq, "open_entries", lambda s: [_entry("m-1"), _entry("m-2")])
     monkeypatch.setattr(dlq, "redrive", lambda s, entries: redriven.extend(entries) or len(entries))
     return redriven
 
@@ -169,8 +166,10 @@ def test_dlq_list_json_and_text(fake_dlq, capsys) -> None:
     assert main(["dlq", "list", "--json"]) == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert [e["milestone_id"] for e in listed] == ["m-1", "m-2"] and listed[0]["detail"] == "unknown product"
+    assert listed[0]["kind"] == "dead_lettered" and listed[0]["held"][0]["held"] == "m-1-next"
     assert main(["dlq", "list"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "2 open ERP dead letter(s)"
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "2 open ERP dead letter(s), 2 milestone(s) held behind them" and "held behind it" in out[1]
 
 
 def test_dlq_replay_of_an_id_not_open_is_exit_1_on_stderr(fake_dlq, capsys) -> None:
