@@ -247,7 +247,7 @@ def test_order_trace_answers_on_every_worker(secured_run: Chaos, web_answers: di
 @pytest.mark.apache_kafka
 @pytest.mark.timeout(600)
 def test_no_kafka_record_contains_a_secret_and_erp_dead_letters_are_scrubbed(secured_run: Chaos) -> None:
-    topics = load({**secured_run.env}).topics
+    topics = load(secured_run.cli_env()).topics
     leaks = []
     details = []
     for topic in (topics.events, topics.milestones, topics.exceptions, topics.dead_letters, topics.erp_dead_letters,
