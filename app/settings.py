@@ -532,11 +532,13 @@ def warn_unknown(env: Mapping[str, str]) -> None:
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise one :class:`SettingsError` listing every bad one."""
+    """Read and validate every setting; raise one :class:`SettingsError` listing every bad one
+    (values that do not parse, and settings that need each other, checked on what did parse)."""
     env = os.environ if env is None else env
     warn_unknown(env)
     errors: list[str] = []
     values = {name: _read(env, name, errors) for name in SPEC}
+    errors += _consistency_errors(values)
     if errors:
         raise SettingsError(errors)
     sections = {}
@@ -545,7 +547,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     worker = sections[WorkerSettings]
     if not worker["canonical_url"]:
         worker["canonical_url"] = _default_url(worker["web_host"], worker["web_port"])
-    settings = Settings(
+    return Settings(
         kafka=KafkaSettings(**sections[KafkaSettings]),
         topics=TopicSettings(**sections[TopicSettings]),
         governance=GovernanceSettings(**sections[GovernanceSettings]),
@@ -553,29 +555,31 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         erp=ErpSettings(**sections[ErpSettings]),
         reconcile=ReconcileSettings(**sections[ReconcileSettings]),
     )
-    errors = _consistency_errors(settings)
-    if errors:
-        raise SettingsError(errors)
-    return settings
 
 
-def _consistency_errors(s: Settings) -> list[str]:
+def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
+    """Settings that need each other; ``v`` by variable name, None where a value did not parse
+    (a check that needs such a value is skipped: that value is reported already)."""
+
+    def ok(*names: str) -> bool:
+        return all(v[name] is not None for name in names)
+
     errors = []
-    if s.erp.backoff_cap_s < s.erp.backoff_base_s:
-        errors.append(f"ERP_BACKOFF_CAP_S={s.erp.backoff_cap_s}: must be >= ERP_BACKOFF_BASE_S={s.erp.backoff_base_s}")
-    k = s.kafka
-    if k.security_protocol.startswith("SASL"):
-        if k.sasl_mechanism == "OAUTHBEARER":
-            for name, value in (("KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", k.oauth_token_endpoint_url),
-                                ("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", k.oauth_client_id),
-                                ("KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", k.oauth_client_secret)):
-                if not value:
+    if ok("ERP_BACKOFF_BASE_S", "ERP_BACKOFF_CAP_S") and v["ERP_BACKOFF_CAP_S"] < v["ERP_BACKOFF_BASE_S"]:
+        errors.append(f"ERP_BACKOFF_CAP_S={v['ERP_BACKOFF_CAP_S']}: must be >= "
+                      f"ERP_BACKOFF_BASE_S={v['ERP_BACKOFF_BASE_S']}")
+    if ok("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM") and v["KAFKA_SECURITY_PROTOCOL"].startswith("SASL"):
+        if v["KAFKA_SASL_MECHANISM"] == "OAUTHBEARER":
+            for name in ("KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
+                         "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET"):
+                if ok(name) and not v[name]:
                     errors.append(f"{name}='': required when KAFKA_SASL_MECHANISM=OAUTHBEARER")
-        elif not k.sasl_username:
+        elif ok("KAFKA_SASL_USERNAME") and not v["KAFKA_SASL_USERNAME"]:
             errors.append("KAFKA_SASL_USERNAME='': required when KAFKA_SECURITY_PROTOCOL uses SASL")
-    if k.ssl_keyfile and not k.ssl_certfile:
-        errors.append(f"KAFKA_SSL_KEYFILE={k.ssl_keyfile!r}: needs KAFKA_SSL_CERTFILE (the certificate of the key)")
-    if s.erp.adapter == "http" and not s.erp.http_routes:
+    if ok("KAFKA_SSL_KEYFILE", "KAFKA_SSL_CERTFILE") and v["KAFKA_SSL_KEYFILE"] and not v["KAFKA_SSL_CERTFILE"]:
+        errors.append(f"KAFKA_SSL_KEYFILE={v['KAFKA_SSL_KEYFILE']!r}: needs KAFKA_SSL_CERTFILE (the certificate "
+                      "of the key)")
+    if ok("ERP_ADAPTER", "ERP_HTTP_ROUTES") and v["ERP_ADAPTER"] == "http" and not v["ERP_HTTP_ROUTES"]:
         errors.append("ERP_HTTP_ROUTES='': required when ERP_ADAPTER=http")
     return errors
 
