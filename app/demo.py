@@ -193,6 +193,8 @@ def release(stack: Stack, say: Say) -> list[dict[str, Any]]:
     if done.returncode != 0:
         raise DemoError(f"syncgov source --once exited with {done.returncode}; see {log_path}")
     summary = log_path.read_text().strip().splitlines()[-1]
+    if summary.startswith("{"):  # LOG_FORMAT=json (or auto, as here: a file): a JSON log line
+        summary = orjson.loads(summary)["msg"]
     topic = load(stack.env()).topics.events
     try:
         events = [codec.decode(r.value) for r in read_all(stack.bootstrap, topic, timeout_s=30, count=ORDERS)]

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from app import kafka_settings
 from app import settings as settings_module
 from app.runtime import faust_adapter
 from app.runtime.ownership import Lease, Ownership
@@ -26,6 +27,8 @@ def broker_credentials(s: Settings) -> Any:
         context = ssl.create_default_context(cafile=k.ssl_cafile or None)
         if k.ssl_certfile:
             context.load_cert_chain(k.ssl_certfile, k.ssl_keyfile or None)
+    if k.security_protocol.startswith("SASL") and k.sasl_mechanism == "OAUTHBEARER":
+        return kafka_settings.faust_credentials(k, context)
     if k.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=k.sasl_username,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from app import kafka_settings
 from app.settings import KafkaSettings, Settings
 
 #: Producers use Kafka's (Java client's and Faust's) murmur2 partitioner, so a key lands in
@@ -167,7 +168,7 @@ def client_config(bootstrap: str, kafka: KafkaSettings | None = None) -> dict[st
         if kafka.ssl_certfile:
             conf["ssl.certificate.location"] = kafka.ssl_certfile
             conf["ssl.key.location"] = kafka.ssl_keyfile
-    return conf
+    return kafka_settings.librdkafka(conf, kafka)  # OAUTHBEARER, KAFKA_CLIENT_CONFIG
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, kafka: KafkaSettings | None = None,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -197,7 +196,7 @@ def published_ids(s: Settings) -> set[str]:
 
 
 def _ms(stamp: Any) -> int:
-    return int(stamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000) if isinstance(stamp, dt.datetime) else 0
+    return int(stamp.replace(tzinfo=dt.UTC).timestamp() * 1000) if isinstance(stamp, dt.datetime) else 0
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
@@ -280,17 +279,37 @@ def format_report(report: Report, window_s: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    """`syncgov reconcile`: 0 in sync, 1 drift found, 3 the ERP or Kafka could not be read."""
+def report_json(report: Report, window_s: float) -> dict[str, Any]:
+    """The report as one JSON document (`syncgov reconcile --json`)."""
+    return {
+        "in_sync": not report.drift,
+        "counts": report.counts(),
+        "drift": [{"kind": d.kind, "warehouse_id": d.warehouse_id, "document": d.document, "order_id": d.order_id,
+                   "since": format_ts(d.since_ms), "detail": d.detail, "erp_ref": d.erp_ref,
+                   "milestone_id": d.milestone_id, "record_id": d.record_id} for d in report.drift],
+        "window_s": window_s,
+        "published": list(report.published),
+        "already_published": report.known,
+    }
+
+
+def main(*, as_json: bool = False) -> int:
+    """`syncgov reconcile`: 0 in sync, 1 drift found or the ERP or Kafka could not be read,
+    2 bad configuration."""
+    from app import logs
+
     s = load()
     options = s.reconcile
-    if s.erp.adapter != "tryton" or not s.kafka.bootstrap_servers:
-        print("syncgov reconcile: needs ERP_ADAPTER=tryton and KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+    if s.erp.adapter != "tryton":
+        logs.error("needs ERP_ADAPTER=tryton", command="reconcile")
         return 2
     try:
         report = asyncio.run(run(s, options))
     except (ErpError, KafkaException, RuntimeError, TimeoutError, OSError) as exc:
-        print(f"syncgov reconcile: failed: {exc}", file=sys.stderr)
-        return 3
-    print(format_report(report, options.window_s), flush=True)
+        logs.error(f"failed: {exc}", command="reconcile")
+        return 1
+    if as_json:
+        print(orjson.dumps(report_json(report, options.window_s)).decode(), flush=True)
+    else:
+        print(format_report(report, options.window_s), flush=True)
     return 1 if report.drift else 0

@@ -1,8 +1,11 @@
 """``syncgov replay``: run the governance core over a recorded stream, offline.
 
-Input is NDJSON (one event per line), or Avro records framed as a 4-byte big-endian
-length followed by the single-object-encoded bytes (``C3 01`` + fingerprint + body); the
-two are told apart by the ``C3 01`` magic right after the first length prefix.
+Input (a file, or ``-`` for stdin) is NDJSON (one event per line), or Avro records framed
+as a 4-byte big-endian length followed by the single-object-encoded bytes (``C3 01`` +
+fingerprint + body); the two are told apart by the byte(s) right after the first length
+prefix. A length-prefixed record in the Confluent wire format (magic byte ``0`` + 4-byte
+schema id + body, e.g. from ``kcat -f '%R%s'``) is recognised too: with no schema registry
+its writer schema is unknown, so it is a dead letter whose reason names the schema id.
 Output is one JSON line per milestone (sorted keys), byte-identical across runs; dead
 letters are one ``{"raw", "reason"}`` line each (see docs/rules.md).
 
@@ -20,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
@@ -29,6 +33,7 @@ from app.core.model import CoreSettings, DeadLetter, StockForward
 from app.core.stock import InventoryStage, Mark
 
 AVRO_MAGIC: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = b"\x00"  # + 4-byte big-endian schema id (Confluent Schema Registry)
 LENGTH_BYTES: Final = 4
 PROGRESS_EVERY: Final = 16_384
 EXIT_OK: Final = 0
@@ -37,9 +42,27 @@ EXIT_INPUT: Final = 2
 _JSON_OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
+def _error(message: str) -> None:
+    """On stderr: ``syncgov replay: ...``, or a JSON log line when logs are JSON."""
+    from app.logs import error
+
+    error(message, command="replay")
+
+
 def is_avro_framed(head: bytes) -> bool:
     """True when ``head`` (the file's first bytes) starts a length-prefixed Avro record."""
-    return len(head) >= LENGTH_BYTES + 2 and head[LENGTH_BYTES : LENGTH_BYTES + 2] == AVRO_MAGIC
+    if len(head) < LENGTH_BYTES + 2:
+        return False
+    return head[LENGTH_BYTES : LENGTH_BYTES + 2] == AVRO_MAGIC or head[LENGTH_BYTES : LENGTH_BYTES + 1] == CONFLUENT_MAGIC
+
+
+def confluent_reason(record: bytes) -> str:
+    """The dead-letter reason of a Confluent-framed record (replay has no schema registry)."""
+    if len(record) < 5:
+        return "undecodable: Confluent wire format (magic byte 0) cut short before its 4-byte schema id"
+    schema_id = int.from_bytes(record[1:5], "big")
+    return (f"undecodable: Confluent wire format (magic byte 0), schema id {schema_id}: unknown schema "
+            "(no schema registry is configured; send Avro single-object records or JSON)")
 
 
 def frame_avro(record: bytes) -> bytes:
@@ -60,23 +83,6 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
             "reason": letter.reason,
         }
     return orjson.dumps(record, option=_JSON_OPTS)
-
-
-class _Progress:
-    """records and records/s on stderr, only when stderr is a terminal (long inputs:
-    every ``PROGRESS_EVERY`` records)."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.start = time.monotonic()
-
-    def show(self, count: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        end = "\n" if final else ""
-        sys.stderr.write(f"\r{count:,} records, {count / elapsed:,.0f} records/s{end}")
-        sys.stderr.flush()
 
 
 def process_record(engine: Engine, raw: bytes) -> list[Output]:
@@ -168,6 +174,9 @@ def _avro(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
                 record, f"undecodable: truncated record, expected {size} bytes, got {len(record)}"
             )
             return
+        if record[:1] == CONFLUENT_MAGIC:
+            yield engine.reject(record, confluent_reason(record))
+            continue
         try:
             d = decode(record)
         except DecodeError as exc:
@@ -176,36 +185,77 @@ def _avro(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
             yield engine.process_event(d, record)
 
 
-def run_replay(input_paths: str | list[str], output_path: str | None, dead_letter_path: str | None) -> int:
-    """Replay the input(s); milestones to ``output_path`` (stdout if None), dead letters
-    to ``dead_letter_path`` (dropped if None). Bad records never fail the run; the exit
-    code is 2 when an input cannot be opened, 1 on an output (or mid-run I/O) error."""
+@dataclass
+class Counts:
+    """What a replay read and wrote."""
+
+    records: int = 0
+    milestones: int = 0
+    dead_letters: int = 0
+
+
+def _open_input(path: str, stack: ExitStack) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    return stack.enter_context(open(path, "rb"))
+
+
+def _input_size(source: IO[bytes]) -> int:
+    """The size of a regular file; 0 for a pipe, a terminal or anything unknown."""
+    import stat
+
+    try:
+        st = os.fstat(source.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def run_replay(input_paths: str | list[str], output_path: str | None, dead_letter_path: str | None,
+               *, quiet: bool = True) -> int:
+    """Replay the input(s) (``-``: stdin); milestones to ``output_path`` (stdout if None), dead
+    letters to ``dead_letter_path`` (dropped if None). Bad records never fail the run; the exit
+    code is 2 when an input cannot be opened, 1 on an output (or mid-run I/O) error. Progress
+    on a terminal; with ``quiet`` false (`syncgov replay`), a one-line summary on stderr at the end."""
     paths = [input_paths] if isinstance(input_paths, str) else input_paths
+    if paths.count("-") > 1:
+        _error("stdin ('-') can be only one of the inputs")
+        return EXIT_INPUT
+    started = time.monotonic()
     with ExitStack() as stack:
         sources = []
         for path in paths:
             try:
-                sources.append(stack.enter_context(open(path, "rb")))
+                sources.append(_open_input(path, stack))
             except OSError as exc:
-                print(f"syncgov replay: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+                _error(f"cannot read {path}: {exc.strerror or exc}")
                 return EXIT_INPUT
         try:
             out = (
                 stack.enter_context(open(output_path, "wb"))
-                if output_path
+                if output_path and output_path != "-"
                 else sys.stdout.buffer
             )
             dead = stack.enter_context(open(dead_letter_path, "wb")) if dead_letter_path else None
         except OSError as exc:
-            print(f"syncgov replay: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            _error(f"cannot write {exc.filename}: {exc.strerror}")
             return EXIT_OUTPUT
+        counts = Counts()
         try:
-            _run(sources, out, dead)
+            _run(sources, out, dead, counts)
         except BrokenPipeError:
             raise  # a closed stdout pipe (`| head`) is the caller's to handle
         except OSError as exc:
-            print(f"syncgov replay: I/O error: {exc}", file=sys.stderr)
+            _error(f"I/O error: {exc}")
             return EXIT_OUTPUT
+    if not quiet:
+        from app.progress import summary
+
+        elapsed = time.monotonic() - started
+        summary("replay", f"{counts.records:,} records, {counts.milestones:,} milestones, "
+                          f"{counts.dead_letters:,} dead letters in {elapsed:.1f} s",
+                records=counts.records, milestones=counts.milestones, dead_letters=counts.dead_letters,
+                seconds=round(elapsed, 3))
     return EXIT_OK
 
 
@@ -214,41 +264,64 @@ def _records(engine: Engine, source: IO[bytes]) -> Iterator[list[Output]]:
     return _avro(engine, source) if is_avro_framed(head) else _ndjson(engine, source)
 
 
-def _partitioned(sources: list[IO[bytes]]) -> Iterator[list[Output]]:
+def _partitioned(sources: list[IO[bytes]], counts: Counts) -> Iterator[list[Output]]:
     run = PartitionedReplay(len(sources))
     for p, source in enumerate(sources):
         for outputs in _records(run.engines[p], source):
+            counts.records += 1
             yield run.route(p, outputs)
     for p in range(len(sources)):
         yield run.end_partition(p)
     yield run.finish()
 
 
-def _single(source: IO[bytes]) -> Iterator[list[Output]]:
+def _single(source: IO[bytes], counts: Counts) -> Iterator[list[Output]]:
     engine = Engine()
-    yield from _records(engine, source)
+    for outputs in _records(engine, source):
+        counts.records += 1
+        yield outputs
     yield engine.finish()  # type: ignore[misc]
 
 
-def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None) -> None:
-    batches = _single(sources[0]) if len(sources) == 1 else _partitioned(sources)
-    progress = _Progress()
+def _position(sources: list[IO[bytes]]) -> int:
+    """Bytes read so far over every input (regular files only)."""
+    total = 0
+    for source in sources:
+        try:
+            total += source.tell()
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, counts: Counts | None = None) -> None:
+    from app.progress import Progress
+
+    counts = Counts() if counts is None else counts
+    batches = _single(sources[0], counts) if len(sources) == 1 else _partitioned(sources, counts)
+    sizes = [_input_size(source) for source in sources]
+    progress = Progress(sum(sizes) if all(sizes) else 0, unit="bytes" if all(sizes) else "records")
     write = out.write
     dumps = orjson.dumps
-    count = 0
-    for outputs in batches:
-        count += 1
+    for n, outputs in enumerate(batches, 1):
         for item in outputs:
             if item.__class__ is DeadLetter:
+                counts.dead_letters += 1
                 if dead is not None:
                     dead.write(dead_letter_line(item))  # type: ignore[arg-type]
             else:
+                counts.milestones += 1
                 write(dumps(item.to_dict(), option=_JSON_OPTS))  # type: ignore[union-attr]
-        if not count % PROGRESS_EVERY:
-            progress.show(count)
+        if progress.enabled and not n % PROGRESS_EVERY:
+            if progress.unit == "bytes":
+                progress.update(_position(sources), counts.records)
+            else:
+                progress.update(counts.records)
     out.flush()
-    if count >= PROGRESS_EVERY:
-        progress.show(count, final=True)
+    progress.count = counts.records
+    if progress.unit == "records":
+        progress.done = counts.records
+    progress.finish()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "input",
         nargs="+",
-        help="NDJSON or length-prefixed Avro file of input events; several files are the "
+        help="NDJSON or length-prefixed Avro file of input events ('-': stdin); several files are the "
         "partitions of one topic, in partition order",
     )
     parser.add_argument("--output", "-o", help="milestones, one JSON line each (default stdout)")

@@ -90,7 +90,9 @@ async def run(s: Settings, once: bool) -> int:
                     pass
     finally:
         await adapter.close()
-    print(f"syncgov source: published {total} order events", flush=True)
+    from app.progress import summary
+
+    summary("source", f"published {total} order events", published=total)  # a JSON line with JSON logs
     return 0
 
 

@@ -1,4 +1,8 @@
-"""`syncgov trace WAREHOUSE ORDER`: print one order's trace from a worker."""
+"""`syncgov trace WAREHOUSE ORDER`: print one order's trace from a worker.
+
+Exit 0 with the trace on stdout (a table, or ``--json``: the worker's trace document);
+1 when the worker has no trace of the order or cannot be reached (message on stderr).
+"""
 from __future__ import annotations
 
 import urllib.error
@@ -7,21 +11,37 @@ import urllib.request
 
 import orjson
 
+from app import logs
 from app.settings import load
 
 
-def main(warehouse_id: str, order_id: str, url: str | None) -> int:
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = orjson.loads(exc.read())
+    except (orjson.JSONDecodeError, OSError):
+        return exc.reason or ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+def main(warehouse_id: str, order_id: str, url: str | None, *, as_json: bool = False) -> int:
     base = (url or load().worker.canonical_url).rstrip("/")
     path = f"/orders/{urllib.parse.quote(warehouse_id, safe='')}/{urllib.parse.quote(order_id, safe='')}/trace"
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as resp:  # noqa: S310 - operator-given URL
-            trace = orjson.loads(resp.read())
+        with urllib.request.urlopen(base + path, timeout=10) as resp:
+            raw = resp.read()
+            trace = orjson.loads(raw)
     except urllib.error.HTTPError as exc:
-        print(f"syncgov trace: {exc.code}: {orjson.loads(exc.read()).get('error', '')}")
+        logs.error(f"{exc.code}: {_error_text(exc)}", command="trace")
         return 1
     except urllib.error.URLError as exc:
-        print(f"syncgov trace: cannot reach the worker at {base}: {exc.reason}")
+        logs.error(f"cannot reach the worker at {base}: {exc.reason}", command="trace")
         return 1
+    except (orjson.JSONDecodeError, OSError, ValueError) as exc:
+        logs.error(f"bad answer from {base}: {exc}", command="trace")
+        return 1
+    if as_json:
+        print(orjson.dumps(trace).decode())
+        return 0
     print(f"order {trace['order_id']} in {trace['warehouse_id']}")
     for e in trace["entries"]:
         extra = e.get("code") or e.get("outcome") or e.get("source") or ""

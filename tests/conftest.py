@@ -84,7 +84,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     for the whole session slowed down as hundreds of test topics and groups piled up in its
     memory; or the session's Apache Kafka broker)."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
+    if configured and configured != "embedded":
         yield configured
         return
     if kafka_impl() == "apache":

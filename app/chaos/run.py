@@ -77,7 +77,7 @@ class ChaosConfig:
     orders: int = 300
     seed: int = 7
     workdir: Path = ROOT / "var" / "chaos"
-    bootstrap: str = ""  # empty: an embedded broker for this run
+    bootstrap: str = "embedded"  # as KAFKA_BOOTSTRAP_SERVERS: "embedded" starts a broker for this run
     prefix: str = ""  # app id and topic prefix; empty: "chaos<seed>"
     kills: int = 10
     outage_s: float = 60.0
@@ -241,7 +241,7 @@ class Chaos:
 
     def start(self) -> None:
         cfg = self.cfg
-        if not self.bootstrap:
+        if self.bootstrap in ("", "embedded"):
             self.broker = EmbeddedBroker().start()
             self.bootstrap = self.broker.bootstrap
         self.say(f"broker at {self.bootstrap}")
@@ -427,7 +427,7 @@ class Chaos:
         flushed, last_wave = True, time.monotonic()
         held: dict[str, tuple[dict[str, Any], str, asyncio.Task[bool]]] = {}
         edited_at: dict[str, float] = {}
-        settings = load({**self.env})
+        settings = load(self.cli_env())
         g = settings.governance
         try:
             while not self.stop_feeding:
@@ -545,7 +545,7 @@ class Chaos:
         if not running:
             return
         name = self.rng.choice(running)
-        session_s = load({**self.env}).kafka.session_timeout_s
+        session_s = load(self.cli_env()).kafka.session_timeout_s
         seconds = max(self.cfg.stall_s, session_s + 4)
         pid = self.pool.workers[name].process.pid if self.pool.workers[name].process else "?"
         started = time.monotonic()
@@ -714,7 +714,7 @@ class Chaos:
         customer return), the warehouse has worked every release (back orders included) and no
         new release came for 10 s; returns the seconds waited."""
         started = time.monotonic()
-        settings = load({**self.env})
+        settings = load(self.cli_env())
         topics, core = settings.topics, verify.core_settings(settings.governance)
         rest = self.erp.direct_rest()
         last, version = "", -1
@@ -764,8 +764,8 @@ class Chaos:
         return time.monotonic() - started
 
     async def gather(self) -> verify.Inputs:
-        topics = load({**self.env}).topics
-        gov = load({**self.env}).governance
+        topics = load(self.cli_env()).topics
+        gov = load(self.cli_env()).governance
         read = verify.read_topic
         events, milestones, dead, erp_dead = await asyncio.gather(*(asyncio.to_thread(read, self.bootstrap, t) for t in (
             topics.events, topics.milestones, topics.dead_letters, topics.erp_dead_letters)))

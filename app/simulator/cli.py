@@ -5,24 +5,72 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from app.simulator.generate import Simulation, mean_events_per_order
 from app.simulator.model import PRESETS, Faults, Incidents, Model, SimConfig
-from app.simulator.sink import FileSink, KafkaSink, Progress, Sink, TruthSink
+from app.simulator.sink import FileSink, KafkaSink, Sink, TruthSink
+
+
+def _error(message: str) -> None:
+    """On stderr: ``syncgov simulate: ...``, or a JSON log line when logs are JSON."""
+    from app.logs import error
+
+    error(message, command="simulate")
 
 
 def _rate(raw: str) -> float:
-    value = float(raw)
-    if not 0.0 <= value <= 1.0:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{raw}: a rate must be in 0..1")
     return value
+
+
+def _count(minimum: int) -> Any:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r}: not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw}: must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _number(*, positive: bool) -> Any:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r}: not a number") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"{raw}: must be a finite number {'> 0' if positive else '>= 0'}")
+        return value
+
+    return parse
+
+
+def _timestamp(raw: str) -> str:
+    from app.core.timeutil import parse_ts
+
+    try:
+        parse_ts(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: not an ISO-8601 timestamp (e.g. {SimConfig.start})") from None
+    return raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a seeded, realistic warehouse event stream and the milestones the "
         "contract requires for it (the ground truth). Same arguments, same bytes.",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--orders", type=int, default=1000, help="orders released by the ERP (default 1000)")
-    p.add_argument("--warehouses", type=int, default=1, help="warehouses WH1.. (default 1)")
+    p.add_argument("--seed", type=_count(0), default=1, help="random seed (default 1)")
+    p.add_argument("--orders", type=_count(0), default=1000, help="orders released by the ERP (default 1000)")
+    p.add_argument("--warehouses", type=_count(1), default=1, help="warehouses WH1.. (default 1)")
     p.add_argument(
-        "--events-per-s", type=float, default=200.0, help="steady-state records per second of event time (default 200)"
+        "--events-per-s", type=_number(positive=True), default=200.0,
+        help="steady-state records per second of event time (default 200)",
     )
-    p.add_argument("--start", default=SimConfig.start, help=f"event time of the first wave (default {SimConfig.start})")
+    p.add_argument("--start", type=_timestamp, default=SimConfig.start,
+                   help=f"event time of the first wave (default {SimConfig.start})")
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="default", help="fault/incident mix; the rates below override it"
     )
@@ -67,9 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--kafka", metavar="BOOTSTRAP", help="produce records to this Kafka cluster")
     out.add_argument("--topic", help="Kafka topic (default: TOPIC_EVENTS from the settings)")
     out.add_argument(
-        "--rate", type=float, default=0.0, help="Kafka records per wall-clock second (default 0: as fast as possible)"
+        "--rate", type=_number(positive=False), default=0.0,
+        help="Kafka records per wall-clock second (default 0: as fast as possible)",
     )
-    out.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    out.add_argument("--quiet", action="store_true",
+                     help="no summary on stderr (progress with an ETA is shown on a terminal only)")
     return p
 
 
@@ -108,7 +160,7 @@ def _kafka_sink(args: argparse.Namespace) -> KafkaSink:
     from app import settings as app_settings
     from app.kafka_io import client_config, create_topics
 
-    s = app_settings.load()
+    s = app_settings.load({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": args.kafka})  # --kafka is the address
     topic = args.topic or s.topics.events
     create_topics(args.kafka, [topic], s.topics.partitions, s.kafka, replication_factor=s.topics.replication_factor)
     return KafkaSink(client_config(args.kafka, s.kafka), topic, args.rate)
@@ -126,7 +178,11 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def run(config: SimConfig, sinks: list[Sink], truth: TruthSink | None, progress: Progress | None = None) -> Simulation:
+class _Updates(Protocol):
+    def update(self, n: int) -> None: ...
+
+
+def run(config: SimConfig, sinks: list[Sink], truth: TruthSink | None, progress: _Updates | None = None) -> Simulation:
     """Generate the whole stream into ``sinks`` (and its truth); returns the finished Simulation."""
     sim = Simulation(config, on_truth=truth or (lambda m: None))
     with _no_gc():
@@ -143,6 +199,8 @@ def run(config: SimConfig, sinks: list[Sink], truth: TruthSink | None, progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """0 done; 1 the output or Kafka failed; 2 bad arguments or configuration (a message on
+    stderr, never a traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `syncgov simulate -- --orders 5`: the separator is passed through
         argv = argv[1:]
@@ -150,8 +208,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        print(f"syncgov simulate: {exc}", file=sys.stderr)
+        _error(f"{exc}")
         return 2
+    try:
+        return _simulate(args, config)
+    except BrokenPipeError:
+        raise  # `| head`: the caller's to handle
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _error(f"cannot write{where}: {exc.strerror or exc}")
+        return 1
+    except ValueError as exc:  # a setting (SettingsError) or an argument the checks above let through
+        from app.settings import SettingsError
+
+        if isinstance(exc, SettingsError):
+            _error(f"configuration error: {exc}")
+        else:
+            _error(f"{exc}")
+        return 2
+    except Exception as exc:
+        _error(f"failed: {exc.__class__.__name__}: {exc}")
+        return 1
+
+
+def _simulate(args: argparse.Namespace, config: SimConfig) -> int:
+    from app.progress import Progress
+
     output = args.output if args.output or args.kafka else "-"
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -164,14 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         truth_stream = _open(args.truth, stack)
         truth = TruthSink(truth_stream) if truth_stream is not None else None
         progress = Progress(int(config.orders * mean_events_per_order(config.model)))
-        sim = run(config, sinks, truth, progress)
+        sim = run(config, sinks, truth, _Count(progress))
         progress.finish()
     elapsed = time.perf_counter() - started
     if not args.quiet:
         sent = sum(v for k, v in sim.counts.items() if k[0].isupper())
         summary: dict[str, Any] = {
-            "records": progress.done,
+            "records": int(progress.done),
             "events": sent,
+            "milestones": sum(sim.truth_counts.values()),
+            "dead_letters": sim.counts.get("malformed", 0),
             "seconds": round(elapsed, 3),
             "records_per_s": round(progress.done / max(elapsed, 1e-9)),
             "sent": sim.counts,
@@ -179,6 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         sys.stderr.write(orjson.dumps(summary).decode() + "\n")
     return 0
+
+
+class _Count:
+    """``run``'s progress protocol (``update(n)`` adds n records) on :class:`app.progress.Progress`."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+
+    def update(self, n: int) -> None:
+        self.progress.update(self.progress.done + n)
 
 
 if __name__ == "__main__":

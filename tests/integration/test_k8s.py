@@ -350,7 +350,7 @@ def test_required_settings_are_set_and_load(
             _assert_files_are_mounted_secrets(where, env, pod, c)
             # the app's own parser accepts the whole environment (secret files faked)
             fake = dict(env)
-            for key in [k for k in env if k.endswith("_FILE")]:
+            for key in [k for k in env if k.endswith("FILE")]:  # secrets, and TLS files that must exist
                 secret = tmp_path / f"{where.replace('/', '_')}_{key}"
                 secret.write_text("not-a-real-secret\n", encoding="utf-8")
                 fake[key] = str(secret)

@@ -22,7 +22,7 @@ from app.worker import prepare_topics
 
 
 def test_worker_topics_cover_every_topic_and_changelog_with_their_configs() -> None:
-    s = settings_module.load({"WORKER_APP_ID": "wh", "TOPIC_EVENTS": "e", "TOPIC_STOCK": "s", "TOPIC_MILESTONES": "m",
+    s = settings_module.load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "WORKER_APP_ID": "wh", "TOPIC_EVENTS": "e", "TOPIC_STOCK": "s", "TOPIC_MILESTONES": "m",
                               "TOPIC_EXCEPTIONS": "x", "TOPIC_DEAD_LETTERS": "d", "TOPIC_ERP_DEAD_LETTERS": "ed"})
     specs = {t.name: t for t in worker_topics(s)}
     changelogs = {f"wh-{t}-changelog" for t in ("governance-state", "inventory-state", "erp-ledger")}

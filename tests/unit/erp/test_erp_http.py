@@ -57,7 +57,7 @@ async def erp() -> AsyncIterator[tuple[FakeErp, HttpAdapter]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = load({"ERP_ADAPTER": "http", "ERP_BASE_URL": f"http://127.0.0.1:{port}", "ERP_API_KEY": KEY,
+    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "http", "ERP_BASE_URL": f"http://127.0.0.1:{port}", "ERP_API_KEY": KEY,
                      "ERP_HTTP_ROUTES": ROUTES, "ERP_RATE_PER_S": "100", "ERP_BURST": "10"}).erp
     adapter = make_port(settings)
     assert isinstance(adapter, HttpAdapter)
@@ -123,5 +123,5 @@ def test_routes_parse_and_reject_malformed_specs() -> None:
 
 
 def test_make_port_picks_the_configured_adapter() -> None:
-    settings = load({"ERP_ADAPTER": "tryton", "ERP_API_KEY": KEY}).erp
+    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "tryton", "ERP_API_KEY": KEY}).erp
     assert isinstance(make_port(settings), TrytonAdapter)
