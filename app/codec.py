@@ -9,11 +9,11 @@ schema of the same full name. Decoded timestamps (``timestamp-millis``) are int 
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
-import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -21,6 +21,7 @@ from typing import Any, Final
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
+
 
 def _avro_dir() -> Path:
     """The schemas: ``avro/`` of a source checkout, else the installed data files."""
@@ -35,7 +36,7 @@ EVENT_NAMESPACE: Final = "syncgov.event"
 MILESTONE_NAMESPACE: Final = "syncgov.milestone"
 DEAD_LETTER_SCHEMA: Final = "syncgov.ops.DeadLetter"
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _CRC64_EMPTY: Final = 0xC15D213AA4D7A795
 
@@ -288,12 +289,27 @@ def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     return record
 
 
+#: The Confluent wire format's first byte (+ a 4-byte big-endian schema registry id).
+CONFLUENT_MAGIC: Final = b"\x00"
+
+
+def confluent_reason(record: bytes) -> str:
+    """The dead-letter reason of a Confluent-framed record (no schema registry is configured)."""
+    if len(record) < 5:
+        return "undecodable: Confluent wire format (magic byte 0) cut short before its 4-byte schema id"
+    schema_id = int.from_bytes(record[1:5], "big")
+    return (f"undecodable: Confluent wire format (magic byte 0), schema id {schema_id}: unknown schema "
+            "(no schema registry is configured; send Avro single-object records or JSON)")
+
+
 def decode_input(raw: bytes) -> dict[str, Any] | str:
     """One record of the events topic, decoded once for the worker and ``replay``: Avro
     single-object when it starts with the magic byte, JSON otherwise; the reason (rule 8)
-    when it is too large or cannot be decoded."""
+    when it is too large or cannot be decoded (a Confluent-framed record names its schema id)."""
     from app.core import parse
 
+    if raw[:1] == CONFLUENT_MAGIC:
+        return confluent_reason(raw[: parse.MAX_RECORD_BYTES])
     if raw[:1] != MAGIC[:1]:
         return parse.decode(raw)
     if len(raw) > parse.MAX_RECORD_BYTES:

@@ -28,12 +28,12 @@ from typing import IO, Any, Final
 
 import orjson
 
+from app.codec import CONFLUENT_MAGIC
 from app.core.engine import Engine, Output
 from app.core.model import CoreSettings, DeadLetter, StockForward
 from app.core.stock import InventoryStage, Mark
 
 AVRO_MAGIC: Final = b"\xc3\x01"
-CONFLUENT_MAGIC: Final = b"\x00"  # + 4-byte big-endian schema id (Confluent Schema Registry)
 LENGTH_BYTES: Final = 4
 PROGRESS_EVERY: Final = 16_384
 EXIT_OK: Final = 0
@@ -54,15 +54,6 @@ def is_avro_framed(head: bytes) -> bool:
     if len(head) < LENGTH_BYTES + 2:
         return False
     return head[LENGTH_BYTES : LENGTH_BYTES + 2] == AVRO_MAGIC or head[LENGTH_BYTES : LENGTH_BYTES + 1] == CONFLUENT_MAGIC
-
-
-def confluent_reason(record: bytes) -> str:
-    """The dead-letter reason of a Confluent-framed record (replay has no schema registry)."""
-    if len(record) < 5:
-        return "undecodable: Confluent wire format (magic byte 0) cut short before its 4-byte schema id"
-    schema_id = int.from_bytes(record[1:5], "big")
-    return (f"undecodable: Confluent wire format (magic byte 0), schema id {schema_id}: unknown schema "
-            "(no schema registry is configured; send Avro single-object records or JSON)")
 
 
 def frame_avro(record: bytes) -> bytes:
@@ -158,8 +149,6 @@ def _ndjson(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
 
 
 def _avro(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
-    from app.codec import DecodeError, decode
-
     while True:
         prefix = stream.read(LENGTH_BYTES)
         if not prefix:
@@ -174,15 +163,7 @@ def _avro(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
                 record, f"undecodable: truncated record, expected {size} bytes, got {len(record)}"
             )
             return
-        if record[:1] == CONFLUENT_MAGIC:
-            yield engine.reject(record, confluent_reason(record))
-            continue
-        try:
-            d = decode(record)
-        except DecodeError as exc:
-            yield engine.reject(record, f"undecodable: {exc}")
-        else:
-            yield engine.process_event(d, record)
+        yield process_record(engine, record)
 
 
 @dataclass

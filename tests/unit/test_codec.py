@@ -490,3 +490,18 @@ def test_faust_codecs_are_registered_and_round_trip() -> None:
     assert milestone_codec.loads(milestone_codec.dumps(_MilestoneLike())) == as_avro_decoded(_MilestoneLike().to_dict())
     dead = SAMPLES["syncgov.ops.DeadLetter"]
     assert dead_letter_codec.loads(dead_letter_codec.dumps(dead)) == as_avro_decoded(dead)
+
+
+def test_the_one_input_decoder_names_a_confluent_framed_records_schema_id() -> None:
+    from app.codec import decode_input, encode_event
+
+    framed = b"\x00" + (4711).to_bytes(4, "big") + b"\x02avro body"
+    reason = decode_input(framed)
+    assert isinstance(reason, str) and reason.startswith("undecodable: Confluent wire format")
+    assert "schema id 4711" in reason
+    assert decode_input(b"\x00\x01") == "undecodable: Confluent wire format (magic byte 0) cut short before its 4-byte schema id"
+    event = {"event_id": "e1", "type": "OrderCancelled", "occurred_at": "2026-11-27T10:00:00.000Z", "source": "erp",
+             "warehouse_id": "WH1", "order_id": "O-1"}
+    assert decode_input(encode_event(event))["order_id"] == "O-1"  # type: ignore[index]
+    assert decode_input(b'{"a": 1}') == {"a": 1}
+    assert str(decode_input(b"{nope")).startswith("undecodable: invalid JSON")
