@@ -23,7 +23,10 @@ def faust_argv(settings: settings_module.Settings, argv: list[str] | None = None
 
 def prepare_topics(settings: settings_module.Settings, wait_s: float | None = None) -> int:
     """Create the worker's missing topics and check the layout; 0, or the exit code after a
-    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound)."""
+    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound or
+    refusing to create a topic)."""
+    from confluent_kafka import KafkaException
+
     from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
 
     s = settings
@@ -36,6 +39,10 @@ def prepare_topics(settings: settings_module.Settings, wait_s: float | None = No
         return 2
     except KafkaUnavailable as exc:
         print(f"syncgov: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except KafkaException as exc:  # e.g. no Create permission on a missing topic
+        print(f"syncgov: cannot start: creating the worker's topics on {bootstrap} failed: {exc}",
+              file=sys.stderr, flush=True)
         return 3
     if created:
         print(f"syncgov: created topics {', '.join(created)} ({s.topics.partitions} partitions, "
