@@ -47,7 +47,10 @@ def require_embedded_broker() -> None:
 
 def prepare_topics(settings: settings_module.Settings, wait_s: float | None = None) -> int:
     """Create the worker's missing topics and check the layout; 0, or the exit code after a
-    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound)."""
+    clear line on stderr (2: topics laid out wrong, 3: Kafka unreachable within the bound or
+    refusing to create a topic)."""
+    from confluent_kafka import KafkaException
+
     from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
 
     s = settings
@@ -60,6 +63,10 @@ def prepare_topics(settings: settings_module.Settings, wait_s: float | None = No
         return 2
     except KafkaUnavailable as exc:
         logs.error(f"cannot start: {exc}")
+        return 3
+    except KafkaException as exc:  # e.g. no Create permission on a missing topic
+        print(f"syncgov: cannot start: creating the worker's topics on {bootstrap} failed: {exc}",
+              file=sys.stderr, flush=True)
         return 3
     if created:
         log.warning("created topics %s (%d partitions, replication factor %d)", ", ".join(created),
