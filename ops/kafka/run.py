@@ -37,7 +37,7 @@ from types import TracebackType
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # ops/: procgroup
-from procgroup import stop_pid  # noqa: E402
+from procgroup import die_with_parent, free_port, stop_pid  # noqa: E402
 
 #: The broker version the install step fetches and the launcher runs (one place).
 VERSION = (HERE / "VERSION").read_text().strip()
@@ -123,21 +123,6 @@ def java_binary() -> str:
     if major < MIN_JAVA:
         raise KafkaInstallError(f"{java} is Java {major or '?'}; Apache Kafka {VERSION} needs Java {MIN_JAVA}+")
     return java
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: own session (process group), SIGKILL when the parent dies."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def api_versions_ok(port: int, timeout_s: float = 1.0) -> bool:
@@ -232,7 +217,7 @@ class KafkaBroker:
         with open(self.data_dir / "stdout.log", "wb") as out:
             self.process = subprocess.Popen([*jvm, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL,
-                                            preexec_fn=os.setsid if self.detached else _die_with_parent)
+                                            preexec_fn=os.setsid if self.detached else die_with_parent)
         (self.data_dir / "kafka.pid").write_text(str(self.process.pid))
         deadline = time.monotonic() + self.start_timeout_s
         while not api_versions_ok(self.port):
