@@ -40,7 +40,8 @@ bench-quick: install
 # The whole pipeline under faults (kill -9, ERP outage, 429 storm, 500s/timeouts, poison
 # records, scaling, an old Avro writer schema); prints the verifier's table and fails on any
 # lost or twice-posted milestone or any poison record missing from the dead-letter topic.
-# Options: make chaos CHAOS_ARGS="--orders 500 --seed 11"  (see python -m app.chaos.run --help)
+# Options: make chaos CHAOS_ARGS="--orders 500 --seed 11"; on Apache Kafka: CHAOS_ARGS="--broker apache"
+# (see python -m app.chaos.run --help)
 chaos: install system-deps
 	$(BIN)/python -m app.chaos.run $(CHAOS_ARGS)
 

@@ -18,28 +18,15 @@ from typing import Any
 import pytest
 
 from app.broker import EmbeddedBroker
+from app.kafka_io import BROKER_WORKER_ENV
 from app.processes import ops_module
 
 pytest_plugins = ["tests.fixtures.erp"]
 
 IMPLS = ("embedded", "apache")
 
-#: Worker settings per broker. Tansu needs a ~6 s session timeout (joins take 20 s
-#: otherwise) and under-reports a changelog's end after a crash mid-batch, so Faust's
-#: recovery consistency check trips falsely there; on Apache Kafka the check is on, with
-#: a usual session timeout and a producer that lingers a few ms to fill its batches.
-LANE_WORKER_ENV: dict[str, dict[str, str]] = {
-    "embedded": {
-        "KAFKA_SESSION_TIMEOUT_S": "6",
-        "WORKER_RECOVERY_CONSISTENCY_CHECK": "false",
-        "KAFKA_PRODUCER_LINGER_MS": "0",
-    },
-    "apache": {
-        "KAFKA_SESSION_TIMEOUT_S": "10",
-        "WORKER_RECOVERY_CONSISTENCY_CHECK": "true",
-        "KAFKA_PRODUCER_LINGER_MS": "5",
-    },
-}
+#: Worker settings per broker (one declaration, in app/kafka_io.py).
+LANE_WORKER_ENV: dict[str, dict[str, str]] = BROKER_WORKER_ENV
 
 
 def kafka_impl() -> str:

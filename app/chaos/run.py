@@ -60,7 +60,7 @@ from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import PermanentErpError, TransientErpError
 from app.erp.tryton import SHIPMENT
-from app.kafka_io import client_config, create_topics, produce
+from app.kafka_io import BROKER_WORKER_ENV, client_config, create_topics, produce
 from app.processes import ops_module
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work, watermark_flush
@@ -77,7 +77,7 @@ class ChaosConfig:
     orders: int = 300
     seed: int = 7
     workdir: Path = ROOT / "var" / "chaos"
-    bootstrap: str = "embedded"  # as KAFKA_BOOTSTRAP_SERVERS: "embedded" starts a broker for this run
+    bootstrap: str = "embedded"  # as KAFKA_BOOTSTRAP_SERVERS: "embedded" (Tansu) or "apache" starts a broker for this run
     prefix: str = ""  # app id and topic prefix; empty: "chaos<seed>"
     kills: int = 10
     outage_s: float = 60.0
@@ -196,7 +196,7 @@ class Chaos:
         self.rng = Random(cfg.seed)
         self.prefix = cfg.prefix or f"chaos{cfg.seed}"
         self.workdir = cfg.workdir.resolve()
-        self.broker: EmbeddedBroker | None = None
+        self.broker: Any = None  # EmbeddedBroker or ops/kafka's KafkaBroker, when this run started one
         self.bootstrap = cfg.bootstrap
         self.erp = ErpSide(self.workdir / "erp", gateway_rate=cfg.gateway_rate, gateway_burst=cfg.gateway_burst)
         self.pool: WorkerPool | None = None
@@ -241,9 +241,14 @@ class Chaos:
 
     def start(self) -> None:
         cfg = self.cfg
+        broker_env: dict[str, str] = {}
         if self.bootstrap in ("", "embedded"):
             self.broker = EmbeddedBroker().start()
             self.bootstrap = self.broker.bootstrap
+        elif self.bootstrap == "apache":
+            self.broker = ops_module("kafka/run.py").KafkaBroker(self.workdir / "kafka").start()
+            self.bootstrap = self.broker.bootstrap
+            broker_env = dict(BROKER_WORKER_ENV["apache"])
         self.say(f"broker at {self.bootstrap}")
         self.erp.start()
         if cfg.proxy_mode:
@@ -258,6 +263,7 @@ class Chaos:
             "ERP_SOURCE_RATE_PER_S": "1", "ERP_SOURCE_POLL_S": "2", "ERP_TIMEOUT_S": f"{cfg.erp_timeout_s:g}",
             "ERP_BACKOFF_CAP_S": "10", "WINDOW_SIZE_S": "10", "WINDOW_GRACE_S": "2", "WORKER_IDLE_PARTITION_S": "5", "LOG_LEVEL": "info",
             **({"ERP_API_KEY": self.erp.key} if cfg.key_in_env else {"ERP_API_KEY_FILE": str(self.erp.key_file)}),
+            **broker_env,
             **cfg.extra_env,
         }
         settings = load({**self.env, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap})
@@ -925,11 +931,13 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     p.add_argument("--poison-rate", type=float, default=d.poison_rate)
     p.add_argument("--gateway-rate", type=float, default=d.gateway_rate, help="ERP quota at the gateway, r/s")
     p.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s)
+    p.add_argument("--broker", default="embedded",
+                   help="'embedded' (Tansu), 'apache' (a single-node Apache Kafka from ops/kafka) or a bootstrap address")
     a = p.parse_args(argv)
     return ChaosConfig(orders=a.orders, seed=a.seed, workdir=a.dir, kills=a.kills, outage_s=a.outage_s,
                        storm_s=a.storm_s, errors_s=a.errors_s, scale=not a.no_scale, poison_rate=a.poison_rate,
                        stalls=a.stalls, stall_s=a.stall_s, warehouses=tuple(w for w in a.warehouses.split(",") if w),
-                       gateway_rate=a.gateway_rate, drain_timeout_s=a.drain_timeout_s)
+                       gateway_rate=a.gateway_rate, drain_timeout_s=a.drain_timeout_s, bootstrap=a.broker)
 
 
 def main(argv: list[str] | None = None) -> int:
