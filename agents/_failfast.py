@@ -26,7 +26,7 @@ async def or_exit(work: Awaitable[None], log: logging.Logger, what: str, batch: 
         for event in batch:
             event.message.acked = True  # see the module docstring: not acked, so not committed
         raise
-    except Exception:  # noqa: BLE001 - see the module docstring
+    except Exception:
         log.critical("%s failed; exiting so the batch is redelivered", what, exc_info=True)
         logging.shutdown()
         os._exit(EXIT_CODE)

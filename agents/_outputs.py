@@ -86,7 +86,7 @@ class Origin(Protocol):
 def milestone_key(m: Milestone) -> bytes:
     """One order's (or stock key's) milestones stay in one partition, in order."""
     body = m.body
-    if "order_id" in body and body["order_id"]:
+    if body.get("order_id"):
         return keys.order_key(m.warehouse_id or "", body["order_id"])
     if "sku" in body and "location" in body:
         return keys.stock_key(m.warehouse_id or "", body["sku"], body["location"])

@@ -17,7 +17,7 @@ if SETTINGS.erp.sink_enabled and SETTINGS.erp.adapter == "tryton":
         """One reconciliation; a failure leaves the gauges as they were and the next tick retries."""
         try:
             report = await reconcile.run(SETTINGS, SETTINGS.reconcile, ledger=ledger.entry)
-        except Exception:  # noqa: BLE001 - an unreachable ERP or broker must not stop the worker
+        except Exception:
             log.warning("reconciliation failed", exc_info=True)
             return
         log.info("reconciliation: drift %s, %d SyncDrift published", report.counts(), len(report.published))

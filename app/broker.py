@@ -75,7 +75,7 @@ def wait_for_metadata(bootstrap: str, timeout_s: float = 15.0) -> None:
         try:
             admin.list_topics(timeout=1.0)
             return
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last = exc
             time.sleep(0.05)
     raise BrokerError(f"broker at {bootstrap} did not answer metadata within {timeout_s}s: {last}")

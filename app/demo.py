@@ -97,7 +97,7 @@ class Stack:
             try:
                 stop()
                 names.append(name)
-            except Exception as exc:  # noqa: BLE001 - stop the rest whatever happens
+            except Exception as exc:
                 print(f"could not stop the {name}: {exc}", file=sys.stderr, flush=True)
         if names:
             say(f"stopped: {', '.join(names)}")
@@ -129,7 +129,7 @@ def start_services(stack: Stack, say: Say) -> None:
     stack.bootstrap = broker.bootstrap
     say(f"broker: tansu pid {broker.process.pid if broker.process else '?'} at {broker.bootstrap}")
 
-    if not run.init_db._is_current():  # noqa: SLF001 - the ops script's own staleness check
+    if not run.init_db._is_current():
         say("building the Tryton template database (once per machine; about 2 minutes) ...")
     server = run.start(stack.workdir / "tryton", free_port())
     stack.stops.append(("Tryton", lambda: run.stop_pid(server.pid)))
@@ -539,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - any failed step ends the demo with its reason
+    except Exception as exc:
         print(f"\ndemo FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

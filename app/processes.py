@@ -65,7 +65,7 @@ class WorkerProcess:
     def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         """HTTP GET on the worker's web port: (status, body)."""
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(self.url + path, timeout=timeout_s) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

@@ -74,7 +74,7 @@ async def run(s: Settings, once: bool) -> int:
                 log.warning("ERP not answering (%s); polling again in %.1f s", exc, wait)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             publish(producer, s, events, cursor)
@@ -86,7 +86,7 @@ async def run(s: Settings, once: bool) -> int:
             if not once:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=s.erp.source_poll_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
     finally:
         await adapter.close()

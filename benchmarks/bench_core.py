@@ -29,10 +29,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.engine import Engine  # noqa: E402
-from app.core.model import Milestone  # noqa: E402
-from app.core.timeutil import format_ts  # noqa: E402
-from app.replay import run_replay  # noqa: E402
+from app.core.engine import Engine
+from app.core.model import Milestone
+from app.core.timeutil import format_ts
+from app.replay import run_replay
 
 T0 = 1795773600000  # 2026-11-27T10:00:00.000Z
 WAREHOUSES = ("WH-1", "WH-2")
@@ -43,7 +43,7 @@ BATCH = 20_000
 
 
 class _Order:
-    __slots__ = ("wh", "order_id", "lines", "todo", "released")
+    __slots__ = ("lines", "order_id", "released", "todo", "wh")
 
     def __init__(self, wh: str, order_id: str, lines: list[tuple[int, str, int]]) -> None:
         self.wh = wh

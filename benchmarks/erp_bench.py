@@ -51,13 +51,19 @@ from app.core.keys import event_key  # noqa: E402
 from app.core.ratelimit import RatePolicy  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
-from app.erp.sales import new_order
+from app.erp.sales import new_order  # noqa: E402
 from app.erp.tryton import TrytonRest  # noqa: E402
 from app.kafka_io import create_topics, produce, read_all  # noqa: E402
 from app.processes import ops_module  # noqa: E402
 from app.simulator.work import warehouse_work  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
-    PARTITIONS, Children, app_env, fresh_dir, log, machine, metric_samples,
+    PARTITIONS,
+    Children,
+    app_env,
+    fresh_dir,
+    log,
+    machine,
+    metric_samples,
 )
 from tests.integration.streams import replay, simulate  # noqa: E402
 

@@ -45,7 +45,15 @@ from app.core.timeutil import format_ts  # noqa: E402
 from app.kafka_io import CHANGELOG_CONFIG, TopicSpec, create_topics, end_offsets, ensure_topics  # noqa: E402
 from app.processes import WorkerProcess  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
-    BROKERS, PARTITIONS, Children, app_env, fresh_dir, log, machine, metric, vm_hwm_mb,
+    BROKERS,
+    PARTITIONS,
+    Children,
+    app_env,
+    fresh_dir,
+    log,
+    machine,
+    metric,
+    vm_hwm_mb,
 )
 from tables.records import META, ORDERS, PartitionState, table_key  # noqa: E402
 from tests.integration.streams import simulate  # noqa: E402
@@ -99,7 +107,7 @@ def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = 
             send(table_key(p, META), orjson.dumps({"o": -1, "watermark": None, "seq": 0}))  # alone: a batch of its own
             if producer.flush(900) != 0:
                 raise RuntimeError(f"changelog partition {p}: records undelivered after 900 s")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             errors.append(exc)
 
     started = time.perf_counter()
@@ -133,7 +141,7 @@ def count_keys(data_dir: Path) -> int:
     for path in sorted((data_dir / "v1" / "tables").glob("governance-state-*.db")):
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
         try:
-            total += sum(1 for k in db.keys() if not k.startswith(b"__faust"))
+            total += sum(1 for k in db.keys() if not k.startswith(b"__faust"))  # noqa: SIM118 - a RocksDB handle, not a dict
         finally:
             db.close()
     return total

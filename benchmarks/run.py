@@ -290,7 +290,7 @@ def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, childr
     targets = ({"op": ">=", "value": 100}, {"op": "==", "value": 0}, {"op": "<=", "value": 1.10})
     if not cfg["erp"]:
         why = "quick mode: no ERP (Tryton + nginx); run `make bench`"
-        return [skipped(f"erp{i}", n, why, t) for i, (n, t) in enumerate(zip(names, targets))]
+        return [skipped(f"erp{i}", n, why, t) for i, (n, t) in enumerate(zip(names, targets, strict=True))]
     from benchmarks import erp_bench as eb
 
     erp = eb.run_all(bootstrap, children, orders=cfg["erp_orders"], drain_n=cfg["erp_drain"], reps=cfg["erp_reps"],
@@ -413,7 +413,7 @@ SECTION_IDS = {"core": ("core", "replay"), "worker": ("worker", "raw", "ratio", 
 
 def section_of(fid: str) -> str | None:
     for name, prefixes in SECTION_IDS.items():
-        if any(fid == p or fid.startswith(p + "_") or fid.startswith(p) and fid[len(p):].isdigit() for p in prefixes):
+        if any(fid == p or fid.startswith(p + "_") or (fid.startswith(p) and fid[len(p):].isdigit()) for p in prefixes):
             return name
     return None
 
@@ -456,7 +456,7 @@ def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] 
         load0 = load()
         try:
             report["figures"] += on_broker(fn(), broker)
-        except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
+        except Exception as exc:
             log(f"{key} failed: {exc!r}")
             traceback.print_exc()
             report["figures"] += on_broker(

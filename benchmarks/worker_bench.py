@@ -54,7 +54,7 @@ from app.broker import EmbeddedBroker  # noqa: E402
 from app.kafka_io import create_topics, produce, read_all  # noqa: E402
 
 try:
-    from app.kafka_io import PRODUCER_DEFAULTS  # noqa: E402
+    from app.kafka_io import PRODUCER_DEFAULTS
 except ImportError:  # older tree
     PRODUCER_DEFAULTS = {}
 from app.processes import WorkerProcess  # noqa: E402
@@ -174,7 +174,7 @@ class Children:
             stop = self.stops.pop()
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            except Exception as exc:
                 log(f"stopping a child failed: {exc!r}")
 
     def __enter__(self) -> Children:
@@ -382,7 +382,7 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         "orders": orders_for(records),
         "raw_events_per_s": raw_rates,
         "worker_events_per_s": worker_rates,
-        "ratios": [w / r for w, r in zip(worker_rates, raw_rates)],
+        "ratios": [w / r for w, r in zip(worker_rates, raw_rates, strict=True)],
         "raw_cpu_us_per_event": [c / n * 1e6 for c in raw_cpu],
         "worker_cpu_us_per_event": worker_cpu,
         "worker_vm_hwm_mib": rss,
@@ -429,7 +429,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
 
 

@@ -139,7 +139,7 @@ class ErpSide:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         (workdir / "trytond.pid").write_text(str(proc.pid))
         self._tryton_proc, self.tryton_pid = proc, proc.pid
-        run._wait_ready(f"{self.tryton_url}/{self.database}/rest/model/res.user?s=1", self.key, proc, timeout_s)  # noqa: SLF001
+        run._wait_ready(f"{self.tryton_url}/{self.database}/rest/model/res.user?s=1", self.key, proc, timeout_s)
 
     # (c) the gateway's configuration: normal, 429 to everything, 500 to everything ----------
 

@@ -290,7 +290,7 @@ class Chaos:
                 continue
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 - stop the rest whatever happens
+            except Exception as exc:
                 print(f"could not stop the {what}: {exc}", file=sys.stderr, flush=True)
 
     # -- load: the ERP's users and the warehouse ---------------------------------------------
@@ -502,7 +502,7 @@ class Chaos:
 
     async def fed_once(self) -> None:
         """Until the warehouse has worked every order the ERP's users entered (or the feeder died)."""
-        while not self.feed_done:  # noqa: ASYNC110 - set from the feeder task
+        while not self.feed_done:
             await asyncio.sleep(0.5)
 
     def progress(self) -> float:

@@ -237,7 +237,7 @@ def _norm(field: str, value: Any) -> Any:
     if field in _TIMES:
         return parse_ts(value)
     if field == "lines" or field == "items":
-        return sorted((tuple(sorted(line.items())) for line in value))
+        return sorted(tuple(sorted(line.items())) for line in value)
     if field == "package_ids":
         return sorted(value)
     return value

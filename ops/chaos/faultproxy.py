@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
-from procgroup import stop_pid, stop_pid_file, wait_port  # noqa: E402
+from procgroup import stop_pid, stop_pid_file, wait_port
 
 MODES = ("pass", "error", "timeout", "commit-timeout", "mixed", "echo-auth")
 _FAULTS = ("error", "timeout", "commit-timeout")

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import init_db  # noqa: E402
+import init_db
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
-from procgroup import stop_pid, stop_pid_file  # noqa: E402
+from procgroup import stop_pid, stop_pid_file
 
 
 @dataclass(frozen=True)

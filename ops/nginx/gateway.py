@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ops/: procgroup
-from procgroup import stop_pid, stop_pid_file, wait_port  # noqa: E402
+from procgroup import stop_pid, stop_pid_file, wait_port
 
 HERE = Path(__file__).resolve().parent
 NGINX = "/usr/sbin/nginx"

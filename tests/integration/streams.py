@@ -11,9 +11,9 @@ from app.core.model import CoreSettings, Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.replay import replay_partitions
 from app.simulator.generate import Simulation
+from app.simulator.model import DEFAULT_FAULTS, DEFAULT_INCIDENTS, SimConfig
 from app.simulator.work import watermark_flush
 from tests.integration.conftest import normalize
-from app.simulator.model import DEFAULT_FAULTS, DEFAULT_INCIDENTS, SimConfig
 
 Records = list[tuple[bytes, bytes]]
 PARTITIONS = 4  # TOPIC_PARTITIONS of the test workers (the default)
@@ -23,7 +23,7 @@ def simulate(orders: int, warehouses: int = 1, seed: int = 7, partitions: int = 
     """A default-mix stream that ends about 3 h ago (so no event is `future` for a worker),
     followed per input partition by a telemetry record 1 h after its end that moves every
     watermark past all windows and holds (a worker has no end of input)."""
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=4)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=4)
     config = SimConfig(
         seed=seed,
         orders=orders,

@@ -4,13 +4,13 @@ in Tryton, each exactly once, with the right quantities and tracking numbers."""
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -18,11 +18,11 @@ import pytest
 from app import codec, dlq
 from app.core.keys import event_key
 from app.core.timeutil import format_ts
+from app.erp.sales import new_order, shipment
 from app.kafka_io import produce, read_all
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack
-from app.erp.sales import new_order, shipment
 
 pytestmark = [pytest.mark.erp, pytest.mark.kafka, pytest.mark.apache_kafka]
 
@@ -152,7 +152,7 @@ async def test_permanent_error_is_dead_lettered_then_redriven_once(erp_stack, ka
             await asyncio.sleep(1)
         assert [m["state"] for m in await moves()] == ["done"]
         assert dlq.open_entries(settings) == []
-        listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "list"], env=env, capture_output=True,
+        listed = subprocess.run([sys.executable, "-m", "app.cli", "dlq", "list"], env=env, capture_output=True,  # noqa: ASYNC221
                                 text=True, check=True)
         assert "0 open ERP dead letter(s)" in listed.stdout
         await asyncio.sleep(3)

@@ -27,13 +27,13 @@ import pytest
 
 from app import settings
 from app.chaos import verify
-from app.processes import ops_module
 from app.chaos.run import Chaos, ChaosConfig, Say
+from app.processes import ops_module
 from app.settings import SettingsError, load
 from tests.conftest import worker_env
 
-SASL_PASSWORD = "sasl-pw-Qx7!vT93#plain"  # noqa: S105 - a test value, the point is to find it
-ADMIN_TOKEN = "admin-tok-4Hh2kWq8Zr"  # noqa: S105
+SASL_PASSWORD = "sasl-pw-Qx7!vT93#plain"
+ADMIN_TOKEN = "admin-tok-4Hh2kWq8Zr"
 ECHO_MATCH = "stock.shipment.internal"
 
 
@@ -143,7 +143,7 @@ def secrets_of(chaos: Chaos) -> dict[str, bytes]:
 def http(method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

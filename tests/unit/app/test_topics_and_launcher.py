@@ -35,10 +35,10 @@ def test_worker_topics_cover_every_topic_and_changelog_with_their_configs() -> N
 
 def test_the_table_list_is_the_faust_apps_tables(monkeypatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # the app is only built, never started
-    from app.faust_app import app
-    import tables.inventory  # noqa: F401 - registers the tables
-    import tables.ledger  # noqa: F401
+    import tables.inventory
+    import tables.ledger
     import tables.state  # noqa: F401
+    from app.faust_app import app
 
     assert set(TABLES) == set(app.tables)
     assert {t.changelog_topic.get_topic_name() for t in app.tables.values()} == {

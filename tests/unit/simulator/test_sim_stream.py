@@ -5,14 +5,13 @@ from collections import Counter
 
 import orjson
 import pytest
+from sim_support import Run, decode, generate, shape_problems
 
 from app.core.keys import event_key
 from app.core.timeutil import parse_ts
 from app.simulator import Simulation, preset
 from app.simulator.generate import mean_events_per_order
-from app.simulator.model import Model, SimConfig, TELEMETRY
-
-from sim_support import Run, decode, generate, shape_problems
+from app.simulator.model import TELEMETRY, Model, SimConfig
 
 
 def _bytes(run: Run) -> bytes:

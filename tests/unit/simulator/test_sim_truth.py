@@ -79,7 +79,7 @@ def test_order_milestones_follow_from_the_stream(default_run: Run) -> None:
         if m["type"] == "OrderAccepted":
             accepted[m["order_id"]].append(m)
     assert set(accepted) == set(released)
-    for order_id, ms in accepted.items():
+    for ms in accepted.values():
         assert sorted(m["version"] for m in ms) == list(range(1, len(ms) + 1))
     picked = _by(default_run, "OrderPicked")
     assert set(picked) == set(released) - cancelled  # one OrderPicked per non-cancelled released order
