@@ -21,6 +21,7 @@ from typing import Any, Final
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
+from fastavro.types import Schema
 
 
 def _avro_dir() -> Path:
@@ -70,7 +71,7 @@ def crc64_avro(data: bytes) -> int:
     return fp
 
 
-def fingerprint(schema: str | list[Any] | Mapping[str, Any]) -> int:
+def fingerprint(schema: Schema) -> int:
     """CRC-64-AVRO of the schema's Parsing Canonical Form (schema given as JSON value)."""
     return crc64_avro(to_parsing_canonical_form(schema).encode())
 
@@ -81,7 +82,7 @@ class _Schema:
 
     name: str
     fingerprint: int
-    parsed: Mapping[str, Any]
+    parsed: dict[str, Any]
     timestamps: tuple[str, ...]
     header: bytes
 
@@ -119,6 +120,8 @@ def _top_level_timestamps(raw: Mapping[str, Any]) -> tuple[str, ...]:
 def _load(path: Path) -> _Schema:
     raw = orjson.loads(path.read_bytes())
     parsed = parse_schema(_plain_longs(raw))
+    if not isinstance(parsed, dict):
+        raise RuntimeError(f"{path}: the top-level schema is not a named type")
     fp = fingerprint(raw)
     return _Schema(
         name=parsed["name"],
@@ -253,6 +256,8 @@ def _decode_avro(data: bytes) -> tuple[str, dict[str, Any]]:
         ) from exc
     if body.tell() != len(data):
         raise DecodeError(f"{len(data) - body.tell()} trailing bytes after {writer.name} body")
+    if not isinstance(record, dict):  # every schema file is a record: its body decodes to a dict
+        raise DecodeError(f"{writer.name} body is a {type(record).__name__}, not a record")
     return writer.name, record
 
 
@@ -276,9 +281,10 @@ def decode(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     if data.lstrip()[:1] != b"{":
         raise _unrecognised(data)
     try:
-        return orjson.loads(data)
+        value: dict[str, Any] = orjson.loads(data)  # valid JSON that starts with "{" is an object
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from exc
+    return value
 
 
 def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
