@@ -26,7 +26,7 @@ from itertools import count
 from operator import itemgetter
 from random import Random
 from types import GeneratorType
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from orjson import dumps, loads
 
@@ -41,6 +41,17 @@ LATE_MARGIN_MS: Final = 2 * MINUTE  # a late adjustment arrives at least this lo
 HOLD_SAFE_MS: Final = 5 * MINUTE  # an out-of-order release arrives at most this long after its first event
 
 Item = Any  # dict event | (warehouse, record) | generator to spawn | special (with .emit)
+Event = dict[str, Any]  # an input event in the contract's JSON form
+
+
+class OrderLine(TypedDict):
+    """One line of an ERP order, as ``OrderReleased``/``OrderChanged`` carry it."""
+
+    line_no: int
+    sku: str
+    qty: int
+
+
 Process = Iterator[tuple[int, Item]]
 _key = itemgetter(0)
 
@@ -350,10 +361,10 @@ _DIVERTS: Final = tuple(b"D%02d" % (i + 1) for i in range(32))
 _DIVERT_LANES: Final = (b"-L1", b"-L2", b"-L3", b"-L4", b"-STRAIGHT")
 
 
-def _change_lines(rng: Random, lines: list[dict[str, Any]], cat: Catalog) -> list[dict[str, Any]]:
+def _change_lines(rng: Random, lines: list[OrderLine], cat: Catalog) -> list[OrderLine]:
     """A full replacement of the lines: one qty changed, a line added or a line removed."""
     rnd = rng.random
-    new = [dict(line) for line in lines]
+    new = [line.copy() for line in lines]
     u = rnd()
     if u < 0.5 or (u >= 0.8 and len(new) == 1):
         line = new[int(rnd() * len(new))]
@@ -392,7 +403,7 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
 
     n_lines = min(_weighted(rnd, m.line_weights) + 1, m.skus)
     skus = rng.sample(range(m.skus), n_lines)
-    lines = [{"line_no": i + 1, "sku": cat.skus[s], "qty": _qty(rnd)} for i, s in enumerate(skus)]
+    lines: list[OrderLine] = [{"line_no": i + 1, "sku": cat.skus[s], "qty": _qty(rnd)} for i, s in enumerate(skus)]
     carrier = CARRIERS[int(rnd() * len(CARRIERS))]
     release = event("OrderReleased", t_rel, "erp", lines=lines, wave_id=wave_id)
     if rnd() < 0.9:
@@ -524,14 +535,14 @@ def _order(ctx: _Ctx, seed: int, idx: int, wh: str, t_rel: int, wave_id: str) ->
             tr = t + _between(rnd, m.return_after)
             rma = f"RMA{idx + 1:07d}"
             by_line = {ln["line_no"]: ln["sku"] for ln in lines}
-            for line in rng.sample(shipped, min(len(shipped), 1 + (rnd() < 0.25))):
+            for returned in rng.sample(shipped, min(len(shipped), 1 + (rnd() < 0.25))):
                 ev = event(
                     "ReturnReceived",
                     tr,
                     "wms",
                     rma_id=rma,
-                    sku=by_line[line["line_no"]],
-                    qty=1 + int(rnd() * line["qty"]),
+                    sku=by_line[returned["line_no"]],
+                    qty=1 + int(rnd() * returned["qty"]),
                     disposition=DISPOSITIONS[_weighted(rnd, (70, 10, 20))],
                 )
                 items.append((tr, ev))
@@ -558,7 +569,7 @@ def _orphan(ctx: _Ctx, seed: int, n: int, wh: str, t: int) -> Process:
         qty = 1 + int(rnd() * 2)
         items.append((t, _Pick(rng, wh, order_id, tote, cat.gtins[s], cat.homes[s], src, device, qty)))
         t += 2000
-        ev = {
+        ev: Event = {
             "event_id": eid(),
             "type": "PickConfirmed",
             "occurred_at": ctx.ts(t),
@@ -582,7 +593,7 @@ def _stray_return(ctx: _Ctx, seed: int, n: int, wh: str, t: int) -> Process:
     """A return for an order shipped before this warehouse's records began."""
     rng = Random(seed)
     rnd = rng.random
-    ev = {
+    ev: Event = {
         "event_id": _make_ids(rng)(),
         "type": "ReturnReceived",
         "occurred_at": ctx.ts(t),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
@@ -165,12 +166,23 @@ PRESETS: Final[dict[str, tuple[Faults, Incidents]]] = {
 }
 
 
+def _rates(overrides: Mapping[str, object], names: set[str]) -> dict[str, float]:
+    """The overrides among ``names`` (fault or incident rates), which must be numbers."""
+    rates: dict[str, float] = {}
+    for key, value in overrides.items():
+        if key in names:
+            if not isinstance(value, int | float):
+                raise TypeError(f"{key} rate must be a number, got {value!r}")
+            rates[key] = value
+    return rates
+
+
 def preset(name: str, **overrides: object) -> SimConfig:
     """A config from a named preset; ``overrides`` are SimConfig fields or fault/incident rates."""
     faults, incidents = PRESETS[name]
     fault_names = {f.name for f in fields(Faults)}
     incident_names = {f.name for f in fields(Incidents)}
-    faults = replace(faults, **{k: v for k, v in overrides.items() if k in fault_names})
-    incidents = replace(incidents, **{k: v for k, v in overrides.items() if k in incident_names})
+    faults = replace(faults, **_rates(overrides, fault_names))
+    incidents = replace(incidents, **_rates(overrides, incident_names))
     rest = {k: v for k, v in overrides.items() if k not in fault_names | incident_names}
     return SimConfig(faults=faults, incidents=incidents, **rest)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ it (``late``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,7 +61,9 @@ def _milestone(mid: str, mtype: str, wh: str | None, occ: int | None, event_ids:
     }
 
 
-def order_accepted(wh: str, order_id: str, version: int, lines: list[dict[str, Any]], occ: int, eid: str) -> Milestone:
+def order_accepted(
+    wh: str, order_id: str, version: int, lines: Sequence[Mapping[str, Any]], occ: int, eid: str
+) -> Milestone:
     m = _milestone(ids.order_accepted_id(wh, order_id, version), "OrderAccepted", wh, occ, [eid])
     m.update(order_id=order_id, version=version, lines=lines)
     return m
