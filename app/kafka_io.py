@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path, not re-exported in the stubs
 
 from app import kafka_settings
 from app.settings import KafkaSettings, Settings
@@ -112,7 +112,8 @@ def ensure_topics(
     partitions: :class:`TopicLayoutError` naming each topic and both counts otherwise. An
     unreachable broker is retried for ``wait_s`` (a line per attempt through ``say``), then
     :class:`KafkaUnavailable`. Returns the names created."""
-    admin = AdminClient({**client_config(bootstrap, kafka), "log_level": 0})  # our own lines, not librdkafka's
+    # our own lines, not librdkafka's; confluent-kafka's stub omits the non-scalar settings (logger)
+    admin = AdminClient({**client_config(bootstrap, kafka), "log_level": 0})  # type: ignore[dict-item]
     counts = _partition_counts(admin, bootstrap, wait_s, say)
     new = [NewTopic(x.name, partitions, replication_factor, config=dict(x.config)) for x in specs if x.name not in counts]
     created = []
@@ -170,7 +171,8 @@ def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner picks for ``key``."""
     from aiokafka.partitioner import murmur2
 
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def client_config(bootstrap: str, kafka: KafkaSettings | None = None) -> dict[str, object]:
@@ -228,7 +230,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes  # b"" for a tombstone (as ``app.chaos.verify`` and the ERP sink read them)
     timestamp_ms: int
 
 
@@ -275,12 +277,12 @@ def read_all(
             if caught_up and not batch:
                 break
             for msg in batch:
-                p = msg.partition()
-                if msg.error() is not None or msg.offset() < done[p]:
-                    continue
-                done[p] = msg.offset() + 1
+                p, offset = msg.partition(), msg.offset()
+                if msg.error() is not None or p is None or offset is None or offset < done[p]:
+                    continue  # (a message without an error has its partition and offset)
+                done[p] = offset + 1
                 read += 1
-                yield Record(topic, p, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
+                yield Record(topic, p, offset, msg.key(), msg.value() or b"", msg.timestamp()[1])
             caught_up = count is None and all(done[p] >= ends[p] for p in ends)
     finally:
         consumer.close()
