@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.tables.manager import TableManager
 
 from app import kafka_settings
 from app import settings as settings_module
@@ -71,12 +72,19 @@ def faust_options(s: Settings) -> dict[str, Any]:
     }
 
 
+def tables_recovered(app: faust.App) -> bool:
+    """Whether the tables have recovered (``app.tables`` is Faust's ``TableManager``; its
+    declared type, the abstract ``TableManagerT``, has no ``recovery``)."""
+    tables = app.tables
+    return isinstance(tables, TableManager) and tables.recovery.completed.is_set()
+
+
 def faust_assignment(app: faust.App, topic: str) -> Callable[[], set[int] | None]:
     """Faust's view of which partitions this worker owns: its active assignment of
     ``topic``, or None while the group rebalances or the tables recover."""
 
     def owned() -> set[int] | None:
-        if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
+        if app.rebalancing or app.in_recovery or not tables_recovered(app):
             return None
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 

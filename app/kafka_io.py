@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path, not re-exported in the stubs
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path; stubs lack the re-export
 
 from app import kafka_settings
 from app.settings import KafkaSettings, Settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faust.web import Request, Response, Web
+from faust.web import Request, Response, View
 
 from app.faust_app import app
 
@@ -20,11 +20,11 @@ HEADERS = {
 
 
 @app.page("/")
-async def ops_page(web: Web, request: Request) -> Response:
+async def ops_page(web: View, request: Request) -> Response:
     return web.html((STATIC / "ops.html").read_text(encoding="utf-8"), headers=dict(HEADERS))
 
 
 @app.page("/ops.js")
-async def ops_script(web: Web, request: Request) -> Response:
+async def ops_script(web: View, request: Request) -> Response:
     body = (STATIC / "ops.js").read_bytes()
     return web.bytes(body, headers={**HEADERS, "Content-Type": "text/javascript; charset=utf-8"})

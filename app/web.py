@@ -9,13 +9,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from faust.assignor import PartitionAssignor
 from faust.web import Request, Response, View, Web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import dlq
 from app.core import keys
 from app.core.timeutil import format_ts
-from app.faust_app import SETTINGS, app, ownership_topic
+from app.faust_app import SETTINGS, app, ownership_topic, tables_recovered
 from app.kafka_io import partition_for
 from app.metrics import RECOVERY_IN_PROGRESS, REGISTRY
 from tables.ledger import erp_ledger, order_key
@@ -25,24 +26,26 @@ from tables.state import governance_state
 
 def is_ready() -> bool:
     """Ready once tables have recovered and no rebalance is under way."""
-    recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
+    recovered = tables_recovered(app) and not app.in_recovery
     RECOVERY_IN_PROGRESS.set(0 if recovered else 1)
     return recovered and not app.rebalancing
 
 
+# Faust makes a page function the ``get`` of a View subclass: its first argument is that View
+# (which answers ``json``/``bytes``/``html`` through its Web).
 @app.page("/healthz")
-async def healthz(web: Web, request: Request) -> Response:
+async def healthz(web: View, request: Request) -> Response:
     return web.json({"status": "ok"})
 
 
 @app.page("/readyz")
-async def readyz(web: Web, request: Request) -> Response:
+async def readyz(web: View, request: Request) -> Response:
     ready = is_ready()
     return web.json({"ready": ready}, status=200 if ready else 503)
 
 
 @app.page("/metrics")
-async def metrics(web: Web, request: Request) -> Response:
+async def metrics(web: View, request: Request) -> Response:
     is_ready()
     # aiohttp refuses a charset inside content_type; the header carries the full value.
     return web.bytes(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -65,13 +68,16 @@ def _local_part(part: str, warehouse_id: str, order_id: str) -> list[dict[str, A
 
 def _owner(topic: str, partition: int) -> str | None:
     """URL of the worker that consumes ``topic``/``partition`` (None if not known yet)."""
-    for url, topics in app.assignor.external_topic_distribution.items():
+    assignor = app.assignor  # declared as the abstract PartitionAssignorT
+    if not isinstance(assignor, PartitionAssignor):
+        return None
+    for url, topics in assignor.external_topic_distribution.items():
         if partition in topics.get(topic, ()):
             return str(url).rstrip("/")
     return None
 
 
-async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
+async def _part(web: View, part: str, warehouse_id: str, order_id: str) -> list[dict[str, Any]]:
     """A part of the trace from the worker that owns it (this one, or a peer over HTTP)."""
     # The lineage lives with the order's events partition, the ERP calls with its
     # milestones partition (same key, same number): both with the partition's owner.
@@ -86,7 +92,7 @@ async def _part(web: Web, part: str, warehouse_id: str, order_id: str) -> list[d
 
 
 @app.page("/orders/{warehouse_id}/{order_id}/trace")
-async def order_trace(web: Web, request: Request, warehouse_id: str, order_id: str) -> Response:
+async def order_trace(web: View, request: Request, warehouse_id: str, order_id: str) -> Response:
     """Every event, milestone, exception and ERP call of one order, in time order."""
     if not (_ID.match(warehouse_id) and _ID.match(order_id)):
         return web.json({"error": "warehouse_id and order_id must be 1-64 of A-Z a-z 0-9 . _ : -"}, status=400)
