@@ -13,13 +13,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from faust.types import EventT
 
 EXIT_CODE = 70
 
 
-async def or_exit(work: Awaitable[None], log: logging.Logger, what: str, batch: Sequence[EventT] = ()) -> None:
+async def or_exit(work: Awaitable[None], log: logging.Logger, what: str, batch: Sequence[EventT[Any]] = ()) -> None:
     try:
         await work
     except asyncio.CancelledError:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from app import codec, metrics
 from app.core import keys
+from app.core.engine import Output
 from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone, StockForward
 from app.core.stock import Mark, encode_forward, encode_mark
 from app.faust_app import SETTINGS
@@ -78,9 +79,16 @@ def _get() -> _Sender:
 class Origin(Protocol):
     """Where an output's input record came from (a Faust message or ``tables.state.Origin``)."""
 
-    topic: str
-    partition: int
-    offset: int
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+#: ``_Sender.send`` without its partition: (topic, key, value).
+Send = Callable[[str, bytes, bytes], None]
 
 
 def milestone_key(m: Milestone) -> bytes:
@@ -102,31 +110,30 @@ def reason_category(reason: str) -> str:
     return reason if reason == "future" else "invalid_field"
 
 
-async def emit(outputs: Iterable[tuple[object, Origin]], marks: Iterable[Mark] = ()) -> None:
+async def emit(outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
     """Send every output, then the marks (to every stock partition), and wait until the
     broker has them all. Per partition the producer keeps this order."""
     sender = _get()
     send = sender.send
     for out, msg in outputs:
-        cls = out.__class__
-        if cls is Milestone:
-            _milestone(send, out)  # type: ignore[arg-type]
-        elif cls is StockForward:
-            e = out.event  # type: ignore[attr-defined]
-            value = encode_forward(msg.partition, msg.offset, e, out.watermark)  # type: ignore[attr-defined]
+        if out.__class__ is Milestone:
+            _milestone(send, out)
+        elif out.__class__ is StockForward:
+            e = out.event
+            value = encode_forward(msg.partition, msg.offset, e, out.watermark)
             send(_T.stock, keys.stock_key(e.warehouse_id, e.data["sku"], e.data["location"]), value)
-        elif cls is DeadLetter:
+        elif out.__class__ is DeadLetter:
             value = codec.encode_dead_letter(
-                raw=out.raw,  # type: ignore[attr-defined]
-                reason=out.reason,  # type: ignore[attr-defined]
-                record_id=out.record_id,  # type: ignore[attr-defined]
+                raw=out.raw,
+                reason=out.reason,
+                record_id=out.record_id,
                 topic=msg.topic,
                 partition=msg.partition,
                 offset=msg.offset,
                 failed_at=int(time.time() * 1000),
             )
-            send(_T.dead_letters, out.record_id.encode(), value)  # type: ignore[attr-defined]
-            metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()  # type: ignore[attr-defined]
+            send(_T.dead_letters, out.record_id.encode(), value)
+            metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
     for mark in marks:
         value = encode_mark(mark)
         for partition in range(_T.partitions):
@@ -134,7 +141,7 @@ async def emit(outputs: Iterable[tuple[object, Origin]], marks: Iterable[Mark] =
     await sender.wait()
 
 
-def _milestone(send: Any, m: Milestone) -> None:
+def _milestone(send: Send, m: Milestone) -> None:
     topic = _T.exceptions if m.type == M_SYNC_EXCEPTION else _T.milestones
     send(topic, milestone_key(m), codec.encode_milestone(m.to_dict()))
     metrics.MILESTONES.labels(m.type).inc()

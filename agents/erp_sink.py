@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -38,6 +38,7 @@ from tables import ledger, state
 log = logging.getLogger(__name__)
 ERP = SETTINGS.erp
 TOPIC = SETTINGS.topics.milestones
+_T = TypeVar("_T")
 
 
 class KafkaSource:
@@ -57,7 +58,7 @@ class KafkaSource:
         )
         self.partitions: set[int] = set()
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def assign(self, starts: Mapping[int, int]) -> None:
@@ -71,8 +72,11 @@ class KafkaSource:
             if msg.error() is not None:
                 log.warning("milestones consumer: %s", msg.error())
                 continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition is None or offset is None:  # never so for a message without an error
+                continue
             _, ts = msg.timestamp()
-            out.append(Record(msg.partition(), msg.offset(), msg.key(), msg.value() or b"", ts if ts > 0 else None))
+            out.append(Record(partition, offset, msg.key(), msg.value() or b"", ts if ts > 0 else None))
         return out
 
     async def pause(self, partitions: Collection[int]) -> None:
@@ -149,7 +153,7 @@ async def run_sink(
 
 if ERP.sink_enabled:
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
     async def post_to_erp() -> None:
         """Milestones topic -> ERP (fail-fast: an unexpected error exits the worker; every
         outcome not in the ledger is redone from the stored offset after the restart)."""

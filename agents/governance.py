@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable
 
+from faust.types import TP
+
 from agents._failfast import or_exit
 from agents._outputs import emit
 from app.faust_app import OWNERSHIP, SETTINGS, app, ownership_topic
@@ -68,8 +70,9 @@ async def own_partitions(stream: AsyncIterable[bytes]) -> None:
         pass
 
 
-@app.on_partitions_revoked.connect
-async def _revoked(sender: object, revoked: set, **_: object) -> None:  # type: ignore[type-arg]
+# mode types a receiver as taking any number of positional arguments; this signal sends one
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _revoked(sender: object, revoked: set[TP], **_: object) -> None:
     """Each stage finishes its batch in flight, then drops the revoked partitions."""
     partitions = {tp.partition for tp in revoked if tp.topic == _OWNERSHIP_TOPIC}
     for runner in RUNNERS:
@@ -82,7 +85,7 @@ async def _run_all() -> None:
     await asyncio.gather(*(runner.run() for runner in RUNNERS))
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
 async def run_stages() -> None:
     """Run the governance and inventory stages (fail-fast: see agents/_failfast.py)."""
     await or_exit(_run_all(), log, "governance/inventory stages")

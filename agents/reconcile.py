@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 if SETTINGS.erp.sink_enabled and SETTINGS.erp.adapter == "tryton":
 
-    @app.timer(SETTINGS.reconcile.interval_s, on_leader=True)
+    @app.timer(SETTINGS.reconcile.interval_s, on_leader=True)  # type: ignore[untyped-decorator]  # faust: returns a bare Callable
     async def reconcile_with_erp() -> None:
         """One reconciliation; a failure leaves the gauges as they were and the next tick retries."""
         try:

@@ -17,13 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from faust import Table
 
 from app.erp.sink import BLOCKING, DONE, meta_key, order_key
 from app.faust_app import SETTINGS, app
 
 __all__ = ["BLOCKING", "DONE", "entry", "erp_ledger", "is_done", "meta_key", "order_key"]
 
-erp_ledger = app.Table(
+_declared = app.Table(
     "erp-ledger",
     default=None,
     key_type=bytes,
@@ -31,6 +32,9 @@ erp_ledger = app.Table(
     partitions=SETTINGS.topics.partitions,
     help="milestone_id -> ERP outcome, document reference and time; per partition the sink's offset and holds.",
 )
+if not isinstance(_declared, Table):  # app.Table is declared to return the abstract TableT
+    raise TypeError(f"the ERP ledger is a {type(_declared).__name__}, not a faust.Table")
+erp_ledger: Table[bytes, bytes] = _declared
 
 
 def entry(milestone_id: str) -> dict[str, Any] | None:

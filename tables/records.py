@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from app.core import Engine
 from app.core.engine import Output
+from app.core.inventory import StockKey
 from app.core.model import CoreSettings
 from app.core.orders import OrderState
 from app.core.stock import InventoryStage
@@ -40,24 +41,27 @@ _KEYED = (ORDERS, RETURNS)  # an input partition's keyed stores (windows: Invent
 Write = tuple[bytes, bytes | None]
 
 
-class Tracked(dict):  # type: ignore[type-arg]
+_K = TypeVar("_K", bound=Hashable)
+
+
+class Tracked(dict[_K, Any]):
     """A dict that remembers which keys were set or deleted since the last flush."""
 
     __slots__ = ("dirty",)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.dirty: set[Hashable] = set()
+        self.dirty: set[_K] = set()
 
-    def __setitem__(self, key: Hashable, value: Any) -> None:
+    def __setitem__(self, key: _K, value: Any) -> None:
         super().__setitem__(key, value)
         self.dirty.add(key)
 
-    def __delitem__(self, key: Hashable) -> None:
+    def __delitem__(self, key: _K) -> None:
         super().__delitem__(key)
         self.dirty.add(key)
 
-    def pop(self, key: Hashable, *default: Any) -> Any:
+    def pop(self, key: _K, *default: Any) -> Any:
         self.dirty.add(key)
         return super().pop(key, *default)
 
@@ -119,7 +123,7 @@ def _decode_value(kind: str, value: Any) -> Any:
 def keyed_writes(
     partition: int,
     kind: str,
-    store: Tracked,
+    store: Tracked[tuple[Any, ...]],
     offset: int,
     committed: int,
     previous: Callable[[bytes], bytes | None],
@@ -166,7 +170,8 @@ class PartitionState:
         self.partition = partition
         #: The fencing epoch this worker writes under (set when it takes the partition over).
         self.epoch = 0
-        stores: dict[str, Tracked] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
+        # keys by kind: orders OrderKey, returns (warehouse_id, rma_id, sku), seen the dedup key
+        stores: dict[str, Tracked[Any]] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
         rejected = TrackedSet()
         meta: dict[str, Any] = {"o": -1, "watermark": None, "seq": 0}
         logs: list[tuple[bytes, dict[str, Any]]] = []
@@ -300,7 +305,7 @@ class InventoryState:
     ) -> None:
         self.partition = partition
         self.epoch = 0
-        windows = Tracked()
+        windows: Tracked[StockKey] = Tracked()
         meta: dict[str, Any] = {"o": -1, "marks": [], "watermark": None}
         keyed: list[tuple[bytes, bytes]] = []
         for key, raw in records:
