@@ -24,7 +24,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import KafkaException, Producer
@@ -43,6 +43,7 @@ ORDER_TYPES = frozenset({"OrderAccepted", "OrderPicked", "OrderPacked", "Shipmen
 ADJUSTED = "InventoryAdjusted"
 DRIFT_TYPE = "SyncDrift"
 Ledger = Mapping[str, Mapping[str, Any]]
+_M = TypeVar("_M", bound=Mapping[str, Any])
 
 
 
@@ -107,7 +108,7 @@ class Report:
         return {kind: sum(d.kind == kind for d in self.drift) for kind in KINDS}
 
 
-def erp_bound(milestones: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+def erp_bound(milestones: Iterable[_M]) -> dict[str, _M]:
     """The milestones reconciliation checks, by id (redeliveries collapse)."""
     return {m["milestone_id"]: m for m in milestones
             if m["type"] in ORDER_TYPES or (m["type"] == ADJUSTED and int(m.get("net_delta") or 0) != 0)}

@@ -81,9 +81,9 @@ def process_record(engine: Engine, raw: bytes) -> list[Output]:
     from app.codec import decode_input
 
     d = decode_input(raw)
-    if d.__class__ is str:
-        return engine.reject(raw, d)  # type: ignore[arg-type]
-    return engine.process_event(d, raw)  # type: ignore[arg-type]
+    if isinstance(d, str):
+        return engine.reject(raw, d)
+    return engine.process_event(d, raw)
 
 
 class PartitionedReplay:
@@ -104,7 +104,7 @@ class PartitionedReplay:
         routed: list[Output] = []
         for o in outputs:
             if o.__class__ is StockForward:
-                routed.extend(self.stage.forward(partition, self._offsets[partition], o.event, o.watermark))  # type: ignore[union-attr]
+                routed.extend(self.stage.forward(partition, self._offsets[partition], o.event, o.watermark))
             else:
                 routed.append(o)
         return routed
@@ -289,7 +289,7 @@ def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, count
             if item.__class__ is DeadLetter:
                 counts.dead_letters += 1
                 if dead is not None:
-                    dead.write(dead_letter_line(item))  # type: ignore[arg-type]
+                    dead.write(dead_letter_line(item))
             else:
                 counts.milestones += 1
                 write(dumps(item.to_dict(), option=_JSON_OPTS))  # type: ignore[union-attr]

@@ -40,12 +40,12 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -123,12 +123,29 @@ class Say:
             print(line, flush=True)
 
 
+class ProxyLine(Protocol):
+    """A request line of the ERP fault proxy's log (``ops/chaos/faultproxy.py``)."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def upstream_status(self) -> int | None: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+
+
 @dataclass
 class FaultLog:
     """What was injected, when, for how long."""
 
     counts: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     timeline: list[str] = field(default_factory=list)
 
 
@@ -522,7 +539,8 @@ class Chaos:
         if not running:
             return
         name = self.rng.choice(running)
-        pid = self.pool.workers[name].process.pid if self.pool.workers[name].process else "?"
+        process = self.pool.workers[name].process
+        pid = process.pid if process else "?"
         started = time.monotonic()
         self.say(f"(a) kill -9 worker {name} (pid {pid}){why}")
         self.killing.add(name)
@@ -553,7 +571,8 @@ class Chaos:
         name = self.rng.choice(running)
         session_s = load(self.cli_env()).kafka.session_timeout_s
         seconds = max(self.cfg.stall_s, session_s + 4)
-        pid = self.pool.workers[name].process.pid if self.pool.workers[name].process else "?"
+        process = self.pool.workers[name].process
+        pid = process.pid if process else "?"
         started = time.monotonic()
         self.say(f"(h) SIGSTOP worker {name} (pid {pid}) for {seconds:.0f} s (session timeout {session_s:g} s){why}")
         self.killing.add(name)
@@ -606,7 +625,7 @@ class Chaos:
     async def errors(self, combo_kill: bool, combo_stall: bool = False) -> None:
         """(d): 500s from the gateway, then 500s/hangs/lost answers from the ERP behind it."""
         cfg = self.cfg
-        steps: list[tuple[str, Callable[[], None], float, Callable[[Any], bool] | None]] = [
+        steps: list[tuple[str, Callable[[], None], float, Callable[[ProxyLine], bool] | None]] = [
             ("gateway answers 500 to everything", lambda: self.erp.gateway_template("500"), cfg.errors_s / 3, None),
             ("the ERP answers 500/502/503", lambda: self.erp.proxy_mode("error"), cfg.errors_s * 2 / 3, None),
             (f"the ERP hangs (no answer for {cfg.hold_s:.0f} s)",
@@ -643,8 +662,9 @@ class Chaos:
         await asyncio.to_thread(self.erp.proxy_mode, "pass")
         self.say("(d) the ERP answers normally again")
 
-    def proxy_lines(self) -> list[Any]:
-        return ops_module("chaos/faultproxy.py").read_log(self.erp.proxy_log)
+    def proxy_lines(self) -> list[ProxyLine]:
+        lines: list[ProxyLine] = ops_module("chaos/faultproxy.py").read_log(self.erp.proxy_log)
+        return lines
 
     async def scale(self) -> None:
         """(f) 2 -> 1 -> 2 (a fresh node) -> 1 -> 2, ``scale_step_s`` each, under load."""

@@ -90,8 +90,9 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 4.0, timeout_s: float
                 raise TimeoutError(f"{topic}: still reading after {timeout_s:.0f} s ({len(out)} records)")
             msgs = consumer.consume(5000, 0.5)
             for msg in msgs:
-                if msg.error() is None:
-                    out.append(Rec(msg.partition(), msg.offset(), msg.key(), msg.value() or b"", msg.timestamp()[1]))
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() is None and partition is not None and offset is not None:  # (always both, then)
+                    out.append(Rec(partition, offset, msg.key(), msg.value() or b"", msg.timestamp()[1]))
             if msgs:
                 last = time.monotonic()
     finally:
