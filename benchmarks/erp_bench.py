@@ -37,7 +37,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -72,6 +72,21 @@ DOCUMENTED = {"OrderAccepted": 3, "OrderPicked": 3.5, "OrderPacked": 2, "Shipmen
               "InventoryAdjusted": 5, "ReturnReceived": 5.5, "SyncException": 0}
 POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
                 "ReturnReceived")
+
+
+class AccessLine(Protocol):
+    """A request line of the gateway's access log (``ops/nginx/gateway.py``)."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def request_time_s(self) -> float: ...
 
 
 class Stack:
@@ -113,13 +128,14 @@ class Stack:
             **extra,
         }
 
-    def log_lines(self) -> list[Any]:
+    def log_lines(self) -> list[AccessLine]:
         """The access log once it has settled (nginx logs after answering)."""
         size = -1
         while self.access_log.exists() and size != self.access_log.stat().st_size:
             size = self.access_log.stat().st_size
             time.sleep(0.3)
-        return self.gateway_ops.read_access_log(self.access_log)
+        lines: list[AccessLine] = self.gateway_ops.read_access_log(self.access_log)
+        return lines
 
 
 async def create_orders(rest: TrytonRest, k: int, seed: int) -> list[dict[str, Any]]:
@@ -154,7 +170,7 @@ def _domain(uri: str) -> str:
         return ""
 
 
-def attribute(lines: list[Any]) -> dict[str, Any]:
+def attribute(lines: list[AccessLine]) -> dict[str, Any]:
     """Requests by milestone type from the gateway's access log lines (see the module docstring)."""
     per: Counter[str] = Counter()
     reads = waits = 0
@@ -335,7 +351,7 @@ def default_mix(orders: int) -> dict[str, Any]:
     parts: dict[bytes, list[bytes]] = {}
     for key, value in stream:
         parts.setdefault(key, []).append(value)
-    kinds = Counter(m["type"] for m in replay(parts.values()))
+    kinds = Counter(m["type"] for m in replay(list(parts.values())))
     return {"orders": orders, "events": len(stream), "milestones": dict(kinds)}
 
 

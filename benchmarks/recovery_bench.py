@@ -141,7 +141,8 @@ def count_keys(data_dir: Path) -> int:
     for path in sorted((data_dir / "v1" / "tables").glob("governance-state-*.db")):
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
         try:
-            total += sum(1 for k in db.keys() if not k.startswith(b"__faust"))  # noqa: SIM118 - a RocksDB handle, not a dict
+            # raw_mode: every key is bytes (rocksdict types keys as any of its value types)
+            total += sum(1 for k in db.keys() if isinstance(k, bytes) and not k.startswith(b"__faust"))  # noqa: SIM118 - a RocksDB handle
         finally:
             db.close()
     return total

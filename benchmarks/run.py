@@ -122,7 +122,8 @@ def fmt_value(f: dict[str, Any], v: float | None) -> str:
         return "–"
     if isinstance(v, float) and math.isinf(v):
         return "∞" if v > 0 else "-∞"
-    return f.get("fmt", "{:,.0f}").format(v)
+    fmt: str = f.get("fmt", "{:,.0f}")
+    return fmt.format(v)
 
 
 def fmt_target(t: dict[str, Any] | None, f: dict[str, Any]) -> str:
@@ -356,7 +357,7 @@ def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, c
 
 
 def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
-    parts = []
+    parts: list[tuple[str, float | None]] = []  # (run, peak MiB)
     for broker, sub in [("embedded", raw), *((b, raw[b]) for b in LABELS if b != "embedded" and raw.get(b))]:
         tag = "" if broker == "embedded" else f"{broker} "
         if sub.get("throughput"):
@@ -367,7 +368,7 @@ def rss_figure(raw: dict[str, Any]) -> dict[str, Any]:
         if sub.get("recovery"):
             parts += [(f"{tag}recovery", v) for v in sub["recovery"]["worker_vm_hwm_mib"]]
     values = [v for _, v in parts if v is not None]
-    by = {}
+    by: dict[str, float] = {}
     for k, v in parts:
         if v is not None:
             by[k] = max(by.get(k, 0), v)

@@ -291,7 +291,7 @@ def raw_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 300) 
                 if msg.error() is not None:
                     continue
                 try:
-                    loads(msg.value())
+                    loads(msg.value() or b"")
                 except decode_error:
                     pass
                 key = msg.key()
@@ -353,12 +353,17 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
         app_id = f"{tag}-tp{rep}"
         worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
-        spy = None
-        if profile is not None and rep == 0:
+        spy: subprocess.Popen[bytes] | None = None
+        if profile is not None and rep == 0 and worker.process is not None:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
                                     "-o", str(profile), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            children.add(lambda s=spy: s.poll() is None and s.terminate())
+
+            def stop_spy(s: subprocess.Popen[bytes] = spy) -> None:
+                if s.poll() is None:
+                    s.terminate()
+
+            children.add(stop_spy)
         done = wait_processed(worker, n, timeout_s=max(120, n / 50))
         rate, secs, counted = done["events_per_s"], done["seconds"], done["counted"]
         worker_rates.append(rate)
@@ -470,8 +475,8 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
             unmatched += 1
             continue
         at = max(times)
-        ts = got.get(m["milestone_id"])
-        samples.append((at, (ts - at * 1000) if ts is not None else float("inf"), m["type"]))
+        got_ms = got.get(m["milestone_id"])
+        samples.append((at, (got_ms - at * 1000) if got_ms is not None else float("inf"), m["type"]))
     usable = [x for x in samples if x[0] >= t0 + warmup_s]
     t_end = max(sent_at.values())
     span = (t_end - (t0 + warmup_s)) / windows
