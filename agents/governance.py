@@ -70,8 +70,7 @@ async def own_partitions(stream: AsyncIterable[bytes]) -> None:
         pass
 
 
-# mode types a receiver as taking any number of positional arguments; this signal sends one
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's handler type wants *args; this signal sends one
 async def _revoked(sender: object, revoked: set[TP], **_: object) -> None:
     """Each stage finishes its batch in flight, then drops the revoked partitions."""
     partitions = {tp.partition for tp in revoked if tp.topic == _OWNERSHIP_TOPIC}
