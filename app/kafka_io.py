@@ -113,7 +113,7 @@ def ensure_topics(
     unreachable broker is retried for ``wait_s`` (a line per attempt through ``say``), then
     :class:`KafkaUnavailable`. Returns the names created."""
     # log_level 0: our own lines, not librdkafka's
-    admin = AdminClient({**client_config(bootstrap, kafka), "log_level": 0})  # type: ignore[dict-item]  # stub: scalars only, no logger
+    admin = AdminClient({**client_config(bootstrap, kafka), "log_level": 0})  # type: ignore[dict-item]  # stub omits the logger
     counts = _partition_counts(admin, bootstrap, wait_s, say)
     new = [NewTopic(x.name, partitions, replication_factor, config=dict(x.config)) for x in specs if x.name not in counts]
     created = []
