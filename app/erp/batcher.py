@@ -90,7 +90,7 @@ class Batcher:
         *,
         window_s: float = 0.01,
         max_items: int = 100,
-        first_items: int = 20,
+        first_items: int = 50,
         target_s: float = 3.0,
         splittable: Callable[[BaseException], bool] = lambda exc: False,
         before_send: Callable[[], None] | None = None,

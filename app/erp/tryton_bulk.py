@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import urllib.parse
@@ -54,6 +55,29 @@ _TRANSIENT_WORDS = ("database is locked", "OperationalError", "could not seriali
                     "DatabaseTimeoutError")
 
 
+#: Tryton warnings (dialogs for a person) a button raises per record, by (model, button). REST
+#: calls skip them with ``_skip_warnings``; JSON-RPC drops ``_`` keys from the context, so a
+#: bulk call answers them the way Tryton's own client does: a ``res.user.warning`` per record,
+#: created before the call (one request for the batch; Tryton consumes each when it checks it).
+PREDICTED_WARNINGS = {
+    ("stock.shipment.out", "pack"): ("no_carrier",),
+    ("stock.shipment.out", "do"): ("no_carrier",),
+}
+
+
+def warning_name(model: str, record_id: int, name: str) -> str:
+    """``res.user.warning.format(name, [record])`` of Tryton 8.2 for a stored record."""
+    return f"{hashlib.md5(f'{model},{record_id}'.encode()).hexdigest()}.{name}"
+
+
+class RpcWarning(TransientErpError):
+    """Tryton stopped the call at a warning (``name``) meant for a person: nothing committed."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(None, None, detail)
+        self.name = name
+
+
 class RpcRefused(PermanentErpError):
     """Tryton answered the JSON-RPC call with an error and rolled it back: nothing changed.
     Splittable: in a batch, one record is at fault."""
@@ -66,6 +90,7 @@ class TrytonRpc:
         self.client, self.database, self.login, self._password = client, database, login, password
         client.add_secret(password)
         self._auth: dict[str, str] | None = None
+        self.user_id: int | None = None
         self._lock = asyncio.Lock()
         self._seq = 0
 
@@ -84,6 +109,7 @@ class TrytonRpc:
                     raise PermanentErpError(answer.get("status", 200), self.client.scrub(
                         f"Tryton JSON-RPC login of {self.login!r} refused: {str(answer)[:300]}"))
                 user_id, token = result[0], str(result[1])
+                self.user_id = int(user_id)
                 self.client.add_secret(token)
                 raw = base64.b64encode(f"{self.login}:{user_id}:{token}".encode()).decode()
                 self._auth = {"Authorization": f"Session {raw}"}
@@ -136,6 +162,8 @@ class TrytonRpc:
     def _error(self, method: str, error: Any) -> ErpError:
         kind, words = self._words(error)
         detail = self.client.scrub(f"POST {self.path} {method}: {kind}: {words}")
+        if kind == "UserWarning" and isinstance(error, (list, tuple)) and len(error) > 1 and error[1]:
+            return RpcWarning(str(error[1][0]), detail)
         if kind in _TRANSIENT_KINDS or any(w in words for w in _TRANSIENT_WORDS):
             return TransientErpError(None, None, detail)  # rolled back: not an unknown outcome
         return RpcRefused(400, detail)
@@ -169,6 +197,7 @@ class TrytonOps:
     def __init__(self, rest: Any, rpc: TrytonRpc | None, *, max_items: int = 100, target_s: float = 3.0,
                  window_s: float = 0.01) -> None:
         self.rest, self.rpc = rest, rpc
+        self._answered: set[str] = set()  # warnings answered 'always' by this adapter
         client: ErpHttpClient | None = getattr(rest, "client", None)
         self.batcher = Batcher(client, self._execute,  # type: ignore[arg-type] max_items=max_items, target_s=target_s, window_s=window_s,
                                splittable=lambda exc: isinstance(exc, RpcRefused),
@@ -240,7 +269,23 @@ class TrytonOps:
         if op == "button":
             _, model, name = group
             ids = list(dict.fromkeys(int(i) for i in payloads))
-            await self.rpc.call(f"model.{model}.{name}", [ids, context], len(ids), acquired=True)
+            acquired = True
+            names = [warning_name(model, i, w) for i in ids for w in PREDICTED_WARNINGS.get((model, name), ())]
+            names = [n for n in names if n not in self._answered]
+            if names:
+                await self._skip_warnings(names, acquired=True, always=True)
+                acquired = False
+            for attempt in range(4):
+                try:
+                    await self.rpc.call(f"model.{model}.{name}", [ids, context], len(ids), acquired=acquired)
+                    break
+                except RpcWarning as warning:
+                    if attempt == 3:
+                        raise RpcRefused(400, warning.detail) from None  # bisect: the record stands alone
+                    log.info("Tryton warning %s on %s.%s of %d records: answered, call repeated",
+                             warning.name, model, name, len(ids))
+                    await self._skip_warnings([warning.name], acquired=False)
+                    acquired = False
             return [None] * len(payloads)
         if op == "write":
             _, model = group
@@ -260,6 +305,19 @@ class TrytonOps:
                 return [error] * len(payloads)
             return ids
         raise ValueError(f"unknown ERP batch group {group!r}")
+
+    async def _skip_warnings(self, names: list[str], *, acquired: bool, always: bool = False) -> None:
+        """Answer Tryton warnings ahead, as its client does when a person confirms them
+        (``always``: for every later check too: pack and do ask the same no-carrier question
+        of one shipment, so one answer serves both)."""
+        assert self.rpc is not None and self.rpc.user_id is not None
+        await self.rpc.call("model.res.user.warning.create",
+                            [[{"user": self.rpc.user_id, "name": n, "always": always} for n in names], {}],
+                            len(names), acquired=acquired)
+        if always:
+            self._answered.update(names)
+            if len(self._answered) > 100_000:
+                self._answered.clear()
 
     async def _read(self, group: tuple[Any, ...], values: list[Any]) -> list[Any]:
         _, model, key_field, fields, extra_json = group
