@@ -105,6 +105,10 @@ class ErpHttpClient:
             self._session = None
 
     @property
+    def throttle_statuses(self) -> frozenset[int]:
+        return self._throttle
+
+    @property
     def before_send(self) -> Callable[[], None] | None:
         return self._before_send
 
