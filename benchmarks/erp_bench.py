@@ -504,7 +504,7 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
 
     per_events = []
     mix = default_mix(mix_orders)
-    for run, d in zip(runs, drains):
+    for run, d in zip(runs, drains, strict=True):
         cls = run["requests_by_class"]
         r_order = (cls.get("order", 0) + cls.get("overhead", 0)) / max(1, posted(run, order_kinds))
         r_return = cls.get("return", 0) / max(1, posted(run, ("ReturnReceived",)))

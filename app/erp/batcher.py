@@ -155,7 +155,7 @@ class Batcher:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if not self._pending():
                         return  # idle: the next call starts a new flusher
                 continue
@@ -184,7 +184,7 @@ class Batcher:
             if self.before_send is not None:
                 try:
                     item.context.run(self.before_send)
-                except BaseException as exc:  # noqa: BLE001 - the fence's answer is the item's outcome
+                except BaseException as exc:  # the fence's answer is the item's outcome
                     item.future.set_exception(exc)
                     continue
             out.append(item)
@@ -206,7 +206,7 @@ class Batcher:
                 if not item.future.done():
                     item.future.cancel()
             raise
-        except BaseException as exc:  # noqa: BLE001 - the request's outcome goes to its items
+        except BaseException as exc:  # the request's outcome goes to its items
             self._count(kind, len(items))
             if len(items) > 1 and self.splittable(exc):
                 self.stats.splits += 1
@@ -223,12 +223,12 @@ class Batcher:
         self._count(kind, len(items))
         self._pace.setdefault(kind, _Pace()).observe(self.clock() - started, len(items))
         if len(outcomes) != len(items):
-            exc = RuntimeError(f"ERP batch {kind}: {len(outcomes)} outcomes for {len(items)} items")
+            mismatch = RuntimeError(f"ERP batch {kind}: {len(outcomes)} outcomes for {len(items)} items")
             for item in items:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(mismatch)
             return
-        for item, outcome in zip(items, outcomes):
+        for item, outcome in zip(items, outcomes, strict=True):
             if item.future.done():
                 continue
             if isinstance(outcome, BaseException):

@@ -166,9 +166,9 @@ class HttpAdapter:
     async def post(self, milestone: dict[str, Any]) -> PostResult:
         kind = str(milestone.get("type"))
         if kind != "SyncException" and kind in self.bulk:
-            route = self.bulk[kind]
-            path = route.render(milestone)
-            return await self.batcher.call((route.method, path), milestone)
+            bulk_route = self.bulk[kind]
+            result: PostResult = await self.batcher.call((bulk_route.method, bulk_route.render(milestone)), milestone)
+            return result
         route = self.posts.get(kind)
         if kind == "SyncException" or route is None:
             return PostResult("skipped", "")
@@ -205,7 +205,7 @@ class HttpAdapter:
             raise PermanentErpError(answer.status, f"{where}: bulk answer is not a list of results: {str(body)[:300]}")
         by_id = {str(r.get("milestone_id")): r for r in results if isinstance(r, dict) and r.get("milestone_id")}
         out: list[Any] = []
-        for i, m in enumerate(milestones):
+        for i in range(len(milestones)):
             result = by_id.get(ids[i]) or (results[i] if i < len(results) and not by_id else None)
             out.append(self._item_outcome(where, ids[i], result))
         return out

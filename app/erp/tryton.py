@@ -248,8 +248,8 @@ class TrytonAdapter:
         handler = self._posts.get(str(kind))
         if handler is None:
             raise PermanentErpError(None, f"no Tryton mapping for milestone type {kind!r}")
-        order_id = milestone.get("order_id")
-        known = order_id is not None and order_id in self._known
+        order_id = str(milestone.get("order_id") or "")
+        known = bool(order_id) and order_id in self._known
         try:
             return await handler(milestone)
         except (KeyError, TypeError, ValueError) as exc:

@@ -199,7 +199,8 @@ class TrytonOps:
         self.rest, self.rpc = rest, rpc
         self._answered: set[str] = set()  # warnings answered 'always' by this adapter
         client: ErpHttpClient | None = getattr(rest, "client", None)
-        self.batcher = Batcher(client, self._execute,  # type: ignore[arg-type] max_items=max_items, target_s=target_s, window_s=window_s,
+        self.batcher = Batcher(client, self._execute,  # type: ignore[arg-type]  # None: a unit test without calls
+                               max_items=max_items, target_s=target_s, window_s=window_s,
                                splittable=lambda exc: isinstance(exc, RpcRefused),
                                before_send=getattr(client, "before_send", None))
 
@@ -218,7 +219,8 @@ class TrytonOps:
         fields = tuple(dict.fromkeys((key_field, *fields)))
         await self.rest.context()  # cached: never fetched while the batcher holds a slot
         group = ("read", model, key_field, fields, json.dumps(list(extra), default=str))
-        return await self.batcher.call(group, value)
+        found: list[dict[str, Any]] = await self.batcher.call(group, value)
+        return found
 
     async def read_one(self, model: str, key_field: str, value: Any, fields: Iterable[str],
                        extra: Sequence[Any] = ()) -> dict[str, Any] | None:
@@ -252,7 +254,8 @@ class TrytonOps:
     async def create(self, model: str, values: dict[str, Any], fields: Iterable[str] = ()) -> dict[str, Any]:
         """A new record: REST answers it with ``fields``; JSON-RPC with its id (state draft)."""
         if self.rpc is None:
-            return await self.rest.create(model, values, fields)
+            created: dict[str, Any] = await self.rest.create(model, values, fields)
+            return created
         await self._ready()
         record_id = await self.batcher.call(("create", model), values)
         return {"id": int(record_id), "state": "draft"}

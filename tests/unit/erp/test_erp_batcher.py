@@ -130,7 +130,7 @@ async def test_order_within_a_document_is_kept_while_documents_share_requests() 
 
     await asyncio.gather(*(document(d) for d in range(20)))
     seen: dict[int, list[str]] = {}
-    for group, payloads in rec.batches:
+    for _, payloads in rec.batches:
         docs = [d for d, _ in payloads]
         assert len(docs) == len(set(docs)), "a document never has two calls in one request"
         for d, step in payloads:
