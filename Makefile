@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-unit demo bench bench-quick chaos clean
+.PHONY: install system-deps test test-unit demo bench bench-quick bench-erp chaos clean
 
 install: $(STAMP)
 
@@ -36,6 +36,14 @@ bench: install system-deps
 
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
+
+# ERP capacity (issue #16) against real Tryton behind nginx at 10 r/s burst 5: orders and
+# warehouse events per ERP request, 429s, backlog drain vs the quota's floor ->
+# benchmarks/results/erp.json. Options: make bench-erp ERP_BENCH_ARGS="--orders 200 --drain 10000"
+ERP_BENCH_ARGS ?= --orders 120 --drain 1000 --reps 2
+bench-erp: install system-deps
+	$(BIN)/python -m benchmarks.erp_bench --capacity --rate 10 --burst 5 --mix-orders 1000 \
+		--out benchmarks/results/erp.json $(ERP_BENCH_ARGS)
 
 # The whole pipeline under faults (kill -9, ERP outage, 429 storm, 500s/timeouts, poison
 # records, scaling, an old Avro writer schema); prints the verifier's table and fails on any

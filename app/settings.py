@@ -400,7 +400,16 @@ class ErpSettings:
         "HTTP statuses that mean 'throttled' (e.g. `429,400` for NetSuite-style)")
     http_routes: str = setting(
         "ERP_HTTP_ROUTES", "", _http_routes,
-        'generic adapter (required with it): JSON map milestone type -> "METHOD /path/{field}"')
+        'generic adapter (required with it): JSON map milestone type -> "METHOD /path/{field}"; '
+        '`"bulk:<type>"` routes turn bulk mode on for that type')
+    rpc_login: str = setting("ERP_RPC_LOGIN", "", _text,
+                             "Tryton user for JSON-RPC bulk writes (one request per step for many documents); "
+                             "empty: writes one by one over REST (reads are batched either way)")
+    rpc_password: Secret = setting("ERP_RPC_PASSWORD", "", _text,  # noqa: RUF009 - setting() is field()
+                                   "its password (secret; or `ERP_RPC_PASSWORD_FILE`)", secret=True)
+    batch_max: int = setting("ERP_BATCH_MAX", "100", _positive(_int),
+                             "most items in one batched ERP request (also cut at a third of `ERP_TIMEOUT_S` "
+                             "of the ERP's measured time per item)")
     http_auth_header: str = setting("ERP_HTTP_AUTH_HEADER", "Authorization", _text,
                                     "generic adapter: header that carries the key")
     http_auth_scheme: str = setting("ERP_HTTP_AUTH_SCHEME", "Bearer", _text,

@@ -125,6 +125,9 @@ class Stack:
             "ERP_RATE_PER_S": str(self.rate),
             "ERP_BURST": str(self.burst),
             "ERP_TIMEOUT_S": "30",
+            # JSON-RPC bulk writes (issue #16): the template database's admin user
+            "ERP_RPC_LOGIN": "admin",
+            "ERP_RPC_PASSWORD": "admin",
             **extra,
         }
 
@@ -398,6 +401,12 @@ def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) ->
     worker.stop()
     lines = stack.log_lines()[before:]
     statuses = Counter(line.status for line in lines)
+    # The drain proper starts at its first ERP call for a milestone: the worker's start-up
+    # requests (login, preferences) come before the takeover wait (ERP_TIMEOUT_S after the
+    # assignment, a safety rule: docs/erp.md "Takeover") and are not part of the drain.
+    work = [i for i, line in enumerate(lines) if "stock.shipment.internal" in line.uri]
+    if work:
+        lines = lines[work[0]:]
     first, last = lines[0], lines[-1]
     took = last.ts - (first.ts - first.request_time_s)
     floor = max(0, len(lines) - stack.burst) / stack.rate
@@ -440,6 +449,120 @@ def run_all(bootstrap: str, children: Children, *, orders: int, drain_n: int, re
     return out
 
 
+# -- issue #16: capacity figures (make bench-erp) ------------------------------------------------
+
+TARGETS = {"orders_per_request": (">=", 2.0), "events_per_request": (">=", 100.0), "quota_violations": ("<=", 0),
+           "drain_vs_floor": ("<=", 1.1)}
+
+
+def request_class(line: Any) -> str:
+    """What a gateway request was for: source, order, return, inventory or overhead (login,
+    preferences). JSON-RPC requests name their method in ``?m=``; REST ones their model."""
+    uri = line.uri
+    if "/rpc/" in uri:
+        m = re.search(r"[?&]m=([^&]+)", uri)
+        method = m.group(1) if m else ""
+        if method.startswith("common.db.login"):
+            return "overhead"
+        model = method[len("model."):].rsplit(".", 1)[0] if method.startswith("model.") else ""
+    else:
+        m = _MODEL.match(uri)
+        model = m.group(1) if m else ""
+        if model == "stock.shipment.out" and line.method == "GET" and "write_date" in _domain(uri):
+            return "source"
+    if model.startswith("stock.shipment.out.return"):
+        return "return"
+    if model in ("stock.shipment.internal", "product.product", "stock.location", "stock.move"):
+        return "inventory"
+    if model in ("stock.shipment.out", "ir.note", "res.user.warning"):
+        return "order"
+    return "overhead"
+
+
+def verdict(name: str, value: float) -> str:
+    op, target = TARGETS[name]
+    ok = value >= target if op == ">=" else value <= target
+    return "PASS" if ok else "FAIL"
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"runs": [round(v, 3) for v in values], "min": round(min(values), 3), "max": round(max(values), 3),
+            "median": round(sorted(values)[len(values) // 2], 3)}
+
+
+def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, reps: int, rate: float, burst: int,
+             mix_orders: int, tag: str) -> dict[str, Any]:
+    """The four figures of issue #16 against real Tryton behind nginx, ``reps`` runs each."""
+    stack = Stack(children, fresh_dir(f"{tag}-erp"), rate, burst)
+    runs, drains = [], []
+    for rep in range(reps):
+        time.sleep(max(1.0, (burst + 1) / rate))
+        before = len(stack.log_lines())
+        e2e = end_to_end(bootstrap, children, stack, orders, f"{tag}-{rep}")
+        lines = stack.log_lines()[before:]
+        by_class = Counter(request_class(line) for line in lines)
+        sink_requests = len(lines) - by_class["source"]
+        e2e["requests_by_class"] = dict(by_class)
+        e2e["sink_requests"] = sink_requests
+        e2e["orders_per_request"] = e2e["shipments_done"] / max(1, sink_requests)
+        e2e["orders_per_request_incl_source"] = e2e["shipments_done"] / max(1, len(lines))
+        runs.append(e2e)
+        log(f"erp capacity e2e {rep + 1}/{reps}: {e2e['shipments_done']}/{orders} done with {sink_requests} sink "
+            f"requests ({e2e['orders_per_request']:.2f} orders/request), {e2e['throttled_429']} x 429, {dict(by_class)}")
+    for rep in range(reps):
+        d = drain(bootstrap, children, stack, drain_n, f"{tag}-d{rep}")
+        lines_busy = d["mean_request_time_s"] * d["requests"]
+        d["erp_busy_s"] = round(lines_busy, 1)
+        drains.append(d)
+        log(f"erp capacity drain {rep + 1}/{reps}: {drain_n} milestones, {d['requests']} requests in "
+            f"{d['drain_s']:.1f}s (floor {d['floor_at_quota_s']:.1f}s, x{d['ratio_to_floor']:.2f}), "
+            f"{d['throttled_429']} x 429, ERP busy {lines_busy:.0f}s")
+    # Requests per milestone of each class, from the runs: order milestones (accepted, picked,
+    # packed, confirmed) and returns from the end-to-end runs, InventoryAdjusted from the drains.
+    order_kinds = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed")
+
+    def posted(run: dict[str, Any], kinds: tuple[str, ...]) -> float:
+        return sum(run["sink_outcomes"].get(k, {}).get(o, 0) for k in kinds for o in ("posted", "already_done"))
+
+    per_events = []
+    mix = default_mix(mix_orders)
+    for run, d in zip(runs, drains, strict=True):
+        cls = run["requests_by_class"]
+        r_order = (cls.get("order", 0) + cls.get("overhead", 0)) / max(1, posted(run, order_kinds))
+        r_return = cls.get("return", 0) / max(1, posted(run, ("ReturnReceived",)))
+        r_inv = d["requests"] / max(1, d["milestones"])
+        cost = {**{k: r_order for k in order_kinds}, "ReturnReceived": r_return, "InventoryAdjusted": r_inv,
+                "SyncException": 0.0}
+        calls = sum(n * cost.get(k, r_order) for k, n in mix["milestones"].items())
+        run["requests_per_milestone_class"] = {"order": round(r_order, 4), "return": round(r_return, 4),
+                                               "inventory_adjusted": round(r_inv, 4)}
+        per_events.append(mix["events"] / calls if calls else float("inf"))
+    opr = [r["orders_per_request"] for r in runs]
+    violations = [r["throttled_429"] for r in runs] + [d["throttled_429"] for d in drains]
+    ratios = [d["ratio_to_floor"] for d in drains]
+    figures = {
+        "orders_per_request": {"value": round(sorted(opr)[0], 3), "spread": spread(opr),
+                               "how": "shipments taken from released (waiting) to done / ERP requests the sink made "
+                                      "(gateway access log, source polls excluded), worst run"},
+        "events_per_request": {"value": round(sorted(per_events)[0], 2), "spread": spread(per_events),
+                               "how": f"default mix ({mix['events']} events, {mix_orders} orders, 4 warehouses) / "
+                                      "sum over milestone types of (milestones x requests per milestone measured: "
+                                      "order types and returns in the end-to-end runs, InventoryAdjusted in the "
+                                      "drains), worst run"},
+        "quota_violations": {"value": int(sum(violations)), "spread": spread([float(v) for v in violations]),
+                             "how": "429s answered by the gateway over every run (end-to-end and drains)"},
+        "drain_vs_floor": {"value": round(sorted(ratios)[-1], 3), "spread": spread(ratios),
+                           "how": f"backlog of {drain_n} InventoryAdjusted milestones (10,000 asked; smaller here, "
+                                  "see note): first to last gateway request / ((requests - burst) / rate), worst run"},
+    }
+    for name, fig in figures.items():
+        fig["target"] = f"{TARGETS[name][0]} {TARGETS[name][1]}"
+        fig["verdict"] = verdict(name, fig["value"])
+    return {"figures": figures, "gateway_rate_per_s": rate, "gateway_burst": burst, "orders": orders,
+            "drain_milestones": drain_n, "reps": reps, "end_to_end": runs, "drain": drains,
+            "default_mix": mix}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ERP calls per event, quota violations, backlog drain")
     parser.add_argument("--orders", type=int, default=12, help="orders in the end-to-end run")
@@ -448,8 +571,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--mix-orders", type=int, default=1000)
+    parser.add_argument("--capacity", action="store_true", help="issue #16 figures (make bench-erp)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine()}
+    if args.capacity:
+        with Children() as children:
+            bootstrap = children.broker().bootstrap
+            out["erp_capacity"] = capacity(bootstrap, children, orders=args.orders, drain_n=args.drain,
+                                           reps=args.reps, rate=args.rate, burst=args.burst,
+                                           mix_orders=args.mix_orders, tag=f"ec{int(time.time())}")
+        figures = out["erp_capacity"]["figures"]
+        out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
+                    for name, f in figures.items()})
+        text = json.dumps(out, indent=2, default=str)
+        if args.out:
+            args.out.write_text(text + "\n")
+        print(text)
+        for name, f in figures.items():
+            print(f"{name}: {f['value']} (target {f['target']}) {f['verdict']}  spread {f['spread']}", file=sys.stderr)
+        return 0
     with Children() as children:
         bootstrap = children.broker().bootstrap
         out["erp"] = run_all(bootstrap, children, orders=args.orders, drain_n=args.drain, reps=args.reps,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -20,17 +21,37 @@ from app.erp.tryton import TrytonAdapter
 from app.settings import ErpSettings
 
 
+@dataclass(frozen=True)
+class BulkSettings:
+    """The batching settings (``ERP_RPC_LOGIN``, ``ERP_RPC_PASSWORD``, ``ERP_BATCH_MAX``, from
+    ``app.settings.ErpSettings``): a Tryton user for JSON-RPC bulk writes (empty: Tryton
+    writes go one by one over REST; reads are batched either way), and the most items in
+    one ERP request (the batch is also cut at a third of ``ERP_TIMEOUT_S`` worth of the
+    ERP's measured time per item)."""
+
+    rpc_login: str = ""
+    rpc_password: str = ""
+    batch_max: int = 100
+
+    @classmethod
+    def of(cls, erp: ErpSettings) -> BulkSettings:
+        return cls(erp.rpc_login, erp.rpc_password.value, erp.batch_max)
+
+
 def make_port(
-    erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None
+    erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None,
+    bulk: BulkSettings | None = None,
 ) -> ErpPort:
     """The adapter ``ERP_ADAPTER`` names, configured from ``Settings.erp`` (``before_send``:
-    see ``ErpHttpClient``)."""
+    see ``ErpHttpClient``; ``bulk``: ``BulkSettings.of(erp)`` when not given)."""
+    bulk = bulk if bulk is not None else BulkSettings.of(erp)
     if erp.adapter == "tryton":
-        return TrytonAdapter.from_settings(erp, session=session, before_send=before_send)
-    return HttpAdapter.from_settings(erp, session=session, before_send=before_send)
+        return TrytonAdapter.from_settings(erp, session=session, before_send=before_send, rpc_login=bulk.rpc_login,
+                                           rpc_password=bulk.rpc_password, max_batch=bulk.batch_max)
+    return HttpAdapter.from_settings(erp, session=session, before_send=before_send, max_batch=bulk.batch_max)
 
 
 __all__ = [
-    "DocumentState", "ErpError", "ErpPort", "HttpAdapter", "NotReadyErpError", "PermanentErpError", "PostResult",
+    "BulkSettings", "DocumentState", "ErpError", "ErpPort", "HttpAdapter", "NotReadyErpError", "PermanentErpError", "PostResult",
     "TransientErpError", "TrytonAdapter", "make_port", "post_with_retry",
 ]

@@ -73,18 +73,28 @@ class ErpHttpClient:
         clock: Callable[[], float] = time.monotonic,
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
+        cold_start: bool = True,
     ) -> None:
         """``before_send`` runs once the rate limit lets a request go, right before it is
-        sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`)."""
+        sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`).
+
+        ``cold_start``: the bucket starts empty, not full. A fresh client (a restarted worker,
+        a second process of the same key) cannot know what the gateway still counts from the
+        requests just before it, so its first burst could be answered 429; an empty bucket
+        fills at the rate, and the first ``burst`` requests go out paced over burst/rate
+        seconds (0.5 s at 10/s with burst 5)."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
         self.limiter = AdaptiveLimiter(policy, clock())
+        if cold_start:
+            self.limiter.tokens = 0.0
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
         self._throttle = frozenset(throttle_statuses)
         self._auth = dict([auth_header]) if auth_header else {}
         self._secret = secret
+        self._more_secrets: set[str] = set()
         self._session = session
         self._own_session = session is None
         self._released = asyncio.Event()
@@ -94,11 +104,37 @@ class ErpHttpClient:
             await self._session.close()
             self._session = None
 
+    @property
+    def throttle_statuses(self) -> frozenset[int]:
+        return self._throttle
+
+    @property
+    def before_send(self) -> Callable[[], None] | None:
+        return self._before_send
+
+    def add_secret(self, secret: str) -> None:
+        """Another value never to show in a detail (a password, a session token)."""
+        if secret:
+            self._more_secrets.add(secret)
+
     def scrub(self, text: str) -> str:
         """``text`` without the key, cut to a loggable length."""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
+        for secret in (self._secret, *self._more_secrets):
+            if secret and secret in text:
+                text = text.replace(secret, "***")
         return text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…"
+
+    async def acquire(self) -> None:
+        """Wait for a rate token and an in-flight slot; the caller must then ``send(...,
+        acquired=True)`` exactly once, or ``release_unsent()``. The coalescing batcher takes
+        its slot first and only then decides what goes into the request, so the calls made
+        while it waited join it."""
+        await self._acquire()
+
+    def release_unsent(self) -> None:
+        """A slot from ``acquire`` that will not be used (nothing left to send)."""
+        self.limiter.cancel(self._clock())
+        self._notify()
 
     async def _acquire(self) -> None:
         while True:
@@ -123,16 +159,23 @@ class ErpHttpClient:
         params: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        acquired: bool = False,
+        auth: Mapping[str, str] | None = None,
     ) -> HttpAnswer:
-        """Send one request; return the 2xx answer or raise a classified ERP error."""
+        """Send one request; return the 2xx answer or raise a classified ERP error.
+
+        ``acquired``: the caller already holds a slot from ``acquire()`` and has run its own
+        fences (the batcher, per item); ``before_send`` is not run again. ``auth``: headers
+        that replace the configured auth header (Tryton's JSON-RPC session)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        all_headers = {"Accept": "application/json", **(headers or {}), **self._auth}
+        all_headers = {"Accept": "application/json", **(headers or {}), **(self._auth if auth is None else auth)}
         if body is not None:
             all_headers.setdefault("Content-Type", "application/json")
         where = f"{method} {path}"
-        await self._acquire()
-        if self._before_send is not None:
+        if not acquired:
+            await self._acquire()
+        if self._before_send is not None and not acquired:
             try:
                 self._before_send()
             except BaseException:

@@ -13,9 +13,25 @@ answer means the ERP already has it (``already_done``); a 425 (Too Early)
 means the document is not ready for this milestone yet (deferred, see
 ``NotReadyErpError``). Types without a route, and ``SyncException``, are
 ``skipped``.
+
+**Bulk mode.** A ``"bulk:<type>"`` route (e.g. ``"bulk:OrderPicked": "POST /bulk/picked"``)
+sends that type's milestones in batches through the coalescing batcher
+(``app.erp.batcher``): one request whose body is a JSON array of milestones (each carries
+its ``milestone_id``: the per-item idempotency key; the request's ``Idempotency-Key`` is a
+digest of the ids in it), answered by a JSON array (or ``{"results": [...]}``) of per-item
+results in the same order, each ``{"status": <http status>, "id": ..., "error": ...}``. Each
+item's status is mapped like a single post's (2xx posted, 409 already done, 425 deferred, a
+throttle status or 5xx transient, other 4xx permanent with that item's ``error``). A whole
+request refused with 400/413/422 is bisected until the item at fault stands alone, so one
+bad item never fails its neighbours; an item the answer does not mention is an unknown
+outcome (retried after ``ERP_TIMEOUT_S``, where the ERP's idempotency answers it). Bulk
+types are not read first (the per-item idempotency key is the ERP's duplicate check).
+This is the shape to put in front of OData ``$batch``, Dataverse ``ExecuteMultiple`` or
+NetSuite list operations (a gateway maps it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 import urllib.parse
@@ -27,12 +43,16 @@ import aiohttp
 import orjson
 
 from app.core.ratelimit import RatePolicy
+from app.erp.batcher import Batcher
 from app.erp.client import ErpHttpClient, HttpAnswer
-from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult
+from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
 from app.settings import ErpSettings
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 READ_PREFIX = "read:"
+BULK_PREFIX = "bulk:"
+#: Whole-request refusals of a bulk body that one item can cause (bisected).
+SPLITTABLE_STATUSES = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -70,20 +90,34 @@ def parse_routes(raw: str) -> tuple[dict[str, Route], dict[str, Route]]:
         raise ValueError('ERP_HTTP_ROUTES must be a JSON object of strings, e.g. {"OrderPicked": "POST /orders/{order_id}/picked"}')
     posts, reads = {}, {}
     for key, spec in table.items():
-        if key.startswith(READ_PREFIX):
+        if key.startswith(BULK_PREFIX):
+            Route.parse(spec)  # validated; see parse_bulk_routes
+        elif key.startswith(READ_PREFIX):
             reads[key[len(READ_PREFIX):]] = Route.parse(spec)
         else:
             posts[key] = Route.parse(spec)
     return posts, reads
 
 
+def parse_bulk_routes(raw: str) -> dict[str, Route]:
+    """The ``"bulk:<type>"`` routes of ``ERP_HTTP_ROUTES`` by milestone type."""
+    table = json.loads(raw) if raw else {}
+    return {k[len(BULK_PREFIX):]: Route.parse(v) for k, v in table.items() if k.startswith(BULK_PREFIX)}
+
+
 class HttpAdapter:
     """``ErpPort`` for any ERP with a JSON API (SAP, NetSuite, Dynamics behind a gateway)."""
 
-    def __init__(self, client: ErpHttpClient, posts: Mapping[str, Route], reads: Mapping[str, Route]) -> None:
+    def __init__(self, client: ErpHttpClient, posts: Mapping[str, Route], reads: Mapping[str, Route],
+                 bulk: Mapping[str, Route] | None = None, *, max_batch: int = 100, target_s: float = 3.0) -> None:
         self.client = client
         self.posts = dict(posts)
         self.reads = dict(reads)
+        self.bulk = dict(bulk or {})
+        self.batcher = Batcher(client, self._execute_bulk, max_items=max_batch, target_s=target_s,
+                               splittable=lambda exc: isinstance(exc, PermanentErpError)
+                               and exc.status in SPLITTABLE_STATUSES,
+                               before_send=client.before_send)
 
     @classmethod
     def from_settings(
@@ -92,8 +126,10 @@ class HttpAdapter:
         *,
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
+        max_batch: int = 100,
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
+        bulk = parse_bulk_routes(erp.http_routes) if erp.http_routes else {}
         key = erp.api_key.value
         client = ErpHttpClient(
             erp.base_url,
@@ -105,9 +141,10 @@ class HttpAdapter:
             session=session,
             before_send=before_send,
         )
-        return cls(client, posts, reads)
+        return cls(client, posts, reads, bulk, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
 
     async def close(self) -> None:
+        await self.batcher.close()
         await self.client.close()
 
     async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
@@ -128,6 +165,10 @@ class HttpAdapter:
 
     async def post(self, milestone: dict[str, Any]) -> PostResult:
         kind = str(milestone.get("type"))
+        if kind != "SyncException" and kind in self.bulk:
+            bulk_route = self.bulk[kind]
+            result: PostResult = await self.batcher.call((bulk_route.method, bulk_route.render(milestone)), milestone)
+            return result
         route = self.posts.get(kind)
         if kind == "SyncException" or route is None:
             return PostResult("skipped", "")
@@ -149,6 +190,42 @@ class HttpAdapter:
         if isinstance(body, dict) and body.get("id") is not None:
             return PostResult("posted", str(body["id"]))
         return PostResult("posted", answer.headers.get("Location") or f"{route.method} {path}")
+
+    async def _execute_bulk(self, group: Any, milestones: list[dict[str, Any]]) -> list[Any]:
+        """One bulk request; one outcome (PostResult or error) per milestone."""
+        method, path = group
+        ids = [str(m["milestone_id"]) for m in milestones]
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        answer = await self.client.request(method, path, body=orjson.dumps(milestones),
+                                           headers={"Idempotency-Key": f"bulk-{digest}"}, acquired=True)
+        where = f"{method} {path}"
+        body = self._parse(answer, Route(method, path, ()), path)
+        results = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(results, list):
+            raise PermanentErpError(answer.status, f"{where}: bulk answer is not a list of results: {str(body)[:300]}")
+        by_id = {str(r.get("milestone_id")): r for r in results if isinstance(r, dict) and r.get("milestone_id")}
+        out: list[Any] = []
+        for i in range(len(milestones)):
+            result = by_id.get(ids[i]) or (results[i] if i < len(results) and not by_id else None)
+            out.append(self._item_outcome(where, ids[i], result))
+        return out
+
+    def _item_outcome(self, where: str, mid: str, result: Any) -> Any:
+        if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+            return TransientErpError(None, None, f"{where}: no result for {mid} in the bulk answer "
+                                                 f"({str(result)[:200]})", unknown=True)
+        status = result["status"]
+        detail = self.client.scrub(f"{where} [{mid}]: {status} {result.get('error') or result.get('detail') or ''}".strip())
+        if 200 <= status < 300:
+            ref = result.get("id")
+            return PostResult("posted", str(ref) if ref is not None else f"{where} [{mid}]")
+        if status == 409:
+            return PostResult("already_done", f"{where} [{mid}]")
+        if status == 425:
+            return NotReadyErpError(425, detail)
+        if status in self.client.throttle_statuses or status >= 500 or status == 408:
+            return TransientErpError(status, None, detail, unknown=status in (502, 504))
+        return PermanentErpError(status, detail)
 
     def _parse(self, answer: HttpAnswer, route: Route, path: str) -> Any:
         """The JSON answer (None when empty); anything else is a permanent error."""

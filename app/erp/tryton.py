@@ -20,7 +20,8 @@ import aiohttp
 
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
-from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult
+from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
+from app.erp.tryton_bulk import TrytonOps, TrytonRpc
 from app.settings import ErpSettings
 
 SHIPMENT = "stock.shipment.out"
@@ -72,6 +73,10 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=_encode, separators=(",", ":")).encode()
 
 
+def loads(raw: bytes | str) -> Any:
+    return json.loads(raw, object_hook=_decode)
+
+
 def _b64(value: Any) -> str:
     return base64.urlsafe_b64encode(dumps(value)).decode()
 
@@ -97,10 +102,11 @@ class TrytonRest:
         return "/".join([f"/{self.database}/rest/model/{model}", *map(str, tail)])
 
     async def _call(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
-                    body: Any = None, context: dict[str, Any] | None = None) -> Any:
+                    body: Any = None, context: dict[str, Any] | None = None, acquired: bool = False) -> Any:
         headers = {"X-Tryton-Context": _b64(context)} if context else None
         answer = await self.client.request(
-            method, path, params=params, body=None if body is None else dumps(body), headers=headers)
+            method, path, params=params, body=None if body is None else dumps(body), headers=headers,
+            acquired=acquired)
         if not answer.body:
             return None
         try:
@@ -125,13 +131,15 @@ class TrytonRest:
         return [("f", name) for name in fields]
 
     async def search(self, model: str, domain: Sequence[Any], fields: Iterable[str], *,
-                     limit: int | None = None, order: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+                     limit: int | None = None, order: Sequence[tuple[str, str]] | None = None,
+                     acquired: bool = False) -> list[dict[str, Any]]:
         params = [("d", _b64(list(domain))), *self._fields(fields)]
         if limit is not None:
             params.append(("s", str(limit)))
         if order:
             params.append(("o", _b64([list(item) for item in order])))
-        result = await self._call("GET", self._path(model), params=params, context=await self.context())
+        context = await self.context()
+        result = await self._call("GET", self._path(model), params=params, context=context, acquired=acquired)
         if not isinstance(result, list):
             raise PermanentErpError(200, f"GET {model}: expected a list, got {str(result)[:200]}")
         return result
@@ -171,11 +179,27 @@ def _window_date(value: Any) -> dt.date:
     return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc).date()
 
 
-class TrytonAdapter:
-    """``ErpPort`` for Tryton: milestones become workflow steps on stock documents."""
+#: How long a shipment state this adapter itself just moved stands in for the next read.
+KNOWN_STATE_S = 30.0
 
-    def __init__(self, rest: TrytonRest) -> None:
+
+class TrytonAdapter:
+    """``ErpPort`` for Tryton: milestones become workflow steps on stock documents.
+
+    Every read goes through the coalescing batcher (``TrytonOps``: one search for all the
+    documents the calls in flight touch); with ``rpc`` (JSON-RPC credentials) the buttons,
+    writes and creates are bulk calls too, grouped across documents."""
+
+    def __init__(self, rest: TrytonRest, rpc: TrytonRpc | None = None, *, max_batch: int = 100,
+                 target_s: float = 3.0, clock: Callable[[], float] | None = None) -> None:
+        import time
+
         self.rest = rest
+        self.ops = TrytonOps(rest, rpc, max_items=max_batch, target_s=target_s)
+        self._clock = clock or time.monotonic
+        # order_id -> (when, the shipment as this adapter's own button left it): the next
+        # milestone of the same document starts from it instead of a read (coalescing).
+        self._known: dict[str, tuple[float, dict[str, Any]]] = {}
         self._products: dict[str, dict[str, Any]] = {}
         self._warehouses: dict[str, dict[str, Any]] = {}
         self._locations: dict[tuple[int, str], int] = {}
@@ -190,8 +214,11 @@ class TrytonAdapter:
 
     @classmethod
     def from_settings(
-        cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None
+        cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None,
+        rpc_login: str = "", rpc_password: str = "", max_batch: int = 100,
     ) -> TrytonAdapter:
+        """``rpc_login``/``rpc_password``: a Tryton user for JSON-RPC bulk writes (empty: writes
+        one by one over REST; reads are batched either way)."""
         key = erp.api_key.value
         client = ErpHttpClient(
             erp.base_url,
@@ -203,9 +230,13 @@ class TrytonAdapter:
             session=session,
             before_send=before_send,
         )
-        return cls(TrytonRest(client, erp.database))
+        rest = TrytonRest(client, erp.database)
+        rpc = TrytonRpc(client, erp.database, rpc_login, rpc_password) if rpc_login else None
+        # A batch is cut at about a third of the request timeout's worth of Tryton's work.
+        return cls(rest, rpc, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
 
     async def close(self) -> None:
+        await self.ops.close()
         await self.rest.close()
 
     # -- the port ---------------------------------------------------------------------------
@@ -217,10 +248,20 @@ class TrytonAdapter:
         handler = self._posts.get(str(kind))
         if handler is None:
             raise PermanentErpError(None, f"no Tryton mapping for milestone type {kind!r}")
+        order_id = str(milestone.get("order_id") or "")
+        known = bool(order_id) and order_id in self._known
         try:
             return await handler(milestone)
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentErpError(None, f"{kind} milestone cannot be mapped: {type(exc).__name__} {exc}") from None
+        except PermanentErpError as exc:
+            self._known.pop(order_id, None)
+            if known:  # decided on a state this adapter remembered, not read: read it and try again
+                raise TransientErpError(None, None, f"{exc.detail} (on a remembered state; read again)") from None
+            raise
+        except BaseException:
+            self._known.pop(order_id, None)
+            raise
 
     async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
         try:
@@ -232,12 +273,12 @@ class TrytonAdapter:
     async def _read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
         kind = milestone.get("type")
         if kind in ORDER_DONE_STATES:
-            ship = await self._find_shipment(milestone["order_id"])
+            ship = await self._find_shipment(milestone["order_id"], fresh=True)
             if ship is None:
                 return None
             return self._order_state(kind, ship)
         if kind == "OrderAccepted":
-            ship = await self._find_shipment(milestone["order_id"])
+            ship = await self._find_shipment(milestone["order_id"], fresh=True)
             if ship is None:
                 return None
             note = await self._acceptance_note(ship, milestone)
@@ -258,12 +299,20 @@ class TrytonAdapter:
 
     # -- customer shipments -----------------------------------------------------------------
 
-    async def _find_shipment(self, order_id: str) -> dict[str, Any] | None:
-        found = await self.rest.search(SHIPMENT, [("number", "=", order_id)], _SHIPMENT_FIELDS, limit=1)
-        return found[0] if found else None
+    async def _find_shipment(self, order_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        known = self._known.pop(order_id, None)
+        if known is not None and not fresh and self._clock() - known[0] <= KNOWN_STATE_S:
+            return known[1]
+        return await self.ops.read_one(SHIPMENT, "number", order_id, _SHIPMENT_FIELDS)
 
-    async def _shipment(self, order_id: str) -> dict[str, Any]:
-        ship = await self._find_shipment(order_id)
+    def _remember(self, ship: dict[str, Any], state: str | None) -> None:
+        """The shipment after this adapter's own successful button: the document's next
+        milestone (packed after picked, confirmed after packed) starts from it, no read."""
+        if state and ship.get("number"):
+            self._known[str(ship["number"])] = (self._clock(), {**ship, "state": state})
+
+    async def _shipment(self, order_id: str, *, fresh: bool = False) -> dict[str, Any]:
+        ship = await self._find_shipment(order_id, fresh=fresh)
         if ship is None:
             raise PermanentErpError(200, f"Tryton has no {SHIPMENT} with number {order_id!r} (search answered [])")
         return ship
@@ -296,7 +345,7 @@ class TrytonAdapter:
         if await self._acceptance_note(ship, m) is not None:
             return PostResult("already_done", document)
         lines = m.get("lines") or []
-        await self.rest.create("ir.note", {
+        await self.ops.create("ir.note", {
             "resource": document,
             "message": f"Warehouse {m.get('warehouse_id')} accepted order {m['order_id']} "
                        f"version {m.get('version')} ({len(lines)} lines) {self._marker(m)}",
@@ -308,10 +357,10 @@ class TrytonAdapter:
         return f"[syncgov {m['milestone_id']}]"
 
     async def _acceptance_note(self, ship: dict[str, Any], m: dict[str, Any]) -> dict[str, Any] | None:
-        notes = await self.rest.search(
-            "ir.note", [("resource", "=", ref(SHIPMENT, ship["id"])), ("message", "like", f"%{self._marker(m)}%")],
-            ("message",), limit=1)
-        return notes[0] if notes else None
+        notes = await self.ops.read("ir.note", "resource", ref(SHIPMENT, ship["id"]), ("message",),
+                                    [["message", "like", "%[syncgov %"]])
+        marker = self._marker(m)
+        return next((n for n in notes if marker in str(n.get("message") or "")), None)
 
     async def _post_picked(self, m: dict[str, Any]) -> PostResult:
         ship = await self._shipment(m["order_id"])
@@ -323,18 +372,18 @@ class TrytonAdapter:
         changes = self._pick_changes(ship, picked)
         if changes and state == "assigned":
             # Assigned moves are locked: back to waiting rebuilds the inventory moves.
-            await self.rest.button(SHIPMENT, ship["id"], "wait")
-            ship = await self._shipment(m["order_id"])
+            await self.ops.button(SHIPMENT, ship["id"], "wait")
+            ship = await self._shipment(m["order_id"], fresh=True)
             state = self._check_state(ship, ("waiting",), "OrderPicked")
             changes = self._pick_changes(ship, picked)
         if changes:
-            await self.rest.write(SHIPMENT, ship["id"], {
+            await self.ops.write(SHIPMENT, ship["id"], {
                 "inventory_moves": [["write", [move_id], {"quantity": qty}] for move_id, qty in changes],
             })
         if state == "waiting":
-            await self.rest.button(SHIPMENT, ship["id"], "assign_force")
-        done = await self.rest.button(SHIPMENT, ship["id"], "pick")
-        self._expect(done, "picked", document)
+            await self.ops.button(SHIPMENT, ship["id"], "assign_force")
+        self._expect(await self.ops.button(SHIPMENT, ship["id"], "pick"), "picked", document)
+        self._remember(ship, "picked")
         return PostResult("posted", document)
 
     @staticmethod
@@ -367,10 +416,10 @@ class TrytonAdapter:
         return changes
 
     @staticmethod
-    def _expect(record: dict[str, Any], state: str, document: str) -> None:
-        if not isinstance(record, dict) or record.get("state") != state:
+    def _expect(answered: str | None, state: str, document: str) -> None:
+        if answered != state:
             raise PermanentErpError(200, f"{document}: expected state {state!r} after the call, Tryton answered "
-                                         f"{str(record)[:300]}")
+                                         f"{str(answered)[:300]}")
 
     async def _post_packed(self, m: dict[str, Any]) -> PostResult:
         ship = await self._shipment(m["order_id"])
@@ -378,7 +427,8 @@ class TrytonAdapter:
         if _get(ship, "state") in ORDER_DONE_STATES["OrderPacked"]:
             return PostResult("already_done", document)
         self._check_state(ship, ("picked",), "OrderPacked")
-        self._expect(await self.rest.button(SHIPMENT, ship["id"], "pack"), "packed", document)
+        self._expect(await self.ops.button(SHIPMENT, ship["id"], "pack"), "packed", document)
+        self._remember(ship, "packed")
         return PostResult("posted", document)
 
     async def _post_confirmed(self, m: dict[str, Any]) -> PostResult:
@@ -389,20 +439,22 @@ class TrytonAdapter:
         self._check_state(ship, ("packed", "shipped"), "ShipmentConfirmed")
         tracking = m.get("tracking_no")
         if tracking and ship.get("shipping_reference") != tracking:
-            await self.rest.write(SHIPMENT, ship["id"], {"shipping_reference": tracking})
-        self._expect(await self.rest.button(SHIPMENT, ship["id"], "do"), "done", document)
+            await self.ops.write(SHIPMENT, ship["id"], {"shipping_reference": tracking})
+            ship = {**ship, "shipping_reference": tracking}
+        self._expect(await self.ops.button(SHIPMENT, ship["id"], "do"), "done", document)
+        self._remember(ship, "done")
         return PostResult("posted", document)
 
     # -- inventory adjustments --------------------------------------------------------------
 
     async def _warehouse(self, code: str) -> dict[str, Any]:
         if code not in self._warehouses:
-            found = await self.rest.search(
-                "stock.location", [("type", "=", "warehouse"), ("code", "=", code)],
-                ("storage_location", "lost_found_location", "input_location"), limit=1)
+            found = await self.ops.read_one(
+                "stock.location", "code", code, ("storage_location", "lost_found_location", "input_location"),
+                [["type", "=", "warehouse"]])
             if not found:
                 raise PermanentErpError(200, f"Tryton has no warehouse with code {code!r} (search answered [])")
-            self._warehouses[code] = found[0]
+            self._warehouses[code] = found
         return self._warehouses[code]
 
     async def _storage(self, warehouse: dict[str, Any], code: str) -> int:
@@ -410,10 +462,9 @@ class TrytonAdapter:
         storage = _id(_get(warehouse, "storage_location"))
         key = (warehouse["id"], code)
         if key not in self._locations:
-            found = await self.rest.search(
-                "stock.location", [("code", "=", code), ("type", "=", "storage"),
-                                   ("parent", "child_of", [storage])], (), limit=1)
-            self._locations[key] = found[0]["id"] if found else storage
+            found = await self.ops.read_one(
+                "stock.location", "code", code, (), [["type", "=", "storage"], ["parent", "child_of", [storage]]])
+            self._locations[key] = found["id"] if found else storage
         return self._locations[key]
 
     async def _lost_found(self, warehouse: dict[str, Any]) -> int:
@@ -426,15 +477,14 @@ class TrytonAdapter:
 
     async def _product(self, sku: str) -> dict[str, Any]:
         if sku not in self._products:
-            found = await self.rest.search("product.product", [("code", "=", sku)], ("default_uom",), limit=1)
+            found = await self.ops.read_one("product.product", "code", sku, ("default_uom",))
             if not found:
                 raise PermanentErpError(200, f"Tryton has no product.product with code {sku!r} (search answered [])")
-            self._products[sku] = found[0]
+            self._products[sku] = found
         return self._products[sku]
 
     async def _internal(self, m: dict[str, Any]) -> dict[str, Any] | None:
-        found = await self.rest.search(INTERNAL, [("reference", "=", m["milestone_id"])], ("state", "number"), limit=1)
-        return found[0] if found else None
+        return await self.ops.read_one(INTERNAL, "reference", m["milestone_id"], ("state", "number"))
 
     async def _post_adjusted(self, m: dict[str, Any]) -> PostResult:
         doc = await self._internal(m)
@@ -449,7 +499,7 @@ class TrytonAdapter:
             source, target = (lost_found, storage) if delta > 0 else (storage, lost_found)
             day = _window_date(m["window_end"])
             company = (await self.rest.context())["company"]
-            doc = await self.rest.create(INTERNAL, {
+            doc = await self.ops.create(INTERNAL, {
                 "company": company, "reference": m["milestone_id"],
                 "from_location": source, "to_location": target,
                 "planned_start_date": day, "planned_date": day,
@@ -464,7 +514,7 @@ class TrytonAdapter:
             return PostResult("already_done", document)
         for current, button in (("draft", "wait"), ("waiting", "assign_force"), ("assigned", "do")):
             if state == current:
-                state = _get(await self.rest.button(INTERNAL, doc["id"], button), "state")
+                state = await self.ops.button(INTERNAL, doc["id"], button)
         if state != "done":
             raise PermanentErpError(200, f"InventoryAdjusted: {document} is in state {state!r}, not done")
         return PostResult("posted", document)
@@ -476,10 +526,8 @@ class TrytonAdapter:
         return frozenset({"done"}) if m.get("disposition") == "restock" else frozenset({"received", "done"})
 
     async def _return(self, m: dict[str, Any]) -> dict[str, Any] | None:
-        found = await self.rest.search(
-            RETURN, [("reference", "=", f"{m['rma_id']}/{m['sku']}"), ("warehouse.code", "=", m["warehouse_id"])],
-            ("state", "number"), limit=1)
-        return found[0] if found else None
+        return await self.ops.read_one(RETURN, "reference", f"{m['rma_id']}/{m['sku']}", ("state", "number"),
+                                       [["warehouse.code", "=", m["warehouse_id"]]])
 
     async def _post_return(self, m: dict[str, Any]) -> PostResult:
         doc = await self._return(m)
@@ -490,15 +538,15 @@ class TrytonAdapter:
         document = ref(RETURN, doc["id"])
         state = _get(doc, "state")
         if state == "draft":
-            state = _get(await self.rest.button(RETURN, doc["id"], "receive"), "state")
+            state = await self.ops.button(RETURN, doc["id"], "receive")
         if state == "received" and m.get("disposition") == "restock":
-            state = _get(await self.rest.button(RETURN, doc["id"], "do"), "state")
+            state = await self.ops.button(RETURN, doc["id"], "do")
         if state not in self._return_done_states(m):
             raise PermanentErpError(200, f"ReturnReceived: {document} is in state {state!r}")
         return PostResult("posted", document)
 
     async def _create_return(self, m: dict[str, Any]) -> dict[str, Any]:
-        ship = await self._shipment(m["order_id"])
+        ship = await self._shipment(m["order_id"], fresh=True)  # needs its done moves, not a remembered state
         if ship["state"] != "done":
             error = NotReadyErpError if ship["state"] in SHIPMENT_FLOW else PermanentErpError
             raise error(200, f"ReturnReceived: {SHIPMENT} {m['order_id']!r} is in state "
@@ -511,7 +559,7 @@ class TrytonAdapter:
         warehouse = await self._warehouse_by_id(_id(ship["warehouse"]))
         warehouse_input = _id(_get(warehouse, "input_location"))
         company = _id(ship["company"])
-        return await self.rest.create(RETURN, {
+        return await self.ops.create(RETURN, {
             "company": company, "customer": _id(ship["customer"]), "warehouse": warehouse["id"],
             "warehouse_input": warehouse_input, "warehouse_storage": _id(warehouse["storage_location"]),
             "reference": f"{m['rma_id']}/{m['sku']}",
@@ -527,11 +575,10 @@ class TrytonAdapter:
         for warehouse in self._warehouses.values():
             if warehouse["id"] == warehouse_id:
                 return warehouse
-        found = await self.rest.search(
-            "stock.location", [("id", "=", warehouse_id)],
-            ("code", "storage_location", "lost_found_location", "input_location"), limit=1)
+        found = await self.ops.read_one(
+            "stock.location", "id", warehouse_id, ("code", "storage_location", "lost_found_location", "input_location"))
         if not found:
             raise PermanentErpError(200, f"Tryton has no stock.location {warehouse_id}")
-        self._warehouses[str(found[0].get("code") or warehouse_id)] = found[0]
-        return found[0]
+        self._warehouses[str(found.get("code") or warehouse_id)] = found
+        return found
 

@@ -79,7 +79,9 @@ async def test_order_lifecycle_is_posted_once_and_repeats_are_no_ops(
         started = time.time()
         assert (await adapter.post(m)).outcome == "already_done"
         repeat = await requests_since(erp_stack, started)
-        assert repeat and {line.method for line in repeat} == {"GET"}, "a repeat must only read"
+        # A repeat only reads; right after this adapter's own step it may not even read (the
+        # state its own button left is remembered for the document's next milestone).
+        assert {line.method for line in repeat} <= {"GET"}, "a repeat must only read"
         assert (await adapter.read_state(m)).done
 
     final = await shipment(direct, ship["id"])
@@ -267,3 +269,66 @@ async def test_source_yields_each_change_once(direct: TrytonRest, adapter: Tryto
     assert ship["id"] not in cursor.open
     # The cursor survives a JSON round trip.
     assert SourceCursor.from_json(cursor.to_json()) == cursor
+
+
+# -- issue #16: batched reads and JSON-RPC bulk writes -------------------------------------------
+
+
+async def test_bulk_lifecycle_many_orders_few_requests_one_bad_item_alone(
+        erp_stack: ErpStack, direct: TrytonRest) -> None:
+    """Eight orders' lifecycles concurrently through the batcher: one search per batch, one
+    JSON-RPC button call per (model, button) group; one order's pick is refused by Tryton and
+    only that order fails; every other order is done, each step once, in its own order."""
+    await asyncio.sleep((erp_stack.burst + 1) / erp_stack.rate_per_s)
+    port = TrytonAdapter.from_settings(erp_stack.settings(), rpc_login="admin", rpc_password="admin")
+    ships = [await new_order(direct, [("SKU-0071", 2), ("SKU-0072", 1)]) for _ in range(8)]
+    bad = ships[3]["number"]
+    started = time.time()
+
+    async def lifecycle(ship: dict[str, Any]) -> list[str]:
+        order_id = ship["number"]
+        lines = [{"line_no": mv["id"], "sku": mv["product"]["code"], "ordered": int(mv["quantity"]),
+                  "picked": -1 if order_id == bad else int(mv["quantity"])} for mv in ship["outgoing_moves"]]
+        steps = [
+            milestone("OrderAccepted", f"bacc-{order_id}", order_id=order_id, version=1, lines=[]),
+            milestone("OrderPicked", f"bpick-{order_id}", order_id=order_id, lines=lines, short=False),
+            milestone("OrderPacked", f"bpack-{order_id}", order_id=order_id, package_ids=[]),
+            milestone("ShipmentConfirmed", f"bship-{order_id}", order_id=order_id, shipment_id="S", carrier="DHL",
+                      tracking_no=f"TRK-{order_id}", lines=[]),
+        ]
+        outcomes = []
+        for m in steps:
+            try:
+                outcomes.append((await port.post(m)).outcome)
+            except PermanentErpError as exc:
+                outcomes.append(f"permanent: {exc.detail}")
+                break
+        return outcomes
+
+    try:
+        results = await asyncio.gather(*(lifecycle(s) for s in ships))
+        repeat = await port.post(milestone("OrderPacked", "bpack-again", order_id=ships[0]["number"], package_ids=[]))
+    finally:
+        await port.close()
+    for ship, outcomes in zip(ships, results):
+        if ship["number"] == bad:
+            assert outcomes[0] == "posted" and outcomes[1].startswith("permanent:")
+            assert "is not valid according to its domain" in outcomes[1] and erp_stack.key not in outcomes[1]
+        else:
+            assert outcomes == ["posted"] * 4, (ship["number"], outcomes)
+    assert repeat.outcome == "already_done"
+    states = {s["id"]: s for s in await direct.search(
+        "stock.shipment.out", [("id", "in", [s["id"] for s in ships])], ["state", "shipping_reference", "number"])}
+    assert {states[s["id"]]["state"] for s in ships if s["number"] != bad} == {"done"}
+    assert states[ships[3]["id"]]["state"] == "waiting"  # refused whole: nothing of it committed
+    assert all(states[s["id"]]["shipping_reference"] == f"TRK-{s['number']}" for s in ships if s["number"] != bad)
+    notes = await direct.search("ir.note", [("resource", "in", [f"stock.shipment.out,{s['id']}" for s in ships])],
+                                ["message"])
+    assert len(notes) == 8  # one acceptance note each, none twice
+    seen = await requests_since(erp_stack, started)
+    assert [line.status for line in seen if line.status == 429] == []
+    rpc = [line for line in seen if "/rpc/" in line.uri]
+    assert any("model.stock.shipment.out.pick" in line.uri and "n=7" in line.uri for line in rpc)
+    # 8 orders x ~13 requests one by one; batched: a handful per step for all of them
+    # (+ login, preferences, warnings answered ahead, the bisection for the bad pick).
+    assert len(seen) <= 40, [line.uri for line in seen]

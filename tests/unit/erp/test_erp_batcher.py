@@ -1,0 +1,274 @@
+"""The coalescing batcher (issue #16): grouping, per-item outcomes, one bad item, order within a
+document, per-item fences, the latency-adaptive cap, and a strict limiter on a fresh start."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from app.core.ratelimit import RatePolicy
+from app.erp.batcher import Batcher
+from app.erp.client import ErpHttpClient
+from app.erp.port import PermanentErpError, PostResult, TransientErpError
+from app.erp.sink import Revoked, SinkConfig
+from tests.unit.erp.sinkfakes import Harness, Topic, milestone
+
+
+class OpenGate:
+    """A rate gate that always grants (counts grants and unused slots)."""
+
+    def __init__(self) -> None:
+        self.granted = self.unused = 0
+
+    async def acquire(self) -> None:
+        self.granted += 1
+        await asyncio.sleep(0)
+
+    def release_unsent(self) -> None:
+        self.unused += 1
+
+
+class SlowGate(OpenGate):
+    """Grants one slot per ``interval`` seconds: calls pile up meanwhile (a spent quota)."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+
+    async def acquire(self) -> None:
+        await asyncio.sleep(self.interval)
+        self.granted += 1
+
+
+class Recorder:
+    def __init__(self, fail: set[Any] | None = None) -> None:
+        self.batches: list[tuple[Hashable, list[Any]]] = []
+        self.fail = fail or set()
+
+    async def __call__(self, group: Hashable, payloads: list[Any]) -> Sequence[Any]:
+        self.batches.append((group, list(payloads)))
+        await asyncio.sleep(0)
+        bad = [p for p in payloads if p in self.fail]
+        if bad:  # the ERP refuses the whole request and rolls it back, naming one record
+            raise PermanentErpError(400, f"You can not call 'pick' on {bad[0]!r}")
+        return [f"ok:{p}" for p in payloads]
+
+
+async def test_calls_made_together_share_one_request_per_group() -> None:
+    rec = Recorder()
+    b = Batcher(OpenGate(), rec, window_s=0.01)
+    results = await asyncio.gather(*(b.call(("button", "pick" if i % 2 else "pack"), i) for i in range(10)))
+    assert results == [f"ok:{i}" for i in range(10)]
+    assert sorted((g, p) for g, p in rec.batches) == [
+        (("button", "pack"), [0, 2, 4, 6, 8]), (("button", "pick"), [1, 3, 5, 7, 9])]
+    await b.close()
+
+
+async def test_calls_made_while_the_quota_is_spent_join_the_next_request() -> None:
+    rec = Recorder()
+    b = Batcher(SlowGate(0.05), rec, window_s=0.0)
+
+    async def late(i: int) -> Any:
+        await asyncio.sleep(0.01 * (i % 4))  # arrive spread over the gate's wait
+        return await b.call("read", i)
+
+    assert await asyncio.gather(*(late(i) for i in range(12))) == [f"ok:{i}" for i in range(12)]
+    assert len(rec.batches) == 1 and sorted(rec.batches[0][1]) == list(range(12))
+    await b.close()
+
+
+async def test_each_caller_gets_its_own_outcome() -> None:
+    async def mixed(group: Hashable, payloads: list[Any]) -> list[Any]:
+        return [PermanentErpError(400, f"bad {p}") if p == "b" else TransientErpError(429, 1.0, "slow")
+                if p == "t" else PostResult("posted", p) for p in payloads]
+
+    b = Batcher(OpenGate(), mixed)
+    out = await asyncio.gather(b.call("g", "a"), b.call("g", "b"), b.call("g", "t"), b.call("g", "c"),
+                               return_exceptions=True)
+    assert out[0] == PostResult("posted", "a") and out[3] == PostResult("posted", "c")
+    assert isinstance(out[1], PermanentErpError) and out[1].detail == "bad b"
+    assert isinstance(out[2], TransientErpError) and out[2].retry_after_s == 1.0
+    await b.close()
+
+
+async def test_one_bad_item_never_fails_its_neighbours() -> None:
+    rec = Recorder(fail={5})
+    b = Batcher(OpenGate(), rec, splittable=lambda exc: isinstance(exc, PermanentErpError))
+    out = await asyncio.gather(*(b.call("pick", i) for i in range(8)), return_exceptions=True)
+    assert [o for i, o in enumerate(out) if i != 5] == [f"ok:{i}" for i in range(8) if i != 5]
+    assert isinstance(out[5], PermanentErpError) and "5" in out[5].detail
+    # bisection: the 8, then halves, until 5 stands alone: log2(8) + 1 levels, not 8 requests per item
+    assert [len(p) for _, p in rec.batches] == [8, 4, 4, 2, 1, 1, 2]
+    assert b.stats.splits == 3
+    await b.close()
+
+
+async def test_an_error_that_is_not_an_items_fault_goes_to_all_without_splitting() -> None:
+    async def throttled(group: Hashable, payloads: list[Any]) -> list[Any]:
+        raise TransientErpError(429, 1.0, "rate limited")
+
+    b = Batcher(OpenGate(), throttled, splittable=lambda exc: isinstance(exc, PermanentErpError))
+    out = await asyncio.gather(*(b.call("g", i) for i in range(4)), return_exceptions=True)
+    assert all(isinstance(o, TransientErpError) for o in out) and b.stats.requests == 1
+    await b.close()
+
+
+async def test_order_within_a_document_is_kept_while_documents_share_requests() -> None:
+    rec = Recorder()
+    b = Batcher(OpenGate(), rec, window_s=0.005)
+    steps = ("accept", "pick", "pack", "do")
+
+    async def document(d: int) -> None:
+        for step in steps:  # one call at a time, as the sink's task per document does
+            await asyncio.sleep(0.001 * (d % 3))
+            assert await b.call(step, (d, step)) == f"ok:{(d, step)}"
+
+    await asyncio.gather(*(document(d) for d in range(20)))
+    seen: dict[int, list[str]] = {}
+    for _, payloads in rec.batches:
+        docs = [d for d, _ in payloads]
+        assert len(docs) == len(set(docs)), "a document never has two calls in one request"
+        for d, step in payloads:
+            seen.setdefault(d, []).append(step)
+    assert all(seen[d] == list(steps) for d in range(20))
+    assert len(rec.batches) < 20 * len(steps) / 4  # shared: far fewer requests than calls
+    await b.close()
+
+
+async def test_a_fenced_item_is_left_out_and_the_rest_go() -> None:
+    part: contextvars.ContextVar[int] = contextvars.ContextVar("part")
+    owned = {0}
+
+    def fence() -> None:
+        if part.get() not in owned:
+            raise Revoked(part.get())
+
+    rec = Recorder()
+    b = Batcher(OpenGate(), rec, before_send=fence)
+
+    async def from_partition(p: int, payload: str) -> Any:
+        part.set(p)
+        return await b.call("g", payload)
+
+    out = await asyncio.gather(from_partition(0, "a"), from_partition(1, "b"), from_partition(0, "c"),
+                               return_exceptions=True)
+    assert out[0] == "ok:a" and out[2] == "ok:c" and isinstance(out[1], Revoked)
+    assert rec.batches == [("g", ["a", "c"])]
+    await b.close()
+
+
+async def test_batch_size_follows_the_erps_latency() -> None:
+    clock = [0.0]
+
+    async def slow(group: Hashable, payloads: list[Any]) -> list[Any]:
+        clock[0] += 0.5 * len(payloads)  # half a second of ERP work per item
+        return payloads
+
+    b = Batcher(OpenGate(), slow, max_items=100, first_items=40, target_s=3.0, clock=lambda: clock[0])
+    assert b.cap("g") == 40
+    await asyncio.gather(*(b.call("g", i) for i in range(40)))
+    assert b.cap("g") == 6  # 3 s of work at 0.5 s per item
+    await b.close()
+
+
+# -- the sink on a batched port ------------------------------------------------------------------
+
+
+class BatchedErp:
+    """A port whose posts go through the batcher: one request per milestone type."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.batcher = Batcher(OpenGate(), self._execute, window_s=0.0)
+        self.before_send = None
+
+    async def _execute(self, group: Hashable, ms: list[dict[str, Any]]) -> list[Any]:
+        self.batches.append([m["milestone_id"] for m in ms])
+        return [PermanentErpError(400, "refused") if m["milestone_id"] == "B2" else PostResult("posted", "d")
+                for m in ms]
+
+    async def post(self, m: dict[str, Any]) -> PostResult:
+        return await self.batcher.call(m["type"], m)
+
+    async def read_state(self, m: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+async def test_the_ordered_sink_on_a_batched_port_keeps_each_documents_order() -> None:
+    topic = Topic()
+    kinds = ("OrderPicked", "OrderPacked", "ShipmentConfirmed")
+    for n, kind in enumerate(kinds):
+        for doc in "ABCD":
+            topic.add(milestone(f"{doc}{n + 1}", kind, f"OUT-{doc}"))
+    erp = BatchedErp()
+    h = Harness(topic, erp, config=SinkConfig(settle_s=0.0))
+    h.start()
+    await h.run_until(lambda: h.ledger.offset() == 11)
+    done = [mid for batch in erp.batches for mid in batch]
+    for doc in "ABCD":
+        mine = [mid for mid in done if mid.startswith(doc)]
+        assert mine == sorted(mine)  # 1 before 2 before 3
+    assert max(len(b) for b in erp.batches) > 1  # documents shared requests
+    # B2 was refused alone: dead-lettered, B3 held behind it; its neighbours posted.
+    assert h.ledger.entry("B2")["outcome"] == "dead_lettered" and h.ledger.entry("B3")["outcome"] == "held"
+    assert all(h.done(f"{d}{n}") for d in "ACD" for n in (1, 2, 3))
+    await erp.close()
+
+
+# -- a strict limiter on a fresh start ------------------------------------------------------------
+
+
+class NginxLimitReq:
+    """nginx ``limit_req rate=R burst=B nodelay``: excess in requests, drained at R per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.excess, self.last = 0.0, None
+        self.rejected = 0
+
+    def arrive(self, now: float) -> bool:
+        excess = 0.0 if self.last is None else max(0.0, self.excess - self.rate * (now - self.last)) + 1
+        if excess > self.burst:
+            self.rejected += 1
+            return False
+        self.excess, self.last = excess, now
+        return True
+
+
+@pytest.mark.parametrize("cold_start, expect_429", [(True, False), (False, True)])
+async def test_a_fresh_limiter_gets_no_429_from_a_gateway_that_remembers_the_last_burst(
+        cold_start: bool, expect_429: bool) -> None:
+    rate, burst = 20.0, 5
+    gateway = NginxLimitReq(rate, burst)
+    start = time.monotonic()
+    for _ in range(burst + 1):  # the previous process spent the gateway's whole burst just now
+        assert gateway.arrive(start)
+
+    async def handler(request: web.Request) -> web.Response:
+        ok = gateway.arrive(time.monotonic())
+        return web.json_response({}, status=200 if ok else 429)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = ErpHttpClient(f"http://127.0.0.1:{port}", policy=RatePolicy(rate, burst, 4), timeout_s=5,
+                           cold_start=cold_start)
+    try:
+        out = await asyncio.gather(*(client.request("GET", "/x") for _ in range(15)), return_exceptions=True)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    throttled = [o for o in out if isinstance(o, TransientErpError)]
+    assert bool(throttled) is expect_429, out
