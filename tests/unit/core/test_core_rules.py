@@ -205,11 +205,46 @@ RULE3 = [
          M("OrderAccepted", 2, ["c1"], version=2)],
         id="rule3-rejected-pick-does-not-start-picking",
     ),
+    # An order whose every line is short-closed before any pick reaches OrderPicked with
+    # nothing picked; picking never started, so its content is still the ERP's.
     pytest.param(
-        [release("r1"), short("s1", 1), change("c1", 2, [L(1, "A", 1)]), cancel("x1", 3)],
-        [ACCEPTED_V1, M("OrderPicked", 1, ["s1"], short=True), X("AUTHORITY_CONFLICT", 2, ["c1"]),
-         X("AUTHORITY_CONFLICT", 3, ["x1"])],
-        id="rule3-content-frozen-once-order-picked-even-with-nothing-picked",
+        [release("r1"), short("s1", 1), change("c1", 2, [L(1, "A", 3)])],
+        [ACCEPTED_V1, M("OrderPicked", 1, ["s1"], short=True, lines=[picked_line(1, "A", 2, 0)]),
+         M("OrderAccepted", 2, ["c1"], order_id="O1", version=2, lines=[L(1, "A", 3)])],
+        id="rule3-changed-after-order-picked-with-nothing-picked-is-a-new-version",
+    ),
+    pytest.param(
+        [release("r1"), short("s1", 1), cancel("x1", 2), pick("p1", 3), dispatch("d1", 4)],
+        [ACCEPTED_V1, M("OrderPicked", 1, ["s1"], short=True),
+         X("ORDER_CANCELLED", 3, ["p1"], order_id="O1"), X("ORDER_CANCELLED", 4, ["d1"], order_id="O1")],
+        id="rule3-cancelled-after-order-picked-with-nothing-picked-ends-silently",
+    ),
+    pytest.param(
+        [release("r1"), short("s1", 1), pick("p1", 2, qty=2), change("c1", 3, [L(1, "A", 1)]), cancel("x1", 4)],
+        [ACCEPTED_V1, M("OrderPicked", 1, ["s1"]),
+         X("OVER_PICK", 2, ["p1"], detail="order already picked; pick not counted"),
+         M("OrderAccepted", 3, ["c1"], version=2)],
+        id="rule3-pick-after-order-picked-with-nothing-picked-does-not-start-picking",
+    ),
+    pytest.param(
+        [short("s1", 1), change("c1", 2, [L(1, "A", 3)]), release("r1", 3)],
+        [M("OrderAccepted", 3, ["r1"], version=1), M("OrderPicked", 1, ["s1"], short=True),
+         M("OrderAccepted", 2, ["c1"], version=2, lines=[L(1, "A", 3)])],
+        id="rule3-held-change-after-held-short-closes-is-a-new-version",
+    ),
+    # Decision (docs/rules.md, rule 3): the new version restarts the content, but the order
+    # stays ended at its one OrderPicked (rule 1): no second OrderPicked, no OrderPacked.
+    pytest.param(
+        [release("r1"), short("s1", 1), change("c1", 2, [L(2, "B", 1)]), pick("p1", 3, line=1),
+         pick("p2", 4, line=2, sku="B"), short("s2", 5, line=2), pack("k1", 6, items=[(2, 1)]),
+         dispatch("d1", 7), change("c2", 8, [L(2, "B", 2)])],
+        [ACCEPTED_V1, M("OrderPicked", 1, ["s1"], short=True),
+         M("OrderAccepted", 2, ["c1"], version=2, lines=[L(2, "B", 1)]),
+         X("INVALID_EVENT", 3, ["p1"], detail="order has no line_no 1"),
+         X("OVER_PICK", 4, ["p2"], detail="order already picked; pick not counted"),
+         X("NOT_PACKED", 7, ["d1"], detail="order has nothing picked"),
+         M("OrderAccepted", 8, ["c2"], version=3, lines=[L(2, "B", 2)])],
+        id="rule3-new-version-after-order-picked-with-nothing-picked-is-not-picked-again",
     ),
     pytest.param(
         [release("r1", lines=[L(1, "A", 2), L(2, "B", 1)]), short("s1", 1, line=2),

@@ -11,6 +11,7 @@ import pytest
 from core_support import (
     HOLD,
     L,
+    change,
     dispatch,
     ms,
     pack,
@@ -223,6 +224,21 @@ def test_orders_apply_and_expire_without_the_engine() -> None:
     state, out = orders.expire(state, ms(HOLD))
     assert [m.body["code"] for m in out] == ["UNKNOWN_ORDER"]
     assert orders.next_deadline(state) is None
+
+
+def test_rule3_new_version_after_order_picked_with_nothing_picked_keeps_the_order_ended() -> None:
+    state, _ = orders.apply(None, _event(release("r1")), ms(0))
+    state, out = orders.apply(state, _event(short("s1", 1)), ms(1))
+    assert [(m.type, m.body["short"]) for m in out] == [("OrderPicked", True)]
+    state, out = orders.apply(state, _event(change("c1", 2, [L(3, "B", 4)])), ms(2))
+    assert [(m.type, m.body["version"]) for m in out] == [("OrderAccepted", 2)]
+    assert state is not None
+    record = state.to_record()
+    # the new version's lines, nothing picked or short-closed; still open, picking not
+    # started (the ERP may change or cancel again), and still past its one OrderPicked
+    assert (record["status"], record["version"], record["lines"]) == ("open", 2, [[3, "B", 4, 0, 0, False]])
+    assert (record["started"], record["picked_done"], record["packed_done"]) == (False, True, False)
+    assert (record["package_ids"], record["pick_ev"], record["pack_ev"]) == ([], [], [])
 
 
 def test_orders_apply_return_for_unknown_order_keeps_no_state() -> None:
