@@ -8,6 +8,7 @@ import pytest
 from core_support import (
     DL,
     DROP,
+    END,
     HOLD,
     L,
     M,
@@ -21,6 +22,7 @@ from core_support import (
     pick,
     release,
     ret,
+    run,
     scan,
     shipped_order,
     short,
@@ -28,6 +30,8 @@ from core_support import (
     tote,
     ts,
 )
+
+from app.core.model import Milestone
 
 ACCEPTED_V1 = M("OrderAccepted", 0, ["r1"], order_id="O1", version=1)
 DAY = 24 * 3600
@@ -150,6 +154,39 @@ RULE2 = [
         id="rule2-unauthorized-event-does-not-move-the-watermark",
     ),
     pytest.param(
+        [release("r1"), change("c1", 1, [L(1, "A", 1)], source="wms"), pick("p1", 2, qty=2)],
+        [ACCEPTED_V1,
+         X("SOURCE_NOT_AUTHORIZED", 1, ["c1"], order_id="O1",
+           detail="source 'wms' is not authorized for OrderChanged (allowed: erp)"),
+         M("OrderPicked", 2, ["p1"], lines=[picked_line(1, "A", 2, 2)], short=False)],
+        id="rule2-order-changed-from-wms-is-not-authorized-and-changes-nothing",
+    ),
+    pytest.param(
+        [release("r1"), cancel("x1", 1, source="wms"), pick("p1", 2, qty=2)],
+        [ACCEPTED_V1,
+         X("SOURCE_NOT_AUTHORIZED", 1, ["x1"], order_id="O1",
+           detail="source 'wms' is not authorized for OrderCancelled (allowed: erp)"),
+         M("OrderPicked", 2, ["p1"])],
+        id="rule2-order-cancelled-from-wms-is-not-authorized-and-changes-nothing",
+    ),
+    pytest.param(
+        [release("r1"), short("s1", 1, source="robotics"), pick("p1", 2, qty=2)],
+        [ACCEPTED_V1,
+         X("SOURCE_NOT_AUTHORIZED", 1, ["s1"], order_id="O1",
+           detail="source 'robotics' is not authorized for LineShortClosed (allowed: wms)"),
+         M("OrderPicked", 2, ["p1"], lines=[picked_line(1, "A", 2, 2)], short=False)],
+        id="rule2-line-short-closed-from-robotics-is-not-authorized-and-changes-nothing",
+    ),
+    pytest.param(
+        [*shipped_order(), ret("t1", 10, source="robotics"), ret("t2", 11, source="carrier"), ret("t3", 12)],
+        [*SHIPPED,
+         X("SOURCE_NOT_AUTHORIZED", 10, ["t1"], order_id="O1",
+           detail="source 'robotics' is not authorized for ReturnReceived (allowed: wms)"),
+         X("SOURCE_NOT_AUTHORIZED", 11, ["t2"], order_id="O1"),
+         M("ReturnReceived", 12, ["t3"], rma_id="R1", sku="A")],
+        id="rule2-return-received-from-robotics-or-carrier-is-not-authorized-and-changes-nothing",
+    ),
+    pytest.param(
         [release("r1"), pick("p1", 1, qty=2, source="robotics"), pack("k1", 2, source="robotics"),
          dispatch("d1", 3, source="wms")],
         [ACCEPTED_V1, M("OrderPicked", 1), M("OrderPacked", 2), M("ShipmentConfirmed", 3)],
@@ -158,6 +195,13 @@ RULE2 = [
 ]
 
 RULE3 = [
+    pytest.param(
+        [release("r1"), pack("k1", 1, package="P1"), change("c1", 2, [L(1, "A", 2)]), pick("p1", 3, qty=2),
+         pack("k2", 4, package="P2")],
+        [ACCEPTED_V1, M("OrderAccepted", 2, ["c1"], version=2), M("OrderPicked", 3, ["p1"]),
+         M("OrderPacked", 4, ["k2"], package_ids=["P2"])],
+        id="rule3-new-version-clears-earlier-packs-and-package-ids",
+    ),
     pytest.param(
         [release("r1"), change("c1", 1, [L(1, "A", 1), L(2, "B", 1)]), pick("p1", 2, line=2, sku="B"),
          pick("p2", 3)],
@@ -272,8 +316,13 @@ RULE4 = [
     ),
     pytest.param(
         [pick("p1", 0, order="O9"), scan("s1", HOLD)],
-        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9")],
+        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9"), END],
         id="rule4-unreleased-order-yields-unknown-order-after-hold-window",
+    ),
+    pytest.param(
+        [pick("p1", 0, order="O9"), scan("s1", HOLD - 0.001)],
+        [END, X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9")],
+        id="rule4-unreleased-order-is-held-for-the-whole-hold-window",
     ),
     pytest.param(
         [pick("p1", 0, order="O9"), pick("p2", 300, order="O9"), scan("s1", HOLD)],
@@ -293,8 +342,15 @@ RULE4 = [
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 2), scan("s1", 2 + HOLD)],
-        [ACCEPTED_V1, M("OrderPicked", 1), X("NOT_PACKED", 2, ["d1"], order_id="O1")],
+        [ACCEPTED_V1, M("OrderPicked", 1),
+         X("NOT_PACKED", 2, ["d1"], order_id="O1",
+           detail="order not packed within the hold window; dispatch dropped"), END],
         id="rule4-dispatch-never-packed-is-not-packed-after-the-hold-window",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 2), scan("s1", 2 + HOLD - 0.001)],
+        [ACCEPTED_V1, M("OrderPicked", 1), END, X("NOT_PACKED", 2, ["d1"], order_id="O1")],
+        id="rule4-dispatch-waits-for-packed-for-the-whole-hold-window",
     ),
     pytest.param(
         [change("c1", 5, [L(1, "A", 3)]), release("r1", 10)],
@@ -340,6 +396,13 @@ RULE5 = [
         [ACCEPTED_V1, M("OrderPicked", 3, ["p1", "p2", "s1"],
                         lines=[picked_line(1, "A", 2, 2), picked_line(2, "B", 3, 1)], short=True)],
         id="rule5-short-closed-line-completes-the-order-short",
+    ),
+    pytest.param(
+        [release("r1", lines=[L(1, "A", 2), L(2, "B", 1)]), short("s1", 1), pick("p1", 2, qty=2),
+         pick("p2", 3, line=2, sku="B")],
+        [ACCEPTED_V1, M("OrderPicked", 3, ["s1", "p1", "p2"],
+                        lines=[picked_line(1, "A", 2, 2), picked_line(2, "B", 1, 1)], short=False)],
+        id="rule5-order-is-short-when-picked-is-below-ordered-not-when-a-line-was-short-closed",
     ),
 ]
 
@@ -502,6 +565,53 @@ RULE9 = [
         id="rule9-end-of-input-emits-holds-then-windows",
     ),
 ]
+
+
+# The contract's authority column, written out here (not read from app.core.model) so that
+# a change of the core's table fails a test.
+CONTRACT_AUTHORITY = {
+    "OrderReleased": {"erp"},
+    "OrderChanged": {"erp"},
+    "OrderCancelled": {"erp"},
+    "ItemScanned": {"wms", "robotics", "conveyor"},
+    "ToteConveyed": {"conveyor"},
+    "PickConfirmed": {"wms", "robotics"},
+    "LineShortClosed": {"wms"},
+    "PackConfirmed": {"wms", "robotics"},
+    "ShipmentDispatched": {"wms", "carrier"},
+    "StockAdjusted": {"wms", "robotics"},
+    "ReturnReceived": {"wms"},
+}
+VALID = {
+    "OrderReleased": release("e1"),
+    "OrderChanged": change("e1", 0, [L(1, "A", 1)]),
+    "OrderCancelled": cancel("e1", 0),
+    "ItemScanned": scan("e1", 0),
+    "ToteConveyed": tote("e1", 0),
+    "PickConfirmed": pick("e1", 0),
+    "LineShortClosed": short("e1", 0),
+    "PackConfirmed": pack("e1", 0),
+    "ShipmentDispatched": dispatch("e1", 0),
+    "StockAdjusted": stock("e1", 0, 1),
+    "ReturnReceived": ret("e1", 0),
+}
+
+
+@pytest.mark.parametrize("source", ["erp", "wms", "robotics", "conveyor", "carrier", "mes"])
+@pytest.mark.parametrize("kind", sorted(CONTRACT_AUTHORITY))
+def test_rule2_every_type_and_source_against_the_contracts_authority_column(kind: str, source: str) -> None:
+    allowed = CONTRACT_AUTHORITY[kind]
+    out = run([{**VALID[kind], "source": source}])
+    codes = [o.body.get("code") for o in out if isinstance(o, Milestone)]
+    if source in allowed:
+        assert "SOURCE_NOT_AUTHORIZED" not in codes
+        return
+    order_id = None if kind in ("ItemScanned", "ToteConveyed", "StockAdjusted") else "O1"
+    detail = f"source {source!r} is not authorized for {kind} (allowed: {', '.join(sorted(allowed))})"
+    assert [(o.type, o.event_ids, o.body) for o in out if isinstance(o, Milestone)] == [
+        ("SyncException", ("e1",), {"code": "SOURCE_NOT_AUTHORIZED", "order_id": order_id, "detail": detail})
+    ]
+    assert len(out) == 1  # no dead letter, nothing else
 
 
 @pytest.mark.parametrize(("records", "expected"), RULE1)

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from core_support import (
     DL,
+    END,
     HOLD,
     L,
     M,
@@ -95,7 +96,7 @@ ORDER_OF_CHECKS = [
 WATERMARK = [
     pytest.param(
         [pick("p1", 0, order="O9"), tote("t1", HOLD)],
-        [X("UNKNOWN_ORDER", 0, ["p1"])],
+        [X("UNKNOWN_ORDER", 0, ["p1"]), END],
         id="watermark-telemetry-moves-it",
     ),
     pytest.param(
@@ -110,7 +111,7 @@ WATERMARK = [
     ),
     pytest.param(
         [scan("s1", 5000), pick("p1", 0, qty=2, order="O9")],
-        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9")],
+        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9"), END],
         id="watermark-does-not-go-back-and-a-late-hold-expires-at-once",
     ),
     pytest.param(
@@ -151,14 +152,24 @@ EXECUTION_EVENTS = [
 HOLDS = [
     pytest.param(
         [pick("p1", 100, order="O9"), pick("p2", 0, order="O9"), scan("s1", HOLD)],
-        [X("UNKNOWN_ORDER", 100, ["p1", "p2"])],
+        [X("UNKNOWN_ORDER", 100, ["p1", "p2"]), END],
         id="holds-expire-at-the-earliest-held-time-plus-the-window",
+    ),
+    pytest.param(
+        [pick("p1", 100, order="O9"), pick("p2", 0, order="O9"), scan("s1", HOLD - 0.001)],
+        [END, X("UNKNOWN_ORDER", 100, ["p1", "p2"])],
+        id="holds-kept-until-the-earliest-held-time-plus-the-window",
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 600), scan("s1", 599 + HOLD),
          scan("s2", 600 + HOLD)],
-        [ACCEPTED, M("OrderPicked", 1), X("NOT_PACKED", 600, ["d1"])],
+        [ACCEPTED, M("OrderPicked", 1), X("NOT_PACKED", 600, ["d1"]), END],
         id="holds-waiting-dispatch-measured-from-its-own-time",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 600), scan("s1", 600 + HOLD - 0.001)],
+        [ACCEPTED, M("OrderPicked", 1), END, X("NOT_PACKED", 600, ["d1"])],
+        id="holds-waiting-dispatch-kept-until-its-own-time-plus-the-window",
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), dispatch("d2", 5, shipment="S2"), dispatch("d1", 3), pack("k1", 6)],
@@ -221,7 +232,7 @@ LIFECYCLE = [
     ),
     pytest.param(
         [release("r1"), dispatch("d1", 1), short("s1", 2)],
-        [ACCEPTED, M("OrderPicked", 2), X("NOT_PACKED", 1, ["d1"])],
+        [ACCEPTED, M("OrderPicked", 2), X("NOT_PACKED", 1, ["d1"], detail="order has nothing picked"), END],
         id="lifecycle-nothing-picked-ends-a-waiting-dispatch",
     ),
     pytest.param(
