@@ -31,7 +31,7 @@ from core_support import (
     ts,
 )
 
-from app.core.model import Milestone
+from app.core.model import CoreSettings, Milestone
 
 ACCEPTED_V1 = M("OrderAccepted", 0, ["r1"], order_id="O1", version=1)
 DAY = 24 * 3600
@@ -64,6 +64,11 @@ RULE1 = [
         [release("r1"), scan("s1", DAY - 0.001), release("r1")],
         [ACCEPTED_V1],
         id="rule1-dedup-remembers-within-24h",
+    ),
+    pytest.param(
+        [release("r1"), scan("s1", DAY), release("r1"), scan("s2", DAY + 120), release("r1")],
+        [ACCEPTED_V1, X("INVALID_EVENT", 0, ["r1"], order_id="O1")],
+        id="rule1-a-key-seen-again-after-24h-is-remembered-for-another-24h",
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), pick("p2", 2)],
@@ -100,6 +105,13 @@ RULE1 = [
             M("ReturnReceived", 10, ["t1"], order_id="O1"),
         ],
         id="rule1-return-received-once-per-rma-and-sku-across-orders",
+    ),
+    pytest.param(
+        [*shipped_order(0, "O1"), *[{**e, "warehouse_id": "W2"} for e in shipped_order(0, "O2")],
+         ret("t1", 10), ret("t2", 11, order="O2", warehouse_id="W2")],
+        [*SHIPPED, *[M(m["type"], m["t"], warehouse_id="W2") for m in SHIPPED],
+         M("ReturnReceived", 10, ["t1"], warehouse_id="W1"), M("ReturnReceived", 11, ["t2"], warehouse_id="W2")],
+        id="rule1-return-received-once-per-warehouse-rma-and-sku",
     ),
     pytest.param(
         [stock("s1", 0, 5), stock("s2", 10, 3), stock("s1", 20, 5)],
@@ -315,6 +327,24 @@ RULE4 = [
         id="rule4-held-ties-keep-arrival-order",
     ),
     pytest.param(
+        [pick("pb", 10, qty=2), pick("pa", 10, qty=2), release("r1", 20)],
+        [M("OrderAccepted", 20), M("OrderPicked", 10, ["pb"]), X("OVER_PICK", 10, ["pa"])],
+        id="rule4-held-ties-keep-arrival-order-not-event-id-order",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 2), dispatch("d2", 100, shipment="S2"),
+         scan("s1", 2 + HOLD), pack("k1", 2 + HOLD + 1)],
+        [ACCEPTED_V1, M("OrderPicked", 1), X("NOT_PACKED", 2, ["d1"]), M("OrderPacked", 2 + HOLD + 1),
+         M("ShipmentConfirmed", 100, ["d2"], shipment_id="S2"), END],
+        id="rule4-a-dispatch-not-yet-due-keeps-waiting-when-another-expires",
+    ),
+    pytest.param(
+        [pick("p1", 100, qty=2), release("r1", 101), pick("p2", 200, order="O2"), scan("s1", 200 + HOLD)],
+        [M("OrderAccepted", 101, ["r1"]), M("OrderPicked", 100, ["p1"]),
+         X("UNKNOWN_ORDER", 200, ["p2"], order_id="O2"), END],
+        id="rule4-a-released-hold-does-not-delay-other-orders-expiry",
+    ),
+    pytest.param(
         [pick("p1", 0, order="O9"), scan("s1", HOLD)],
         [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9"), END],
         id="rule4-unreleased-order-yields-unknown-order-after-hold-window",
@@ -391,6 +421,12 @@ RULE5 = [
         id="rule5-over-pick-after-a-partial-pick",
     ),
     pytest.param(
+        [release("r1", lines=[L(1, "A", 2), L(2, "B", 1)]), pick("p1", 1, qty=2), pick("p2", 2)],
+        [ACCEPTED_V1, X("OVER_PICK", 2, ["p2"], order_id="O1",
+                        detail="line 1: pick of 1 exceeds the open qty 0 (ordered 2); only the ordered qty counts")],
+        id="rule5-over-pick-on-a-line-already-picked-in-full",
+    ),
+    pytest.param(
         [release("r1", lines=[L(1, "A", 2), L(2, "B", 3)]), pick("p1", 1, qty=2),
          pick("p2", 2, line=2, sku="B"), short("s1", 3, line=2)],
         [ACCEPTED_V1, M("OrderPicked", 3, ["p1", "p2", "s1"],
@@ -447,13 +483,19 @@ RULE7 = [
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), pack("k1", 2), ret("t1", 3)],
-        [ACCEPTED_V1, M("OrderPicked", 1), M("OrderPacked", 2), X("RETURN_NOT_SHIPPED", 3, ["t1"], order_id="O1")],
+        [ACCEPTED_V1, M("OrderPicked", 1), M("OrderPacked", 2),
+         X("RETURN_NOT_SHIPPED", 3, ["t1"], order_id="O1", detail="order has no ShipmentConfirmed")],
         id="rule7-return-before-shipment-is-return-not-shipped",
     ),
     pytest.param(
         [ret("t1", 0, order="O9"), release("r9", 1, order="O9")],
-        [X("RETURN_NOT_SHIPPED", 0, ["t1"], order_id="O9"), M("OrderAccepted", 1, ["r9"])],
+        [X("RETURN_NOT_SHIPPED", 0, ["t1"], order_id="O9", detail="order is unknown"), M("OrderAccepted", 1, ["r9"])],
         id="rule7-return-for-an-unknown-order-at-once",
+    ),
+    pytest.param(
+        [pick("p1", 0, order="O9"), ret("t1", 1, order="O9"), release("r9", 2, order="O9")],
+        [X("RETURN_NOT_SHIPPED", 1, ["t1"], order_id="O9", detail="order is unknown"), M("OrderAccepted", 2, ["r9"])],
+        id="rule7-return-for-an-unreleased-order-at-once",
     ),
 ]
 
@@ -612,6 +654,24 @@ def test_rule2_every_type_and_source_against_the_contracts_authority_column(kind
         ("SyncException", ("e1",), {"code": "SOURCE_NOT_AUTHORIZED", "order_id": order_id, "detail": detail})
     ]
     assert len(out) == 1  # no dead letter, nothing else
+
+
+@pytest.mark.parametrize(
+    ("records", "expected"),
+    [
+        pytest.param([pick("p1", 0, order="O9"), scan("s1", 59.999)], [END, X("UNKNOWN_ORDER", 0, ["p1"])],
+                     id="rule4-held-for-the-configured-hold-window"),
+        pytest.param([pick("p1", 0, order="O9"), scan("s1", 60)], [X("UNKNOWN_ORDER", 0, ["p1"]), END],
+                     id="rule4-unknown-order-after-the-configured-hold-window"),
+        pytest.param([scan("s1", 60), pick("p1", 0, order="O9")], [X("UNKNOWN_ORDER", 0, ["p1"]), END],
+                     id="rule4-late-hold-expires-at-once-with-the-configured-hold-window"),
+        pytest.param([release("r1"), pick("p1", 1, qty=2), dispatch("d1", 2), scan("s1", 62)],
+                     [ACCEPTED_V1, M("OrderPicked", 1), X("NOT_PACKED", 2, ["d1"]), END],
+                     id="rule4-dispatch-not-packed-after-the-configured-hold-window"),
+    ],
+)
+def test_rule4_hold_window_is_a_setting(records: list[Any], expected: list[dict[str, Any]]) -> None:
+    check(records, expected, settings=CoreSettings(hold_window_ms=60_000))
 
 
 @pytest.mark.parametrize(("records", "expected"), RULE1)

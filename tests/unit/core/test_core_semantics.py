@@ -67,6 +67,17 @@ IDENTITY = [
         [ACCEPTED, X("INVALID_EVENT", 1, ["p1"]), DL("qty"), M("OrderPicked", 2, ["p1"])],
         id="identity-corrected-record-keeps-its-single-sync-exception",
     ),
+    pytest.param(
+        [release("r1"), scan("s1", 24 * 3600), release("r1", lines=[])],
+        [ACCEPTED, X("INVALID_EVENT", 0, ["r1"], detail="field 'lines' must not be empty"), DL("lines")],
+        id="identity-corrupt-copy-after-the-dedup-retention-is-reported",
+    ),
+    pytest.param(
+        [pick("p1", 1, qty=0, warehouse_id="", order_id=""), pick("p2", 2, qty=0, warehouse_id=5, order_id=7)],
+        [X("INVALID_EVENT", 1, ["p1"], warehouse_id=None, order_id=None), DL("warehouse_id"),
+         X("INVALID_EVENT", 2, ["p2"], warehouse_id=None, order_id=None), DL("warehouse_id")],
+        id="identity-invalid-event-keeps-only-non-empty-string-warehouse-and-order-ids",
+    ),
 ]
 
 ORDER_OF_CHECKS = [
@@ -243,7 +254,7 @@ LIFECYCLE = [
     ),
     pytest.param(
         [release("r1"), dispatch("d1", 1), cancel("x1", 2)],
-        [ACCEPTED, X("ORDER_CANCELLED", 1, ["d1"])],
+        [ACCEPTED, X("ORDER_CANCELLED", 1, ["d1"], detail="order is cancelled"), END],
         id="lifecycle-cancel-ends-a-waiting-dispatch",
     ),
     pytest.param(
@@ -277,6 +288,25 @@ FIELDS = [
         + [release("r0", 200, order="O0")],
         [ACCEPTED, M("OrderPicked", 41, [f"p{i:02d}" for i in range(50)]), M("OrderAccepted", 200)],
         id="fields-event-ids-first-50-by-arrival-not-by-time",
+    ),
+    pytest.param(
+        # held picks p01..p60 (arrival order) are applied by time: p01..p49, p60, p50..p59
+        [pick(f"p{i:02d}", i if i < 50 else (50 if i == 60 else i + 1)) for i in range(1, 61)]
+        + [release("r1", 70, lines=[L(1, "A", 60)])],
+        [M("OrderAccepted", 70), M("OrderPicked", 60, [f"p{i:02d}" for i in range(1, 51)])],
+        id="fields-event-ids-first-50-by-arrival-when-held-events-apply-out-of-arrival-order",
+    ),
+    pytest.param(
+        [pick(f"p{i:02d}", i, order="O9") for i in range(60)],
+        [X("UNKNOWN_ORDER", 59, [f"p{i:02d}" for i in range(50)], order_id="O9",
+           detail="no OrderReleased within the hold window; 60 held event(s) dropped")],
+        id="fields-unknown-order-evidence-keeps-the-first-50",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), pack("k1", 2, items=[(1, 1)], package="P1"),
+         pack("k2", 3, items=[(1, 1)], package="P2"), pack("k3", 4, items=[(1, 1)], package="P1")],
+        [ACCEPTED, M("OrderPicked", 1), M("OrderPacked", 3, ["k1", "k2"], package_ids=["P1", "P2"])],
+        id="fields-packed-qty-is-summed-over-packs-and-package-ids-are-distinct",
     ),
     pytest.param(
         [stock(f"s{i:02d}", i, 1) for i in range(60)],
