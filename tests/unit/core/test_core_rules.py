@@ -339,6 +339,12 @@ RULE4 = [
         id="rule4-a-dispatch-not-yet-due-keeps-waiting-when-another-expires",
     ),
     pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 2), dispatch("d2", 100, shipment="S2"),
+         scan("s1", 2 + HOLD), scan("s2", 100 + HOLD)],
+        [ACCEPTED_V1, M("OrderPicked", 1), X("NOT_PACKED", 2, ["d1"]), X("NOT_PACKED", 100, ["d2"]), END],
+        id="rule4-each-waiting-dispatch-expires-at-its-own-deadline",
+    ),
+    pytest.param(
         [pick("p1", 100, qty=2), release("r1", 101), pick("p2", 200, order="O2"), scan("s1", 200 + HOLD)],
         [M("OrderAccepted", 101, ["r1"]), M("OrderPicked", 100, ["p1"]),
          X("UNKNOWN_ORDER", 200, ["p2"], order_id="O2"), END],

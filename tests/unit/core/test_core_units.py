@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from types import MappingProxyType
 from typing import Any
 
@@ -83,6 +83,38 @@ def test_parse_ts_rejects(value: Any) -> None:
         parse_ts(value)
 
 
+class _NoOffset(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(MAX_MS + 1, f"timestamp {MAX_MS + 1} ms is out of range", id="int-out-of-range"),
+        pytest.param(datetime(2026, 11, 27), "naive datetime has no UTC offset", id="naive-datetime"),
+        pytest.param(datetime(2026, 11, 27, tzinfo=_NoOffset()), "naive datetime has no UTC offset",
+                     id="datetime-whose-tzinfo-has-no-offset"),
+        pytest.param(1.5, "not a timestamp: float", id="float"),
+        pytest.param("x" * 50, f"not an ISO-8601 timestamp: {'x' * 40!r}", id="not-iso"),
+        pytest.param("2026-11-27T10:00:00.000" + "0" * 30,
+                     f"ISO-8601 timestamp without UTC offset: {('2026-11-27T10:00:00.000' + '0' * 30)[:40]!r}",
+                     id="no-offset"),
+    ],
+)
+def test_parse_ts_error_messages(value: Any, message: str) -> None:
+    """They reach the rule-8 reason ``field 'occurred_at' is not a valid timestamp: ...``."""
+    with pytest.raises(ValueError) as exc:
+        parse_ts(value)
+    assert str(exc.value) == message
+
+
+def test_parse_ts_range_is_inclusive_and_datetimes_floor_to_int_ms() -> None:
+    assert (parse_ts(MIN_MS), parse_ts(MAX_MS)) == (MIN_MS, MAX_MS)
+    got = parse_ts(datetime(2026, 11, 27, 10, 0, 0, 999, tzinfo=UTC))
+    assert got == 1795773600000 and got.__class__ is int
+
+
 def test_format_ts() -> None:
     assert format_ts(1795773600000) == "2026-11-27T10:00:00.000Z"
     assert format_ts(-1) == "1969-12-31T23:59:59.999Z"
@@ -153,6 +185,12 @@ def test_milestone_to_dict_and_back() -> None:
     junk = next(m for m in out if isinstance(m, Milestone) and m.warehouse_id is None)
     assert junk.to_dict()["occurred_at"] == "2026-11-27T10:00:03.000Z"  # the watermark
     assert junk.to_dict()["order_id"] is None
+
+
+def test_milestone_body_defaults_to_empty_and_a_null_time_round_trips() -> None:
+    assert Milestone("m1", "OrderPicked", "W1", None, ()).body == {}
+    (junk, _) = Engine().process(b"junk")
+    assert junk.occurred_at is None and Milestone.from_dict(junk.to_dict()) == junk
 
 
 def test_authority_table_names_only_known_sources() -> None:
