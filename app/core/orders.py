@@ -256,8 +256,10 @@ def _release(state: OrderState, ev: Event, out: list[Milestone]) -> None:
 
 
 def _content_frozen(state: OrderState, ev: Event, out: list[Milestone]) -> bool:
-    """Rule 3: once picking started (or OrderPicked was emitted) the warehouse owns it."""
-    if state.started or state.picked_done:
+    """Rule 3: once picking started (its first accepted PickConfirmed) the warehouse owns
+    the order's content. An OrderPicked reached with nothing picked (every line
+    short-closed before any pick) does not start picking: the content stays the ERP's."""
+    if state.started:
         out.append(
             ms.record_exception(
                 ev, Code.AUTHORITY_CONFLICT, f"picking has started; {ev.type} rejected"
@@ -270,6 +272,10 @@ def _content_frozen(state: OrderState, ev: Event, out: list[Milestone]) -> bool:
 def _changed(state: OrderState, ev: Event, seq: int, out: list[Milestone]) -> None:
     if _content_frozen(state, ev, out):
         return
+    # A new version restarts the content (lines, and the short-closes, packs and package
+    # ids recorded against the old lines). After an OrderPicked with nothing picked the
+    # order stays ended there (``picked_done``): rule 1 allows one OrderPicked per order,
+    # so the new version is accepted as the ERP's content but is not picked again.
     state.version += 1
     state.lines = _new_lines(ev)
     state.package_ids = []

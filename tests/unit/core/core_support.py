@@ -173,13 +173,24 @@ def X(code: str, t: float | None, ids: Iterable[str] | None = None, **fields: An
     return M("SyncException", t, ids, code=code, **fields)
 
 
+END: dict[str, Any] = {"type": "end of input"}
+"""In an expected list: where the end of input (``Engine.finish``, rule 9) comes. What is
+listed before it was emitted by the records themselves (the watermark they moved), what
+is listed after it only by the end-of-input flush. Cases named after a timing need it:
+without it a hold that never expired in time would still pass, flushed at the end."""
+
+
 def DL(contains: str = "") -> dict[str, Any]:
     """Expected dead letter whose reason contains ``contains``."""
     return {"type": "DeadLetter", "contains": contains}
 
 
-def project(actual: Milestone | DeadLetter, expected: dict[str, Any]) -> dict[str, Any]:
+def project(actual: Milestone | DeadLetter | dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """``actual`` reduced to the keys ``expected`` names (for a readable exact compare)."""
+    if actual is END:
+        return END
+    if isinstance(actual, dict):
+        raise TypeError(f"not an engine output: {actual!r}")
     if isinstance(actual, DeadLetter):
         c = expected.get("contains", "")
         return {"type": "DeadLetter", "contains": c if c in actual.reason else actual.reason}
@@ -197,7 +208,14 @@ def project(actual: Milestone | DeadLetter, expected: dict[str, Any]) -> dict[st
 
 
 def check(records: Iterable[Record], expected: list[dict[str, Any]], **kw: Any) -> list[Milestone | DeadLetter]:
-    out = run(records, **kw)
+    """Run ``records`` and compare the output with ``expected`` exactly (in order, every
+    output). With ``END`` in ``expected`` the end of input is marked in the output too."""
+    if END in expected:
+        engine = kw.pop("engine", None) or Engine(kw.pop("settings", CoreSettings()))
+        out: list[Any] = run(records, finish=False, engine=engine, **kw)
+        out = [*out, END, *engine.finish()]
+    else:
+        out = run(records, **kw)
     got = [project(a, e) for a, e in zip(out, expected)]
     got += [project(a, {}) for a in out[len(expected):]]
     assert got == expected

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from core_support import pick, release, run, scan, shipped_order, stock
 
+from app import codec
 from app.core.model import Milestone
 from app.replay import frame_avro, is_avro_framed, run_replay
 
@@ -57,7 +58,6 @@ def test_replay_output_keys_are_sorted_and_timestamps_iso(tmp_path: Path) -> Non
 
 
 def test_replay_avro_framed_input(tmp_path: Path) -> None:
-    codec = pytest.importorskip("app.codec")
     events = [*shipped_order(), scan("s1", 4), pick("p9", 5, order="O9")]
     body = b"".join(frame_avro(codec.encode_event(d)) for d in events)
     body += frame_avro(b"\xc3\x01" + b"\x00" * 8 + b"junk") + b"\x00\x00\x00\x09abc"

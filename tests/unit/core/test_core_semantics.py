@@ -8,6 +8,7 @@ import orjson
 import pytest
 from core_support import (
     DL,
+    END,
     HOLD,
     L,
     M,
@@ -66,6 +67,17 @@ IDENTITY = [
         [ACCEPTED, X("INVALID_EVENT", 1, ["p1"]), DL("qty"), M("OrderPicked", 2, ["p1"])],
         id="identity-corrected-record-keeps-its-single-sync-exception",
     ),
+    pytest.param(
+        [release("r1"), scan("s1", 24 * 3600), release("r1", lines=[])],
+        [ACCEPTED, X("INVALID_EVENT", 0, ["r1"], detail="field 'lines' must not be empty"), DL("lines")],
+        id="identity-corrupt-copy-after-the-dedup-retention-is-reported",
+    ),
+    pytest.param(
+        [pick("p1", 1, qty=0, warehouse_id="", order_id=""), pick("p2", 2, qty=0, warehouse_id=5, order_id=7)],
+        [X("INVALID_EVENT", 1, ["p1"], warehouse_id=None, order_id=None), DL("warehouse_id"),
+         X("INVALID_EVENT", 2, ["p2"], warehouse_id=None, order_id=None), DL("warehouse_id")],
+        id="identity-invalid-event-keeps-only-non-empty-string-warehouse-and-order-ids",
+    ),
 ]
 
 ORDER_OF_CHECKS = [
@@ -95,7 +107,7 @@ ORDER_OF_CHECKS = [
 WATERMARK = [
     pytest.param(
         [pick("p1", 0, order="O9"), tote("t1", HOLD)],
-        [X("UNKNOWN_ORDER", 0, ["p1"])],
+        [X("UNKNOWN_ORDER", 0, ["p1"]), END],
         id="watermark-telemetry-moves-it",
     ),
     pytest.param(
@@ -110,7 +122,7 @@ WATERMARK = [
     ),
     pytest.param(
         [scan("s1", 5000), pick("p1", 0, qty=2, order="O9")],
-        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9")],
+        [X("UNKNOWN_ORDER", 0, ["p1"], order_id="O9"), END],
         id="watermark-does-not-go-back-and-a-late-hold-expires-at-once",
     ),
     pytest.param(
@@ -151,14 +163,24 @@ EXECUTION_EVENTS = [
 HOLDS = [
     pytest.param(
         [pick("p1", 100, order="O9"), pick("p2", 0, order="O9"), scan("s1", HOLD)],
-        [X("UNKNOWN_ORDER", 100, ["p1", "p2"])],
+        [X("UNKNOWN_ORDER", 100, ["p1", "p2"]), END],
         id="holds-expire-at-the-earliest-held-time-plus-the-window",
+    ),
+    pytest.param(
+        [pick("p1", 100, order="O9"), pick("p2", 0, order="O9"), scan("s1", HOLD - 0.001)],
+        [END, X("UNKNOWN_ORDER", 100, ["p1", "p2"])],
+        id="holds-kept-until-the-earliest-held-time-plus-the-window",
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 600), scan("s1", 599 + HOLD),
          scan("s2", 600 + HOLD)],
-        [ACCEPTED, M("OrderPicked", 1), X("NOT_PACKED", 600, ["d1"])],
+        [ACCEPTED, M("OrderPicked", 1), X("NOT_PACKED", 600, ["d1"]), END],
         id="holds-waiting-dispatch-measured-from-its-own-time",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), dispatch("d1", 600), scan("s1", 600 + HOLD - 0.001)],
+        [ACCEPTED, M("OrderPicked", 1), END, X("NOT_PACKED", 600, ["d1"])],
+        id="holds-waiting-dispatch-kept-until-its-own-time-plus-the-window",
     ),
     pytest.param(
         [release("r1"), pick("p1", 1, qty=2), dispatch("d2", 5, shipment="S2"), dispatch("d1", 3), pack("k1", 6)],
@@ -221,7 +243,7 @@ LIFECYCLE = [
     ),
     pytest.param(
         [release("r1"), dispatch("d1", 1), short("s1", 2)],
-        [ACCEPTED, M("OrderPicked", 2), X("NOT_PACKED", 1, ["d1"])],
+        [ACCEPTED, M("OrderPicked", 2), X("NOT_PACKED", 1, ["d1"], detail="order has nothing picked"), END],
         id="lifecycle-nothing-picked-ends-a-waiting-dispatch",
     ),
     pytest.param(
@@ -232,7 +254,7 @@ LIFECYCLE = [
     ),
     pytest.param(
         [release("r1"), dispatch("d1", 1), cancel("x1", 2)],
-        [ACCEPTED, X("ORDER_CANCELLED", 1, ["d1"])],
+        [ACCEPTED, X("ORDER_CANCELLED", 1, ["d1"], detail="order is cancelled"), END],
         id="lifecycle-cancel-ends-a-waiting-dispatch",
     ),
     pytest.param(
@@ -266,6 +288,25 @@ FIELDS = [
         + [release("r0", 200, order="O0")],
         [ACCEPTED, M("OrderPicked", 41, [f"p{i:02d}" for i in range(50)]), M("OrderAccepted", 200)],
         id="fields-event-ids-first-50-by-arrival-not-by-time",
+    ),
+    pytest.param(
+        # held picks p01..p60 (arrival order) are applied by time: p01..p49, p60, p50..p59
+        [pick(f"p{i:02d}", i if i < 50 else (50 if i == 60 else i + 1)) for i in range(1, 61)]
+        + [release("r1", 70, lines=[L(1, "A", 60)])],
+        [M("OrderAccepted", 70), M("OrderPicked", 60, [f"p{i:02d}" for i in range(1, 51)])],
+        id="fields-event-ids-first-50-by-arrival-when-held-events-apply-out-of-arrival-order",
+    ),
+    pytest.param(
+        [pick(f"p{i:02d}", i, order="O9") for i in range(60)],
+        [X("UNKNOWN_ORDER", 59, [f"p{i:02d}" for i in range(50)], order_id="O9",
+           detail="no OrderReleased within the hold window; 60 held event(s) dropped")],
+        id="fields-unknown-order-evidence-keeps-the-first-50",
+    ),
+    pytest.param(
+        [release("r1"), pick("p1", 1, qty=2), pack("k1", 2, items=[(1, 1)], package="P1"),
+         pack("k2", 3, items=[(1, 1)], package="P2"), pack("k3", 4, items=[(1, 1)], package="P1")],
+        [ACCEPTED, M("OrderPicked", 1), M("OrderPacked", 3, ["k1", "k2"], package_ids=["P1", "P2"])],
+        id="fields-packed-qty-is-summed-over-packs-and-package-ids-are-distinct",
     ),
     pytest.param(
         [stock(f"s{i:02d}", i, 1) for i in range(60)],

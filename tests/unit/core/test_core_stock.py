@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.core import Engine
+from app.core import Engine, ids
 from app.core.keys import event_key
 from app.core.model import CoreSettings, Event, Milestone, StockForward
 from app.core.stock import InventoryStage, Mark, apply_record, encode_forward, encode_mark
@@ -71,6 +71,34 @@ CASES: dict[str, list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]] = {
         (("f", 1, 1, "e1", 2 * MIN, 4), [("INVALID_EVENT", None, None, "late")]),
         (("m", 1, 1, 2 * MIN, False), []),  # the stage's watermark does not move back
     ],
+    "forwards alone move a source's watermark": [
+        (("m", 1, -1, None, True), []),
+        (("f", 0, 0, "e1", 10, 5), []),
+        (("f", 0, 1, "e2", 7 * MIN, 1), [("InventoryAdjusted", 5, 1, None)]),
+    ],
+    "an idle empty partition listed first does not hold the others": [
+        (("m", 0, -1, None, True), []),
+        (("f", 1, 0, "e1", 10, 5), []),
+        (("f", 1, 1, "e2", 7 * MIN, 1), [("InventoryAdjusted", 5, 1, None)]),
+    ],
+    "every partition idle and empty closes nothing": [
+        (("m", 0, -1, None, True), []),
+        (("m", 1, -1, None, True), []),
+    ],
+    "an empty partition's first record, at offset 0, counts": [
+        (("m", 1, -1, None, True), []),
+        (("f", 1, 0, "e1", 10, 5), []),
+        (("m", 0, 0, 7 * MIN, False), []),
+        (("m", 1, 0, 7 * MIN, False), [("InventoryAdjusted", 5, 1, None)]),
+    ],
+    "a partition's watermark is kept when a later mark has none or an older one": [
+        (("f", 0, 0, "e1", 10, 5), []),
+        (("m", 0, 0, 2 * MIN, False), []),
+        (("m", 0, 1, None, True), []),
+        (("m", 0, 2, 1 * MIN, False), []),
+        (("m", 1, 0, 7 * MIN, False), []),  # partition 0 still holds the window at 2 min
+        (("m", 0, 3, 6 * MIN, False), [("InventoryAdjusted", 5, 1, None)]),
+    ],
 }
 
 
@@ -95,6 +123,38 @@ def test_stage_records_round_trip_through_the_stock_topic_encoding() -> None:
     out = apply_record(encoded, encode_mark(mark))
     assert out == direct.mark(mark) and [m.body["net_delta"] for m in out] == [3]
     assert direct.marks == encoded.marks
+
+
+def test_stage_restored_from_its_stores_goes_on_where_it_stopped() -> None:
+    first = InventoryStage(S, 1)
+    first.forward(0, 5, _ev("e1", 10, 5), ms(10))
+    first.mark(Mark(0, 6, ms(5.5 * MIN), False))
+    second = InventoryStage(S, 1, store=first.windows.store, marks=first.marks, watermark=first.watermark)
+    assert second.forward(0, 5, _ev("e1", 10, 5), ms(10)) == []  # already counted
+    late = second.forward(0, 7, _ev("e0", 10, 1, sku="B"), ms(5.5 * MIN))  # its window closes at 6 min
+    assert _summary(late) == []
+    old = second.forward(0, 8, _ev("e9", -MIN, 1, sku="C"), ms(5.5 * MIN))  # window [-5, 0) closed at 1 min
+    assert _summary(old) == [("INVALID_EVENT", None, None, "late")]
+    assert _summary(second.mark(Mark(0, 9, ms(6 * MIN), False))) == [
+        ("InventoryAdjusted", 5, 1, None), ("InventoryAdjusted", 1, 1, None)]
+
+
+def test_stage_finish_closes_every_open_window() -> None:
+    stage = InventoryStage(S, 2)
+    stage.forward(0, 0, _ev("e1", 10, 5), ms(10))
+    stage.forward(1, 0, _ev("e2", 20 * MIN, 2, sku="B"), ms(20 * MIN))
+    assert _summary(stage.finish()) == [("InventoryAdjusted", 5, 1, None), ("InventoryAdjusted", 2, 1, None)]
+
+
+def test_stock_topic_records_keep_idle_marks_and_the_forward_identity() -> None:
+    stage = InventoryStage(S, 2)
+    assert apply_record(stage, encode_mark(Mark(1, -1, None, True))) == []
+    assert stage.marks[1] == [None, -1, True]
+    assert apply_record(stage, encode_forward(0, 0, _ev("e1", 10, 5), ms(10))) == []
+    assert stage.watermark == ms(10)  # the forward's stamp moved it (partition 1 is idle)
+    closed, late = apply_record(stage, encode_forward(0, 1, _ev("e2", 10, 1), ms(7 * MIN)))
+    assert (closed.type, closed.body["net_delta"]) == ("InventoryAdjusted", 5)
+    assert late.milestone_id == ids.record_exception_id("wms", "e2") and late.body["detail"] == "late"
 
 
 def test_engine_forwards_on_time_stock_and_rejects_late_stock() -> None:

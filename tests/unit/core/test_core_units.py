@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -11,6 +12,8 @@ import pytest
 from core_support import (
     HOLD,
     L,
+    cancel,
+    change,
     dispatch,
     ms,
     pack,
@@ -32,7 +35,16 @@ from app.core.engine import Engine
 from app.core.inventory import Windows
 from app.core.model import AUTHORITY, SOURCES, CoreSettings, Milestone
 from app.core.orders import OrderState
-from app.core.parse import SPECS, check, identity, validate
+from app.core.parse import (
+    MAX_LIST,
+    MAX_RECORD_BYTES,
+    MAX_STRING,
+    SPECS,
+    check,
+    decode,
+    identity,
+    validate,
+)
 from app.core.timeutil import MAX_MS, MIN_MS, format_ts, parse_ts
 
 UTC = timezone.utc
@@ -69,6 +81,38 @@ def test_parse_ts(value: Any, expected: int) -> None:
 def test_parse_ts_rejects(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_ts(value)
+
+
+class _NoOffset(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(MAX_MS + 1, f"timestamp {MAX_MS + 1} ms is out of range", id="int-out-of-range"),
+        pytest.param(datetime(2026, 11, 27), "naive datetime has no UTC offset", id="naive-datetime"),
+        pytest.param(datetime(2026, 11, 27, tzinfo=_NoOffset()), "naive datetime has no UTC offset",
+                     id="datetime-whose-tzinfo-has-no-offset"),
+        pytest.param(1.5, "not a timestamp: float", id="float"),
+        pytest.param("x" * 50, f"not an ISO-8601 timestamp: {'x' * 40!r}", id="not-iso"),
+        pytest.param("2026-11-27T10:00:00.000" + "0" * 30,
+                     f"ISO-8601 timestamp without UTC offset: {('2026-11-27T10:00:00.000' + '0' * 30)[:40]!r}",
+                     id="no-offset"),
+    ],
+)
+def test_parse_ts_error_messages(value: Any, message: str) -> None:
+    """They reach the rule-8 reason ``field 'occurred_at' is not a valid timestamp: ...``."""
+    with pytest.raises(ValueError) as exc:
+        parse_ts(value)
+    assert str(exc.value) == message
+
+
+def test_parse_ts_range_is_inclusive_and_datetimes_floor_to_int_ms() -> None:
+    assert (parse_ts(MIN_MS), parse_ts(MAX_MS)) == (MIN_MS, MAX_MS)
+    got = parse_ts(datetime(2026, 11, 27, 10, 0, 0, 999, tzinfo=UTC))
+    assert got == 1795773600000 and got.__class__ is int
 
 
 def test_format_ts() -> None:
@@ -141,6 +185,12 @@ def test_milestone_to_dict_and_back() -> None:
     junk = next(m for m in out if isinstance(m, Milestone) and m.warehouse_id is None)
     assert junk.to_dict()["occurred_at"] == "2026-11-27T10:00:03.000Z"  # the watermark
     assert junk.to_dict()["order_id"] is None
+
+
+def test_milestone_body_defaults_to_empty_and_a_null_time_round_trips() -> None:
+    assert Milestone("m1", "OrderPicked", "W1", None, ()).body == {}
+    (junk, _) = Engine().process(b"junk")
+    assert junk.occurred_at is None and Milestone.from_dict(junk.to_dict()) == junk
 
 
 def test_authority_table_names_only_known_sources() -> None:
@@ -225,6 +275,21 @@ def test_orders_apply_and_expire_without_the_engine() -> None:
     assert orders.next_deadline(state) is None
 
 
+def test_rule3_new_version_after_order_picked_with_nothing_picked_keeps_the_order_ended() -> None:
+    state, _ = orders.apply(None, _event(release("r1")), ms(0))
+    state, out = orders.apply(state, _event(short("s1", 1)), ms(1))
+    assert [(m.type, m.body["short"]) for m in out] == [("OrderPicked", True)]
+    state, out = orders.apply(state, _event(change("c1", 2, [L(3, "B", 4)])), ms(2))
+    assert [(m.type, m.body["version"]) for m in out] == [("OrderAccepted", 2)]
+    assert state is not None
+    record = state.to_record()
+    # the new version's lines, nothing picked or short-closed; still open, picking not
+    # started (the ERP may change or cancel again), and still past its one OrderPicked
+    assert (record["status"], record["version"], record["lines"]) == ("open", 2, [[3, "B", 4, 0, 0, False]])
+    assert (record["started"], record["picked_done"], record["packed_done"]) == (False, True, False)
+    assert (record["package_ids"], record["pick_ev"], record["pack_ev"]) == ([], [], [])
+
+
 def test_orders_apply_return_for_unknown_order_keeps_no_state() -> None:
     state, out = orders.apply(None, _event(ret("t1", 0)), ms(0))
     assert state is None and [m.body["code"] for m in out] == ["RETURN_NOT_SHIPPED"]
@@ -297,3 +362,192 @@ def test_engine_restored_from_plain_records_gives_the_same_output(cut: int) -> N
     )
     out += run(stream[cut:], engine=second)
     assert out == whole
+
+
+# -- exact rule-8 reasons (the dead-letter reason and the INVALID_EVENT detail) ----------------
+
+LONG = "x" * (MAX_STRING + 1)
+EDGE = "x" * MAX_STRING
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        pytest.param({**scan("s", 0), "type": None}, "missing field 'type'", id="type-missing"),
+        pytest.param({**scan("s", 0), "type": "T" * 50},
+                     f"field 'type' must be one of {', '.join(sorted(SPECS))}, got {'T' * 40!r}", id="type-cut-at-40"),
+        pytest.param({**scan("s", 0), "source": None}, "missing field 'source'", id="source-missing"),
+        pytest.param({**release("r"), "lines": "x"}, "field 'lines' must be a list, got str", id="lines-str"),
+        pytest.param({**release("r"), "lines": None}, "missing field 'lines'", id="lines-missing"),
+        pytest.param({**release("r"), "lines": [L(1, "", 1)]}, "field 'lines[0].sku' must be a non-empty string",
+                     id="line-sku-empty"),
+        pytest.param({**release("r"), "lines": [L(1, 5, 1)]}, "field 'lines[0].sku' must be a non-empty string",
+                     id="line-sku-int"),
+        pytest.param({**release("r"), "lines": [L(1, LONG, 1)]},
+                     f"field 'lines[0].sku' is longer than {MAX_STRING} characters", id="line-sku-long"),
+        pytest.param({**release("r"), "lines": [L(1, "A", 1), L(1, "B", 1)]},
+                     "field 'lines' has a duplicate line_no 1", id="duplicate-line"),
+        pytest.param({**release("r"), "lines": [L(1, "A", 1)] * (MAX_LIST + 1)},
+                     f"field 'lines' has more than {MAX_LIST} entries", id="lines-too-many"),
+        pytest.param(dispatch("d", 0, package_ids=None), "missing field 'package_ids'", id="package-ids-missing"),
+        pytest.param(dispatch("d", 0, package_ids=[LONG]),
+                     f"field 'package_ids[0]' must be a non-empty string of at most {MAX_STRING} characters",
+                     id="package-id-long"),
+        pytest.param(ret("t", 0, qty=0), "field 'qty' must be > 0, got 0", id="return-qty"),
+        pytest.param(ret("t", 0, disposition=None), "missing field 'disposition'", id="disposition-missing"),
+        pytest.param(ret("t", 0, disposition="resell"), "field 'disposition' must be one of inspect, restock, scrap",
+                     id="disposition-bad"),
+        pytest.param(pick("p", 0, line=-2**31 - 1), f"field 'line_no' is out of range: {-2**31 - 1}",
+                     id="int32-low"),
+        pytest.param(stock("s", 0, 2**63), f"field 'delta' is out of range: {2**63}", id="int64"),
+        pytest.param({**scan("s", 0), "event_id": LONG}, f"field 'event_id' is longer than {MAX_STRING} characters",
+                     id="event-id-long"),
+        pytest.param({**scan("s", 0), "warehouse_id": LONG},
+                     f"field 'warehouse_id' is longer than {MAX_STRING} characters", id="warehouse-long"),
+        pytest.param({**scan("s", 0), "barcode": LONG}, f"field 'barcode' is longer than {MAX_STRING} characters",
+                     id="required-string-long"),
+        pytest.param({**release("r"), "wave_id": LONG},
+                     f"field 'wave_id' must be a string of at most {MAX_STRING} characters, or null", id="optional-long"),
+    ],
+)
+def test_rule8_exact_reasons(record: dict[str, Any], reason: str) -> None:
+    assert validate(record) == reason
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({**scan(EDGE, 0), "warehouse_id": EDGE, "barcode": EDGE, "tote_id": EDGE}, id="telemetry"),
+        pytest.param({**release(EDGE, lines=[L(0, EDGE, 2**31 - 1)]), "warehouse_id": EDGE, "order_id": EDGE,
+                      "wave_id": EDGE}, id="release"),
+        pytest.param(release("r", lines=[L(n, "A", 1) for n in range(MAX_LIST)]), id="lines-at-the-limit"),
+        pytest.param(pick("p", 0, line=-2**31, qty=2**31 - 1), id="pick-int32-bounds-and-any-line-no"),
+        pytest.param(short("s", 0, line=0), id="short-close-line-0"),
+        pytest.param(pack("k", 0, items=[(-1, 1)], weight_kg=0), id="pack-line-minus-1-weight-0"),
+        pytest.param(dispatch("d", 0, package_ids=[EDGE]), id="package-id-at-the-limit"),
+        pytest.param(stock("s", 0, -2**63), id="delta-int64-low"),
+        pytest.param(stock("s", 0, 2**63 - 1), id="delta-int64-high"),
+        pytest.param({**release("r"), "lines": [MappingProxyType(L(1, "A", 1))]}, id="line-as-a-mapping"),
+    ],
+)
+def test_rule8_values_at_the_limits_are_valid(record: dict[str, Any]) -> None:
+    assert not isinstance(validate(record), str), validate(record)
+
+
+def test_rule8_record_at_the_size_limit_is_decoded() -> None:
+    base = orjson.dumps(scan("s1", 0, pad=""))
+    raw = orjson.dumps(scan("s1", 0, pad="x" * (MAX_RECORD_BYTES - len(base))))
+    assert len(raw) == MAX_RECORD_BYTES and isinstance(decode(raw), dict)
+    assert decode(raw + b" ") == f"too_large: the record is {MAX_RECORD_BYTES + 1} bytes, the limit is {MAX_RECORD_BYTES}"
+    assert decode(b"[1]") == "undecodable: JSON value is list, expected an object"
+
+
+def test_validate_keeps_optional_fields_and_the_order_id_apart() -> None:
+    rel = validate(release("r1", wave_id="WV1", carrier="UPS"))
+    assert not isinstance(rel, str) and rel.data == {"lines": ((1, "A", 2),), "wave_id": "WV1", "carrier": "UPS"}
+    sc = validate(scan("s1", 0, order_id="O1", tote_id="T1"))
+    assert not isinstance(sc, str) and sc.order_id == "O1"
+    assert sc.data == {"barcode": "0001", "location": "L1", "device_id": "D1", "tote_id": "T1"}
+    st_ev = validate(stock("a1", 0, 1, order_id="O1"))
+    assert not isinstance(st_ev, str) and st_ev.order_id is None and "order_id" not in st_ev.data
+
+
+def test_event_to_record_is_the_contract_shape() -> None:
+    ev = validate(release("r1", lines=[L(1, "A", 2), L(2, "B", 1)]))
+    assert not isinstance(ev, str)
+    assert ev.to_record()["lines"] == [L(1, "A", 2), L(2, "B", 1)]
+
+
+# -- order state as plain data (what a worker stores) -------------------------------------------
+
+
+def test_order_state_record_of_a_new_order() -> None:
+    assert OrderState().to_record() == {
+        "status": "unreleased", "version": 0, "lines": [], "started": False, "picked_done": False,
+        "packed_done": False, "shipped": False, "unknown_reported": False, "held": [], "waiting": [],
+        "package_ids": [], "pick_ev": [], "pack_ev": [], "seq": 0,
+    }
+    state, _ = orders.apply(None, _event(pick("p1", 0)), ms(0))
+    assert state is not None and state.to_record()["seq"] == 1
+    assert OrderState() != object() and OrderState() != {}  # __eq__ with another type
+
+
+def test_order_state_record_keeps_pack_evidence_and_drops_what_a_finished_order_no_longer_needs() -> None:
+    state, _ = orders.apply(None, _event(release("r1")), ms(0))
+    state, _ = orders.apply(state, _event(pack("k1", 1, package="P1")), ms(1))
+    assert state is not None
+    record = state.to_record()
+    assert (record["pack_ev"], record["package_ids"]) == ([[2, "k1"]], ["P1"])
+    assert OrderState.from_record(record) == state
+    empty, _ = orders.apply(state, _event(dispatch("d1", 2)), ms(2))
+    empty, _ = orders.apply(empty, _event(short("s1", 3)), ms(3))  # ends at OrderPicked, nothing picked
+    assert empty is not None
+    record = empty.to_record()
+    assert (record["lines"], record["package_ids"], record["pack_ev"], record["waiting"]) == (
+        [[1, "A", 2, 0, 2, True]], [], [], [])
+    state, _ = orders.apply(None, _event(release("r2")), ms(0))
+    state, _ = orders.apply(state, _event(pack("k2", 1)), ms(1))
+    state, _ = orders.apply(state, _event(cancel("x2", 2)), ms(2))
+    assert state is not None
+    record = state.to_record()
+    assert (record["status"], record["lines"], record["package_ids"], record["pick_ev"], record["pack_ev"]) == (
+        "cancelled", [], [], [], [])
+
+
+def test_order_state_from_an_invalid_stored_event_names_the_reason() -> None:
+    record = OrderState().to_record()
+    record["held"] = [[1, {**pick("p1", 0), "occurred_at": ms(0), "qty": 0}]]
+    with pytest.raises(ValueError, match=r"^stored event is invalid: field 'qty' must be > 0, got 0$"):
+        OrderState.from_record(record)
+
+
+# -- engine state supplied by a worker is used, not replaced -----------------------------------
+
+
+def test_engine_uses_the_stores_and_watermark_it_is_given() -> None:
+    first = Engine()
+    run([*shipped_order(), ret("t1", 10), pick("p9", 11, qty=0)], finish=False, engine=first)
+    second = Engine(orders=first.orders, seen=first.seen.store, rejected=first.rejected,
+                    returns=first.returns, watermark=first.watermark)
+    assert first.returns == {("W1", "R1", "A"): ms(10)}
+    out = run([release("O1-r"), pick("p9", 12, qty=0), ret("t2", 13, order="O1"), stock("a1", -400, 1)],
+              finish=False, engine=second)
+    # a redelivery is a duplicate, a reported bad record is a dead letter only, the return is
+    # not received twice, and the restored watermark (11 s) makes a stock from -400 s late
+    assert [(type(o).__name__, getattr(o, "body", {}).get("code")) for o in out] == [
+        ("DeadLetter", None), ("Milestone", "INVALID_EVENT")]
+    assert out[1].body["detail"] == "late"
+
+
+def test_engine_counts_every_record_by_type_and_source() -> None:
+    engine = Engine()
+    run([scan("s1", 0), scan("s2", 1), pick("p1", 2, source="erp")], finish=False, engine=engine)
+    assert engine.counts == {("ItemScanned", "wms"): 2, ("PickConfirmed", "erp"): 1}
+
+
+def test_engine_takes_any_mapping_and_rejects_other_objects() -> None:
+    out = Engine().process_event(MappingProxyType(release("r1")))
+    assert [m.type for m in out] == ["OrderAccepted"]
+    m, letter = Engine().process_event([1, 2], b"[1, 2]")  # type: ignore[arg-type]
+    assert m.body["detail"] == letter.reason == "undecodable: record is not an object"
+    assert letter.raw == b"[1, 2]"
+
+
+def test_engine_future_record_is_dead_lettered_with_its_raw_bytes() -> None:
+    raw = orjson.dumps(scan("s1", 3600))
+    _, letter = Engine(clock=lambda: ms(0)).process(raw)
+    assert letter.raw == raw and letter.reason == "future"
+
+
+def test_engine_canonical_json_of_a_decoded_record_with_odd_values() -> None:
+    _, letter = Engine().process_event({"type": "ItemScanned", "x": {1}})
+    assert letter.raw == b'{"type":"ItemScanned","x":"{1}"}'
+    d = {"type": "ItemScanned", "x": 2**70}
+    _, letter = Engine().process_event(d)
+    assert letter.raw == repr(d).encode()
+
+
+def test_engine_unauthorized_event_without_an_order_id_field_names_no_order() -> None:
+    (m,) = run([stock("a1", 0, 1, source="erp", order_id="O1")])
+    assert m.body == {"code": "SOURCE_NOT_AUTHORIZED", "order_id": None,
+                      "detail": "source 'erp' is not authorized for StockAdjusted (allowed: robotics, wms)"}

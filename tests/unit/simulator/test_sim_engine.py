@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sim_support import Run, generate
 
-engine = pytest.importorskip("app.core.engine")
-model = pytest.importorskip("app.core.model")
+from app.core import engine, model
 
 
 def _replay(run: Run) -> tuple[list[dict[str, Any]], int]:

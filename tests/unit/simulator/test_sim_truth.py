@@ -4,10 +4,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-import pytest
 from sim_support import TS, Run, decode, shape_problems
 
-from app.core import ids
+from app.core import ids, model
 from app.core.timeutil import parse_ts
 from app.simulator.truth import Windows, compare
 
@@ -207,6 +206,5 @@ def test_compare_detail_only_for_late_and_none_equals_missing() -> None:
 
 
 def test_compare_accepts_milestone_objects() -> None:
-    model = pytest.importorskip("app.core.model")
     m = model.Milestone.from_dict(_m())
     assert compare([_m()], [m]).ok
