@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -24,6 +23,7 @@ from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Miles
 from app.core.stock import Mark, encode_forward, encode_mark
 from app.faust_app import SETTINGS
 from app.kafka_io import PRODUCER_DEFAULTS, client_config
+from app.runtime.faust_adapter import Origin
 
 _T = SETTINGS.topics
 
@@ -74,17 +74,6 @@ def _get() -> _Sender:
     if _sender is None:
         _sender = _Sender()
     return _sender
-
-
-class Origin(Protocol):
-    """Where an output's input record came from (a Faust message or ``tables.state.Origin``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
 
 
 #: ``_Sender.send`` without its partition: (topic, key, value).

@@ -30,7 +30,7 @@ import datetime as dt
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,9 +139,8 @@ def replay_orders(partitions: Mapping[int, Sequence[bytes]], settings: CoreSetti
     return [o for o in outputs if isinstance(o, Milestone)], letters, statuses
 
 
-def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str, Any]]:
-    """The first OrderReleased (source erp) of every order in the events topic, by order id."""
-    out: dict[str, dict[str, Any]] = {}
+def erp_events(partitions: Mapping[int, Sequence[bytes]], types: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The ERP's (source erp) Avro events of ``types`` on the topic, partition by partition, in offset order."""
     for records in partitions.values():
         for raw in records:
             if raw[:2] != codec.MAGIC:
@@ -150,24 +149,23 @@ def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str
                 d = codec.decode(raw)
             except codec.DecodeError:
                 continue
-            if d.get("type") == "OrderReleased" and d.get("source") == "erp":
-                out.setdefault(d["order_id"], d)
+            if d.get("type") in types and d.get("source") == "erp":
+                yield d
+
+
+def releases_of(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, dict[str, Any]]:
+    """The first OrderReleased (source erp) of every order in the events topic, by order id."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in erp_events(partitions, ("OrderReleased",)):
+        out.setdefault(d["order_id"], d)
     return out
 
 
 def order_changes(partitions: Mapping[int, Sequence[bytes]]) -> dict[str, list[str]]:
     """Order id -> the ERP's OrderChanged / OrderCancelled types on the topic, in offset order."""
     out: dict[str, list[str]] = defaultdict(list)
-    for records in partitions.values():
-        for raw in records:
-            if raw[:2] != codec.MAGIC:
-                continue
-            try:
-                d = codec.decode(raw)
-            except codec.DecodeError:
-                continue
-            if d.get("type") in ("OrderChanged", "OrderCancelled") and d.get("source") == "erp":
-                out[d["order_id"]].append(d["type"])
+    for d in erp_events(partitions, ("OrderChanged", "OrderCancelled")):
+        out[d["order_id"]].append(d["type"])
     return dict(out)
 
 
