@@ -7,7 +7,7 @@ one-minute buckets as the watermark passes them, so memory stays bounded without
 
 from __future__ import annotations
 
-from collections.abc import Hashable, MutableMapping
+from collections.abc import MutableMapping
 from heapq import heappop, heappush
 from math import inf
 from typing import Final
@@ -25,14 +25,14 @@ class Dedup:
     """``store`` maps key -> base time (int ms); a worker may pass its own mapping."""
 
     def __init__(
-        self, retention_ms: int, store: MutableMapping[Hashable, int] | None = None
+        self, retention_ms: int, store: MutableMapping[str, int] | None = None
     ) -> None:
         self.retention = retention_ms
-        self.store: MutableMapping[Hashable, int] = {} if store is None else store
-        self._buckets: dict[int, list[Hashable]] = {}
+        self.store: MutableMapping[str, int] = {} if store is None else store
+        self._buckets: dict[int, list[str]] = {}
         self._heap: list[int] = []
         self._last_bucket: int | None = None
-        self._last_keys: list[Hashable] = []
+        self._last_keys: list[str] = []
         #: The watermark at which ``prune`` next has work.
         self.next_prune: int | float = inf
         for key, base in self.store.items():
@@ -41,16 +41,16 @@ class Dedup:
     def __len__(self) -> int:
         return len(self.store)
 
-    def contains(self, key: Hashable, watermark: int | None) -> bool:
+    def contains(self, key: str, watermark: int | None) -> bool:
         """Was ``key`` seen within the retention before ``watermark``?"""
         base = self.store.get(key)
         return base is not None and (watermark is None or base + self.retention > watermark)
 
-    def add(self, key: Hashable, base: int) -> None:
+    def add(self, key: str, base: int) -> None:
         self.store[key] = base
         self._index(key, base)
 
-    def first(self, key: Hashable, occurred_at: int, watermark: int | None) -> bool:
+    def first(self, key: str, occurred_at: int, watermark: int | None) -> bool:
         """Record ``key`` unless it is a duplicate; True when it was not seen before.
 
         The base time is the event's time or the watermark, whichever is later.
@@ -69,7 +69,7 @@ class Dedup:
             self._index(key, occurred_at)
         return True
 
-    def _index(self, key: Hashable, base: int) -> None:
+    def _index(self, key: str, base: int) -> None:
         bucket = base // BUCKET_MS
         keys = self._buckets.get(bucket)
         if keys is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping, MutableSet
 from heapq import heappop, heappush
 from math import inf
-from typing import Any, Final, Union
+from typing import Any, Final, cast
 
 import orjson
 
@@ -38,7 +38,7 @@ from app.core.parse import TypeSpec, check, decode, identity
 from app.core.timeutil import parse_ts
 
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
-Output = Union[Milestone, DeadLetter, StockForward]
+Output = Milestone | DeadLetter | StockForward
 FUTURE: Final = "future"
 
 
@@ -86,9 +86,9 @@ class Engine:
     def process(self, raw: bytes) -> list[Output]:
         """One raw JSON record."""
         d = decode(raw)
-        if d.__class__ is str:
-            return self._invalid(None, raw, d)  # type: ignore[arg-type]
-        return self.process_event(d, raw)  # type: ignore[arg-type]
+        if d.__class__ is not dict:  # decode returns a plain dict or the reason (str)
+            return self._invalid(None, raw, cast(str, d))
+        return self.process_event(d, raw)
 
     def process_event(self, d: Mapping[str, Any], raw: bytes | None = None) -> list[Output]:
         """One decoded record (timestamps as ISO str, int ms or aware datetime).
@@ -101,9 +101,9 @@ class Engine:
                 return self._invalid(None, raw, "undecodable: record is not an object")
             d = dict(d)
         checked = check(d)
-        if checked.__class__ is str:
-            return self._invalid(d, raw, checked)  # type: ignore[arg-type]
-        spec, event_id, source, occurred_at, data = checked  # type: ignore[misc]
+        if checked.__class__ is not tuple:  # check returns a plain tuple or the reason (str)
+            return self._invalid(d, raw, cast(str, checked))
+        spec, event_id, source, occurred_at, data = checked
         counts = self.counts
         ckey = (spec.name, source)
         counts[ckey] = counts.get(ckey, 0) + 1
@@ -119,7 +119,7 @@ class Engine:
             if wm is None or occurred_at > wm:
                 self.watermark = occurred_at
                 if occurred_at >= self._due:
-                    return self._advance(occurred_at)
+                    return cast("list[Output]", self._advance(occurred_at))
             return []
         seen = self.seen
         if not seen.first(f"{source}\x1f{event_id}", occurred_at, wm):  # dedup.record_key
@@ -127,12 +127,13 @@ class Engine:
         if seen.next_prune < self._due:
             self._due = seen.next_prune
         if not authorized:
-            return self._filter([self._unauthorized(d, spec, occurred_at)])
+            return cast("list[Output]", self._filter([self._unauthorized(d, spec, occurred_at)]))
+        assert data is not None  # telemetry (data None) has returned above, authorized or not
         out: list[Output] = []
         if wm is None or occurred_at > wm:
             self.watermark = wm = occurred_at
             if wm >= self._due:
-                out = self._advance(wm)
+                out = cast("list[Output]", self._advance(wm))
         warehouse_id = d["warehouse_id"]
         if spec.name == STOCK_ADJUSTED:
             ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, None, data))

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from heapq import heappop, heappush
 from math import inf
+from typing import Any
 
 from app.core import milestones as ms
 from app.core.model import MAX_EVIDENCE, Code, CoreSettings, Event, Milestone
 
 StockKey = tuple[str, str, str]  # (warehouse_id, sku, location)
 #: One open window: [net_delta, event_count, first 50 event ids in arrival order].
-WindowRecord = list
+WindowRecord = list[Any]
 LATE = "late"
 
 _DEFAULTS = CoreSettings()
