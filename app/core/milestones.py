@@ -7,7 +7,6 @@ from typing import Any
 
 from app.core import ids
 from app.core.model import (
-    MAX_EVIDENCE,
     M_INVENTORY_ADJUSTED,
     M_ORDER_ACCEPTED,
     M_ORDER_PACKED,
@@ -15,6 +14,7 @@ from app.core.model import (
     M_RETURN_RECEIVED,
     M_SHIPMENT_CONFIRMED,
     M_SYNC_EXCEPTION,
+    MAX_EVIDENCE,
     Code,
     Event,
     Milestone,
@@ -23,7 +23,7 @@ from app.core.model import (
 
 def evidence(event_ids: Iterable[str]) -> tuple[str, ...]:
     """The first ``MAX_EVIDENCE`` event ids."""
-    out = []
+    out: list[str] = []
     for event_id in event_ids:
         if len(out) == MAX_EVIDENCE:
             break

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -28,7 +29,7 @@ from app.core.model import STOCK_ADJUSTED, CoreSettings, Event, Milestone
 
 #: Per input partition: [latest watermark (None before its first event), highest input
 #: offset seen, idle flag]; plain data so a worker can store it.
-SourceMark = list
+SourceMark = list[Any]
 
 
 @dataclass(frozen=True, slots=True)
