@@ -152,7 +152,7 @@ class Milestone:
     def __init__(
         self,
         milestone_id: str,
-        type: str,  # noqa: A002 - the contract's field name
+        type: str,  # the contract's field name (shadows the builtin on purpose)
         warehouse_id: str | None,
         occurred_at: int | None,
         event_ids: tuple[str, ...],
