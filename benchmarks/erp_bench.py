@@ -522,7 +522,8 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
     order_kinds = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed")
 
     def posted(run: dict[str, Any], kinds: tuple[str, ...]) -> float:
-        return sum(run["sink_outcomes"].get(k, {}).get(o, 0) for k in kinds for o in ("posted", "already_done"))
+        total: float = sum(run["sink_outcomes"].get(k, {}).get(o, 0) for k in kinds for o in ("posted", "already_done"))
+        return total
 
     per_events = []
     mix = default_mix(mix_orders)

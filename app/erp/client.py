@@ -190,7 +190,7 @@ class ErpHttpClient:
                 ) as response:
                     payload = await response.read()
                     status, answer_headers = response.status, dict(response.headers)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.limiter.on_error(self._clock())
                 raise TransientErpError(
                     None, None, f"{where}: no answer within {self._timeout_s:g} s", unknown=True) from None

@@ -423,7 +423,7 @@ class OrderedErpSink:
         try:
             m = self.decode(rec.value)
             mid = str(m["milestone_id"])
-        except Exception as exc:  # noqa: BLE001 - any undecodable record: a dead letter, never a crash
+        except Exception as exc:  # any undecodable record: a dead letter, never a crash
             await self._undecodable(run, rec, f"{type(exc).__name__}: {exc}")
             return
         slot = Slot(m, rec.offset, rec.timestamp_ms)
@@ -519,7 +519,7 @@ class OrderedErpSink:
             await self._block(run, doc, slot, "dead_lettered", exc.status, exc.detail)
         except Revoked:
             raise
-        except Exception as exc:  # noqa: BLE001 - an adapter bug on one milestone: parked in time, never a crash loop
+        except Exception as exc:  # an adapter bug on one milestone: parked in time, never a crash loop
             log.exception("ERP sink: unexpected error posting %s %s", m["type"], m["milestone_id"])
             metrics.ERP_CALLS.labels(m["type"], "transient_error").inc()
             await self._failed(run, doc, slot, seq, exc, retry_after=None, unknown=True)

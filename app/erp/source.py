@@ -129,7 +129,7 @@ async def poll(
     open_ = dict(cursor.open)
     events: list[dict[str, Any]] = []
     first = cursor.write_date is None
-    key = None if first else (cursor.write_date - dt.timedelta(seconds=overlap_s), 0)
+    key = None if cursor.write_date is None else (cursor.write_date - dt.timedelta(seconds=overlap_s), 0)
     best = None if first else (cursor.write_date, cursor.last_id)
     for _ in range(max_pages):
         if key is None:

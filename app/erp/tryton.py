@@ -145,20 +145,23 @@ class TrytonRest:
         return result
 
     async def create(self, model: str, values: dict[str, Any], fields: Iterable[str] = ()) -> dict[str, Any]:
-        return await self._call("POST", self._path(model), params=self._fields(fields), body=values,
-                                context=await self.context())
+        created: dict[str, Any] = await self._call("POST", self._path(model), params=self._fields(fields), body=values,
+                                                   context=await self.context())
+        return created
 
     async def write(self, model: str, record_id: int, values: dict[str, Any],
                     fields: Iterable[str] = ()) -> dict[str, Any]:
-        return await self._call("PUT", self._path(model, record_id), params=self._fields(fields), body=values,
-                                context=await self.context())
+        written: dict[str, Any] = await self._call("PUT", self._path(model, record_id), params=self._fields(fields),
+                                                   body=values, context=await self.context())
+        return written
 
     async def button(self, model: str, record_id: int, name: str, fields: Iterable[str] = ("state",)) -> dict[str, Any]:
         """Click a workflow button. Warnings (``res.user.warning``) are skipped: the warehouse
         reports facts, there is nobody to confirm a dialog."""
         context = {**await self.context(), "_skip_warnings": True}
-        return await self._call("POST", self._path(model, record_id, name), params=self._fields(fields),
-                                body={}, context=context)
+        clicked: dict[str, Any] = await self._call("POST", self._path(model, record_id, name),
+                                                   params=self._fields(fields), body={}, context=context)
+        return clicked
 
 
 def _get(record: dict[str, Any], key: str) -> Any:
@@ -176,7 +179,7 @@ def _id(value: Any) -> int:
 
 def _window_date(value: Any) -> dt.date:
     text = str(value).replace("Z", "+00:00")
-    return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc).date()
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC).date()
 
 
 #: How long a shipment state this adapter itself just moved stands in for the next read.
@@ -328,7 +331,7 @@ class TrytonAdapter:
         """The shipment's state if the milestone applies to it. A state *before* the allowed
         ones is a precondition not met yet (the predecessor's effect, or an ERP user's edit,
         is still to come): ``NotReadyErpError``, deferred. Any other state is permanent."""
-        state = _get(ship, "state")
+        state: str = _get(ship, "state")
         allowed = tuple(allowed)
         if state not in allowed:
             detail = (f"{kind}: {SHIPMENT} {ship.get('number')!r} is in state {state!r} "
@@ -473,7 +476,8 @@ class TrytonAdapter:
         found = await self.rest.search("stock.location", [("type", "=", "lost_found")], (), limit=1)
         if not found:
             raise PermanentErpError(200, "Tryton has no lost_found (inventory) location")
-        return found[0]["id"]
+        location: int = found[0]["id"]
+        return location
 
     async def _product(self, sku: str) -> dict[str, Any]:
         if sku not in self._products:
