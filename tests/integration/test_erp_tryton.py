@@ -310,7 +310,7 @@ async def test_bulk_lifecycle_many_orders_few_requests_one_bad_item_alone(
         repeat = await port.post(milestone("OrderPacked", "bpack-again", order_id=ships[0]["number"], package_ids=[]))
     finally:
         await port.close()
-    for ship, outcomes in zip(ships, results):
+    for ship, outcomes in zip(ships, results, strict=False):
         if ship["number"] == bad:
             assert outcomes[0] == "posted" and outcomes[1].startswith("permanent:")
             assert "is not valid according to its domain" in outcomes[1] and erp_stack.key not in outcomes[1]

@@ -426,9 +426,9 @@ def test_decoded_dict_without_raw_is_dead_lettered_as_canonical_json() -> None:
 
 
 def test_process_event_accepts_datetimes_and_int_ms() -> None:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     engine = Engine()
-    out = engine.process_event(release("r1", 0, occurred_at=datetime(2026, 11, 27, 10, tzinfo=timezone.utc)))
+    out = engine.process_event(release("r1", 0, occurred_at=datetime(2026, 11, 27, 10, tzinfo=UTC)))
     out += engine.process_event(pick("p1", 0, qty=2, occurred_at=ms(1)))
     assert [(m.type, m.occurred_at) for m in out] == [("OrderAccepted", ms(0)), ("OrderPicked", ms(1))]

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from core_support import ms, scan, stock
 
 from app.core import Engine, ids
 from app.core.keys import event_key
@@ -14,7 +15,6 @@ from app.core.stock import InventoryStage, Mark, apply_record, encode_forward, e
 from app.kafka_io import partition_for
 from app.replay import PartitionedReplay, replay_partitions
 from app.simulator import Simulation, preset
-from core_support import ms, scan, stock
 
 MIN = 60.0  # seconds
 S = CoreSettings()  # 5 min windows, 1 min grace
@@ -198,7 +198,7 @@ def test_partitioned_replay_does_not_depend_on_how_partitions_interleave(partiti
     run = PartitionedReplay(partitions, S)
     interleaved: list[Any] = []
     cursors = [0] * partitions
-    while any(c < len(p) for c, p in zip(cursors, parts)):
+    while any(c < len(p) for c, p in zip(cursors, parts, strict=False)):
         for p in range(partitions):
             for raw in parts[p][cursors[p] : cursors[p] + 7]:  # round robin, 7 records at a time
                 interleaved.extend(run.route(p, run.engines[p].process(raw)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import MappingProxyType
 from typing import Any
 
@@ -46,8 +46,6 @@ from app.core.parse import (
     validate,
 )
 from app.core.timeutil import MAX_MS, MIN_MS, format_ts, parse_ts
-
-UTC = timezone.utc
 
 # -- timeutil ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -92,7 +93,7 @@ def test_successes_grow_the_rate_back_additively_but_never_above_the_quota() -> 
         limiter.on_success(now)
         rates.append(limiter.rate)
     assert rates[0] == pytest.approx(5.0 + POLICY.step)
-    assert all(b - a == pytest.approx(POLICY.step) or b == POLICY.rate_per_s for a, b in zip(rates, rates[1:]))
+    assert all(b - a == pytest.approx(POLICY.step) or b == POLICY.rate_per_s for a, b in pairwise(rates))
     assert max(rates) == POLICY.rate_per_s
 
 
