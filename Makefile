@@ -21,9 +21,15 @@ system-deps: install
 
 # Two lanes: everything on the embedded broker (Tansu), then the Kafka integration tests
 # (marker apache_kafka) again on one Apache Kafka broker (ops/kafka, installed by system-deps).
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
 	KAFKA_IMPL=apache $(BIN)/python -m pytest -q -m apache_kafka
+
+# Lint and types (part of `make test`): ruff over the tree, mypy over the code (strict on the
+# core, the stages and the runtime; see pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy app agents tables benchmarks
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
