@@ -116,7 +116,8 @@ def secured_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     workdir = tmp_path_factory.mktemp("security")
     cfg = ChaosConfig(
         orders=3, seed=11, workdir=workdir, bootstrap=kafka_bootstrap, prefix=f"sec{int(time.time())}",
-        kills=0, outage_s=0, storm_s=0, errors_s=0, scale=False, poison_rate=0.0, old_schema_share=0.0,
+        kills=0, outage_s=0, storm_s=0, errors_s=0, scale=False, stalls=0, poison_rate=0.0, old_schema_share=0.0,
+        warehouses=("WH1",),  # the trace checks below name the order's warehouse
         drain_timeout_s=240, key_in_env=True,
         extra_env={**worker_env(), "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_PASSWORD": SASL_PASSWORD,
                    "WORKER_ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "debug"},
