@@ -116,6 +116,10 @@ class TableStore:
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         return records(self.table, partition)
 
+    def check(self) -> None:
+        """Raise ``Fenced`` unless this worker may still write (call before emitting)."""
+        self.ownership.check()
+
     async def fence(self, partitions: set[int], epoch: int) -> None:
         await write_fences(self.table, self.topic, partitions, epoch, self.ownership)
 

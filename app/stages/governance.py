@@ -40,6 +40,7 @@ class StateStore(Protocol):
     """The stage's view of its table (``tables.state.TableStore`` or a test fake)."""
 
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | object: ...
+    def check(self) -> None: ...
     async def fence(self, partitions: set[int], epoch: int) -> None: ...
     async def commit(self, commits: list[tuple[int, int, Flush]]) -> None: ...
 
@@ -153,6 +154,7 @@ class GovernanceStage:
                 p.marked = wm
         marks.extend(self._idle_marks(now, highs))
         if outputs or marks:
+            self.store.check()  # a fenced worker emits nothing (its batch is redone by the owner)
             await self.emit(outputs, marks)
         await self.store.commit([(ps.partition, last, flush_to(ps, last)) for ps, last in done])
         self._observe(done, highs, sum(len(m) for m in batch.values()))

@@ -63,6 +63,7 @@ class InventoryStage:
             if last is not None:
                 done.append((st, last))
         if outputs:
+            self.store.check()
             await self.emit(outputs, [])
         await self.store.commit([(st.partition, last, flush_to(st, last)) for st, last in done])
         for st, _ in done:
