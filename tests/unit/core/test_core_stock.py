@@ -91,13 +91,18 @@ CASES: dict[str, list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]] = {
         (("m", 0, 0, 7 * MIN, False), []),
         (("m", 1, 0, 7 * MIN, False), [("InventoryAdjusted", 5, 1, None)]),
     ],
-    "a partition's watermark is kept when a later mark has none or an older one": [
+    "a partition's watermark is kept when a later mark has none": [
         (("f", 0, 0, "e1", 10, 5), []),
         (("m", 0, 0, 2 * MIN, False), []),
         (("m", 0, 1, None, True), []),
-        (("m", 0, 2, 1 * MIN, False), []),
         (("m", 1, 0, 7 * MIN, False), []),  # partition 0 still holds the window at 2 min
         (("m", 0, 3, 6 * MIN, False), [("InventoryAdjusted", 5, 1, None)]),
+    ],
+    "a partition's watermark does not move back with an older mark": [
+        (("f", 0, 0, "e1", 10, 5), []),
+        (("m", 0, 1, 6.5 * MIN, False), []),
+        (("m", 0, 2, 5.5 * MIN, False), []),
+        (("m", 1, 0, 7 * MIN, False), [("InventoryAdjusted", 5, 1, None)]),
     ],
 }
 
@@ -137,6 +142,16 @@ def test_stage_restored_from_its_stores_goes_on_where_it_stopped() -> None:
     assert _summary(old) == [("INVALID_EVENT", None, None, "late")]
     assert _summary(second.mark(Mark(0, 9, ms(6 * MIN), False))) == [
         ("InventoryAdjusted", 5, 1, None), ("InventoryAdjusted", 1, 1, None)]
+
+
+def test_stage_restored_watermark_does_not_move_back() -> None:
+    first = InventoryStage(S, 2)
+    first.mark(Mark(1, -1, None, True))
+    first.mark(Mark(0, 3, ms(10 * MIN), False))
+    second = InventoryStage(S, 2, store=first.windows.store, marks=first.marks, watermark=first.watermark)
+    # partition 1 comes back from idleness with an event of 1 min (its window closed at 6 min)
+    assert _summary(second.forward(1, 0, _ev("e1", 1 * MIN, 4), ms(2 * MIN))) == [("INVALID_EVENT", None, None, "late")]
+    assert second.watermark == ms(10 * MIN)
 
 
 def test_stage_finish_closes_every_open_window() -> None:

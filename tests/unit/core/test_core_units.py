@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from core_support import (
+    DROP,
     HOLD,
     L,
     cancel,
@@ -404,6 +405,10 @@ EDGE = "x" * MAX_STRING
                      f"field 'warehouse_id' is longer than {MAX_STRING} characters", id="warehouse-long"),
         pytest.param({**scan("s", 0), "barcode": LONG}, f"field 'barcode' is longer than {MAX_STRING} characters",
                      id="required-string-long"),
+        pytest.param({**scan(EDGE, 0), "source": None}, "missing field 'source'",
+                     id="event-id-at-the-limit-then-a-bad-common-field"),
+        pytest.param(scan("s", 0, warehouse_id=EDGE, barcode=DROP), "missing field 'barcode'",
+                     id="warehouse-id-at-the-limit-then-a-missing-type-field"),
         pytest.param({**release("r"), "wave_id": LONG},
                      f"field 'wave_id' must be a string of at most {MAX_STRING} characters, or null", id="optional-long"),
     ],
@@ -508,13 +513,31 @@ def test_engine_uses_the_stores_and_watermark_it_is_given() -> None:
     second = Engine(orders=first.orders, seen=first.seen.store, rejected=first.rejected,
                     returns=first.returns, watermark=first.watermark)
     assert first.returns == {("W1", "R1", "A"): ms(10)}
-    out = run([release("O1-r"), pick("p9", 12, qty=0), ret("t2", 13, order="O1"), stock("a1", -400, 1)],
+    out = run([stock("a1", -400, 1), release("O1-r"), pick("p9", 12, qty=0), ret("t2", 13, order="O1")],
               finish=False, engine=second)
-    # a redelivery is a duplicate, a reported bad record is a dead letter only, the return is
-    # not received twice, and the restored watermark (11 s) makes a stock from -400 s late
+    # the restored watermark (11 s) makes a stock from -400 s late, a redelivery is a
+    # duplicate, a reported bad record is a dead letter only, the return is not received twice
     assert [(type(o).__name__, getattr(o, "body", {}).get("code")) for o in out] == [
-        ("DeadLetter", None), ("Milestone", "INVALID_EVENT")]
-    assert out[1].body["detail"] == "late"
+        ("Milestone", "INVALID_EVENT"), ("DeadLetter", None)]
+    assert out[0].body["detail"] == "late"
+
+
+def test_engine_advance_moves_time_without_a_record_and_never_back() -> None:
+    engine = Engine()
+    run([pick("p1", 0, order="O9"), stock("a1", 600, 2)], finish=False, engine=engine)  # window closes at 16 min
+    assert engine.advance(ms(HOLD) - 1) == []
+    assert [m.body.get("code") for m in engine.advance(ms(HOLD))] == ["UNKNOWN_ORDER"]
+    assert engine.advance(ms(10)) == [] and engine.watermark == ms(HOLD)
+    assert [m.type for m in engine.advance(ms(HOLD + 60))] == ["InventoryAdjusted"]
+
+
+def test_dedup_add_remembers_a_key_from_its_base_time() -> None:
+    dedup = Dedup(retention_ms=600_000)
+    dedup.add("wms\x1fa", 1_000)
+    assert dedup.contains("wms\x1fa", 600_999) and not dedup.contains("wms\x1fa", 601_000)
+    assert dedup.next_prune == 60_000 + 600_000
+    dedup.prune(660_000)
+    assert len(dedup) == 0
 
 
 def test_engine_counts_every_record_by_type_and_source() -> None:
