@@ -32,6 +32,7 @@ from app.erp import make_port
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
 from app.faust_app import OWNERSHIP, SETTINGS, app
 from app.kafka_io import client_config
+from app.runtime.runner import confluent_reader
 from app.topics import erp_dead_letters, milestones
 from tables import ledger, state
 
@@ -46,16 +47,9 @@ class KafkaSource:
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="erp-sink-reader")
-        self.consumer = Consumer(
-            {
-                **client_config(SETTINGS.kafka.bootstrap_servers, SETTINGS.kafka),
-                "group.id": f"{SETTINGS.worker.app_id}-erp-sink",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 50,
-            }
-        )
+        self.consumer: Consumer = confluent_reader(
+            client_config(SETTINGS.kafka.bootstrap_servers, SETTINGS.kafka), f"{SETTINGS.worker.app_id}-erp-sink"
+        )()
         self.partitions: set[int] = set()
 
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
