@@ -138,6 +138,8 @@ class ProxyLine(Protocol):
     def uri(self) -> str: ...
     @property
     def seconds(self) -> float: ...
+    @property
+    def arrived(self) -> float: ...
 
 
 @dataclass
@@ -813,7 +815,7 @@ class Chaos:
             tryton=view,
             proxy_calls=verify.state_changes((p.method, p.uri, p.upstream_status) for p in proxy),
             nginx_calls=verify.state_changes((n.method, n.uri, n.status) for n in nginx),
-            proxy_times=verify.state_change_times((p.ts, p.seconds, p.method, p.uri, p.upstream_status) for p in proxy),
+            proxy_times=verify.state_change_times((p.arrived, p.ts, p.method, p.uri, p.upstream_status) for p in proxy),
             poison_sent=self.poison_sent, seeds=self.seeds, created=self.created, tracking=tracking_no)
 
     def report(self, v: verify.Verdict, durations: dict[str, float]) -> str:

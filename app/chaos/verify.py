@@ -261,14 +261,15 @@ async def done_progress(rest: TrytonRest, numbers: Iterable[str]) -> tuple[int, 
 def state_change_times(lines: Iterable[tuple[float, float, str, str, int | None]]
                        ) -> dict[tuple[str, int, str], list[tuple[float, float]]]:
     """(model, id, button) -> (arrival, answer) epoch times of each call answered 2xx, from
-    the fault proxy's (ts at the answer, seconds, method, uri, upstream status) lines."""
+    the fault proxy's (arrival, answer, method, uri, upstream status) lines (both times from
+    the proxy's wall clock, in microseconds: a call sent after an answer arrives after it)."""
     out: dict[tuple[str, int, str], list[tuple[float, float]]] = defaultdict(list)
-    for ts, seconds, method, uri, status in lines:
+    for arrived, answered, method, uri, status in lines:
         if method != "POST" or status is None or not 200 <= status < 300:
             continue
         m = _CALL.search(uri)
         if m:
-            out[(m[1], int(m[2]), m[3])].append((ts - seconds, ts))
+            out[(m[1], int(m[2]), m[3])].append((arrived, answered))
     return {k: sorted(v) for k, v in out.items()}
 
 

@@ -28,8 +28,11 @@ requests it does not match are forwarded (e.g. ``only="^POST [^?]*/rest/model/[a
 only creates lose their answer).
 
 An unreachable upstream (Tryton stopped) is answered 502. ``DIR/proxy.log`` has one line
-per request: ``<epoch s.ms> <action> <upstream status or -> <method> "<uri>" <seconds>`` (for the
-two timeout modes, written when the hold starts);
+per request: ``<epoch s> <action> <upstream status or -> <method> "<uri>" <seconds> <arrival epoch s>``
+(microseconds; the first time is taken right after the answer was handed to the socket, the
+last when the request's connection was accepted, both from the wall clock so that a call that
+followed an answer always has a later arrival than that answer; for the two timeout modes the
+line is written when the hold starts);
 the upstream status is what the ERP itself answered (``-``: the ERP never answered), so
 the log counts what reached and changed the ERP even when the client saw a timeout.
 Stdlib only (importable from the app venv and runnable with any python3).
@@ -73,6 +76,8 @@ class ProxyLine:
     method: str
     uri: str
     seconds: float
+    #: When the request's connection was accepted (wall clock; older logs: ts - seconds).
+    arrived: float
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -146,9 +151,10 @@ class Server:
         self.log = open(workdir / "proxy.log", "a", buffering=1)  # noqa: SIM115 - lives as long as the server
         self.rng = random.Random()
 
-    def _log(self, started: float, action: str, status: int | None, method: str, uri: str) -> None:
-        self.log.write(f"{time.time():.3f} {action} {status if status is not None else '-'} {method} "
-                       f'"{uri}" {time.monotonic() - started:.3f}\n')
+    def _log(self, started: tuple[float, float], action: str, status: int | None, method: str, uri: str) -> None:
+        mono, wall = started
+        self.log.write(f"{time.time():.6f} {action} {status if status is not None else '-'} {method} "
+                       f'"{uri}" {time.monotonic() - mono:.6f} {wall:.6f}\n')
 
     async def _forward(self, request: bytes) -> bytes | None:
         try:
@@ -165,7 +171,7 @@ class Server:
             writer.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        started = time.monotonic()
+        started = (time.monotonic(), time.time())
         try:
             parsed = await _read_request(reader)
             if parsed is None:
@@ -266,9 +272,11 @@ def read_log(path: Path) -> list[ProxyLine]:
     for raw in path.read_text().splitlines():
         try:
             ts, action, status, method, rest = raw.split(" ", 4)
-            uri, _, seconds = rest.rpartition('" ')
+            uri, _, tail = rest.rpartition('" ')
+            seconds, _, arrived = tail.partition(" ")
             out.append(ProxyLine(float(ts), action, None if status == "-" else int(status), method,
-                                 uri.lstrip('"'), float(seconds)))
+                                 uri.lstrip('"'), float(seconds),
+                                 float(arrived) if arrived else float(ts) - float(seconds)))
         except ValueError:
             continue
     return out
