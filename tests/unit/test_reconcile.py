@@ -128,8 +128,6 @@ def test_gauges_are_absolute_per_kind() -> None:
 
 
 class FakeAdapter:
-    rest = None
-
     async def close(self) -> None:
         pass
 
@@ -140,12 +138,12 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     topic: list[dict[str, Any]] = []
     erp = ErpView(ship("draft"), internal())
 
-    async def read_erp(rest: object, milestones: object, page_size: int) -> ErpView:
+    async def read_erp(port: object, milestones: object, page_size: int) -> ErpView:
         return erp
 
     monkeypatch.setattr(reconcile, "read_milestones", lambda s, since: [*CONFIRMED, adjusted()])
     monkeypatch.setattr(reconcile, "read_erp", read_erp)
-    monkeypatch.setattr(reconcile.TrytonAdapter, "from_settings", classmethod(lambda cls, erp: FakeAdapter()))
+    monkeypatch.setattr(reconcile, "make_port", lambda erp: FakeAdapter())
     monkeypatch.setattr(reconcile, "published_ids", lambda s: {r["milestone_id"] for r in topic})
     monkeypatch.setattr(reconcile, "publish",
                         lambda s, items, now, window: topic.extend(d.record(now, window) for d in items))
