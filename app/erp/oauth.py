@@ -1,7 +1,7 @@
 """OAuth2 client credentials (RFC 6749 section 4.4) for the generic adapter.
 
 :class:`ClientCredentials` fetches an access token from the token endpoint, keeps it and
-fetches the next one before it expires (at the earlier of 60 s or a tenth of its lifetime
+fetches the next one before it expires (at three quarters of its lifetime, at most 60 s
 before ``expires_in``; a token without ``expires_in`` is kept until the ERP refuses it).
 Concurrent callers share one fetch. :class:`OAuthHttpClient` is the ERP client with such a
 token in the auth header: a 401 answer drops the token and the request is sent once more
@@ -14,6 +14,7 @@ error: the milestone waits and is retried, it is never dead-lettered for the cre
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -83,17 +84,17 @@ class ClientCredentials:
         if self.scope:
             form["scope"] = self.scope
         headers = {"Accept": "application/json"}
-        auth = None
         if self.client_auth == "post":
             form.update(client_id=self.client_id, client_secret=self.client_secret)
         else:  # RFC 6749 2.3.1: form-encoded, then HTTP Basic
-            auth = aiohttp.BasicAuth(urllib.parse.quote_plus(self.client_id), urllib.parse.quote_plus(self.client_secret))
+            pair = f"{urllib.parse.quote_plus(self.client_id)}:{urllib.parse.quote_plus(self.client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         if self._session is None:
             self._session = aiohttp.ClientSession()
         started = self._clock()
         where = f"token endpoint {self.token_url}"
         try:
-            async with self._session.post(self.token_url, data=form, headers=headers, auth=auth,
+            async with self._session.post(self.token_url, data=form, headers=headers,
                                           timeout=self._timeout) as response:
                 status, raw = response.status, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -117,7 +118,7 @@ class ClientCredentials:
         self._token = token
         self.fetched += 1
         if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
-            self._refresh_at = started + expires - min(60.0, expires / 10)
+            self._refresh_at = started + expires - min(60.0, expires / 4)
         else:
             self._refresh_at = math.inf
         log.info("ERP OAuth2: new access token (expires in %s s)", expires if expires is not None else "?")
