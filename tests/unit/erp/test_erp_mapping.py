@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from app.erp import HttpAdapter, make_port
-from app.erp.mapping import FeedSpec, MappingError, ReadSpec, StepsRoute, Unresolved, pointer_get, render_json
+from app.erp.mapping import FeedSpec, ReadSpec, StepsRoute, Unresolved, pointer_get, render_json
 from app.erp.port import PermanentErpError
 from app.settings import SettingsError, load
 
@@ -173,7 +173,7 @@ async def test_steps_run_in_order_on_the_read_document_and_a_repeat_only_reads(s
 
 
 async def test_an_unmet_expectation_is_permanent_and_a_missing_document_names_it(steps) -> None:
-    fake, adapter = steps
+    _, adapter = steps
     confirmed = {**PICKED, "type": "ShipmentConfirmed", "order_id": "SO-1"}
     with pytest.raises(PermanentErpError, match=r"expected one of \['shipped'\] at '/state', the ERP answered new"):
         await adapter.post(confirmed)

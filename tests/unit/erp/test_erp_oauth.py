@@ -101,7 +101,7 @@ async def test_a_401_renews_the_token_once(front: OAuthFront, client_auth: str) 
         assert len(front.record.issued) == 2
         front.revoke_all()
         front.client_secret = "rotated"  # and the client's credentials no longer work: 401, then no token
-        with pytest.raises(TransientErpError, match="token endpoint .*401.*ERP_OAUTH_CLIENT_SECRET") as caught:
+        with pytest.raises(TransientErpError, match=r"token endpoint .*401.*ERP_OAUTH_CLIENT_SECRET") as caught:
             await adapter.post({**PICKED, "milestone_id": "m-3", "order_id": "SO-3"})
         assert CLIENT_SECRET not in str(caught.value)
     finally:
