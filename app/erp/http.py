@@ -175,7 +175,8 @@ class _MappedCalls:
             try:
                 method, path, body, headers = step.request.render(scope)
             except Unresolved as exc:
-                raise _unresolved(f"{kind} step {i + 1} ({step.request.where})", exc) from None
+                hint = " (the read route found no document)" if kind in self.mapped_reads and existing is None else ""
+                raise _unresolved(f"{kind} step {i + 1} ({step.request.where}){hint}", exc) from None
             where = f"{method} {path}"
             key = mid if len(route.steps) == 1 else f"{mid}.{i + 1}"
             try:

@@ -177,7 +177,7 @@ async def test_an_unmet_expectation_is_permanent_and_a_missing_document_names_it
     confirmed = {**PICKED, "type": "ShipmentConfirmed", "order_id": "SO-1"}
     with pytest.raises(PermanentErpError, match=r"expected one of \['shipped'\] at '/state', the ERP answered new"):
         await adapter.post(confirmed)
-    with pytest.raises(PermanentErpError, match=r"\{read/0/id\}: nothing there"):
+    with pytest.raises(PermanentErpError, match=r"\(the read route found no document\): \{read/0/id\}: nothing there"):
         await adapter.post({**confirmed, "order_id": "SO-404"})
     assert await adapter.read_state({**confirmed, "order_id": "SO-404"}) is None
 
