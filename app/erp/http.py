@@ -14,6 +14,14 @@ means the document is not ready for this milestone yet (deferred, see
 ``NotReadyErpError``). Types without a route, and ``SyncException``, are
 ``skipped``.
 
+**Mapped routes, release feed, OAuth2.** An entry may also be an object or a list: steps
+(several requests per milestone, with bodies and headers built from the milestone and the
+answers before them) and reads that say where a document's state is (``app.erp.mapping``);
+``ERP_HTTP_FEED`` maps the ERP's release feed for ``syncgov source`` (``releases``), the
+read routes serve reconciliation (``reconcile_states``), and ``ERP_OAUTH_*`` switches the
+key for OAuth2 client credentials (``app.erp.oauth``). With a read route, only a document
+in one of its ``done`` states is acknowledged without posting.
+
 **Bulk mode.** A ``"bulk:<type>"`` route (e.g. ``"bulk:OrderPicked": "POST /bulk/picked"``)
 sends that type's milestones in batches through the coalescing batcher
 (``app.erp.batcher``): one request whose body is a JSON array of milestones (each carries
