@@ -10,7 +10,7 @@ from tables import ledger
 
 log = logging.getLogger(__name__)
 
-if SETTINGS.erp.sink_enabled and SETTINGS.erp.adapter == "tryton":
+if SETTINGS.erp.sink_enabled:
 
     @app.timer(SETTINGS.reconcile.interval_s, on_leader=True)  # type: ignore[untyped-decorator]  # faust: returns a bare Callable
     async def reconcile_with_erp() -> None:

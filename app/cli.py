@@ -140,8 +140,9 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
     ),
     "source": (
         "poll the ERP for released orders and publish them to Kafka",
-        "The ERP order-release connector: poll Tryton for customer shipments waiting for the warehouse "
-        "and publish OrderReleased / OrderChanged / OrderCancelled to the events topic.",
+        "The ERP order-release connector: poll the ERP (Tryton's customer shipments waiting for the "
+        "warehouse, or the generic adapter's ERP_HTTP_FEED) and publish OrderReleased / OrderChanged / "
+        "OrderCancelled to the events topic.",
         _source,
     ),
     "dlq": (

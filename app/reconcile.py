@@ -1,7 +1,7 @@
 """Reconciliation: do the ERP's documents match the milestones that should have made them?
 
 ``compare`` is pure: the ERP-bound milestones (from the milestones topic), the ERP's
-documents (read from Tryton) and, when the caller has it, the ERP-sink ledger go in;
+documents (read through the ERP port: any adapter) and, when the caller has it, the ERP-sink ledger go in;
 drift items come out, by kind:
 
 - ``shipped_not_posted``: a ShipmentConfirmed whose customer shipment is not ``done``
@@ -11,7 +11,8 @@ drift items come out, by kind:
 - ``stock_moves_missing``: an InventoryAdjusted (net delta not 0) without a done
   internal shipment (``reference`` = its milestone id) moving ``abs(net_delta)``.
 
-``run`` does the IO: reads the topic and Tryton (its own small share of the ERP quota),
+``run`` does the IO: reads the topic and the ERP (``ErpPort.reconcile_states``, with its own
+small share of the ERP quota; types the adapter cannot check are left unchecked),
 sets the drift gauges and publishes one ``SyncDrift`` record per drift item older than
 the window on the exceptions topic, with a deterministic id, unless the topic already
 has it: a second run changes nothing. See docs/observability.md.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,19 +33,20 @@ from app import codec, metrics
 from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
-from app.erp import ErpError
-from app.erp.tryton import INTERNAL, SHIPMENT, TrytonAdapter, TrytonRest, ref
+from app.erp import ErpError, ErpPort, make_port
 from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
 from app.settings import ReconcileSettings, Settings, load
 
 KINDS = ("shipped_not_posted", "posted_not_shipped", "stock_moves_missing")
 ORDER_TYPES = frozenset({"OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed"})
 ADJUSTED = "InventoryAdjusted"
+CONFIRMED = "ShipmentConfirmed"
 DRIFT_TYPE = "SyncDrift"
 Ledger = Mapping[str, Mapping[str, Any]]
 _M = TypeVar("_M", bound=Mapping[str, Any])
-
-
+#: How the drift details name the ERP's documents.
+SHIPMENT = "customer shipment"
+INTERNAL = "stock move"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class ErpShipment:
     state: str
     document_ref: str
     written_ms: int
+    done: bool | None = None  # the shipment is done (shipped) in the ERP; None: state == "done"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state == "done" if self.done is None else self.done
 
 
 @dataclass(frozen=True)
@@ -62,13 +68,19 @@ class ErpInternal:
     reference: str
     state: str
     document_ref: str
-    moved_qty: float  # quantity of its done moves
+    moved_qty: float | None  # quantity of its done moves (None: the ERP does not say)
+    done: bool | None = None  # None: state == "done"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state == "done" if self.done is None else self.done
 
 
 @dataclass(frozen=True)
 class ErpView:
     shipments: Mapping[tuple[str, str], ErpShipment]  # (warehouse code, number) ->
     internal: Mapping[str, ErpInternal]  # reference (an InventoryAdjusted milestone id) ->
+    unchecked: frozenset[str] = frozenset()  # milestone types the ERP's adapter cannot check
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def _sink_note(ledger: Ledger | None, mid: str) -> str:
 
 def _shipment_drift(confirmed: Mapping[str, Any], ship: ErpShipment | None, ledger: Ledger | None) -> Drift | None:
     wh, order = confirmed["warehouse_id"], confirmed["order_id"]
-    if ship is not None and ship.state == "done":
+    if ship is not None and ship.is_done:
         return None
     found = f"{SHIPMENT} {order} is {ship.state} in the ERP" if ship else f"the ERP has no {SHIPMENT} {order} in {wh}"
     return Drift("shipped_not_posted", wh, f"{wh}/{order}", parse_ts(confirmed["occurred_at"]),
@@ -131,11 +143,11 @@ def _shipment_drift(confirmed: Mapping[str, Any], ship: ErpShipment | None, ledg
 
 def _stock_drift(adjusted: Mapping[str, Any], doc: ErpInternal | None, ledger: Ledger | None) -> Drift | None:
     wh, mid, qty = adjusted["warehouse_id"], adjusted["milestone_id"], abs(float(adjusted["net_delta"]))
-    if doc is not None and doc.state == "done" and doc.moved_qty == qty:
+    if doc is not None and doc.is_done and doc.moved_qty in (None, qty):
         return None
     if doc is None:
         found = f"the ERP has no {INTERNAL} with reference {mid}"
-    elif doc.state != "done":
+    elif not doc.is_done:
         found = f"{doc.document_ref} is {doc.state}"
     else:
         found = f"{doc.document_ref} moved {doc.moved_qty:g}, not {qty:g}"
@@ -151,14 +163,17 @@ def compare(milestones: Iterable[Mapping[str, Any]], erp: ErpView, ledger: Ledge
     bound = erp_bound(milestones).values()
     confirmed = {(m["warehouse_id"], m["order_id"]): m for m in bound if m["type"] == "ShipmentConfirmed"}
     orders = {(m["warehouse_id"], m["order_id"]) for m in bound if m["type"] in ORDER_TYPES}
-    out = [d for key, m in confirmed.items() if (d := _shipment_drift(m, erp.shipments.get(key), ledger))]
+    out: list[Drift] = []
+    if CONFIRMED in erp.unchecked:
+        confirmed, orders = {}, set()
+    out += [d for key, m in confirmed.items() if (d := _shipment_drift(m, erp.shipments.get(key), ledger))]
     for wh, order in sorted(orders - confirmed.keys()):
         ship = erp.shipments.get((wh, order))
-        if ship is not None and ship.state == "done":
+        if ship is not None and ship.is_done:
             out.append(Drift("posted_not_shipped", wh, f"{wh}/{order}", ship.written_ms,
                              f"{ship.document_ref} is done in the ERP but the warehouse never confirmed the shipment",
                              f"{wh}|{order}", order, ship.document_ref))
-    out += [d for m in bound if m["type"] == ADJUSTED
+    out += [d for m in bound if m["type"] == ADJUSTED and ADJUSTED not in erp.unchecked
             if (d := _stock_drift(m, erp.internal.get(m["milestone_id"]), ledger))]
     return sorted(out, key=lambda d: (d.kind, d.document))
 
@@ -196,40 +211,45 @@ def published_ids(s: Settings) -> set[str]:
     return {m["milestone_id"] for m in _decoded(s, s.topics.exceptions) if m["type"] == DRIFT_TYPE}
 
 
-def _ms(stamp: Any) -> int:
-    return int(stamp.replace(tzinfo=dt.UTC).timestamp() * 1000) if isinstance(stamp, dt.datetime) else 0
-
-
-def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
-    items = sorted(items)
-    return (items[i:i + size] for i in range(0, len(items), size))
-
-
-async def read_erp(rest: TrytonRest, milestones: Iterable[Mapping[str, Any]], page_size: int) -> ErpView:
-    """The customer and internal shipments the milestones name, ``page_size`` per request."""
-    by_wh: dict[str, set[str]] = {}
-    refs: set[str] = set()
+def probes(milestones: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What to ask the ERP: per order a ``ShipmentConfirmed`` (the order's own, or one made up
+    with only its keys when the warehouse has not confirmed it), and each ``InventoryAdjusted``."""
+    orders: dict[tuple[str, str], dict[str, Any]] = {}
+    adjusted = []
     for m in milestones:
         if m["type"] in ORDER_TYPES:
-            by_wh.setdefault(m["warehouse_id"], set()).add(m["order_id"])
+            key = (m["warehouse_id"], m["order_id"])
+            if m["type"] == CONFIRMED:
+                orders[key] = dict(m)
+            else:
+                orders.setdefault(key, {"milestone_id": f"probe:{key[0]}|{key[1]}", "type": CONFIRMED,
+                                        "warehouse_id": key[0], "order_id": key[1]})
         elif m["type"] == ADJUSTED:
-            refs.add(m["milestone_id"])
+            adjusted.append(dict(m))
+    return [*(orders[key] for key in sorted(orders)), *adjusted]
+
+
+async def read_erp(port: ErpPort, milestones: Iterable[Mapping[str, Any]], page_size: int) -> ErpView:
+    """The ERP's view of the documents the milestones name, through the port."""
+    asked = probes(milestones)
+    states = await port.reconcile_states(asked, page_size)
     shipments: dict[tuple[str, str], ErpShipment] = {}
-    for wh, numbers in sorted(by_wh.items()):
-        for chunk in _chunks(numbers, page_size):
-            rows = await rest.search(SHIPMENT, [("number", "in", chunk), ("warehouse.code", "=", wh)],
-                                     ("number", "state", "write_date", "create_date"), limit=len(chunk))
-            for r in rows:
-                written = _ms(r.get("write_date") or r.get("create_date"))
-                shipments[(wh, r["number"])] = ErpShipment(wh, r["number"], r["state"], ref(SHIPMENT, r["id"]), written)
     internal: dict[str, ErpInternal] = {}
-    for chunk in _chunks(refs, page_size):
-        rows = await rest.search(INTERNAL, [("reference", "in", chunk)],
-                                 ("reference", "state", "moves.quantity", "moves.state"), limit=len(chunk))
-        for r in rows:
-            moved = sum(float(mv.get("quantity") or 0) for mv in r.get("moves") or [] if mv.get("state") == "done")
-            internal[r["reference"]] = ErpInternal(r["reference"], r["state"], ref(INTERNAL, r["id"]), moved)
-    return ErpView(shipments, internal)
+    unchecked = set()
+    for p in asked:
+        mid = p["milestone_id"]
+        if mid not in states:
+            unchecked.add(p["type"])
+            continue
+        doc = states[mid]
+        if doc is None:
+            continue
+        if p["type"] == CONFIRMED:
+            key = (p["warehouse_id"], p["order_id"])
+            shipments[key] = ErpShipment(*key, doc.state, doc.document_ref, doc.changed_ms or 0, doc.done)
+        else:
+            internal[mid] = ErpInternal(mid, doc.state, doc.document_ref, doc.quantity, doc.done)
+    return ErpView(shipments, internal, frozenset(unchecked))
 
 
 def publish(s: Settings, records: list[Drift], detected_ms: int, window_s: float) -> None:
@@ -252,11 +272,11 @@ async def run(s: Settings, options: ReconcileSettings | None = None, *,
     options = options or s.reconcile
     now_ms = int(clock() * 1000)
     bound = await asyncio.to_thread(read_milestones, s, now_ms - int(options.lookback_s * 1000))
-    adapter = TrytonAdapter.from_settings(dataclasses.replace(s.erp, rate_per_s=options.rate_per_s, burst=1))
+    port = make_port(dataclasses.replace(s.erp, rate_per_s=options.rate_per_s, burst=1))
     try:
-        erp = await read_erp(adapter.rest, bound, options.page_size)
+        erp = await read_erp(port, bound, options.page_size)
     finally:
-        await adapter.close()
+        await port.close()
     entries = {m["milestone_id"]: e for m in bound if ledger and (e := ledger(m["milestone_id"]))}
     drift = compare(bound, erp, entries if ledger else None)
     late = overdue(drift, now_ms, options.window_s)
@@ -301,9 +321,6 @@ def main(*, as_json: bool = False) -> int:
 
     s = load()
     options = s.reconcile
-    if s.erp.adapter != "tryton":
-        logs.error("needs ERP_ADAPTER=tryton", command="reconcile")
-        return 2
     try:
         report = asyncio.run(run(s, options))
     except (ErpError, KafkaException, RuntimeError, TimeoutError, OSError) as exc:

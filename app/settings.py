@@ -184,6 +184,14 @@ def _http_routes(raw: str) -> str:
     return raw
 
 
+def _http_feed(raw: str) -> str:
+    if raw.strip():
+        from app.erp.mapping import FeedSpec  # the adapter's own parser: one set of rules
+
+        FeedSpec.parse(raw)
+    return raw
+
+
 #: librdkafka properties that settings own (use the setting), or that hold secrets.
 _OWNED_CLIENT_KEYS = re.compile(r"^(bootstrap\.servers|security\.protocol|sasl\..*|ssl\.(ca|certificate|key)\.location)$")
 _LIBRDKAFKA_KEY = re.compile(r"^[a-z][a-z0-9]*(\.[a-z0-9]+)*$")
@@ -400,8 +408,29 @@ class ErpSettings:
         "HTTP statuses that mean 'throttled' (e.g. `429,400` for NetSuite-style)")
     http_routes: str = setting(
         "ERP_HTTP_ROUTES", "", _http_routes,
-        'generic adapter (required with it): JSON map milestone type -> "METHOD /path/{field}"; '
-        '`"bulk:<type>"` routes turn bulk mode on for that type')
+        'generic adapter (required with it): JSON map milestone type -> "METHOD /path/{field}", or steps '
+        '(`{"request", "body", "as", "expect"}`, a list of them); `"read:<type>"` finds the document '
+        '(`{"request", "found", "state", "done", ...}`: reconciliation reads through it too); '
+        '`"bulk:<type>"` routes turn bulk mode on for that type (see "Another ERP" in the README)')
+    http_feed: str = setting(
+        "ERP_HTTP_FEED", "", _http_feed,
+        "generic adapter: the release feed `syncgov source` polls (required by it): JSON "
+        '`{"request", "body", "items", "order", "lines", "next_cursor" or "item_cursor", "start"}` '
+        "(see \"Another ERP\" in the README)", shown_default="(empty)")
+    oauth_token_url: str = setting(
+        "ERP_OAUTH_TOKEN_URL", "", _optional(_url),
+        "generic adapter: OAuth2 token endpoint (client-credentials grant); set, the adapter sends "
+        "`<ERP_HTTP_AUTH_SCHEME> <access token>` instead of `ERP_API_KEY`, renews it before it expires and once "
+        "on a 401")
+    oauth_client_id: str = setting("ERP_OAUTH_CLIENT_ID", "", _text, "OAuth2 client id (with `ERP_OAUTH_TOKEN_URL`)")
+    oauth_client_secret: Secret = setting(  # noqa: RUF009 - setting() is field()
+        "ERP_OAUTH_CLIENT_SECRET", "", _text, "OAuth2 client secret (secret; or `ERP_OAUTH_CLIENT_SECRET_FILE`)",
+        secret=True)
+    oauth_scope: str = setting("ERP_OAUTH_SCOPE", "", _text, "OAuth2 scope(s) to request, space-separated (empty: none)")
+    oauth_client_auth: str = setting(
+        "ERP_OAUTH_CLIENT_AUTH", "basic", _one_of("basic", "post"),
+        "how the client authenticates at the token endpoint: `basic` (HTTP Basic, RFC 6749's default) or `post` "
+        "(client id and secret in the form)")
     rpc_login: str = setting("ERP_RPC_LOGIN", "", _text,
                              "Tryton user for JSON-RPC bulk writes (one request per step for many documents); "
                              "empty: writes one by one over REST (reads are batched either way)")
@@ -590,6 +619,16 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
                       "of the key)")
     if ok("ERP_ADAPTER", "ERP_HTTP_ROUTES") and v["ERP_ADAPTER"] == "http" and not v["ERP_HTTP_ROUTES"]:
         errors.append("ERP_HTTP_ROUTES='': required when ERP_ADAPTER=http")
+    if ok("ERP_OAUTH_TOKEN_URL") and v["ERP_OAUTH_TOKEN_URL"]:
+        url = v["ERP_OAUTH_TOKEN_URL"]
+        if ok("ERP_ADAPTER") and v["ERP_ADAPTER"] != "http":
+            errors.append(f"ERP_OAUTH_TOKEN_URL={url!r}: only the generic adapter uses OAuth2 (ERP_ADAPTER=http)")
+        if ok("ERP_OAUTH_CLIENT_ID") and not v["ERP_OAUTH_CLIENT_ID"]:
+            errors.append("ERP_OAUTH_CLIENT_ID='': required when ERP_OAUTH_TOKEN_URL is set")
+        if ok("ERP_OAUTH_CLIENT_SECRET") and not v["ERP_OAUTH_CLIENT_SECRET"]:
+            errors.append("ERP_OAUTH_CLIENT_SECRET='': required when ERP_OAUTH_TOKEN_URL is set")
+        if ok("ERP_API_KEY") and v["ERP_API_KEY"]:
+            errors.append("ERP_API_KEY=***: set either ERP_API_KEY or ERP_OAUTH_TOKEN_URL, not both")
     return errors
 
 

@@ -1,10 +1,11 @@
 """`syncgov source`: the ERP order-release connector.
 
-Polls the ERP (its own share of the quota, ``ERP_SOURCE_RATE_PER_S``) for customer
-shipments waiting for the warehouse, publishes OrderReleased / OrderChanged /
-OrderCancelled (Avro, key = warehouse_id) to the events topic, then stores the
-cursor on the cursor topic. Events are flushed before the cursor moves: a crash
-re-polls and re-publishes the same event ids, which governance deduplicates.
+Polls the ERP through the port (``ErpPort.releases``: Tryton's customer shipments, or the
+generic adapter's ``ERP_HTTP_FEED``; its own share of the quota, ``ERP_SOURCE_RATE_PER_S``),
+publishes OrderReleased / OrderChanged / OrderCancelled (Avro, key = warehouse_id) to the
+events topic, then stores the cursor on the cursor topic (one record key per adapter, so a
+Tryton cursor is never read as another ERP's). Events are flushed before the cursor moves: a
+crash re-polls and re-publishes the same event ids, which governance deduplicates.
 """
 from __future__ import annotations
 
@@ -19,44 +20,46 @@ from confluent_kafka import Producer
 
 from app import codec
 from app.core.keys import event_key
+from app.erp import ErpPort, make_port
 from app.erp.port import TransientErpError
-from app.erp.source import SourceCursor, poll
-from app.erp.tryton import TrytonAdapter
 from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
-from app.settings import Settings, load
+from app.settings import Settings, SettingsError, load
 
 log = logging.getLogger("syncgov.source")
-CURSOR_KEY = b"cursor"
+CURSOR_KEY = b"cursor"  # the Tryton adapter's (the key it always had); others: cursor:<adapter>
 
 
-def load_cursor(s: Settings) -> SourceCursor:
-    """The last stored cursor, or a fresh one."""
-    last: dict[str, Any] | None = None
+def cursor_key(s: Settings) -> bytes:
+    return CURSOR_KEY if s.erp.adapter == "tryton" else f"cursor:{s.erp.adapter}".encode()
+
+
+def load_cursor(s: Settings) -> Any:
+    """The last stored cursor of this adapter (JSON), or None."""
+    last: Any = None
+    key = cursor_key(s)
     for rec in read_all(s.kafka.bootstrap_servers, s.topics.source_cursor, kafka=s.kafka):
-        if rec.key == CURSOR_KEY:
+        if rec.key == key:
             last = orjson.loads(rec.value)
-    return SourceCursor.from_json(last) if last else SourceCursor()
+    return last
 
 
-def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], cursor: SourceCursor) -> None:
+def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], cursor: Any) -> None:
     for event in events:
         producer.produce(s.topics.events, key=event_key(event), value=codec.encode_event(event))
     if producer.flush(30) != 0:
         raise RuntimeError("events not delivered to Kafka within 30 s; the cursor stays where it was")
-    producer.produce(s.topics.source_cursor, key=CURSOR_KEY, value=orjson.dumps(cursor.to_json()))
+    producer.produce(s.topics.source_cursor, key=cursor_key(s), value=orjson.dumps(cursor))
     if producer.flush(30) != 0:
         raise RuntimeError("cursor not stored within 30 s")
 
 
 async def run(s: Settings, once: bool) -> int:
     """Poll until stopped (or, with ``once``, until the ERP has nothing new)."""
-    if s.erp.adapter != "tryton":
-        raise SystemExit("syncgov source: ERP_ADAPTER=tryton is required (the generic adapter has no release feed)")
     bootstrap = s.kafka.bootstrap_servers
     create_topics(bootstrap, [s.topics.events, s.topics.source_cursor], s.topics.partitions, s.kafka,
                   replication_factor=s.topics.replication_factor)
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0, "batch.num.messages": 1})
-    adapter = TrytonAdapter.from_settings(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1))
+    adapter: ErpPort = make_port(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1))
     cursor = load_cursor(s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,8 +69,8 @@ async def run(s: Settings, once: bool) -> int:
     try:
         while not stop.is_set():
             try:
-                events, cursor = await poll(
-                    adapter.rest, cursor, page_size=s.erp.source_page_size, overlap_s=s.erp.source_overlap_s
+                events, cursor = await adapter.releases(
+                    cursor, page_size=s.erp.source_page_size, overlap_s=s.erp.source_overlap_s
                 )
             except TransientErpError as exc:  # throttled, 5xx, timeout, refused: wait, poll again
                 wait = max(exc.retry_after_s or 0.0, s.erp.source_poll_s)
@@ -80,7 +83,7 @@ async def run(s: Settings, once: bool) -> int:
             publish(producer, s, events, cursor)
             total += len(events)
             if events:
-                log.info("published %d order events (cursor %s)", len(events), cursor.write_date)
+                log.info("published %d order events", len(events))
             elif once:
                 break
             if not once:
@@ -100,5 +103,8 @@ def run_source(once: bool = False) -> int:
     settings = load()
     if not settings.kafka.bootstrap_servers:
         raise SystemExit("syncgov source: KAFKA_BOOTSTRAP_SERVERS is required")
+    if settings.erp.adapter == "http" and not settings.erp.http_feed:
+        raise SettingsError("ERP_HTTP_FEED='': required by `syncgov source` when ERP_ADAPTER=http "
+                            "(the release feed to poll)")
     logging.basicConfig(level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return asyncio.run(run(settings, once))

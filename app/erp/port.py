@@ -1,4 +1,6 @@
-"""The ERP port: post a milestone, read the state of the document it touches.
+"""The ERP port: post a milestone, read the state of the document it touches, the ERP's
+order releases since a cursor (``syncgov source``) and the documents reconciliation checks
+(``syncgov reconcile``): no module outside the adapters speaks an ERP's protocol.
 
 Adapters (``app.erp.tryton``, ``app.erp.http``) raise :class:`TransientErpError`
 for answers worth retrying (throttled, 5xx, timeout, connection refused) and
@@ -10,7 +12,7 @@ the ERP key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,6 +38,8 @@ class DocumentState:
     state: str
     done: bool  # the milestone's effect is already in the ERP
     fields: Mapping[str, Any] = field(default_factory=dict)
+    quantity: float | None = None  # what a stock document moved (reconciliation), when the ERP says
+    changed_ms: int | None = None  # when the document last changed (epoch ms), when the ERP says
 
 
 class ErpError(Exception):
@@ -77,6 +81,21 @@ class ErpPort(Protocol):
 
     async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
         """The document the milestone touches, or None when it does not exist (yet)."""
+        ...
+
+    async def releases(self, cursor: Any, *, page_size: int, overlap_s: float) -> tuple[list[dict[str, Any]], Any]:
+        """The ERP's order-release events (OrderReleased, and OrderChanged/OrderCancelled where the
+        ERP tells them) since ``cursor`` (None: from the feed's start), and the next cursor. The
+        cursor is JSON (an object or None), opaque to the caller, which stores it durably
+        (``app.source_runner``). Repeats after an older cursor carry the same event ids."""
+        ...
+
+    async def reconcile_states(self, probes: Sequence[dict[str, Any]],
+                               page_size: int) -> dict[str, DocumentState | None]:
+        """For reconciliation: the document each probe (a milestone, contract JSON: a
+        ``ShipmentConfirmed`` for each order, an ``InventoryAdjusted`` for each stock
+        adjustment) touches, by the probe's ``milestone_id``; None when the ERP has none. A probe
+        this adapter cannot check is left out of the answer. ``page_size``: documents per read."""
         ...
 
     async def close(self) -> None:

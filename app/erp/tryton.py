@@ -182,6 +182,11 @@ def _window_date(value: Any) -> dt.date:
     return dt.datetime.fromisoformat(text).astimezone(dt.UTC).date()
 
 
+def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
+    ordered = sorted(items)
+    return (ordered[i:i + size] for i in range(0, len(ordered), size))
+
+
 #: How long a shipment state this adapter itself just moved stands in for the next read.
 KNOWN_STATE_S = 30.0
 
@@ -299,6 +304,50 @@ class TrytonAdapter:
             return DocumentState(ref(RETURN, doc["id"]), doc["state"],
                                  doc["state"] in self._return_done_states(milestone), doc)
         return None
+
+    # -- the release feed and reconciliation (the port's other two calls) --------------------
+
+    async def releases(self, cursor: Any, *, page_size: int, overlap_s: float) -> tuple[list[dict[str, Any]], Any]:
+        """Customer shipments released, changed or cancelled since ``cursor`` (``app.erp.source``)."""
+        from app.erp.source import SourceCursor, poll  # the source reads through this module's REST calls
+
+        start = SourceCursor.from_json(cursor) if cursor else SourceCursor()
+        events, after = await poll(self.rest, start, page_size=page_size, overlap_s=overlap_s)
+        return events, after.to_json()
+
+    async def reconcile_states(self, probes: Sequence[dict[str, Any]],
+                               page_size: int) -> dict[str, DocumentState | None]:
+        """Customer shipments (a ``ShipmentConfirmed`` probe: done = ``done``) and internal
+        shipments (an ``InventoryAdjusted`` probe: ``reference`` = its milestone id; done =
+        ``done``, quantity = its done moves), ``page_size`` documents per search."""
+        by_wh: dict[str, dict[str, str]] = {}  # warehouse -> order id -> probe id
+        refs: dict[str, str] = {}
+        out: dict[str, DocumentState | None] = {}
+        for p in probes:
+            if p["type"] == "ShipmentConfirmed":
+                by_wh.setdefault(p["warehouse_id"], {})[p["order_id"]] = p["milestone_id"]
+                out[p["milestone_id"]] = None
+            elif p["type"] == "InventoryAdjusted":
+                refs[p["milestone_id"]] = p["milestone_id"]
+                out[p["milestone_id"]] = None
+        for wh, orders in sorted(by_wh.items()):
+            for chunk in _chunks(orders, page_size):
+                rows = await self.rest.search(SHIPMENT, [("number", "in", chunk), ("warehouse.code", "=", wh)],
+                                              ("number", "state", "write_date", "create_date"), limit=len(chunk))
+                for r in rows:
+                    stamp = r.get("write_date") or r.get("create_date")
+                    changed = int(stamp.replace(tzinfo=dt.UTC).timestamp() * 1000) if isinstance(
+                        stamp, dt.datetime) else None
+                    out[orders[r["number"]]] = DocumentState(ref(SHIPMENT, r["id"]), r["state"], r["state"] == "done",
+                                                             r, changed_ms=changed)
+        for chunk in _chunks(refs, page_size):
+            rows = await self.rest.search(INTERNAL, [("reference", "in", chunk)],
+                                          ("reference", "state", "moves.quantity", "moves.state"), limit=len(chunk))
+            for r in rows:
+                moved = sum(float(mv.get("quantity") or 0) for mv in r.get("moves") or [] if mv.get("state") == "done")
+                out[r["reference"]] = DocumentState(ref(INTERNAL, r["id"]), r["state"], r["state"] == "done", r,
+                                                    quantity=moved)
+        return out
 
     # -- customer shipments -----------------------------------------------------------------
 

@@ -51,15 +51,17 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     pytest.param({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME", id="sasl-without-user"),
     pytest.param({"KAFKA_SECURITY_PROTOCOL": "KERBEROS"}, "KAFKA_SECURITY_PROTOCOL", id="bad-protocol"),
     pytest.param({"ERP_ADAPTER": "http"}, "ERP_HTTP_ROUTES", id="http-without-routes"),
+    pytest.param({"ERP_ADAPTER": "http", "ERP_HTTP_ROUTES": "{}", "ERP_API_KEY": "",
+                  "ERP_OAUTH_TOKEN_URL": "https://idp.example/token"}, "ERP_OAUTH_CLIENT_ID", id="oauth-without-client"),
 ])
 def test_check_config_errors_never_echo_secrets(bad: dict[str, str], named: str) -> None:
     env = {"KAFKA_SASL_PASSWORD": SASL_PASSWORD, "ERP_API_KEY": "erp-key-8Jd0Lq", "WORKER_ADMIN_TOKEN": ADMIN_TOKEN,
-           **bad}
+           "ERP_OAUTH_CLIENT_SECRET": "oauth-secret-3Rt6", **bad}
     done = cli(env, "check-config")
     assert done.returncode == 2, done
     out = done.stdout + done.stderr
     assert "configuration error" in out and named in out, out
-    for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN):
+    for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN, "oauth-secret-3Rt6"):
         assert secret not in out
 
 

@@ -11,6 +11,7 @@ from app import codec, metrics, reconcile
 from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
+from app.erp.port import DocumentState
 from app.reconcile import ErpInternal, ErpShipment, ErpView, compare, overdue
 from app.settings import load
 
@@ -128,8 +129,6 @@ def test_gauges_are_absolute_per_kind() -> None:
 
 
 class FakeAdapter:
-    rest = None
-
     async def close(self) -> None:
         pass
 
@@ -140,12 +139,12 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     topic: list[dict[str, Any]] = []
     erp = ErpView(ship("draft"), internal())
 
-    async def read_erp(rest: object, milestones: object, page_size: int) -> ErpView:
+    async def read_erp(port: object, milestones: object, page_size: int) -> ErpView:
         return erp
 
     monkeypatch.setattr(reconcile, "read_milestones", lambda s, since: [*CONFIRMED, adjusted()])
     monkeypatch.setattr(reconcile, "read_erp", read_erp)
-    monkeypatch.setattr(reconcile.TrytonAdapter, "from_settings", classmethod(lambda cls, erp: FakeAdapter()))
+    monkeypatch.setattr(reconcile, "make_port", lambda erp: FakeAdapter())
     monkeypatch.setattr(reconcile, "published_ids", lambda s: {r["milestone_id"] for r in topic})
     monkeypatch.setattr(reconcile, "publish",
                         lambda s, items, now, window: topic.extend(d.record(now, window) for d in items))
@@ -172,3 +171,26 @@ async def test_young_drift_is_counted_but_not_published(fake_io: list[dict[str, 
     assert report.counts()["shipped_not_posted"] == 1
     assert report.published == () and fake_io == []
 
+
+
+async def test_the_erp_is_read_through_the_port_and_types_it_cannot_check_are_not_drift() -> None:
+    """One probe per order (its ShipmentConfirmed, or one with the order's keys), one per
+    stock adjustment; an adapter that leaves a type out of its answer cannot check it."""
+    asked: list[dict[str, Any]] = []
+
+    class Port:
+        async def reconcile_states(self, probes: list[dict[str, Any]], page_size: int) -> dict[str, Any]:
+            asked.extend(probes)
+            return {p["milestone_id"]: DocumentState(f"doc-{p['order_id']}", "shipped", True, changed_ms=T0 + 5)
+                    for p in probes if p["type"] == "ShipmentConfirmed"}
+
+    milestones = [order_m("OrderPicked", "OUT-1"), order_m("OrderPicked", "OUT-2"), order_m("ShipmentConfirmed", "OUT-2"),
+                  adjusted()]
+    view = await reconcile.read_erp(Port(), milestones, 100)  # type: ignore[arg-type]
+    assert [(p["milestone_id"], p["type"]) for p in asked] == [
+        ("probe:WH1|OUT-1", "ShipmentConfirmed"), ("ShipmentConfirmed-OUT-2", "ShipmentConfirmed"),
+        ("adj1", "InventoryAdjusted")]
+    assert view.unchecked == frozenset({"InventoryAdjusted"})
+    drift = compare(milestones, view)
+    assert [(d.kind, d.document, d.erp_ref, d.since_ms) for d in drift] == [
+        ("posted_not_shipped", "WH1/OUT-1", "doc-OUT-1", T0 + 5)]

@@ -104,6 +104,14 @@ def test_worker_without_bootstrap_servers_is_a_configuration_error(capsys, monke
     assert "KAFKA_BOOTSTRAP_SERVERS='': required" in capsys.readouterr().err
 
 
+def test_source_with_the_generic_adapter_needs_its_release_feed(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("ERP_ADAPTER", "http")
+    monkeypatch.setenv("ERP_HTTP_ROUTES", "{}")
+    assert main(["source", "--once"]) == 2
+    assert "configuration error: ERP_HTTP_FEED='': required by `syncgov source`" in capsys.readouterr().err
+
+
 def test_worker_embedded_without_the_extra_is_a_configuration_error(capsys, monkeypatch) -> None:
     from app import worker
 

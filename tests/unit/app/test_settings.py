@@ -242,7 +242,7 @@ def test_every_attribute_is_declared_once_with_its_setting() -> None:
             if spec.env != "KAFKA_BOOTSTRAP_SERVERS":  # required: no default
                 spec.parse(spec.default)  # every default is valid
     assert {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "ERP_API_KEY", "ERP_RPC_PASSWORD",
-                                "WORKER_ADMIN_TOKEN"} == settings.SECRETS
+            "ERP_OAUTH_CLIENT_SECRET", "WORKER_ADMIN_TOKEN"} == settings.SECRETS
 
 
 def test_settings_object_keeps_its_attribute_shape() -> None:
