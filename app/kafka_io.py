@@ -152,17 +152,20 @@ def ensure_topics(
 #: Tansu needs a ~6 s session timeout (joins take 20 s otherwise) and under-reports a
 #: changelog's end after a crash mid-batch, so Faust's recovery consistency check trips
 #: falsely there; on Apache Kafka the check is on, with a usual session timeout and a
-#: producer that lingers a few ms to fill its batches.
+#: producer that lingers a few ms to fill its batches. Tansu has no transactional isolation:
+#: a worker given its address (not ``embedded``) must be told so (``WORKER_EXACTLY_ONCE``).
 BROKER_WORKER_ENV: dict[str, dict[str, str]] = {
     "embedded": {
         "KAFKA_SESSION_TIMEOUT_S": "6",
         "WORKER_RECOVERY_CONSISTENCY_CHECK": "false",
         "KAFKA_PRODUCER_LINGER_MS": "0",
+        "WORKER_EXACTLY_ONCE": "off",
     },
     "apache": {
         "KAFKA_SESSION_TIMEOUT_S": "10",
         "WORKER_RECOVERY_CONSISTENCY_CHECK": "true",
         "KAFKA_PRODUCER_LINGER_MS": "5",
+        "WORKER_EXACTLY_ONCE": "on",
     },
 }
 
