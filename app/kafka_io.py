@@ -259,7 +259,9 @@ def read_all(
 
     Tansu reports a partition's end as the base offset of its last producer batch + 1, so
     after the reported ends the reader drains until a poll comes back empty; with
-    ``count`` it reads until that many records instead.
+    ``count`` it reads until that many records instead. Committed records only (the
+    consumer's default): a partition is read to its end once the consumer's position (past
+    transaction markers and aborted records) reaches it.
     """
     meta = end_offsets(bootstrap, topic, kafka)
     ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
@@ -286,6 +288,11 @@ def read_all(
                 done[p] = offset + 1
                 read += 1
                 yield Record(topic, p, offset, msg.key(), msg.value() or b"", msg.timestamp()[1])
+            # Past what no record shows: transaction markers and aborted records (a
+            # transactional topic's end is a commit marker, never delivered)
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset > done[tp.partition]:
+                    done[tp.partition] = tp.offset
             caught_up = count is None and all(done[p] >= ends[p] for p in ends)
     finally:
         consumer.close()

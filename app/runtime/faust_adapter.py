@@ -140,10 +140,10 @@ def raw_changelog(table: AnyTable) -> None:
     codec of a ``bytes`` table): then a write's changelog record is ``(key, value)`` itself,
     ``value`` None being a tombstone. Raise ``TypeError`` otherwise."""
     probe = b"\x00syncgov\xff"
-    serializers = table.app.serializers
-    key = serializers.dumps_key(table.key_type, probe, serializer=table.key_serializer)
-    value = serializers.dumps_value(table.value_type, probe, serializer=table.value_serializer)
-    if key != probe or value != probe:
+    topic = table.changelog_topic  # what ``send_changelog`` sends through, with the table's codecs
+    key, _ = topic.prepare_key(probe, table.key_serializer)
+    value, _ = topic.prepare_value(probe, table.value_serializer)
+    if key != probe or value != probe or (table.key_serializer, table.value_serializer) != ("raw", "raw"):
         raise TypeError(f"table {table.name!r}: its changelog is not raw bytes (key {table.key_serializer!r}, "
                         f"value {table.value_serializer!r})")
 

@@ -14,8 +14,9 @@ A stage's batch is written, per input partition *P* it touched, as one transacti
    (``faust_adapter.apply_committed``: not sent again).
 
 Outputs, state and input offset of *P* become visible together or not at all (consumers
-and restores read committed only). The partitions of one batch commit concurrently, each
-in a thread of its own: the round trips overlap.
+and restores read committed only). The records are encoded on the event loop's thread;
+the partitions of one batch are then produced and committed concurrently, each in a thread
+of its own: the round trips overlap.
 
 **Fencing by the broker.** A worker that takes *P* over calls ``init_transactions`` with
 *P*'s transactional id before it restores *P*'s state
@@ -185,13 +186,16 @@ def route(outputs: Outputs, marks: Sequence[Mark], commits: Commits) -> dict[int
     return plan
 
 
+#: An encoded record: (topic, key, value, partition: -1 for the key's).
+Record = tuple[str, bytes, "bytes | None", int]
+
+
 @dataclass
 class _Transaction:
-    """One partition's part of a batch, ready to be produced."""
+    """One partition's part of a batch, encoded and ready to be produced."""
 
     partition: int
-    outputs: Outputs
-    marks: list[Mark]
+    outputs: list[Record]
     writes: list[Write]
     origin: Origin
     last_changelog_offset: int | None = None
@@ -230,7 +234,7 @@ class TransactionalWriter:
             return
         self.ownership.check()
         await self._run([
-            _Transaction(p, [], [], [fence_write(p, epoch)], Origin(self.topic, p, -1)) for p in sorted(partitions)
+            _Transaction(p, [], [fence_write(p, epoch)], Origin(self.topic, p, -1)) for p in sorted(partitions)
         ])
         if isinstance(self.table, faust_adapter.FencedTable):
             for partition in partitions:
@@ -251,7 +255,11 @@ class TransactionalWriter:
                 offset, flush = part.commit
                 bind(Origin(self.topic, partition, offset))  # ``previous`` reads this partition's store
                 writes = flush(self.table.get)
-            txs.append(_Transaction(partition, part.outputs, part.marks, writes, Origin(self.topic, partition, offset)))
+            encoded: list[Record] = []
+            # Encoded here, on the event loop's thread: the encoders' caches are not thread-safe
+            self.produce_outputs(lambda topic, key, value, p: encoded.append((topic, key, value, p)),
+                                 part.outputs, part.marks)
+            txs.append(_Transaction(partition, encoded, writes, Origin(self.topic, partition, offset)))
         await self._run(txs)
 
     async def _run(self, txs: list[_Transaction]) -> None:
@@ -299,7 +307,8 @@ class TransactionalWriter:
 
         try:
             producer.begin_transaction()
-            self.produce_outputs(send, tx.outputs, tx.marks)
+            for topic, key, value, partition in tx.outputs:
+                send(topic, key, value, partition)
             for key, value in tx.writes:  # the meta record last
                 send(changelog, key, value, tx.partition)
             producer.commit_transaction(CALL_TIMEOUT_S)  # flushes; fails if a record failed
