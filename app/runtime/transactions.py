@@ -255,12 +255,18 @@ class TransactionalWriter:
                 offset, flush = part.commit
                 bind(Origin(self.topic, partition, offset))  # ``previous`` reads this partition's store
                 writes = flush(self.table.get)
-            encoded: list[Record] = []
             # Encoded here, on the event loop's thread: the encoders' caches are not thread-safe
-            self.produce_outputs(lambda topic, key, value, p: encoded.append((topic, key, value, p)),
-                                 part.outputs, part.marks)
-            txs.append(_Transaction(partition, encoded, writes, Origin(self.topic, partition, offset)))
+            txs.append(_Transaction(partition, self._encode(part), writes, Origin(self.topic, partition, offset)))
         await self._run(txs)
+
+    def _encode(self, part: PartitionBatch) -> list[Record]:
+        encoded: list[Record] = []
+
+        def keep(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+            encoded.append((topic, key, value, partition))
+
+        self.produce_outputs(keep, part.outputs, part.marks)
+        return encoded
 
     async def _run(self, txs: list[_Transaction]) -> None:
         """Run the transactions concurrently; apply what committed; raise for the rest."""

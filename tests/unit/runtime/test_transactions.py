@@ -111,7 +111,7 @@ class FakeProducer:
 
 def encode(send: Any, outputs: list[tuple[Any, Origin]], marks: list[Mark]) -> None:
     """Outputs as the stage's encoder sends them: milestones by key, marks to each stock partition."""
-    for out, origin in outputs:
+    for out, _ in outputs:
         if isinstance(out, Milestone):
             send("milestones", out.milestone_id.encode(), orjson.dumps(out.to_dict()), -1)
         elif isinstance(out, DeadLetter):
@@ -143,7 +143,12 @@ def milestone(n: int) -> Milestone:
 
 def test_route_splits_a_batch_by_the_input_partition_each_output_mark_and_commit_came_from() -> None:
     m0, m2, dl = milestone(0), milestone(2), DeadLetter(raw=b"x", reason="undecodable", record_id="r")
-    flush0 = flush1 = lambda previous: []  # noqa: E731
+    def flush0(previous: Callable[[bytes], bytes | None]) -> list[tuple[bytes, bytes | None]]:
+        return []
+
+    def flush1(previous: Callable[[bytes], bytes | None]) -> list[tuple[bytes, bytes | None]]:
+        return []
+
     plan = route(
         [(m0, Origin(TOPIC, 0, 5)), (dl, Origin(TOPIC, 2, 9)), (m2, Origin(TOPIC, 2, 10))],
         [Mark(1, 7, 123)],
