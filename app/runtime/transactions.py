@@ -144,11 +144,15 @@ class PartitionProducers:
         log.info("%s: transactional producers for partitions %s initialised (previous owners fenced)",
                  self.prefix, wanted)
 
-    def get(self, partition: int) -> TxProducer:
-        """The partition's producer (a new, initialised one if it has none)."""
+    def get(self, partition: int, create: bool = True) -> TxProducer:
+        """The partition's producer; a new, initialised one if it has none and ``create``
+        (only when taking the partition over, after the lease check: an initialisation
+        fences whoever has the partition now)."""
         with self._lock:
             producer = self._producers.get(partition)
         if producer is None:
+            if not create:
+                raise BatchAborted(f"{self.transactional_id(partition)}: no producer (the partition was let go)")
             producer = self._new(partition)
             with self._lock:
                 self._producers[partition] = producer
@@ -198,6 +202,7 @@ class _Transaction:
     outputs: list[Record]
     writes: list[Write]
     origin: Origin
+    take_over: bool = False  # may initialise the partition's producer (a fence)
     last_changelog_offset: int | None = None
     error: BaseException | None = None
 
@@ -234,7 +239,8 @@ class TransactionalWriter:
             return
         self.ownership.check()
         await self._run([
-            _Transaction(p, [], [fence_write(p, epoch)], Origin(self.topic, p, -1)) for p in sorted(partitions)
+            _Transaction(p, [], [fence_write(p, epoch)], Origin(self.topic, p, -1), take_over=True)
+            for p in sorted(partitions)
         ])
         if isinstance(self.table, faust_adapter.FencedTable):
             for partition in partitions:
@@ -288,9 +294,12 @@ class TransactionalWriter:
     def _transaction(self, tx: _Transaction) -> None:
         """One partition's transaction, in a thread; the outcome is left in ``tx``."""
         try:
-            producer = self.producers.get(tx.partition)
+            producer = self.producers.get(tx.partition, create=tx.take_over)
         except KafkaException as exc:
             tx.error = _failure(exc)
+            return
+        except BatchAborted as exc:
+            tx.error = exc
             return
         errors: list[KafkaError] = []
         changelog = self.changelog
@@ -323,8 +332,9 @@ class TransactionalWriter:
             if not isinstance(tx.error, Fenced):
                 self._abort(producer, tx)
             return
-        if errors:  # not expected after a successful commit; never apply what may be missing
-            tx.error = BatchAborted(f"delivery failed: {errors[:3]}")
+        if errors:  # a commit fails when a record of it failed: not expected here
+            log.warning("%s: committed, yet delivery errors were reported: %s",
+                        self.producers.transactional_id(tx.partition), errors[:3])
 
     def _abort(self, producer: TxProducer, tx: _Transaction) -> None:
         try:
@@ -408,16 +418,21 @@ def _read_tails(consumer: Any, ends: dict[TP, int], starts: dict[TP, int], deadl
 
 def fence_before_restore(writers: Mapping[str, PartitionProducers]) -> Callable[[set[TP]], None]:
     """For the restore: renew the producers of the stages whose changelog partitions are
-    about to be restored (``writers``: changelog topic -> the stage's producers)."""
+    about to be restored (``writers``: changelog topic -> the stage's producers), every
+    stage at once."""
+
+    def renew(producers: PartitionProducers, partitions: set[int]) -> None:
+        try:
+            producers.renew(partitions)
+        except KafkaException as exc:  # the stage initialises them again when it takes them over
+            log.warning("%s: fencing the previous owners of %s before the restore failed: %s",
+                        producers.prefix, sorted(partitions), exc)
 
     def fence(tps: set[TP]) -> None:
-        for topic, producers in writers.items():
-            partitions = {tp.partition for tp in tps if tp.topic == topic}
-            if partitions:
-                try:
-                    producers.renew(partitions)
-                except KafkaException as exc:  # the stage initialises them again when it takes them over
-                    log.warning("%s: fencing the previous owners of %s before the restore failed: %s",
-                                producers.prefix, sorted(partitions), exc)
+        jobs = [(producers, {tp.partition for tp in tps if tp.topic == topic}) for topic, producers in writers.items()]
+        jobs = [(producers, partitions) for producers, partitions in jobs if partitions]
+        if jobs:
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="fence") as pool:
+                list(pool.map(lambda job: renew(*job), jobs))
 
     return fence

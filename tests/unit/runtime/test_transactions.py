@@ -136,6 +136,13 @@ def writer(broker: Broker, own: Ownership | None = None) -> TransactionalWriter:
                                produce_outputs=encode, threads=4)
 
 
+def taken(w: TransactionalWriter, broker: Broker, partitions: set[int]) -> None:
+    """The writer takes the partitions over (producers initialised, fence records), then the
+    broker's call log starts afresh."""
+    asyncio.run(w.fence(partitions, epoch=1))
+    broker.calls.clear()
+
+
 def milestone(n: int) -> Milestone:
     return Milestone(milestone_id=f"m-{n}", type="OrderAccepted", warehouse_id="WH1", occurred_at=0, event_ids=(),
                      body={"order_id": f"O-{n}", "version": 1})
@@ -172,6 +179,7 @@ def _writes(partition: int, offset: int) -> Callable[[Callable[[bytes], bytes | 
 def test_each_partition_is_one_transaction_outputs_then_state_meta_last_applied_after_commit() -> None:
     broker = Broker()
     w = writer(broker)
+    taken(w, broker, {0, 1})
     seen_at_commit: list[bytes | None] = []
     broker.on_commit = lambda producer: seen_at_commit.append(w.table.data.get(table_key(0, META)))
 
@@ -181,10 +189,10 @@ def test_each_partition_is_one_transaction_outputs_then_state_meta_last_applied_
     asyncio.run(run())
     calls = {txid: [c for t, c in broker.calls if t == txid] for txid in ("app-governance-0", "app-governance-1")}
     assert calls["app-governance-0"] == [
-        "init", "begin", "produce milestones", "produce stock", "produce stock", *["produce " + w.changelog] * 3,
+        "begin", "produce milestones", "produce stock", "produce stock", *["produce " + w.changelog] * 3,
         "commit",
     ]
-    assert calls["app-governance-1"] == ["init", "begin", *["produce " + w.changelog] * 3, "commit"]
+    assert calls["app-governance-1"] == ["begin", *["produce " + w.changelog] * 3, "commit"]
     p0 = [(k, v) for topic, p, k, v in broker.visible if topic == w.changelog and p == 0]
     assert p0[-1][0] == table_key(0, META), "the meta record is the last of the partition's transaction"
     assert (table_key(0, "x", [1]), None) in p0, "a delete is a tombstone"
@@ -196,11 +204,13 @@ def test_each_partition_is_one_transaction_outputs_then_state_meta_last_applied_
 
 def test_the_partitions_of_a_batch_commit_concurrently() -> None:
     broker = Broker()
+    w = writer(broker)
+    taken(w, broker, {0, 1, 2})
     barrier = threading.Barrier(3, timeout=10)  # three commits must be under way together
     broker.on_commit = lambda producer: barrier.wait()
 
     async def run() -> None:
-        await writer(broker).write([], [], [(p, 1, _writes(p, 1)) for p in range(3)])
+        await w.write([], [], [(p, 1, _writes(p, 1)) for p in range(3)])
 
     asyncio.run(run())
     assert sum(1 for _, c in broker.calls if c == "commit") == 3
@@ -209,9 +219,10 @@ def test_the_partitions_of_a_batch_commit_concurrently() -> None:
 def test_a_zombie_is_fenced_by_a_new_owners_init_and_nothing_of_its_batch_is_visible_or_applied() -> None:
     broker = Broker()
     zombie, owner = writer(broker), writer(broker)
+    taken(zombie, broker, {0})
 
     async def run() -> None:
-        await zombie.write([], [], [(0, 1, _writes(0, 1))])  # its producer for partition 0 exists
+        await zombie.write([], [], [(0, 1, _writes(0, 1))])
         owner.producers.renew({0})  # the new owner fences before its restore
         before = list(broker.visible)
         with pytest.raises(Fenced):
@@ -220,6 +231,8 @@ def test_a_zombie_is_fenced_by_a_new_owners_init_and_nothing_of_its_batch_is_vis
         faust_adapter.bind(Origin(TOPIC, 0, 2))
         assert zombie.table.data[table_key(0, META)] == b'{"o":1}', "nor applied to the zombie's store"
         assert 0 not in zombie.producers.held(), "the fenced producer is discarded"
+        with pytest.raises(BatchAborted, match="no producer"):  # and not re-initialised behind its back
+            await zombie.write([(milestone(6), Origin(TOPIC, 0, 3))], [], [])
         await owner.write([(milestone(5), Origin(TOPIC, 0, 2))], [], [(0, 2, _writes(0, 2))])
 
     asyncio.run(run())
@@ -229,6 +242,7 @@ def test_a_zombie_is_fenced_by_a_new_owners_init_and_nothing_of_its_batch_is_vis
 def test_a_failed_commit_aborts_that_partition_only_and_raises_batch_aborted() -> None:
     broker = Broker()
     w = writer(broker)
+    taken(w, broker, {0, 1})
 
     def fail_partition_1(producer: FakeProducer) -> None:
         if producer.id.endswith("-1"):
@@ -242,7 +256,8 @@ def test_a_failed_commit_aborts_that_partition_only_and_raises_batch_aborted() -
 
     asyncio.run(run())
     assert ("app-governance-1", "abort") in broker.calls
-    assert all(p == 0 for t, p, _, _ in broker.visible if t == w.changelog)
+    state = [(p, k) for t, p, k, _ in broker.visible if t == w.changelog and k != fence_key(p)]
+    assert state and all(p == 0 for p, _ in state), "nothing of partition 1's batch is visible"
     assert not any(t == "milestones" for t, _, _, _ in broker.visible)
     faust_adapter.bind(Origin(TOPIC, 0, 3))
     assert w.table.data[table_key(0, META)] == b'{"o":3}', "the partition that committed is applied"
