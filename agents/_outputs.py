@@ -2,10 +2,12 @@
 stock key's milestones stay in order, dead letters with their origin, and forwards and
 watermark marks to the inventory stage's repartition topic.
 
-They go through one confluent-kafka producer per process (Faust's producer costs ~20 µs of
-Python per record; it keeps the table changelogs), and a batch waits until the broker has
-all of them before its state is stored. One request in flight per connection, so retries
-never reorder a partition (a mark must stay behind the forwards it covers).
+Without Kafka transactions (``WORKER_EXACTLY_ONCE`` off) they go through one confluent-kafka
+producer per process (Faust's producer costs ~20 µs of Python per record; it keeps the
+table changelogs), and a batch waits until the broker has all of them before its state is
+stored. One request in flight per connection, so retries never reorder a partition (a
+mark must stay behind the forwards it covers). With transactions, ``produce_outputs``
+encodes them into each input partition's transaction (``app.runtime.transactions``).
 """
 from __future__ import annotations
 
@@ -76,8 +78,8 @@ def _get() -> _Sender:
     return _sender
 
 
-#: ``_Sender.send`` without its partition: (topic, key, value).
-Send = Callable[[str, bytes, bytes], None]
+#: ``_Sender.send``: (topic, key, value, partition: -1 for the key's).
+Send = Callable[[str, bytes, bytes, int], None]
 
 
 def milestone_key(m: Milestone) -> bytes:
@@ -99,18 +101,17 @@ def reason_category(reason: str) -> str:
     return reason if reason == "future" else "invalid_field"
 
 
-async def emit(outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
-    """Send every output, then the marks (to every stock partition), and wait until the
-    broker has them all. Per partition the producer keeps this order."""
-    sender = _get()
-    send = sender.send
+def produce_outputs(send: Send, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
+    """Encode and hand to ``send`` every output, then the marks (each to every stock
+    partition): the one encoding of a batch's outputs, for the process's producer
+    (``emit``) and for a partition's transaction (``app.runtime.transactions``)."""
     for out, msg in outputs:
         if out.__class__ is Milestone:
             _milestone(send, out)
         elif out.__class__ is StockForward:
             e = out.event
             value = encode_forward(msg.partition, msg.offset, e, out.watermark)
-            send(_T.stock, keys.stock_key(e.warehouse_id, e.data["sku"], e.data["location"]), value)
+            send(_T.stock, keys.stock_key(e.warehouse_id, e.data["sku"], e.data["location"]), value, -1)
         elif out.__class__ is DeadLetter:
             value = codec.encode_dead_letter(
                 raw=out.raw,
@@ -121,18 +122,25 @@ async def emit(outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] =
                 offset=msg.offset,
                 failed_at=int(time.time() * 1000),
             )
-            send(_T.dead_letters, out.record_id.encode(), value)
+            send(_T.dead_letters, out.record_id.encode(), value, -1)
             metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
     for mark in marks:
         value = encode_mark(mark)
         for partition in range(_T.partitions):
             send(_T.stock, b"", value, partition)
+
+
+async def emit(outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
+    """Send every output, then the marks, with the process's producer, and wait until the
+    broker has them all. Per partition the producer keeps this order."""
+    sender = _get()
+    produce_outputs(sender.send, outputs, marks)
     await sender.wait()
 
 
 def _milestone(send: Send, m: Milestone) -> None:
     topic = _T.exceptions if m.type == M_SYNC_EXCEPTION else _T.milestones
-    send(topic, milestone_key(m), codec.encode_milestone(m.to_dict()))
+    send(topic, milestone_key(m), codec.encode_milestone(m.to_dict()), -1)
     metrics.MILESTONES.labels(m.type).inc()
     if m.type == M_ORDER_ACCEPTED and m.body["version"] == 1 and m.occurred_at is not None:
         metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - m.occurred_at / 1000))

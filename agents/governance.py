@@ -18,10 +18,21 @@ from collections.abc import AsyncIterable
 from faust.types import TP
 
 from agents._failfast import or_exit
-from agents._outputs import emit
+from agents._outputs import emit, produce_outputs
 from app.faust_app import OWNERSHIP, SETTINGS, app, ownership_topic
 from app.kafka_io import client_config
+from app.runtime import faust_adapter
+from app.runtime.faust_adapter import AnyTable
 from app.runtime.runner import StageRunner, confluent_reader
+from app.runtime.statestore import AtLeastOnceWriter, BatchWriter
+from app.runtime.transactions import (
+    PartitionProducers,
+    TransactionalWriter,
+    confluent_transactional,
+    fence_before_restore,
+    last_committed_offsets,
+)
+from app.settings import exactly_once
 from app.stages.governance import GovernanceStage
 from app.stages.inventory import InventoryStage
 from app.topics import dead_letters, events, exceptions, milestones, stock
@@ -32,23 +43,49 @@ log = logging.getLogger(__name__)
 _OWNERSHIP_TOPIC = ownership_topic.get_topic_name()
 
 
+def stage_writers(stages: dict[str, tuple[AnyTable, str]]) -> dict[str, BatchWriter]:
+    """Each stage's writer (by stage name; its state table and input topic), from the
+    settings: with ``WORKER_EXACTLY_ONCE`` a ``TransactionalWriter`` per stage, Faust's
+    consumer reading committed records only and every restore fencing the previous owners
+    first; else outputs then state (``AtLeastOnceWriter``)."""
+    s = SETTINGS
+    if not exactly_once(s):
+        return {name: AtLeastOnceWriter(TableStore(table, topic, OWNERSHIP), emit) for name, (table, topic) in stages.items()}
+    config = client_config(s.kafka.bootstrap_servers, s.kafka)
+    make = confluent_transactional(config)
+    writers: dict[str, BatchWriter] = {}
+    producers: dict[str, PartitionProducers] = {}
+    for name, (table, topic) in stages.items():
+        mine = PartitionProducers(f"{s.worker.app_id}-{name}", make)
+        producers[faust_adapter.changelog_topic_name(table)] = mine
+        writers[name] = TransactionalWriter(table=table, topic=topic, ownership=OWNERSHIP, producers=mine,
+                                            produce_outputs=produce_outputs, threads=s.topics.partitions)
+    faust_adapter.install_read_committed()
+    faust_adapter.install_transactional_restore(fence_before_restore(producers),
+                                                last_committed_offsets(config, producers))
+    log.info("exactly-once: Kafka transactions per stage and input partition (%s)", ", ".join(stages))
+    return writers
+
+
 def build_runners() -> list[StageRunner]:
     """The governance and inventory stages, each with its runner, from the settings."""
     s = SETTINGS
     config = client_config(s.kafka.bootstrap_servers, s.kafka)
     core = core_settings()
+    writers = stage_writers({
+        GovernanceStage.name: (governance_state, s.topics.events),
+        InventoryStage.name: (inventory_state, s.topics.stock),
+    })
     governance = GovernanceStage(
         topic=s.topics.events,
-        store=TableStore(governance_state, s.topics.events, OWNERSHIP),
-        emit=emit,
+        writer=writers[GovernanceStage.name],
         settings=core,
         idle_partition_s=s.worker.idle_partition_s,
         batch_clock=CLOCK,
     )
     inventory = InventoryStage(
         topic=s.topics.stock,
-        store=TableStore(inventory_state, s.topics.stock, OWNERSHIP),
-        emit=emit,
+        writer=writers[InventoryStage.name],
         settings=core,
         sources=s.topics.partitions,
     )

@@ -153,6 +153,7 @@ def start_worker(stack: Stack, say: Say) -> None:
         "ERP_RATE_PER_S": str(SINK_RATE_PER_S), "ERP_BURST": str(SINK_BURST),
         "ERP_SOURCE_RATE_PER_S": str(SOURCE_RATE_PER_S), "ERP_TIMEOUT_S": "30",
         "WINDOW_SIZE_S": "30", "WINDOW_GRACE_S": "5", "WORKER_IDLE_PARTITION_S": "5",
+        "WORKER_EXACTLY_ONCE": "off",  # the demo's broker is the embedded one, given by address
     })
     stack.worker = worker
     stack.stops.append(("worker", worker.stop))

@@ -1,8 +1,11 @@
 """The Faust app, created from the one settings object.
 
 Agents and tables are autodiscovered from the ``agents`` and ``tables`` packages.
-At-least-once processing with fencing (``app/runtime/ownership.py``): milestones carry
-deterministic ids, so the ERP sink makes their effect exactly-once.
+Faust's own guarantee stays ``at_least_once``: the stages write their outputs and
+changelogs themselves, with Kafka transactions on Apache Kafka (``WORKER_EXACTLY_ONCE``,
+``app/runtime/transactions.py``) or outputs first then state on the embedded broker, fenced
+either way (``app/runtime/ownership.py``); milestones carry deterministic ids, so the ERP
+sink makes their effect exactly-once.
 """
 from __future__ import annotations
 

@@ -152,17 +152,20 @@ def ensure_topics(
 #: Tansu needs a ~6 s session timeout (joins take 20 s otherwise) and under-reports a
 #: changelog's end after a crash mid-batch, so Faust's recovery consistency check trips
 #: falsely there; on Apache Kafka the check is on, with a usual session timeout and a
-#: producer that lingers a few ms to fill its batches.
+#: producer that lingers a few ms to fill its batches. Tansu has no transactional isolation:
+#: a worker given its address (not ``embedded``) must be told so (``WORKER_EXACTLY_ONCE``).
 BROKER_WORKER_ENV: dict[str, dict[str, str]] = {
     "embedded": {
         "KAFKA_SESSION_TIMEOUT_S": "6",
         "WORKER_RECOVERY_CONSISTENCY_CHECK": "false",
         "KAFKA_PRODUCER_LINGER_MS": "0",
+        "WORKER_EXACTLY_ONCE": "off",
     },
     "apache": {
         "KAFKA_SESSION_TIMEOUT_S": "10",
         "WORKER_RECOVERY_CONSISTENCY_CHECK": "true",
         "KAFKA_PRODUCER_LINGER_MS": "5",
+        "WORKER_EXACTLY_ONCE": "on",
     },
 }
 
@@ -256,7 +259,9 @@ def read_all(
 
     Tansu reports a partition's end as the base offset of its last producer batch + 1, so
     after the reported ends the reader drains until a poll comes back empty; with
-    ``count`` it reads until that many records instead.
+    ``count`` it reads until that many records instead. Committed records only (the
+    consumer's default): a partition is read to its end once the consumer's position (past
+    transaction markers and aborted records) reaches it.
     """
     meta = end_offsets(bootstrap, topic, kafka)
     ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
@@ -283,6 +288,11 @@ def read_all(
                 done[p] = offset + 1
                 read += 1
                 yield Record(topic, p, offset, msg.key(), msg.value() or b"", msg.timestamp()[1])
+            # Past what no record shows: transaction markers and aborted records (a
+            # transactional topic's end is a commit marker, never delivered)
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset > done[tp.partition]:
+                    done[tp.partition] = tp.offset
             caught_up = count is None and all(done[p] >= ends[p] for p in ends)
     finally:
         consumer.close()

@@ -365,6 +365,12 @@ class WorkerSettings:
         "WORKER_RECOVERY_CONSISTENCY_CHECK", "false", _bool,
         "Faust's check that a kept data dir is not ahead of its changelog; `true` on real Kafka (Tansu "
         "under-reports a changelog's end after a crash mid-batch, so the check trips falsely there)")
+    exactly_once: str = setting(
+        "WORKER_EXACTLY_ONCE", "auto", _one_of("auto", "on", "off"),
+        "Kafka transactions per stage and input partition: a batch's outputs, state changelog records and input "
+        "offset commit atomically, and the broker fences a stalled old owner; `auto`: on, except with "
+        f"`KAFKA_BOOTSTRAP_SERVERS={EMBEDDED}`; `on` with the embedded broker is a configuration error (Tansu has no "
+        "transactional isolation), and a Tansu broker given by its address needs `off`")
     admin_token: Secret = setting(  # noqa: RUF009 - setting() is field()
         "WORKER_ADMIN_TOKEN", "", _text,
         "bearer token for mutating endpoints; empty = those endpoints are off (secret; or `_FILE`)", secret=True)
@@ -617,6 +623,10 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
     if ok("KAFKA_SSL_KEYFILE", "KAFKA_SSL_CERTFILE") and v["KAFKA_SSL_KEYFILE"] and not v["KAFKA_SSL_CERTFILE"]:
         errors.append(f"KAFKA_SSL_KEYFILE={v['KAFKA_SSL_KEYFILE']!r}: needs KAFKA_SSL_CERTFILE (the certificate "
                       "of the key)")
+    if ok("WORKER_EXACTLY_ONCE", "KAFKA_BOOTSTRAP_SERVERS") and v["WORKER_EXACTLY_ONCE"] == "on" \
+            and v["KAFKA_BOOTSTRAP_SERVERS"] == EMBEDDED:
+        errors.append(f"WORKER_EXACTLY_ONCE='on': the embedded broker (KAFKA_BOOTSTRAP_SERVERS={EMBEDDED!r}) has no "
+                      "transactional isolation; use 'auto' or 'off' with it")
     if ok("ERP_ADAPTER", "ERP_HTTP_ROUTES") and v["ERP_ADAPTER"] == "http" and not v["ERP_HTTP_ROUTES"]:
         errors.append("ERP_HTTP_ROUTES='': required when ERP_ADAPTER=http")
     if ok("ERP_OAUTH_TOKEN_URL") and v["ERP_OAUTH_TOKEN_URL"]:
@@ -630,6 +640,13 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
         if ok("ERP_API_KEY") and v["ERP_API_KEY"]:
             errors.append("ERP_API_KEY=***: set either ERP_API_KEY or ERP_OAUTH_TOKEN_URL, not both")
     return errors
+
+
+def exactly_once(s: Settings) -> bool:
+    """Whether the stages commit with Kafka transactions (``WORKER_EXACTLY_ONCE`` resolved:
+    ``auto`` is on except for the embedded broker)."""
+    mode = s.worker.exactly_once
+    return mode == "on" or (mode == "auto" and not s.kafka.embedded)
 
 
 def env_names() -> frozenset[str]:

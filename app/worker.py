@@ -84,6 +84,7 @@ def run_worker(argv: list[str] | None = None) -> int:
 
         broker = EmbeddedBroker().start()
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        os.environ["WORKER_EXACTLY_ONCE"] = "off"  # `on` was refused above: no transactional isolation
         log.warning("embedded broker at %s (in memory: for development and tests only)", broker.bootstrap)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     code = prepare_topics(settings)

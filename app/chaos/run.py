@@ -264,6 +264,7 @@ class Chaos:
         if self.bootstrap in ("", "embedded"):
             self.broker = EmbeddedBroker().start()
             self.bootstrap = self.broker.bootstrap
+            broker_env = dict(BROKER_WORKER_ENV["embedded"])
         elif self.bootstrap == "apache":
             self.broker = ops_module("kafka/run.py").KafkaBroker(self.workdir / "kafka").start()
             self.bootstrap = self.broker.bootstrap

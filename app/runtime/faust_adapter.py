@@ -12,6 +12,17 @@ Faust or aiokafka name.
 - ``partition_items``: one partition's records straight from its RocksDB database (the
   store's ``_db_for_partition``/``_visible_items``), not every partition's.
 - ``send_writes``: what ``table[key] = value`` does, keeping the changelog send's future.
+- ``changelog_records``/``apply_committed`` (exactly-once): the changelog records Faust
+  would send for a table's writes, as raw bytes for a Kafka transaction; and, once the
+  transaction is committed, the same writes applied to the local store without sending
+  them again (with the store's persisted offset, as Faust's own exactly-once mode does).
+- ``install_read_committed`` (exactly-once): Faust's worker consumer (table recovery and
+  standbys) reads committed records only, without Faust's own ``exactly_once`` guarantee
+  (which would make Faust's producer transactional).
+- ``install_transactional_restore`` (exactly-once): before a changelog restore the
+  previous owners are fenced (their open transactions aborted), and the restore ends at
+  the last *committed record* of a transactional changelog, not at its end offset (a
+  commit marker takes the last offset and is never delivered).
 - ``leave_unacked``: mark a Faust event acked locally without acking it, so a batch that
   cannot be finished is not committed (``Message.acked``).
 - ``FencedTable``: a table whose changelog restore skips records of a fenced epoch.
@@ -20,6 +31,7 @@ Faust or aiokafka name.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +40,7 @@ from typing import Any, Protocol, TypeAlias
 import orjson
 from faust.streams import _current_event
 from faust.tables import Table
-from faust.types import EventT
+from faust.types import TP, EventT
 from faust.types.tuples import FutureMessage
 
 #: A table write: (key, value) with value None for a delete.
@@ -116,6 +128,91 @@ def send_writes(table: AnyTable, writes: Sequence[Write]) -> list[FutureMessage]
             futures.append(table.send_changelog(partition, key, value))
             table.data[key] = value
     return futures
+
+
+def changelog_topic_name(table: AnyTable) -> str:
+    """The name of ``table``'s changelog topic."""
+    return str(table.changelog_topic.get_topic_name())
+
+
+def raw_changelog(table: AnyTable) -> None:
+    """Check that Faust writes ``table``'s keys and values as the bytes given (the raw
+    codec of a ``bytes`` table): then a write's changelog record is ``(key, value)`` itself,
+    ``value`` None being a tombstone. Raise ``TypeError`` otherwise."""
+    probe = b"\x00syncgov\xff"
+    topic = table.changelog_topic  # what ``send_changelog`` sends through, with the table's codecs
+    key, _ = topic.prepare_key(probe, table.key_serializer)
+    value, _ = topic.prepare_value(probe, table.value_serializer)
+    if key != probe or value != probe or (table.key_serializer, table.value_serializer) != ("raw", "raw"):
+        raise TypeError(f"table {table.name!r}: its changelog is not raw bytes (key {table.key_serializer!r}, "
+                        f"value {table.value_serializer!r})")
+
+
+def apply_committed(table: AnyTable, origin: Origin, writes: Sequence[Write], last_offset: int | None) -> None:
+    """Apply writes whose changelog records a committed transaction holds to the table of
+    ``origin``'s partition, without sending them again; ``last_offset`` (the offset of the
+    last of those records) becomes the store's persisted offset, as after Faust's own sends."""
+    bind(origin)
+    for key, value in writes:
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+    if last_offset is not None:
+        table.data.set_persisted_offset(TP(changelog_topic_name(table), origin.partition), last_offset)
+
+
+def install_read_committed() -> None:
+    """Make Faust's worker consumer read committed records only (``isolation_level``),
+    which Faust does only with its own ``exactly_once`` guarantee. Its changelog restores
+    then skip aborted transactions, and its end offsets are the last stable offsets."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = getattr(AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
+                       AIOKafkaConsumerThread._create_worker_consumer)
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start for its Fetcher
+        return consumer
+
+    _create_worker_consumer.__wrapped__ = original  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+def install_transactional_restore(
+    fence: Callable[[set[TP]], None],
+    last_committed: Callable[[dict[TP, int]], dict[TP, int]],
+) -> None:
+    """Hook Faust's changelog restore (recovery of active partitions, and standbys):
+
+    - ``fence(tps)`` runs before the restore reads the active changelog partitions' ends:
+      it fences their previous writers (``init_transactions`` with the partition's
+      transactional id aborts an open transaction of a stalled or dead old owner), so no
+      transaction of theirs commits behind the restore's back;
+    - ``last_committed({tp: end})`` gives, per changelog partition, the offset of the last
+      record a read-committed consumer gets below ``end`` (-1: none), or leaves ``tp`` out
+      when it is no transactional changelog. Faust waits until it has applied the record at
+      "end - 1"; on a transactional changelog that offset is a commit marker (or an aborted
+      record), never delivered, and the restore would never end.
+
+    Both run in a thread (they are blocking Kafka calls)."""
+    from faust.tables.recovery import Recovery
+
+    original = getattr(Recovery._build_highwaters, "__wrapped__", Recovery._build_highwaters)
+
+    async def _build_highwaters(self: Any, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        loop = asyncio.get_running_loop()
+        if tps and destination is self.active_highwaters:
+            await loop.run_in_executor(None, fence, set(tps))
+        await original(self, consumer, tps, destination, title)
+        ends = {tp: destination[tp] + 1 for tp in tps if destination.get(tp) is not None and destination[tp] >= 0}
+        if ends:
+            for tp, last in (await loop.run_in_executor(None, last_committed, ends)).items():
+                destination[tp] = last  # (a Counter: update() would add)
+
+    _build_highwaters.__wrapped__ = original  # type: ignore[attr-defined]
+    Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
 
 
 def leave_unacked(events: Iterable[AnyEvent]) -> None:

@@ -21,6 +21,12 @@ partition over while it still holds a batch. Two guards keep such a *zombie* out
   took the partition over. The new owner writes a fence record with its epoch first; a
   restore skips any record of a lower epoch written after it (``FencedTable``), so a late
   write of the old owner can never be taken for committed state.
+
+On Apache Kafka with ``WORKER_EXACTLY_ONCE`` (``app/runtime/transactions.py``) the broker
+fences too: each input partition has its own transactional producer, a new owner's
+``init_transactions`` aborts the old owner's open transaction and makes its commit fail,
+and every restore reads committed records only. The lease and the epoch stay (the ERP
+sink is not transactional, and the fence records keep one restore rule for both modes).
 """
 from __future__ import annotations
 
@@ -43,6 +49,11 @@ WIPE_MARKER = "WIPE-LOCAL-STATE"
 
 class Fenced(Exception):
     """This worker may no longer own the partition: nothing more is written or called for it."""
+
+
+class BatchAborted(Exception):
+    """A batch's transaction was aborted (exactly-once): nothing of it is visible, and the
+    stage's in-memory state is ahead of the stored one: redo it from the stored offset."""
 
 
 class Lease:

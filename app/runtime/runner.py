@@ -8,8 +8,9 @@ Per partition *P*, in this order and in this one place:
 2. **state loaded**: ``stage.assign({P}, epoch)`` loads *P*'s state from its recovered
    table, writes *P*'s fence record with the epoch and returns the offset to resume at
    (the offset stored with the state: state and input offset are one commit);
-3. **processing**: batches of *P*'s records go to ``stage.process``; the stage emits its
-   outputs, then commits its state (lease checked before, after: ``Ownership``);
+3. **processing**: batches of *P*'s records go to ``stage.process``; the stage writes its
+   outputs and its state through its ``BatchWriter`` (lease checked before, after:
+   ``Ownership``; with Kafka transactions, one transaction per partition and batch);
 4. **revoked**: when Faust revokes *P*, or the assignment changes, or the lease fails,
    the batch in flight ends first (the lock), then ``stage.revoke({P})`` drops *P*'s
    in-memory state. Anything not committed is redone by the next owner from the stored
@@ -30,7 +31,7 @@ from typing import Any, Literal, Protocol, cast
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from app import metrics
-from app.runtime.ownership import Fenced, Ownership
+from app.runtime.ownership import BatchAborted, Fenced, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class StageRunner:
             async with self.lock:
                 try:
                     await self.sync(owned)
-                except Fenced as exc:
+                except (Fenced, BatchAborted) as exc:
                     log.warning("%s: not taking partitions over: %s", self.stage.name, exc)
                     self._drop(set(self.loaded))
                     self.assigned = None
@@ -182,7 +183,7 @@ class StageRunner:
                     log.warning("%s consumer: %s", self.stage.name, msg.error())
             try:
                 await self.stage.process(batch, self._highs())
-            except Fenced as exc:
+            except (Fenced, BatchAborted) as exc:
                 log.warning("%s: batch abandoned: %s", self.stage.name, exc)
                 self._drop(set(self.loaded))  # in-memory state is ahead of the committed state
                 self.assigned = None
@@ -215,6 +216,9 @@ def confluent_reader(config: dict[str, object], group_id: str) -> Callable[[], C
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "auto.offset.reset": "earliest",
+                # librdkafka's default, made explicit: a stage never reads the outputs of an
+                # aborted transaction, and the ERP sink never posts an aborted milestone
+                "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 50,
             }
         )

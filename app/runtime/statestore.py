@@ -1,6 +1,13 @@
 """How a stage's state lives in a Faust table: read a partition's records, fence the
 partitions a worker takes over, commit a batch (outputs first, the meta record last).
 
+A stage writes through one ``BatchWriter``: its outputs and its state changes of a batch
+in one call. Two implementations, one chosen per worker from ``WORKER_EXACTLY_ONCE``:
+``AtLeastOnceWriter`` (here: outputs sent and waited for, then the state with its input
+offset, meta last; fenced by lease + epoch) and
+``app.runtime.transactions.TransactionalWriter`` (one Kafka transaction per input
+partition: outputs, changelog records and offset commit atomically; fenced by the broker).
+
 See ``tables/records.py`` for the record layout and the crash-consistency rule, and
 ``app/runtime/ownership.py`` for the lease and the fence.
 """
@@ -8,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from app.core.engine import Output
+from app.core.stock import Mark
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import AnyTable
 from app.runtime.ownership import Ownership
@@ -53,6 +63,40 @@ class Origin:
 bind = faust_adapter.bind
 
 Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
+#: A batch's outputs, each with the input record it came from.
+Outputs = list[tuple[Output, Origin]]
+#: Send outputs and marks and wait until the broker has them (``agents._outputs.emit``).
+Emit = Callable[[Outputs, list[Mark]], Awaitable[None]]
+#: Per partition of a batch: (partition, last input offset, the flush of its state).
+Commits = list[tuple[int, int, Flush]]
+
+
+class StateStore(Protocol):
+    """A stage's table without transactions (``TableStore`` or a test fake)."""
+
+    def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]: ...
+    def check(self) -> None: ...
+    async def fence(self, partitions: set[int], epoch: int) -> None: ...
+    async def commit(self, commits: Commits) -> None: ...
+
+
+class BatchWriter(Protocol):
+    """Where a stage reads its partitions' state and writes each batch's outputs and state."""
+
+    def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]:
+        """The stored records of one partition's state."""
+
+    async def fence(self, partitions: set[int], epoch: int) -> None:
+        """Take partitions over: fence their previous owner, write the fence records."""
+
+    def forget(self, partitions: set[int]) -> None:
+        """The partitions are no longer this stage's (revoked, or dropped after a failure)."""
+
+    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+        """One batch: its outputs and marks, and per partition its state up to its last
+        offset. Raises ``Fenced`` (not written) or ``BatchAborted`` (nothing of an aborted
+        partition written): the runner drops the stage's state and re-reads from the
+        stored offsets."""
 
 
 async def write_fences(table: AnyTable, topic: str, partitions: set[int], epoch: int, ownership: Ownership) -> None:
@@ -130,3 +174,28 @@ class TableStore:
             self.table,
             self.ownership,
         )
+
+
+class AtLeastOnceWriter:
+    """Outputs first, sent and waited for, then the state (``StateStore.commit``: meta
+    last): a crash in between re-emits outputs with the same ids, never loses one. Fenced
+    by the lease (checked before each step) and the epoch (``FencedTable``)."""
+
+    def __init__(self, store: StateStore, emit: Emit) -> None:
+        self.store = store
+        self.emit = emit
+
+    def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]:
+        return self.store.records(partition)
+
+    async def fence(self, partitions: set[int], epoch: int) -> None:
+        await self.store.fence(partitions, epoch)
+
+    def forget(self, partitions: set[int]) -> None:
+        pass
+
+    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+        if outputs or marks:
+            self.store.check()  # a fenced worker emits nothing (its batch is redone by the owner)
+            await self.emit(outputs, marks)
+        await self.store.commit(commits)

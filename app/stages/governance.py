@@ -1,8 +1,9 @@
 """The governance stage: warehouse events in, governed milestones out.
 
-Per batch and owned input partition it decodes, runs the pure core (``app/core``),
-emits the outputs (waited for), then commits the partition's state with its input
-offset (meta last). Events are keyed by (warehouse_id, order_id) (``app.core.keys``), so
+Per batch and owned input partition it decodes, runs the pure core (``app/core``), then
+hands the outputs and the partition's state with its input offset to its writer
+(``app.runtime.statestore.BatchWriter``: outputs then state, or one Kafka transaction per
+partition; the stage does not know which). Events are keyed by (warehouse_id, order_id) (``app.core.keys``), so
 an order's events stay ordered in one partition; each partition has its own event-time
 watermark. On-time StockAdjusted go on to the inventory stage through the stock topic
 with this partition's watermark (a mark after every batch that moved it, an idle mark
@@ -10,39 +11,26 @@ when a partition that never had an event has had nothing to read for
 ``WORKER_IDLE_PARTITION_S``).
 
 The stage is a plain object with the lifecycle of ``app.runtime.runner.Stage``; it is
-given its state store, its emitter and its clock, so tests build it without a broker.
+given its writer and its clock, so tests build it without a broker.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from app import codec, metrics
 from app.core.engine import Output
 from app.core.model import SOURCES, CoreSettings, Milestone
 from app.core.stock import Mark
 from app.runtime.runner import Batch, InputRecord
-from app.runtime.statestore import BatchClock, Flush, Origin
+from app.runtime.statestore import BatchClock, BatchWriter, Flush, Origin, Outputs
 from tables import lineage
 from tables.records import InventoryState, PartitionState
 
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
-
-Outputs = list[tuple[Output, Origin]]
-Emit = Callable[[Outputs, list[Mark]], Awaitable[None]]
-
-
-class StateStore(Protocol):
-    """The stage's view of its table (``tables.state.TableStore`` or a test fake)."""
-
-    def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | object: ...
-    def check(self) -> None: ...
-    async def fence(self, partitions: set[int], epoch: int) -> None: ...
-    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None: ...
 
 
 @dataclass
@@ -78,16 +66,14 @@ class GovernanceStage:
         self,
         *,
         topic: str,
-        store: StateStore,
-        emit: Emit,
+        writer: BatchWriter,
         settings: CoreSettings,
         idle_partition_s: float,
         batch_clock: BatchClock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
-        self.store = store
-        self.emit = emit
+        self.writer = writer
         self.settings = settings
         self.idle_partition_s = idle_partition_s
         self.clock = batch_clock or BatchClock()
@@ -99,15 +85,16 @@ class GovernanceStage:
     async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
         now = self.monotonic()
         for partition in partitions:
-            ps = PartitionState(partition, self.settings, self.clock, self.store.records(partition))  # type: ignore[arg-type]
+            ps = PartitionState(partition, self.settings, self.clock, self.writer.records(partition))
             ps.epoch = epoch
             self.partitions[partition] = _Partition(ps, now)
-        await self.store.fence(partitions, epoch)
+        await self.writer.fence(partitions, epoch)
         return {p: self.partitions[p].state.offset + 1 for p in partitions}
 
     def revoke(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.partitions.pop(partition, None)
+        self.writer.forget(partitions)
 
     def committed(self) -> dict[int, int]:
         return {p: x.state.offset + 1 for p, x in self.partitions.items()}
@@ -133,8 +120,8 @@ class GovernanceStage:
         return last
 
     async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
-        """Run every partition's records, send all outputs and marks and wait for them
-        once, then commit every partition's state."""
+        """Run every partition's records, then write all outputs, marks and every
+        partition's state in one call to the writer."""
         outputs: Outputs = []
         marks: list[Mark] = []
         done: list[tuple[PartitionState, int]] = []
@@ -153,10 +140,7 @@ class GovernanceStage:
                 marks.append(Mark(partition, last, wm))
                 p.marked = wm
         marks.extend(self._idle_marks(now, highs))
-        if outputs or marks:
-            self.store.check()  # a fenced worker emits nothing (its batch is redone by the owner)
-            await self.emit(outputs, marks)
-        await self.store.commit([(ps.partition, last, flush_to(ps, last)) for ps, last in done])
+        await self.writer.write(outputs, marks, [(ps.partition, last, flush_to(ps, last)) for ps, last in done])
         self._observe(done, highs, sum(len(m) for m in batch.values()))
 
     def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:

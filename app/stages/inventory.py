@@ -2,8 +2,8 @@
 InventoryAdjusted out (rule 6 across input partitions; see ``app/core/stock.py``).
 
 Per batch and owned stock partition: apply the forwards and watermark marks to the
-partition's windows, emit what closed (waited for), then commit the windows and marks
-with the input offset (meta last). Same lifecycle as every stage
+partition's windows, then hand what closed and the windows and marks with the input offset
+to the writer (``app.runtime.statestore.BatchWriter``). Same lifecycle as every stage
 (``app.runtime.runner.Stage``).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from app import metrics
 from app.core.model import CoreSettings
 from app.core.stock import apply_record
 from app.runtime.runner import Batch
-from app.runtime.statestore import Origin
-from app.stages.governance import Emit, Outputs, StateStore, flush_to
+from app.runtime.statestore import BatchWriter, Origin, Outputs
+from app.stages.governance import flush_to
 from tables.records import InventoryState
 
 
@@ -24,25 +24,25 @@ class InventoryStage:
 
     name = "inventory"
 
-    def __init__(self, *, topic: str, store: StateStore, emit: Emit, settings: CoreSettings, sources: int) -> None:
+    def __init__(self, *, topic: str, writer: BatchWriter, settings: CoreSettings, sources: int) -> None:
         self.topic = topic
-        self.store = store
-        self.emit = emit
+        self.writer = writer
         self.settings = settings
         self.sources = sources  # input (events) partitions that send forwards and marks
         self.partitions: dict[int, InventoryState] = {}
 
     async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
         for partition in partitions:
-            st = InventoryState(partition, self.settings, self.sources, self.store.records(partition))  # type: ignore[arg-type]
+            st = InventoryState(partition, self.settings, self.sources, self.writer.records(partition))
             st.epoch = epoch
             self.partitions[partition] = st
-        await self.store.fence(partitions, epoch)
+        await self.writer.fence(partitions, epoch)
         return {p: self.partitions[p].offset + 1 for p in partitions}
 
     def revoke(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.partitions.pop(partition, None)
+        self.writer.forget(partitions)
 
     def committed(self) -> dict[int, int]:
         return {p: st.offset + 1 for p, st in self.partitions.items()}
@@ -62,10 +62,7 @@ class InventoryStage:
                 last = offset
             if last is not None:
                 done.append((st, last))
-        if outputs:
-            self.store.check()
-            await self.emit(outputs, [])
-        await self.store.commit([(st.partition, last, flush_to(st, last)) for st, last in done])
+        await self.writer.write(outputs, [], [(st.partition, last, flush_to(st, last)) for st, last in done])
         for st, _ in done:
             if st.stage.watermark is not None:
                 metrics.INVENTORY_WATERMARK.labels(str(st.partition)).set(st.stage.watermark / 1000)

