@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -143,7 +143,7 @@ def test_without_auto_registration_a_missing_schema_names_its_subject(fake_regis
 
 def test_an_unreachable_registry_is_a_failure_not_a_configuration_error() -> None:
     s = load({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "SCHEMA_REGISTRY_URL": "http://127.0.0.1:9"})
-    with pytest.raises(schema_registry.RegistryUnavailable, match="schema registry http://127.0.0.1:9"):
+    with pytest.raises(schema_registry.RegistryUnavailable, match=r"schema registry http://127\.0\.0\.1:9"):
         schema_registry.setup(s)
 
 
