@@ -18,7 +18,7 @@ from app.kafka_io import produce, read_all
 from tests.fixtures.schema_registry import FakeRegistry
 from tests.integration.conftest import wait_for
 
-pytestmark = [pytest.mark.kafka, pytest.mark.registry]
+pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka, pytest.mark.registry]
 
 ORDERS = 6
 
