@@ -4,9 +4,12 @@ that its ``AvroDeserializer`` reads; an unknown schema id is a dead letter namin
 The registry is the stand-in of ``tests/fixtures/schema_registry.py`` (see the README)."""
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Any
 
+import fastavro
+import orjson
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -64,3 +67,36 @@ def test_confluent_events_in_confluent_milestones_out(kafka_bootstrap: str, work
                                            "unknown to the schema registry")
     # the worker fetched the producer's schema id once, however many records carried it
     assert fake_registry.calls("GET", f"/schemas/ids/{fake_registry.id_of('syncgov.event.OrderReleased')}") <= 1
+
+
+def test_a_registry_that_does_not_answer_stops_the_worker_and_loses_nothing(
+        kafka_bootstrap: str, worker_factory: Any, fake_registry: FakeRegistry) -> None:
+    """A record whose schema id is new while the registry is down is not a dead letter: the
+    worker exits (70) before committing, and the next worker decodes it once the registry is back."""
+    first = worker_factory("w1", SCHEMA_REGISTRY_URL=fake_registry.url)
+    prefix = worker_factory.prefix
+    name = "syncgov.event.OrderReleased"
+    old = orjson.loads(codec.schema_source(name))
+    added = next(f for f in old["fields"] if "default" in f)
+    old["fields"] = [f for f in old["fields"] if f is not added]
+    old_id = fake_registry.add(name, orjson.dumps(old).decode())  # a producer's older version: new to the worker
+    record = {k: v for k, v in release(0).items() if k != added["name"]}
+    raw = codec.confluent_header(old_id) + schemaless(old, record)
+    fake_registry.down = True
+    produce(kafka_bootstrap, f"{prefix}.events", [(order_key("WH1", "O-0"), raw)])
+    assert first.process is not None
+    wait_for(lambda: first.process is not None and first.process.poll() is not None, 90, "the worker to stop")
+    assert first.process.returncode == 70
+    assert not list(read_all(kafka_bootstrap, f"{prefix}.dead-letters", timeout_s=3))
+    fake_registry.down = False
+    worker_factory("w2", SCHEMA_REGISTRY_URL=fake_registry.url)
+    wait_for(lambda: bool(list(read_all(kafka_bootstrap, f"{prefix}.milestones", timeout_s=5))), 90, "the milestone")
+    milestones = [codec.decode(r.value) for r in read_all(kafka_bootstrap, f"{prefix}.milestones")]
+    assert [(m["type"], m["order_id"]) for m in milestones] == [("OrderAccepted", "O-0")]
+    assert not list(read_all(kafka_bootstrap, f"{prefix}.dead-letters", timeout_s=3))
+
+
+def schemaless(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
