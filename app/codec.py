@@ -11,7 +11,8 @@ Registry id + the same schemaless body. They are decoded once a registry is conf
 (:func:`use_registry`, done by ``app.schema_registry`` at start-up): each id's writer
 schema is fetched once and kept, parsed, with its reader (the current schema of the same
 full name), so the hot path never calls the registry for an id it has seen. With a
-registry, :func:`encode` may also write that framing (the output format setting).
+registry, :func:`encode` may also write that framing (the output format setting) through
+the writers ``app.schema_registry`` gives it (confluent-kafka's ``AvroSerializer``).
 """
 
 from __future__ import annotations
@@ -207,17 +208,21 @@ def _to_ms(value: Any) -> int | None:
 
 
 def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
-    """Single-object Avro encoding of a contract-shaped record with the current schema."""
+    """Avro encoding of a contract-shaped record with the current schema: single-object, or
+    the Confluent wire format when the output format is Confluent (:func:`use_registry`)."""
     schema = _registry().current.get(schema_name)
     if schema is None:
         raise EncodeError(f"no schema named {schema_name!r}")
     if schema.timestamps:
         record = {**record, **{f: _to_ms(record.get(f)) for f in schema.timestamps}}
-    out = io.BytesIO()
-    out.write(_output_headers.get(schema_name) or schema.header)
+    confluent = _output_writers.get(schema_name)
     try:
+        if confluent is not None:
+            return confluent(record)
+        out = io.BytesIO()
+        out.write(schema.header)
         schemaless_writer(out, schema.parsed, record)
-    except Exception as exc:  # fastavro raises many types; the boundary normalises them
+    except Exception as exc:  # fastavro and the serializer raise many types; the boundary normalises them
         raise EncodeError(f"cannot encode {schema_name}: {type(exc).__name__}: {exc}") from exc
     return out.getvalue()
 
@@ -357,19 +362,21 @@ class _Confluent:
 
 
 _confluent: _Confluent | None = None
-#: schema name -> Confluent header (magic byte 0 + id) when the output format is Confluent.
-_output_headers: dict[str, bytes] = {}
+#: A Confluent-framing writer of one schema: record (timestamps as int ms) -> bytes.
+WriteRecord = Callable[[Mapping[str, Any]], bytes]
+#: schema name -> its Confluent writer, when the output format is Confluent.
+_output_writers: dict[str, WriteRecord] = {}
 
 
-def use_registry(fetch: FetchSchema | None, output_ids: Mapping[str, int] | None = None) -> None:
+def use_registry(fetch: FetchSchema | None, output: Mapping[str, WriteRecord] | None = None) -> None:
     """Decode Confluent-framed records through ``fetch`` (None: no registry, they are dead
-    letters); with ``output_ids`` (schema name -> registry id), :func:`encode` writes the
-    Confluent framing for those schemas instead of single-object."""
+    letters); with ``output`` (schema name -> writer: ``app.schema_registry`` gives
+    confluent-kafka ``AvroSerializer`` s), :func:`encode` writes the Confluent framing for
+    those schemas instead of single-object."""
     global _confluent
     _confluent = None if fetch is None else _Confluent(fetch)
-    _output_headers.clear()
-    for name, schema_id in (output_ids or {}).items():
-        _output_headers[name] = confluent_header(schema_id)
+    _output_writers.clear()
+    _output_writers.update(output or {})
 
 
 def confluent_header(schema_id: int) -> bytes:
