@@ -9,8 +9,9 @@ up): an incompatible or missing schema stops start-up with an error naming its s
 Then :mod:`app.codec` decodes Confluent-framed records: each schema id is fetched once and
 kept parsed (``codec.use_registry``), so records pay no registry call; an id the registry
 does not know makes the record a dead letter naming the id. With ``OUTPUT_FORMAT=confluent``
-the codec writes that framing through one ``AvroSerializer`` per schema (its subject looked
-up once, at its first record; no auto-registration: start-up registered it).
+the codec writes that framing through one ``AvroSerializer`` per schema (no
+auto-registration: start-up registered the schema and looked it up, so the serializer's
+first record finds it in the client's cache).
 
 Reading does not go through ``AvroDeserializer``: the codec reads the id and the body itself
 (the same bytes: tests read the serializer's output with the codec and the codec's output
@@ -169,13 +170,20 @@ def setup(s: Settings) -> Mapping[str, int]:
 
 
 def writers(client: Any, s: Settings) -> dict[str, codec.WriteRecord]:
-    """One ``AvroSerializer`` per schema (its subject by the strategy), as the codec's writers."""
+    """One ``AvroSerializer`` per schema (its subject by the strategy), as the codec's writers.
+    Each subject's schema is looked up here, at start-up: the client keeps the answer, so a
+    serializer's own look-up at its first record makes no request on the hot path."""
+    from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     out: dict[str, codec.WriteRecord] = {}
     for name in codec.schema_names():
         subject = subject_for(name, s.schema_registry.subject_strategy, s.topics)
+        try:
+            client.lookup_schema(subject, Schema(codec.schema_source(name), "AVRO"))
+        except Exception as exc:  # registered a moment ago: any failure is the registry's
+            raise _unavailable(s.schema_registry.url, exc) from exc
         serializer = AvroSerializer(client, codec.schema_source(name), conf={
             "auto.register.schemas": False, "subject.name.strategy": lambda ctx, record_name, subject=subject: subject})
         out[name] = _writer(serializer, SerializationContext(topic_of(name, s.topics), MessageField.VALUE))

@@ -248,6 +248,15 @@ def test_confluent_output_is_what_avro_serializer_writes_and_deserializer_reads(
     assert codec.decode_dead_letter(letter)["reason"] == "r"
 
 
+def test_writing_confluent_records_asks_the_registry_nothing(fake_registry: FakeRegistry) -> None:
+    schema_registry.setup(settings_for(fake_registry, OUTPUT_FORMAT="confluent"))
+    asked = len(fake_registry.requests)
+    for line in (GOLDEN / "expected_milestones.ndjson").read_bytes().splitlines()[:200]:
+        assert codec.encode_milestone(Milestone.from_dict(orjson.loads(line)).to_dict())[:1] == b"\x00"
+    assert codec.encode_event(RELEASE)[:1] == b"\x00"
+    assert fake_registry.requests[asked:] == []
+
+
 def test_single_object_stays_the_default_output(fake_registry: FakeRegistry) -> None:
     schema_registry.setup(settings_for(fake_registry))
     assert codec.encode_event(RELEASE)[:2] == codec.MAGIC
