@@ -128,8 +128,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
     "replay": (
         "run the governance rules over a recorded stream",
         "Run the governance rules over a recorded stream, offline, with no broker: NDJSON or "
-        "length-prefixed Avro (single-object; Confluent-framed records become dead letters naming their "
-        "schema id). Milestones as JSON lines to --output (default stdout). Progress with an ETA on a "
+        "length-prefixed Avro (single-object, or the Confluent wire format: decoded through "
+        "SCHEMA_REGISTRY_URL, else dead letters naming their schema id). Milestones as JSON lines to --output (default stdout). Progress with an ETA on a "
         "terminal; a one-line summary (records, milestones, dead letters) on stderr at the end.",
         _replay,
     ),
@@ -174,6 +174,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
 
 #: Commands that connect to Kafka themselves: `embedded` (a broker only a worker starts) is no address.
 _NEEDS_CLUSTER = {"source", "dlq", "reconcile"}
+#: Commands that read or write Avro records: the schema registry is set up first (``app.schema_registry``).
+_AVRO_COMMANDS = {"worker", "replay", "source", "dlq", "reconcile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"KAFKA_BOOTSTRAP_SERVERS='embedded': `syncgov {args.command}` needs the address of a running "
                 "broker (an embedded one prints it: `syncgov broker`, or the worker's log)"
             )
+        if args.command in _AVRO_COMMANDS:
+            from app.schema_registry import setup_command
+
+            setup_command(args.command)
         return COMMANDS[args.command][2](args)
     except SettingsError as exc:
         return _configuration_error(exc)

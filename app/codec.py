@@ -1,17 +1,28 @@
-"""Avro single-object and JSON codecs for the sync contract (schemas in ``avro/``).
+"""Avro (single-object and Confluent wire format) and JSON codecs for the sync contract
+(schemas in ``avro/``).
 
-Avro records are ``C3 01`` + the writer schema's 8-byte little-endian CRC-64-AVRO
+Single-object records are ``C3 01`` + the writer schema's 8-byte little-endian CRC-64-AVRO
 fingerprint + the schemaless body. The writer schema is looked up by fingerprint among
 ``avro/*.avsc`` and ``avro/history/*.avsc``; an old writer is resolved to the current
 schema of the same full name. Decoded timestamps (``timestamp-millis``) are int ms.
+
+Confluent wire-format records are ``00`` + the writer schema's 4-byte big-endian Schema
+Registry id + the same schemaless body. They are decoded once a registry is configured
+(:func:`use_registry`, done by ``app.schema_registry`` at start-up): each id's writer
+schema is fetched once and kept, parsed, with its reader (the current schema of the same
+full name), so the hot path never calls the registry for an id it has seen. With a
+registry, :func:`encode` may also write that framing (the output format setting) through
+the writers ``app.schema_registry`` gives it (confluent-kafka's ``AvroSerializer``).
 """
 
 from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -85,6 +96,7 @@ class _Schema:
     parsed: dict[str, Any]
     timestamps: tuple[str, ...]
     header: bytes
+    source: str  # the schema as JSON text, docs and defaults kept (what a registry is given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +130,19 @@ def _top_level_timestamps(raw: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _load(path: Path) -> _Schema:
-    raw = orjson.loads(path.read_bytes())
+    try:
+        return _parse(orjson.loads(path.read_bytes()), str(path))
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+def _parse(raw: Any, where: str) -> _Schema:
+    """One schema (as JSON value) parsed; ``where`` names it in the error."""
+    if not isinstance(raw, dict) or raw.get("type") != "record":
+        raise ValueError(f"{where}: the top-level schema is not a record")
     parsed = parse_schema(_plain_longs(raw))
     if not isinstance(parsed, dict):
-        raise RuntimeError(f"{path}: the top-level schema is not a named type")
+        raise ValueError(f"{where}: the top-level schema is not a named type")
     fp = fingerprint(raw)
     return _Schema(
         name=parsed["name"],
@@ -129,6 +150,7 @@ def _load(path: Path) -> _Schema:
         parsed=parsed,
         timestamps=_top_level_timestamps(raw),
         header=MAGIC + fp.to_bytes(8, "little"),
+        source=orjson.dumps(raw).decode(),
     )
 
 
@@ -161,6 +183,11 @@ def schema_fingerprint(name: str) -> int:
     return _registry().current[name].fingerprint
 
 
+def schema_source(name: str) -> str:
+    """The current schema ``name`` as JSON text, docs and defaults kept (KeyError if unknown)."""
+    return _registry().current[name].source
+
+
 def known_fingerprints() -> Mapping[int, str]:
     """Every decodable fingerprint (current and history) -> schema full name."""
     return {fp: writer.name for fp, (writer, _) in _registry().by_fingerprint.items()}
@@ -181,17 +208,21 @@ def _to_ms(value: Any) -> int | None:
 
 
 def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
-    """Single-object Avro encoding of a contract-shaped record with the current schema."""
+    """Avro encoding of a contract-shaped record with the current schema: single-object, or
+    the Confluent wire format when the output format is Confluent (:func:`use_registry`)."""
     schema = _registry().current.get(schema_name)
     if schema is None:
         raise EncodeError(f"no schema named {schema_name!r}")
     if schema.timestamps:
         record = {**record, **{f: _to_ms(record.get(f)) for f in schema.timestamps}}
-    out = io.BytesIO()
-    out.write(schema.header)
+    confluent = _output_writers.get(schema_name)
     try:
+        if confluent is not None:
+            return confluent(record)
+        out = io.BytesIO()
+        out.write(schema.header)
         schemaless_writer(out, schema.parsed, record)
-    except Exception as exc:  # fastavro raises many types; the boundary normalises them
+    except Exception as exc:  # fastavro and the serializer raise many types; the boundary normalises them
         raise EncodeError(f"cannot encode {schema_name}: {type(exc).__name__}: {exc}") from exc
     return out.getvalue()
 
@@ -246,8 +277,13 @@ def _decode_avro(data: bytes) -> tuple[str, dict[str, Any]]:
     if entry is None:
         raise DecodeError(f"unknown schema fingerprint 0x{fp:016x}")
     writer, reader = entry
+    return writer.name, _read_body(data, HEADER_LEN, writer, reader)
+
+
+def _read_body(data: bytes, start: int, writer: _Schema, reader: _Schema | None) -> dict[str, Any]:
+    """The schemaless body at ``data[start:]``, written with ``writer``, read as ``reader``."""
     body = io.BytesIO(data)
-    body.seek(HEADER_LEN)
+    body.seek(start)
     try:
         record = schemaless_reader(body, writer.parsed, None if reader is None else reader.parsed)
     except Exception as exc:  # fastavro raises many types; the boundary normalises them
@@ -258,7 +294,7 @@ def _decode_avro(data: bytes) -> tuple[str, dict[str, Any]]:
         raise DecodeError(f"{len(data) - body.tell()} trailing bytes after {writer.name} body")
     if not isinstance(record, dict):  # every schema file is a record: its body decodes to a dict
         raise DecodeError(f"{writer.name} body is a {type(record).__name__}, not a record")
-    return writer.name, record
+    return record
 
 
 def _unrecognised(data: bytes) -> DecodeError:
@@ -274,10 +310,13 @@ def _unrecognised(data: bytes) -> DecodeError:
 
 
 def decode(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode Avro single-object (by magic) or a JSON object (first non-space byte ``{``)."""
+    """Decode Avro single-object (by magic), the Confluent wire format (magic byte 0; needs a
+    registry: :func:`use_registry`) or a JSON object (first non-space byte ``{``)."""
     data = bytes(raw)
     if data[:2] == MAGIC:
         return _decode_avro(data)[1]
+    if data[:1] == CONFLUENT_MAGIC:
+        return _decode_confluent(data)[1]
     if data.lstrip()[:1] != b"{":
         raise _unrecognised(data)
     try:
@@ -288,8 +327,9 @@ def decode(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
 
 
 def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode a ``syncgov.ops.DeadLetter`` record (Avro only)."""
-    name, record = _decode_avro(bytes(raw))
+    """Decode a ``syncgov.ops.DeadLetter`` record (Avro only, either framing)."""
+    data = bytes(raw)
+    name, record = _decode_confluent(data) if data[:1] == CONFLUENT_MAGIC else _decode_avro(data)
     if name != DEAD_LETTER_SCHEMA:
         raise DecodeError(f"expected {DEAD_LETTER_SCHEMA}, got {name}")
     return record
@@ -297,26 +337,118 @@ def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
 
 #: The Confluent wire format's first byte (+ a 4-byte big-endian schema registry id).
 CONFLUENT_MAGIC: Final = b"\x00"
+CONFLUENT_HEADER_LEN: Final = 5
+#: How long an id the registry did not know stays unknown before it is asked again.
+UNKNOWN_ID_RETRY_S: Final = 60.0
+
+
+class UnknownSchemaId(LookupError):
+    """The registry has no schema with this id (or not an Avro record schema); the message says why."""
+
+
+#: A registry lookup: schema id -> the writer schema's JSON text. Raises
+#: :class:`UnknownSchemaId` when the registry has none; anything else (registry unreachable)
+#: propagates: a record is never dead-lettered because the registry did not answer.
+FetchSchema = Callable[[int], str]
+
+
+@dataclass(slots=True)
+class _Confluent:
+    """The configured registry: its lookup and what it answered so far."""
+
+    fetch: FetchSchema
+    by_id: dict[int, tuple[_Schema, _Schema | None]] = dataclass_field(default_factory=dict)
+    unknown: dict[int, tuple[float, str]] = dataclass_field(default_factory=dict)  # id -> (monotonic time, why)
+
+
+_confluent: _Confluent | None = None
+#: A Confluent-framing writer of one schema: record (timestamps as int ms) -> bytes.
+WriteRecord = Callable[[Mapping[str, Any]], bytes]
+#: schema name -> its Confluent writer, when the output format is Confluent.
+_output_writers: dict[str, WriteRecord] = {}
+
+
+def use_registry(fetch: FetchSchema | None, output: Mapping[str, WriteRecord] | None = None) -> None:
+    """Decode Confluent-framed records through ``fetch`` (None: no registry, they are dead
+    letters); with ``output`` (schema name -> writer: ``app.schema_registry`` gives
+    confluent-kafka ``AvroSerializer`` s), :func:`encode` writes the Confluent framing for
+    those schemas instead of single-object."""
+    global _confluent
+    _confluent = None if fetch is None else _Confluent(fetch)
+    _output_writers.clear()
+    _output_writers.update(output or {})
+
+
+def confluent_header(schema_id: int) -> bytes:
+    """Magic byte 0 + the 4-byte big-endian schema id."""
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+
+
+def registry_configured() -> bool:
+    """True when Confluent-framed records are decoded (a registry is configured)."""
+    return _confluent is not None
+
+
+def _confluent_writer(schema_id: int) -> tuple[_Schema, _Schema | None]:
+    """The writer (and reader) of ``schema_id``: from the cache, else asked once."""
+    assert _confluent is not None
+    entry = _confluent.by_id.get(schema_id)
+    if entry is not None:
+        return entry
+    known = _confluent.unknown.get(schema_id)
+    if known is not None and time.monotonic() - known[0] < UNKNOWN_ID_RETRY_S:
+        raise DecodeError(known[1])
+    try:
+        writer = _parse(orjson.loads(_confluent.fetch(schema_id)), f"schema id {schema_id}")
+    except UnknownSchemaId as exc:
+        why = f"Confluent wire format (magic byte 0), schema id {schema_id}: {exc}"
+    except (ValueError, TypeError, KeyError) as exc:  # not JSON, not a record, not a valid schema
+        why = f"Confluent wire format (magic byte 0), schema id {schema_id}: not a usable Avro record schema ({exc})"
+    except Exception as exc:  # fastavro's SchemaParseException and kin
+        if exc.__class__.__module__.startswith("fastavro"):
+            why = f"Confluent wire format (magic byte 0), schema id {schema_id}: not a usable Avro schema ({exc})"
+        else:
+            raise
+    else:
+        current = _registry().current.get(writer.name)
+        entry = (writer, None if current is None or current.fingerprint == writer.fingerprint else current)
+        _confluent.by_id[schema_id] = entry
+        _confluent.unknown.pop(schema_id, None)
+        return entry
+    _confluent.unknown[schema_id] = (time.monotonic(), why)
+    raise DecodeError(why)
+
+
+def _decode_confluent(data: bytes) -> tuple[str, dict[str, Any]]:
+    if _confluent is None:
+        raise DecodeError(confluent_reason(data).removeprefix("undecodable: "))
+    if len(data) < CONFLUENT_HEADER_LEN:
+        raise DecodeError("Confluent wire format (magic byte 0) cut short before its 4-byte schema id")
+    writer, reader = _confluent_writer(int.from_bytes(data[1:CONFLUENT_HEADER_LEN], "big"))
+    return writer.name, _read_body(data, CONFLUENT_HEADER_LEN, writer, reader)
 
 
 def confluent_reason(record: bytes) -> str:
-    """The dead-letter reason of a Confluent-framed record (no schema registry is configured)."""
-    if len(record) < 5:
+    """The dead-letter reason of a Confluent-framed record when no schema registry is configured."""
+    if len(record) < CONFLUENT_HEADER_LEN:
         return "undecodable: Confluent wire format (magic byte 0) cut short before its 4-byte schema id"
-    schema_id = int.from_bytes(record[1:5], "big")
+    schema_id = int.from_bytes(record[1:CONFLUENT_HEADER_LEN], "big")
     return (f"undecodable: Confluent wire format (magic byte 0), schema id {schema_id}: unknown schema "
-            "(no schema registry is configured; send Avro single-object records or JSON)")
+            "(no schema registry is configured: set SCHEMA_REGISTRY_URL, or send Avro single-object records or JSON)")
 
 
 def decode_input(raw: bytes) -> dict[str, Any] | str:
     """One record of the events topic, decoded once for the worker and ``replay``: Avro
-    single-object when it starts with the magic byte, JSON otherwise; the reason (rule 8)
-    when it is too large or cannot be decoded (a Confluent-framed record names its schema id)."""
+    single-object or Confluent wire format by their magic byte, JSON otherwise; the reason
+    (rule 8) when it is too large or cannot be decoded (a Confluent-framed record with an
+    id the registry does not know, or with no registry configured, names its schema id)."""
     from app.core import parse
 
-    if raw[:1] == CONFLUENT_MAGIC:
-        return confluent_reason(raw[: parse.MAX_RECORD_BYTES])
-    if raw[:1] != MAGIC[:1]:
+    first = raw[:1]
+    if first == CONFLUENT_MAGIC:
+        if _confluent is None:
+            return confluent_reason(raw[: parse.MAX_RECORD_BYTES])
+    elif first != MAGIC[:1]:
         return parse.decode(raw)
     if len(raw) > parse.MAX_RECORD_BYTES:
         return parse.too_large(len(raw))

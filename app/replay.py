@@ -4,8 +4,9 @@ Input (a file, or ``-`` for stdin) is NDJSON (one event per line), or Avro recor
 as a 4-byte big-endian length followed by the single-object-encoded bytes (``C3 01`` +
 fingerprint + body); the two are told apart by the byte(s) right after the first length
 prefix. A length-prefixed record in the Confluent wire format (magic byte ``0`` + 4-byte
-schema id + body, e.g. from ``kcat -f '%R%s'``) is recognised too: with no schema registry
-its writer schema is unknown, so it is a dead letter whose reason names the schema id.
+schema id + body, e.g. from ``kcat -f '%R%s'``) is recognised too: decoded through the
+schema registry when ``SCHEMA_REGISTRY_URL`` is set (``app.schema_registry``), else (or when
+the registry does not know the id) a dead letter whose reason names the schema id.
 Output is one JSON line per milestone (sorted keys), byte-identical across runs; dead
 letters are one ``{"raw", "reason"}`` line each (see docs/rules.md).
 

@@ -142,6 +142,22 @@ def _url(raw: str) -> str:
     return raw.strip().rstrip("/")
 
 
+def _url_without_credentials(raw: str) -> str:
+    """An http(s) URL (:func:`_url`) that carries no user or password (those are settings of
+    their own, kept secret; a URL is shown in errors and logs)."""
+    if "@" in urllib.parse.urlsplit(raw.strip()).netloc:
+        raise ValueError("must not carry credentials (user:password@): use the _USERNAME and _PASSWORD settings")
+    return _url(raw)
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@]*@")
+
+
+def _shown(raw: str) -> str:
+    """A non-secret value as an error shows it: any ``user:password@`` of a URL masked."""
+    return _USERINFO.sub("***@", raw)
+
+
 def _optional(parse: Callable[[str], T]) -> Callable[[str], T | str]:
     def parse_optional(raw: str) -> T | str:
         return parse(raw) if raw.strip() else ""
@@ -477,6 +493,37 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class SchemaRegistrySettings:
+    url: str = setting(
+        "SCHEMA_REGISTRY_URL", "", _optional(_url_without_credentials),
+        "Schema Registry (Confluent API: Confluent, Apicurio's `/apis/ccompat/v7`, Karapace) base URL; set, "
+        "Confluent-framed Avro (magic byte 0 + schema id) is decoded on input beside single-object, and the "
+        "schemas in `avro/` are registered (or looked up) and checked for compatibility at start-up; empty: "
+        "Confluent-framed records are dead letters naming their schema id")
+    username: str = setting("SCHEMA_REGISTRY_USERNAME", "", _text,
+                            "registry HTTP basic-auth user (Confluent Cloud: the API key); empty: no auth")
+    password: Secret = setting(  # noqa: RUF009 - setting() is field()
+        "SCHEMA_REGISTRY_PASSWORD", "", _text,
+        "its password (Confluent Cloud: the API secret) (secret; or `SCHEMA_REGISTRY_PASSWORD_FILE`)", secret=True)
+    cafile: str = setting("SCHEMA_REGISTRY_CAFILE", "", _optional(_readable_file),
+                          "CA bundle for an https registry (must exist; empty: the system's CAs)")
+    subject_strategy: str = setting(
+        "SCHEMA_REGISTRY_SUBJECT_STRATEGY", "record", _one_of("record", "topic_record"),
+        "subject of each schema: `record` = its full name (`syncgov.milestone.OrderPicked`), `topic_record` = "
+        "`<topic>-<full name>` (events schemas under `TOPIC_EVENTS`, milestones under `TOPIC_MILESTONES`, "
+        "`SyncException` under `TOPIC_EXCEPTIONS`, dead letters under `TOPIC_DEAD_LETTERS`)")
+    auto_register: bool = setting(
+        "SCHEMA_REGISTRY_AUTO_REGISTER", "true", _bool,
+        "at start-up, check each schema's compatibility with its subject's latest version and register it; "
+        "`false`: only look each up (it must be registered already; for read-only registry credentials)")
+    output_format: str = setting(
+        "OUTPUT_FORMAT", "single-object", _one_of("single-object", "confluent"),
+        "Avro framing of the records syncgov writes (milestones, exceptions, dead letters, `syncgov source` "
+        "events): `single-object` (`C3 01` + fingerprint) or `confluent` (magic byte 0 + schema id; needs "
+        "`SCHEMA_REGISTRY_URL`). Both are always read")
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
     topics: TopicSettings
@@ -484,10 +531,11 @@ class Settings:
     worker: WorkerSettings
     erp: ErpSettings
     reconcile: ReconcileSettings
+    schema_registry: SchemaRegistrySettings
 
 
 SECTIONS: tuple[type, ...] = (KafkaSettings, TopicSettings, GovernanceSettings, WorkerSettings, ErpSettings,
-                              ReconcileSettings)
+                              ReconcileSettings, SchemaRegistrySettings)
 
 
 def specs() -> Iterator[tuple[type, str, Spec]]:
@@ -539,7 +587,7 @@ def _read(env: Mapping[str, str], name: str, errors: list[str]) -> Any:
         if secret:  # a parser's message may quote its input: say nothing of the value
             errors.append(f"{name}=***: not a valid value")
         else:
-            errors.append(f"{name}={raw!r}: {exc}")
+            errors.append(f"{name}={_shown(raw)!r}: {exc}")
         return None
     return Secret(value) if secret else value
 
@@ -598,15 +646,31 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         worker=WorkerSettings(**worker),
         erp=ErpSettings(**sections[ErpSettings]),
         reconcile=ReconcileSettings(**sections[ReconcileSettings]),
+        schema_registry=SchemaRegistrySettings(**sections[SchemaRegistrySettings]),
     )
+
+
+S = TypeVar("S")
+
+
+def load_section(section: type[S], env: Mapping[str, str] | None = None) -> S:
+    """One section's settings alone (for a command that needs no others, e.g. `syncgov replay`
+    and the registry's), validated like :func:`load` does."""
+    env = os.environ if env is None else env
+    errors: list[str] = []
+    values = {f.metadata["setting"].env: _read(env, f.metadata["setting"].env, errors) for f in fields(section)}  # type: ignore[arg-type]
+    errors += _consistency_errors(values)
+    if errors:
+        raise SettingsError(errors)
+    return section(**{f.name: values[f.metadata["setting"].env] for f in fields(section)})  # type: ignore[arg-type]
 
 
 def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
     """Settings that need each other; ``v`` by variable name, None where a value did not parse
     (a check that needs such a value is skipped: that value is reported already)."""
 
-    def ok(*names: str) -> bool:
-        return all(v[name] is not None for name in names)
+    def ok(*names: str) -> bool:  # a partial ``v`` (one section) has no other sections' names
+        return all(v.get(name) is not None for name in names)
 
     errors = []
     if ok("ERP_BACKOFF_BASE_S", "ERP_BACKOFF_CAP_S") and v["ERP_BACKOFF_CAP_S"] < v["ERP_BACKOFF_BASE_S"]:
@@ -639,6 +703,11 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
             errors.append("ERP_OAUTH_CLIENT_SECRET='': required when ERP_OAUTH_TOKEN_URL is set")
         if ok("ERP_API_KEY") and v["ERP_API_KEY"]:
             errors.append("ERP_API_KEY=***: set either ERP_API_KEY or ERP_OAUTH_TOKEN_URL, not both")
+    if ok("OUTPUT_FORMAT", "SCHEMA_REGISTRY_URL") and v["OUTPUT_FORMAT"] == "confluent" and not v["SCHEMA_REGISTRY_URL"]:
+        errors.append("OUTPUT_FORMAT='confluent': needs SCHEMA_REGISTRY_URL (the registry that gives the schema ids)")
+    if ok("SCHEMA_REGISTRY_USERNAME", "SCHEMA_REGISTRY_PASSWORD") and bool(v["SCHEMA_REGISTRY_USERNAME"]) != bool(
+            v["SCHEMA_REGISTRY_PASSWORD"]):
+        errors.append("SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD: give both (basic auth) or neither")
     return errors
 
 

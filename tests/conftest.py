@@ -21,7 +21,7 @@ from app.broker import EmbeddedBroker
 from app.kafka_io import BROKER_WORKER_ENV
 from app.processes import ops_module
 
-pytest_plugins = ["tests.fixtures.erp"]
+pytest_plugins = ["tests.fixtures.erp", "tests.fixtures.schema_registry"]
 
 IMPLS = ("embedded", "apache")
 

@@ -33,6 +33,7 @@ from app.settings import SettingsError, load
 from tests.conftest import worker_env
 
 SASL_PASSWORD = "sasl-pw-Qx7!vT93#plain"
+REGISTRY_PASSWORD = "sr-pw-Lm3$k9Vd"
 ADMIN_TOKEN = "admin-tok-4Hh2kWq8Zr"
 ECHO_MATCH = "stock.shipment.internal"
 
@@ -41,7 +42,8 @@ ECHO_MATCH = "stock.shipment.internal"
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "ERP_", "WORKER_", "TOPIC_"))}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("KAFKA_", "ERP_", "WORKER_", "TOPIC_", "SCHEMA_REGISTRY_", "OUTPUT_"))}
     return subprocess.run([sys.executable, "-m", "app.cli", *args], env={**base, **env}, capture_output=True,
                           text=True, timeout=60, check=False)
 
@@ -53,15 +55,19 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     pytest.param({"ERP_ADAPTER": "http"}, "ERP_HTTP_ROUTES", id="http-without-routes"),
     pytest.param({"ERP_ADAPTER": "http", "ERP_HTTP_ROUTES": "{}", "ERP_API_KEY": "",
                   "ERP_OAUTH_TOKEN_URL": "https://idp.example/token"}, "ERP_OAUTH_CLIENT_ID", id="oauth-without-client"),
+    pytest.param({"SCHEMA_REGISTRY_URL": f"https://user:{REGISTRY_PASSWORD}@sr.example"}, "SCHEMA_REGISTRY_URL",
+                 id="registry-url-with-credentials"),
+    pytest.param({"OUTPUT_FORMAT": "confluent"}, "SCHEMA_REGISTRY_URL", id="confluent-output-without-registry"),
 ])
 def test_check_config_errors_never_echo_secrets(bad: dict[str, str], named: str) -> None:
     env = {"KAFKA_SASL_PASSWORD": SASL_PASSWORD, "ERP_API_KEY": "erp-key-8Jd0Lq", "WORKER_ADMIN_TOKEN": ADMIN_TOKEN,
-           "ERP_OAUTH_CLIENT_SECRET": "oauth-secret-3Rt6", **bad}
+           "ERP_OAUTH_CLIENT_SECRET": "oauth-secret-3Rt6",
+           "SCHEMA_REGISTRY_USERNAME": "syncgov", "SCHEMA_REGISTRY_PASSWORD": REGISTRY_PASSWORD, **bad}
     done = cli(env, "check-config")
     assert done.returncode == 2, done
     out = done.stdout + done.stderr
     assert "configuration error" in out and named in out, out
-    for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN, "oauth-secret-3Rt6"):
+    for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN, "oauth-secret-3Rt6", REGISTRY_PASSWORD):
         assert secret not in out
 
 
@@ -104,9 +110,11 @@ def test_secret_file_that_is_not_utf8_is_a_settings_error_without_the_content(tm
 
 def test_loaded_settings_never_show_secrets() -> None:
     s = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "KAFKA_SASL_PASSWORD": SASL_PASSWORD, "ERP_API_KEY": "erp-key-8Jd0Lq",
-              "WORKER_ADMIN_TOKEN": ADMIN_TOKEN})
-    for text in (repr(s), str(s), repr(s.kafka), repr(s.erp), repr(s.worker), f"{s.erp.api_key}"):
-        for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN):
+              "WORKER_ADMIN_TOKEN": ADMIN_TOKEN, "SCHEMA_REGISTRY_URL": "https://sr.example",
+              "SCHEMA_REGISTRY_USERNAME": "syncgov", "SCHEMA_REGISTRY_PASSWORD": REGISTRY_PASSWORD})
+    for text in (repr(s), str(s), repr(s.kafka), repr(s.erp), repr(s.worker), repr(s.schema_registry),
+                 f"{s.erp.api_key}", f"{s.schema_registry.password}"):
+        for secret in (SASL_PASSWORD, "erp-key-8Jd0Lq", ADMIN_TOKEN, REGISTRY_PASSWORD):
             assert secret not in text
 
 

@@ -389,7 +389,8 @@ def test_invalid_utf8_is_a_decode_error() -> None:
         (b"", "empty record"),
         (b"  \n", "empty record"),
         (b'{"event_id": ', "invalid JSON"),
-        (b"\x00\x01binary", "neither Avro single-object"),
+        (b"\x01binary", "neither Avro single-object"),
+        (b"\x00\x01binary", r"Confluent wire format \(magic byte 0\), schema id 23226734: unknown schema \(no schema registry"),
     ],
 )
 def test_non_object_or_garbage_is_a_decode_error(raw: bytes, message: str) -> None:

@@ -242,12 +242,13 @@ def test_every_attribute_is_declared_once_with_its_setting() -> None:
             if spec.env != "KAFKA_BOOTSTRAP_SERVERS":  # required: no default
                 spec.parse(spec.default)  # every default is valid
     assert {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "ERP_API_KEY", "ERP_RPC_PASSWORD",
-            "ERP_OAUTH_CLIENT_SECRET", "WORKER_ADMIN_TOKEN"} == settings.SECRETS
+            "ERP_OAUTH_CLIENT_SECRET", "WORKER_ADMIN_TOKEN", "SCHEMA_REGISTRY_PASSWORD"} == settings.SECRETS
 
 
 def test_settings_object_keeps_its_attribute_shape() -> None:
     s = load(BASE)
-    assert {f.name for f in dataclasses.fields(s)} == {"kafka", "topics", "governance", "worker", "erp", "reconcile"}
+    assert {f.name for f in dataclasses.fields(s)} == {"kafka", "topics", "governance", "worker", "erp", "reconcile",
+                                                      "schema_registry"}
     for attr in ("kafka.bootstrap_servers", "kafka.sasl_password", "topics.stock", "erp.rate_per_s", "erp.api_key",
                  "worker.admin_token", "worker.log_level", "reconcile.page_size", "governance.window_grace_s"):
         section, name = attr.split(".")
