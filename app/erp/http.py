@@ -127,6 +127,7 @@ class HttpAdapter:
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
         max_batch: int = 100,
+        role: str = "sink",
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
         bulk = parse_bulk_routes(erp.http_routes) if erp.http_routes else {}
@@ -140,6 +141,7 @@ class HttpAdapter:
             secret=key,
             session=session,
             before_send=before_send,
+            role=role,
         )
         return cls(client, posts, reads, bulk, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
 
