@@ -114,6 +114,12 @@ def _dlq(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from app.export import main as export_main
+
+    return export_main(args.topic, args.output, args.from_offset, args.from_time, args.format)
+
+
 def _trace(args: argparse.Namespace) -> int:
     from app.trace_cli import main as trace_main
 
@@ -179,6 +185,14 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
         "(--kind input: every open input one). Exit 1 when an --id is not open or a record cannot be re-driven.",
         _dlq,
     ),
+    "export": (
+        "write a topic's partitions to files that `syncgov replay` reads",
+        "Write every partition of a topic (default TOPIC_EVENTS), from an offset or a time to its current end, "
+        "to one file per partition in --output: <topic>.p<NNN>.ndjson (every record one line of JSON) or "
+        ".bin (4-byte length-framed records: Avro, or mixed). `syncgov replay DIR/<topic>.p*` replays them "
+        "as the partitions of that topic. Exit 0 written, 1 Kafka or I/O failure, 2 bad arguments.",
+        _export,
+    ),
     "trace": (
         "print one order's trace (events, milestones, ERP calls) from a worker",
         "Print one order's events, milestones, exceptions and ERP calls in time order, from a worker "
@@ -201,7 +215,7 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
 }
 
 #: Commands that connect to Kafka themselves: `embedded` (a broker only a worker starts) is no address.
-_NEEDS_CLUSTER = {"source", "dlq", "reconcile"}
+_NEEDS_CLUSTER = {"source", "dlq", "reconcile", "export"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true",
                            help="list: one JSON array of the open entries (ERP: their records, kind, held "
                                 "milestones; input: the dead letter with kind \"input\")")
+        elif name == "export":
+            p.add_argument("topic", nargs="?", help="the topic (default: TOPIC_EVENTS)")
+            p.add_argument("--output", "-o", required=True, help="directory for the partition files")
+            p.add_argument("--from-offset", type=int, help="start at this offset in every partition (default: 0)")
+            p.add_argument("--from-time", help="start at the first record at or after this time (ISO 8601, or "
+                                               "epoch milliseconds)")
+            p.add_argument("--format", choices=["auto", "ndjson", "framed"], default="auto",
+                           help="auto (default): ndjson when every record is one line of JSON, else framed")
         elif name == "trace":
             p.add_argument("warehouse_id")
             p.add_argument("order_id")
