@@ -204,6 +204,44 @@ async function poll() {
   }
 }
 
+// -- open dead letters ----------------------------------------------------------------------
+
+/** Rows [kind, id, reason, record] of the open dead letters of both kinds. */
+function deadLetterRows(doc) {
+  const input = doc.input.entries.map((e) => [
+    "input", e.id, e.reason, `${e.where}: ${e.raw_encoding === "base64" ? "(base64) " : ""}${e.raw}`]);
+  const erp = doc.erp.entries.map((e) => [
+    `ERP ${e.kind}`, e.id, `${e.status === null || e.status === undefined ? "" : e.status + " "}${e.reason}`,
+    `${e.type} ${e.document}${e.held ? ` (${e.held} held behind it)` : ""}`]);
+  return erp.concat(input);
+}
+
+async function pollDeadLetters() {
+  const body = document.querySelector("#open-dead-letters tbody");
+  const note = document.getElementById("dead-letter-counts");
+  try {
+    const resp = await fetch("/ops/dead-letters", { cache: "no-store" });
+    if (!resp.ok) throw new Error(`/ops/dead-letters answered ${resp.status}`);
+    const doc = await resp.json();
+    const items = deadLetterRows(doc);
+    body.replaceChildren();
+    if (!items.length) {
+      const tr = document.createElement("tr");
+      tr.appendChild(cell("no open dead letters", "empty"));
+      body.appendChild(tr);
+    }
+    for (const [kind, id, reason, record] of items) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = id;
+      tr.append(cell(kind, kind === "input" ? "warn" : "bad"), cell(id), cell(reason), cell(record));
+      body.appendChild(tr);
+    }
+    note.textContent = `open: ${doc.input.open} input, ${doc.erp.open} ERP`;
+  } catch (err) {
+    note.textContent = `dead letters unavailable: ${err.message}`;
+  }
+}
+
 // -- order trace ---------------------------------------------------------------------------
 
 const TRACE_COLUMNS = ["at", "kind", "type", "id"];
@@ -285,3 +323,5 @@ if (linked) {
 
 poll();
 setInterval(poll, POLL_MS);
+pollDeadLetters();
+setInterval(pollDeadLetters, POLL_MS);
