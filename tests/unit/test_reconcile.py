@@ -145,7 +145,7 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(reconcile, "read_milestones", lambda s, since: [*CONFIRMED, adjusted()])
     monkeypatch.setattr(reconcile, "read_erp", read_erp)
-    monkeypatch.setattr(reconcile.TrytonAdapter, "from_settings", classmethod(lambda cls, erp: FakeAdapter()))
+    monkeypatch.setattr(reconcile.TrytonAdapter, "from_settings", classmethod(lambda cls, erp, role="sink": FakeAdapter()))
     monkeypatch.setattr(reconcile, "published_ids", lambda s: {r["milestone_id"] for r in topic})
     monkeypatch.setattr(reconcile, "publish",
                         lambda s, items, now, window: topic.extend(d.record(now, window) for d in items))
