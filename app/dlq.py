@@ -1,4 +1,9 @@
-"""`syncgov dlq`: list the milestones the ERP rejected or the sink parked, and re-drive them.
+"""`syncgov dlq`: list the dead letters of both kinds and re-drive them.
+
+**ERP dead letters** (below) are milestones the ERP rejected or the sink parked; **input
+dead letters** (``InputEntry``, further down) are records of the events topic that failed
+rule 8 (``TOPIC_DEAD_LETTERS``: the raw bytes, the reason, the original topic, partition
+and offset).
 
 The ERP dead-letter topic holds, per document key, what the ERP sink (``app.erp.sink``)
 stopped at: a milestone the ERP rejected (``dead_lettered``), one parked after
@@ -15,7 +20,9 @@ only marks it as handled.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import base64
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +30,11 @@ import orjson
 from confluent_kafka import Producer
 
 from app import codec
+from app.core import keys
 from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all
 from app.settings import Settings, load
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,4 +146,172 @@ def list_lines(entries: Sequence[Entry]) -> list[str]:
             lines.append(f"    held behind it: {h['held']}  {h['type']}")
     held = sum(len(e.held) for e in entries)
     lines.append(f"{len(entries)} open ERP dead letter(s), {held} milestone(s) held behind them")
+    return lines
+
+
+# -- input dead letters ---------------------------------------------------------------------------
+#
+# A record of the events topic that fails rule 8 is written to TOPIC_DEAD_LETTERS as a
+# ``syncgov.ops.DeadLetter`` (Avro), keyed by its record id. Re-drive puts its raw bytes (or
+# a fixed record supplied by the operator) back on the events topic with the ORIGINAL key,
+# read from the events topic at the dead letter's partition and offset; when retention has
+# removed that record, the key the producers' contract gives the record re-driven
+# (``app.core.keys.event_key``). Same key, same partition: the record is governed in order
+# with its order's other events. A JSON marker ``{"redriven": record_id, "upto": offset}``
+# on the dead-letter topic (same key) closes the entry; if the record fails again, its new
+# dead letter is open again.
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    record: dict[str, Any]  # the decoded DeadLetter: raw, reason, record_id, topic, partition, offset, failed_at
+    upto: int = -1  # its offset on the dead-letter topic
+
+    kind = "input"
+
+    @property
+    def record_id(self) -> str:
+        return str(self.record["record_id"])
+
+    @property
+    def raw(self) -> bytes:
+        return bytes(self.record["raw"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry for ``--json`` and the ops page: the raw bytes as text, or base64."""
+        out = {k: v for k, v in self.record.items() if k != "raw"}
+        out["failed_at"] = _iso(self.record.get("failed_at"))
+        try:
+            out["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            out["raw"], out["raw_encoding"] = base64.b64encode(self.raw).decode("ascii"), "base64"
+        return {**out, "kind": self.kind}
+
+
+def _iso(value: Any) -> Any:
+    from datetime import datetime
+
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+
+
+def input_entries_from(records: Iterable[tuple[int, bytes | None, bytes]]) -> list[InputEntry]:
+    """The open input dead letters of the dead-letter topic's (offset, key, value) records,
+    oldest first; a re-drive marker closes the entry at or below its ``upto``."""
+    entries: dict[str, InputEntry] = {}
+    for offset, _key, raw in records:
+        if raw[:1] == b"{":  # a re-drive marker (dead letters are Avro)
+            marker = orjson.loads(raw)
+            rid, upto = str(marker.get("redriven")), int(marker.get("upto", -1))
+            if rid in entries and entries[rid].upto <= upto:
+                del entries[rid]
+            continue
+        try:
+            record = codec.decode_dead_letter(raw)
+        except codec.DecodeError as exc:
+            log.warning("dead-letter topic offset %d is not a dead letter (%s); skipped", offset, exc)
+            continue
+        rid = str(record["record_id"])
+        entries.pop(rid, None)
+        entries[rid] = InputEntry(record, offset)
+    return list(entries.values())
+
+
+def open_input_entries(s: Settings) -> list[InputEntry]:
+    """Input dead letters not re-driven since they were written, oldest first."""
+    return input_entries_from(
+        (rec.offset, rec.key, rec.value)
+        for rec in read_all(s.kafka.bootstrap_servers, s.topics.dead_letters, kafka=s.kafka)
+    )
+
+
+class RedriveError(Exception):
+    """An input dead letter cannot be re-driven as asked (nothing was sent)."""
+
+
+def original_keys(s: Settings, entries: Sequence[InputEntry]) -> dict[str, bytes | None]:
+    """record_id -> the key of the original record, read at its topic, partition and offset
+    (absent when retention has removed it)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    wanted = {(str(e.record["topic"]), int(e.record["partition"]), int(e.record["offset"])): e.record_id
+              for e in entries}
+    found: dict[str, bytes | None] = {}
+    if not wanted:
+        return found
+    consumer = Consumer({**client_config(s.kafka.bootstrap_servers, s.kafka), "group.id": "syncgov-tools",
+                         "enable.auto.commit": False})
+    try:
+        for (topic, partition, offset), rid in wanted.items():
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if not low <= offset < high:
+                continue
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            for _ in range(20):
+                msgs = consumer.consume(1, 0.5)
+                if msgs and msgs[0].error() is None and msgs[0].offset() == offset:
+                    found[rid] = msgs[0].key()
+                    break
+    finally:
+        consumer.close()
+    return found
+
+
+def _derived_key(value: bytes) -> bytes | None:
+    decoded = codec.decode_input(value)
+    return None if isinstance(decoded, str) else keys.event_key(decoded)
+
+
+def plan_input_redrive(entries: Sequence[InputEntry], originals: Mapping[str, bytes | None],
+                       fixed: bytes | None = None) -> list[tuple[InputEntry, bytes | None, bytes]]:
+    """(entry, key, value) to send for each entry, or ``RedriveError`` naming what is wrong:
+    a fixed record that would be dead-lettered again, or a record whose key is unknown."""
+    if fixed is not None:
+        if len(entries) != 1:
+            raise RedriveError("a fixed record replaces exactly one dead letter: give one --id")
+        reason = codec.decode_input(fixed)
+        if isinstance(reason, str):
+            raise RedriveError(f"the fixed record would be dead-lettered again: {reason}")
+    plan = []
+    for e in entries:
+        value = fixed if fixed is not None else e.raw
+        if e.record_id in originals:
+            key = originals[e.record_id]
+        else:
+            key = _derived_key(value)
+            if key is None:
+                raise RedriveError(
+                    f"{e.record_id}: the original record ({e.record['topic']} partition {e.record['partition']} "
+                    f"offset {e.record['offset']}) is no longer in Kafka and this record cannot be decoded to "
+                    "compute its key: supply a fixed record (--fixed FILE)")
+        plan.append((e, key, value))
+    return plan
+
+
+def redrive_input(s: Settings, entries: Sequence[InputEntry], fixed: bytes | None = None) -> int:
+    """Put the entries' raw bytes (or ``fixed``, for one entry) back on the events topic
+    with the original key, then close them with a marker. Nothing is sent when any entry
+    cannot be re-driven (``RedriveError``)."""
+    plan = plan_input_redrive(entries, original_keys(s, entries), fixed)
+    producer = Producer({**client_config(s.kafka.bootstrap_servers, s.kafka), **PRODUCER_DEFAULTS})
+    for _, key, value in plan:
+        producer.produce(s.topics.events, key=key, value=value)
+    if producer.flush(30) != 0:
+        raise RuntimeError("records not delivered to Kafka within 30 s; nothing marked as re-driven")
+    for e, _, _ in plan:
+        producer.produce(s.topics.dead_letters, key=e.record_id.encode(),
+                         value=orjson.dumps({"redriven": e.record_id, "upto": e.upto}))
+    if producer.flush(30) != 0:
+        raise RuntimeError("re-drive markers not delivered within 30 s (the records are back on the events topic)")
+    return len(plan)
+
+
+def input_list_lines(entries: Sequence[InputEntry]) -> list[str]:
+    """`syncgov dlq list`: one line per open input dead letter."""
+    lines = []
+    for e in entries:
+        r = e.record
+        raw = e.raw[:60].decode("utf-8", "replace").replace("\n", " ")
+        lines.append(f"{e.record_id}  input  {r['topic']}[{r['partition']}]@{r['offset']}  {r['reason'][:100]}  "
+                     f"raw: {raw}")
+    lines.append(f"{len(entries)} open input dead letter(s)")
     return lines

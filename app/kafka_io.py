@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -254,8 +254,10 @@ def read_all(
     timeout_s: float = 30.0,
     count: int | None = None,
     kafka: KafkaSettings | None = None,
+    starts: Mapping[int, int] | None = None,
 ) -> Iterator[Record]:
-    """Every record of ``topic`` from the start to its current end, partition by partition.
+    """Every record of ``topic`` from the start (or from ``starts[partition]``, a partition
+    not in it from 0) to its current end, partition by partition.
 
     Tansu reports a partition's end as the base offset of its last producer batch + 1, so
     after the reported ends the reader drains until a poll comes back empty; with
@@ -263,14 +265,15 @@ def read_all(
     consumer's default): a partition is read to its end once the consumer's position (past
     transaction markers and aborted records) reaches it.
     """
+    starts = starts or {}
     meta = end_offsets(bootstrap, topic, kafka)
-    ends = {p: e for p, e in meta.items() if e > 0 or count is not None}
+    ends = {p: e for p, e in meta.items() if e > 0 or count is not None}  # (a reported end may be below a start)
     if not ends:
         return
     consumer = Consumer({**client_config(bootstrap, kafka), "group.id": "syncgov-tools", "enable.auto.commit": False})
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        done = dict.fromkeys(ends, 0)
+        consumer.assign([TopicPartition(topic, p, starts.get(p, 0)) for p in ends])
+        done = {p: starts.get(p, 0) for p in ends}
         read = 0
         deadline = time.monotonic() + timeout_s
 

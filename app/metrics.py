@@ -50,14 +50,43 @@ ERP_CALLS = Counter(
     ["milestone_type", "outcome"],
     registry=REGISTRY,
 )
-ERP_RATE = Gauge("syncgov_erp_rate_limit_per_second", "Current adaptive ERP request rate.", registry=REGISTRY)
-ERP_THROTTLED = Counter("syncgov_erp_throttled_total", "ERP throttle answers (429 or configured).", registry=REGISTRY)
-ERP_RETRY_AFTER = Counter(
-    "syncgov_erp_retry_after_seconds_total", "Seconds waited because the ERP said Retry-After.", registry=REGISTRY
+#: Every ERP client's figures carry its role: ``sink`` (the worker's ERP sink), ``source`` (the
+#: order-release connector) or ``reconcile`` (reconciliation), so one never overwrites another's.
+ERP_ROLES = ("sink", "source", "reconcile")
+ERP_RATE = Gauge(
+    "syncgov_erp_rate_limit_per_second", "Current adaptive ERP request rate of a client, by role.", ["role"],
+    registry=REGISTRY,
 )
-ERP_BACKLOG = Gauge("syncgov_erp_backlog_milestones", "Milestones not yet posted to the ERP.", registry=REGISTRY)
+ERP_QUOTA_SHARE = Gauge(
+    "syncgov_erp_quota_share_per_second",
+    "A client's share of the ERP quota (the ceiling of its adaptive rate), by role; with ERP_QUOTA_PER_S the "
+    "sink's share follows the partitions this worker owns.",
+    ["role"],
+    registry=REGISTRY,
+)
+ERP_REQUESTS = Counter(
+    "syncgov_erp_requests_total",
+    "ERP HTTP requests sent, by client role and answer (2xx, 4xx, 5xx, throttled, timeout, error).",
+    ["role", "answer"],
+    registry=REGISTRY,
+)
+ERP_THROTTLED = Counter(
+    "syncgov_erp_throttled_total", "ERP throttle answers (429 or configured), by client role.", ["role"],
+    registry=REGISTRY,
+)
+ERP_RETRY_AFTER = Counter(
+    "syncgov_erp_retry_after_seconds_total", "Seconds waited because the ERP said Retry-After, by client role.",
+    ["role"], registry=REGISTRY,
+)
+ERP_BACKLOG = Gauge(
+    "syncgov_erp_backlog_milestones",
+    "Milestones not yet posted to the ERP in this worker's partitions (their current end offsets minus the "
+    "sink's committed offsets, refreshed every few seconds).",
+    registry=REGISTRY,
+)
 ERP_BACKLOG_AGE = Gauge(
-    "syncgov_erp_backlog_oldest_age_seconds", "Age of the oldest milestone not yet posted.", registry=REGISTRY
+    "syncgov_erp_backlog_oldest_age_seconds",
+    "Age of the oldest milestone not yet posted (0 when none), refreshed every few seconds.", registry=REGISTRY
 )
 ERP_HELD = Gauge(
     "syncgov_erp_held_milestones",
@@ -110,5 +139,23 @@ SYNC_DRIFT_EXCEPTIONS = Counter(
 )
 RECONCILE_LAST_SUCCESS = Gauge(
     "syncgov_reconcile_last_success_timestamp_seconds", "Unix time of the last completed reconciliation.",
+    registry=REGISTRY,
+)
+
+RECONCILE_RUNS = Counter(
+    "syncgov_reconcile_runs_total", "Reconciliation runs of this process, by outcome (success, failure).",
+    ["outcome"], registry=REGISTRY,
+)
+
+SOURCE_LAST_POLL = Gauge(
+    "syncgov_source_last_poll_success_timestamp_seconds",
+    "Unix time of the order-release connector's last completed ERP poll (0: none yet).", registry=REGISTRY,
+)
+SOURCE_POLL_FAILURES = Counter(
+    "syncgov_source_poll_failures_total", "ERP polls of the order-release connector that failed (retried).",
+    registry=REGISTRY,
+)
+SOURCE_EVENTS = Counter(
+    "syncgov_source_events_published_total", "Order events the order-release connector published.",
     registry=REGISTRY,
 )

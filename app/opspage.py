@@ -1,15 +1,21 @@
 """The operations page at ``/``: plain HTML and a little JS (``app/static``), no build step.
 
-The page reads this worker's ``/metrics`` every few seconds and the order trace
-(``/orders/{warehouse}/{order}/trace``) on demand; it needs nothing else.
+The page reads this worker's ``/metrics`` every few seconds, the open dead letters of both
+kinds (``/ops/dead-letters``: read from the two dead-letter topics, at most every
+``REFRESH_S``) and the order trace (``/orders/{warehouse}/{order}/trace``) on demand.
 """
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.faust_app import app
+from app import dlq
+from app.faust_app import SETTINGS, app
+from app.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: The page only talks to its own origin.
@@ -28,3 +34,54 @@ async def ops_page(web: View, request: Request) -> Response:
 async def ops_script(web: View, request: Request) -> Response:
     body = (STATIC / "ops.js").read_bytes()
     return web.bytes(body, headers={**HEADERS, "Content-Type": "text/javascript; charset=utf-8"})
+
+
+# -- open dead letters of both kinds ---------------------------------------------------------
+
+#: The newest entries of each kind the page shows (the counts cover all of them).
+SHOWN = 50
+#: The topics are read again at most this often (every open page polls).
+REFRESH_S = 10.0
+_TEXT = 300
+_cache: dict[str, Any] = {"at": -REFRESH_S, "body": None}
+_lock = asyncio.Lock()
+
+
+def dead_letters_document(s: Settings) -> dict[str, Any]:
+    """The open dead letters, as `syncgov dlq list` finds them: input records that failed
+    the rules (reason, raw bytes, where they came from) and milestones the ERP rejected or
+    the sink parked (the ERP's answer, the milestones held behind each)."""
+    inputs = dlq.open_input_entries(s)
+    erp = dlq.open_entries(s)
+
+    def short(value: Any) -> str:
+        text = str(value or "")
+        return text if len(text) <= _TEXT else text[:_TEXT] + "…"
+
+    def erp_json(e: dlq.Entry) -> dict[str, Any]:
+        m = e.record.get("milestone") or {}
+        return {"id": e.milestone_id, "kind": e.kind, "type": e.record.get("type"), "status": e.record.get("status"),
+                "reason": short(e.record.get("detail")), "document": m.get("order_id") or m.get("sku") or "",
+                "held": len(e.held)}
+
+    def input_json(e: dlq.InputEntry) -> dict[str, Any]:
+        d = e.to_json()
+        return {"id": e.record_id, "kind": "input", "reason": short(d["reason"]), "raw": short(d["raw"]),
+                "raw_encoding": d.get("raw_encoding", "text"), "failed_at": d.get("failed_at"),
+                "where": f"{d['topic']}[{d['partition']}]@{d['offset']}"}
+
+    return {
+        "input": {"open": len(inputs), "entries": [input_json(e) for e in inputs[-SHOWN:]]},
+        "erp": {"open": len(erp), "entries": [erp_json(e) for e in erp[-SHOWN:]]},
+    }
+
+
+@app.page("/ops/dead-letters")
+async def ops_dead_letters(web: View, request: Request) -> Response:
+    """The open dead letters of both kinds with their reasons (JSON, read-only)."""
+    async with _lock:
+        if _cache["body"] is None or time.monotonic() - _cache["at"] >= REFRESH_S:
+            loop = asyncio.get_running_loop()
+            _cache["body"] = await loop.run_in_executor(None, dead_letters_document, SETTINGS)
+            _cache["at"] = time.monotonic()
+    return web.json(_cache["body"], headers={"Cache-Control": "no-cache"})

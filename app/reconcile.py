@@ -272,7 +272,7 @@ async def run(s: Settings, options: ReconcileSettings | None = None, *,
     options = options or s.reconcile
     now_ms = int(clock() * 1000)
     bound = await asyncio.to_thread(read_milestones, s, now_ms - int(options.lookback_s * 1000))
-    port = make_port(dataclasses.replace(s.erp, rate_per_s=options.rate_per_s, burst=1))
+    port = make_port(dataclasses.replace(s.erp, rate_per_s=options.rate_per_s, burst=1), role="reconcile")
     try:
         erp = await read_erp(port, bound, options.page_size)
     finally:

@@ -51,7 +51,12 @@ def _error(message: str) -> None:
 
 
 def is_avro_framed(head: bytes) -> bool:
-    """True when ``head`` (the file's first bytes) starts a length-prefixed Avro record."""
+    """True when ``head`` (the file's first bytes) starts a length-prefixed record: Avro, or
+    any record behind a length below 16 MiB (its first byte is 0, which no NDJSON text
+    starts with; ``syncgov export`` frames JSON records that way when a partition mixes them
+    with binary ones)."""
+    if len(head) > LENGTH_BYTES and head[:1] == b"\0":
+        return True
     if len(head) < LENGTH_BYTES + 2:
         return False
     return head[LENGTH_BYTES : LENGTH_BYTES + 2] == AVRO_MAGIC or head[LENGTH_BYTES : LENGTH_BYTES + 1] == CONFLUENT_MAGIC

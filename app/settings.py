@@ -412,6 +412,12 @@ class ErpSettings:
                               secret=True)
     rate_per_s: float = setting("ERP_RATE_PER_S", "5", _positive(_float), "ERP quota: requests per second")
     burst: int = setting("ERP_BURST", "5", _positive(_int), "ERP quota: burst")
+    quota_per_s: float = setting(
+        "ERP_QUOTA_PER_S", "0", _non_negative(_float),
+        "the whole fleet's ERP quota (requests per second), shared by partition ownership: each worker's sink "
+        "gets (quota - `ERP_SOURCE_RATE_PER_S` - `RECONCILE_RATE_PER_S`) x owned partitions / "
+        "`TOPIC_PARTITIONS`, and `ERP_BURST` likewise (at least 1), recomputed on every rebalance; 0: off, "
+        "each sink uses `ERP_RATE_PER_S`")
     max_in_flight: int = setting("ERP_MAX_IN_FLIGHT", "4", _positive(_int), "max concurrent ERP requests")
     timeout_s: float = setting(
         "ERP_TIMEOUT_S", "10", _positive(_float),
@@ -475,6 +481,9 @@ class ErpSettings:
     source_rate_per_s: float = setting(
         "ERP_SOURCE_RATE_PER_S", "1", _positive(_float),
         "`syncgov source`: its share of the ERP quota (sink rate + source rate <= quota)")
+    source_web_port: int = setting(
+        "ERP_SOURCE_WEB_PORT", "0", _non_negative(_int),
+        "`syncgov source`: port of its `/metrics` and `/healthz` (on `WORKER_WEB_HOST`); 0: none")
 
 
 @dataclass(frozen=True)
@@ -691,6 +700,11 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
             and v["KAFKA_BOOTSTRAP_SERVERS"] == EMBEDDED:
         errors.append(f"WORKER_EXACTLY_ONCE='on': the embedded broker (KAFKA_BOOTSTRAP_SERVERS={EMBEDDED!r}) has no "
                       "transactional isolation; use 'auto' or 'off' with it")
+    shares = ("ERP_QUOTA_PER_S", "ERP_SOURCE_RATE_PER_S", "RECONCILE_RATE_PER_S")
+    if ok(*shares) and v["ERP_QUOTA_PER_S"] and v["ERP_QUOTA_PER_S"] <= v["ERP_SOURCE_RATE_PER_S"] + v["RECONCILE_RATE_PER_S"]:
+        errors.append(f"ERP_QUOTA_PER_S={v['ERP_QUOTA_PER_S']}: must be more than ERP_SOURCE_RATE_PER_S="
+                      f"{v['ERP_SOURCE_RATE_PER_S']} + RECONCILE_RATE_PER_S={v['RECONCILE_RATE_PER_S']} "
+                      "(what is left is the sinks' share)")
     if ok("ERP_ADAPTER", "ERP_HTTP_ROUTES") and v["ERP_ADAPTER"] == "http" and not v["ERP_HTTP_ROUTES"]:
         errors.append("ERP_HTTP_ROUTES='': required when ERP_ADAPTER=http")
     if ok("ERP_OAUTH_TOKEN_URL") and v["ERP_OAUTH_TOKEN_URL"]:

@@ -13,12 +13,14 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from typing import Any
 
 import orjson
+from aiohttp import web
 from confluent_kafka import Producer
 
-from app import codec
+from app import codec, metrics
 from app.core.keys import event_key
 from app.erp import ErpPort, make_port
 from app.erp.port import TransientErpError
@@ -53,19 +55,41 @@ def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], curso
         raise RuntimeError("cursor not stored within 30 s")
 
 
+async def serve_metrics(host: str, port: int) -> web.AppRunner:
+    """``/metrics`` (the connector's figures: last poll, failures, events, its ERP client's
+    under ``role="source"``) and ``/healthz`` (the event loop answers) on ``host:port``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving /metrics and /healthz on %s:%d", host, port)
+    return runner
+
+
 async def run(s: Settings, once: bool) -> int:
     """Poll until stopped (or, with ``once``, until the ERP has nothing new)."""
     bootstrap = s.kafka.bootstrap_servers
     create_topics(bootstrap, [s.topics.events, s.topics.source_cursor], s.topics.partitions, s.kafka,
                   replication_factor=s.topics.replication_factor)
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0, "batch.num.messages": 1})
-    adapter: ErpPort = make_port(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1))
+    adapter: ErpPort = make_port(dataclasses.replace(s.erp, rate_per_s=s.erp.source_rate_per_s, burst=1), role="source")
     cursor = load_cursor(s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     total = 0
+    web = await serve_metrics(s.worker.web_host, s.erp.source_web_port) if s.erp.source_web_port else None
     try:
         while not stop.is_set():
             try:
@@ -73,6 +97,7 @@ async def run(s: Settings, once: bool) -> int:
                     cursor, page_size=s.erp.source_page_size, overlap_s=s.erp.source_overlap_s
                 )
             except TransientErpError as exc:  # throttled, 5xx, timeout, refused: wait, poll again
+                metrics.SOURCE_POLL_FAILURES.inc()
                 wait = max(exc.retry_after_s or 0.0, s.erp.source_poll_s)
                 log.warning("ERP not answering (%s); polling again in %.1f s", exc, wait)
                 try:
@@ -81,6 +106,8 @@ async def run(s: Settings, once: bool) -> int:
                     pass
                 continue
             publish(producer, s, events, cursor)
+            metrics.SOURCE_EVENTS.inc(len(events))
+            metrics.SOURCE_LAST_POLL.set(time.time())
             total += len(events)
             if events:
                 log.info("published %d order events", len(events))
@@ -93,6 +120,8 @@ async def run(s: Settings, once: bool) -> int:
                     pass
     finally:
         await adapter.close()
+        if web is not None:
+            await web.cleanup()
     from app.progress import summary
 
     summary("source", f"published {total} order events", published=total)  # a JSON line with JSON logs

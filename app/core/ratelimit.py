@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _EPS = 1e-9
 
@@ -108,6 +108,18 @@ class AdaptiveLimiter:
         self.tokens = 0.0
         if retry_after_s is not None and retry_after_s > 0:
             self.blocked_until = max(self.blocked_until, now + retry_after_s)
+
+    def set_quota(self, rate_per_s: float, burst: int, now: float) -> None:
+        """A new quota (this process's share changed): the adaptive rate keeps its ratio to
+        the quota (a throttled limiter stays as far below the new quota), and the bucket
+        never holds more than the new capacity, so the new share holds from now on."""
+        if rate_per_s == self.policy.rate_per_s and burst == self.policy.burst:
+            return
+        self._refill(now)
+        ratio = self.rate / self.policy.rate_per_s
+        self.policy = replace(self.policy, rate_per_s=rate_per_s, burst=burst)
+        self.rate = max(self.policy.floor, min(rate_per_s, rate_per_s * ratio))
+        self.tokens = min(self.tokens, self.capacity)
 
     def on_error(self, now: float) -> None:
         """No usable answer (timeout, refused, 5xx): free the slot, keep the rate."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from app.erp.client import ErpHttpClient
 from app.erp.http import HttpAdapter
 from app.erp.port import (
     DocumentState,
@@ -40,18 +41,30 @@ class BulkSettings:
 
 def make_port(
     erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None,
-    bulk: BulkSettings | None = None,
+    bulk: BulkSettings | None = None, role: str = "sink",
 ) -> ErpPort:
     """The adapter ``ERP_ADAPTER`` names, configured from ``Settings.erp`` (``before_send``:
-    see ``ErpHttpClient``; ``bulk``: ``BulkSettings.of(erp)`` when not given)."""
+    see ``ErpHttpClient``; ``bulk``: ``BulkSettings.of(erp)`` when not given; ``role``: the
+    ``role`` label of its client's metrics)."""
     bulk = bulk if bulk is not None else BulkSettings.of(erp)
     if erp.adapter == "tryton":
         return TrytonAdapter.from_settings(erp, session=session, before_send=before_send, rpc_login=bulk.rpc_login,
-                                           rpc_password=bulk.rpc_password, max_batch=bulk.batch_max)
-    return HttpAdapter.from_settings(erp, session=session, before_send=before_send, max_batch=bulk.batch_max)
+                                           rpc_password=bulk.rpc_password, max_batch=bulk.batch_max, role=role)
+    return HttpAdapter.from_settings(erp, session=session, before_send=before_send, max_batch=bulk.batch_max,
+                                     role=role)
+
+
+def http_client(port: ErpPort) -> ErpHttpClient:
+    """The rate-limited HTTP client behind an adapter of ``make_port`` (its quota share is
+    set through it: ``app.erp.quota``)."""
+    if isinstance(port, TrytonAdapter):
+        return port.rest.client
+    if isinstance(port, HttpAdapter):
+        return port.client
+    raise TypeError(f"no ERP HTTP client behind {type(port).__name__}")
 
 
 __all__ = [
     "BulkSettings", "DocumentState", "ErpError", "ErpPort", "HttpAdapter", "NotReadyErpError", "PermanentErpError", "PostResult",
-    "TransientErpError", "TrytonAdapter", "make_port", "post_with_retry",
+    "TransientErpError", "TrytonAdapter", "http_client", "make_port", "post_with_retry",
 ]

@@ -74,6 +74,7 @@ class ErpHttpClient:
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
         cold_start: bool = True,
+        role: str = "sink",
     ) -> None:
         """``before_send`` runs once the rate limit lets a request go, right before it is
         sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`).
@@ -82,7 +83,10 @@ class ErpHttpClient:
         a second process of the same key) cannot know what the gateway still counts from the
         requests just before it, so its first burst could be answered 429; an empty bucket
         fills at the rate, and the first ``burst`` requests go out paced over burst/rate
-        seconds (0.5 s at 10/s with burst 5)."""
+        seconds (0.5 s at 10/s with burst 5).
+
+        ``role``: which part of syncgov this client works for (``sink``, ``source``,
+        ``reconcile``); every metric of the client carries it as its ``role`` label."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
         self.limiter = AdaptiveLimiter(policy, clock())
@@ -98,6 +102,22 @@ class ErpHttpClient:
         self._session = session
         self._own_session = session is None
         self._released = asyncio.Event()
+        self.role = role
+        self._rate = metrics.ERP_RATE.labels(role)
+        self._throttled = metrics.ERP_THROTTLED.labels(role)
+        self._retry_after = metrics.ERP_RETRY_AFTER.labels(role)
+        self._rate.set(policy.rate_per_s)
+        metrics.ERP_QUOTA_SHARE.labels(role).set(policy.rate_per_s)
+
+    def set_share(self, rate_per_s: float, burst: int) -> None:
+        """This client's share of the ERP quota changed (``app.erp.quota``): the limiter
+        follows it from now on."""
+        self.limiter.set_quota(rate_per_s, burst, self._clock())
+        metrics.ERP_QUOTA_SHARE.labels(self.role).set(rate_per_s)
+        self._rate.set(self.limiter.rate)
+
+    def _answered(self, answer: str) -> None:
+        metrics.ERP_REQUESTS.labels(self.role, answer).inc()
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
@@ -192,10 +212,12 @@ class ErpHttpClient:
                     status, answer_headers = response.status, dict(response.headers)
             except TimeoutError:
                 self.limiter.on_error(self._clock())
+                self._answered("timeout")
                 raise TransientErpError(
                     None, None, f"{where}: no answer within {self._timeout_s:g} s", unknown=True) from None
             except aiohttp.ClientError as exc:
                 self.limiter.on_error(self._clock())
+                self._answered("error")
                 # Refused before connecting: never sent. Anything later: it may have reached the ERP.
                 sent = not isinstance(exc, aiohttp.ClientConnectorError)
                 raise TransientErpError(
@@ -207,18 +229,21 @@ class ErpHttpClient:
             if status in self._throttle:
                 retry_after = parse_retry_after(answer_headers.get("Retry-After"), time.time())
                 self.limiter.on_throttle(self._clock(), retry_after)
-                metrics.ERP_THROTTLED.inc()
-                metrics.ERP_RETRY_AFTER.inc(retry_after or 0.0)
-                metrics.ERP_RATE.set(self.limiter.rate)
+                self._answered("throttled")
+                self._throttled.inc()
+                self._retry_after.inc(retry_after or 0.0)
+                self._rate.set(self.limiter.rate)
                 log.info("ERP throttled %s with %d (Retry-After %s); rate now %.2f/s",
                          where, status, retry_after, self.limiter.rate)
                 raise TransientErpError(status, retry_after, f"{where}: {status} {text}")
             if status >= 500 or status == 408:
                 self.limiter.on_error(self._clock())
+                self._answered(f"{status // 100}xx")
                 # A gateway's 502/504: the ERP behind it may have the request (and commit it).
                 raise TransientErpError(status, None, f"{where}: {status} {text}", unknown=status in (502, 504))
             self.limiter.on_success(self._clock())
-            metrics.ERP_RATE.set(self.limiter.rate)
+            self._answered(f"{status // 100}xx")
+            self._rate.set(self.limiter.rate)
             if status >= 300:
                 raise PermanentErpError(status, f"{where}: {status} {text}")
             return HttpAnswer(status, payload, answer_headers)

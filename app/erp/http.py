@@ -276,10 +276,11 @@ class HttpAdapter(_MappedCalls):
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
         max_batch: int = 100,
+        role: str = "sink",
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
         bulk = parse_bulk_routes(erp.http_routes) if erp.http_routes else {}
-        adapter = cls(_client(erp, session, before_send), posts, reads, bulk, max_batch=max_batch,
+        adapter = cls(_client(erp, session, before_send, role), posts, reads, bulk, max_batch=max_batch,
                       target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
         adapter.mapped_posts, adapter.mapped_reads = parse_mapped_routes(json.loads(erp.http_routes or "{}"))
         adapter.feed = FeedSpec.parse(erp.http_feed) if erp.http_feed else None
@@ -388,13 +389,13 @@ class HttpAdapter(_MappedCalls):
 
 
 def _client(erp: ErpSettings, session: aiohttp.ClientSession | None,
-            before_send: Callable[[], None] | None) -> ErpHttpClient:
+            before_send: Callable[[], None] | None, role: str = "sink") -> ErpHttpClient:
     """The generic adapter's ERP client: OAuth2 client credentials when ``ERP_OAUTH_TOKEN_URL``
     is set, else the static key in ``ERP_HTTP_AUTH_HEADER`` (or no auth header)."""
     common: dict[str, Any] = {
         "policy": RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight),
         "timeout_s": erp.timeout_s, "throttle_statuses": erp.throttle_statuses, "session": session,
-        "before_send": before_send,
+        "before_send": before_send, "role": role,
     }
     if erp.oauth_token_url:
         credentials = ClientCredentials(erp.oauth_token_url, erp.oauth_client_id, erp.oauth_client_secret.value,

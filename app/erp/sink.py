@@ -296,6 +296,7 @@ class OrderedErpSink:
         self.runs: dict[int, PartitionRun] = {}
         self.assigned: set[int] | None = None
         self.success_seq = 0  # ERP answers that applied or acknowledged a milestone
+        self._ends: dict[int, int] = {}  # the owned partitions' end offsets, last queried (refresh_gauges)
         self._errors: list[BaseException] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -715,11 +716,33 @@ class OrderedErpSink:
             for p in resume:
                 self.runs[p].paused = False
 
+    # -- gauges -------------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """The gauges from the owned partitions' current end offsets (a query, not the last
+        poll's view): true when read even while the sink is idle, paused or owns nothing."""
+        partitions = sorted(self.runs)
+        self._ends = await self.source.ends(partitions) if partitions else {}
+        self._metrics()
+
+    async def refresh_gauges_every(self, seconds: float) -> None:
+        """``refresh_gauges`` on a timer, until cancelled (a failed query is retried next time)."""
+        while True:
+            try:
+                await self.refresh_gauges()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broker hiccup: the next refresh retries
+                log.debug("ERP sink gauges not refreshed: %s", exc)
+            await self.sleep(seconds)
+
     def _metrics(self) -> None:
+        """Ends only grow: the later of the consumer's cached end and the last queried one."""
         backlog, oldest, held = 0, None, 0
         blocked: dict[str, int] = {"dead_lettered": 0, "parked": 0}
         for run in self.runs.values():
-            end = self.source.cached_end(run.partition)
+            known = [e for e in (self.source.cached_end(run.partition), self._ends.get(run.partition)) if e is not None]
+            end = max(known) if known else None
             if end is not None:
                 backlog += max(0, end - run.committed - 1)
             for slot in run.slots:

@@ -223,7 +223,7 @@ class TrytonAdapter:
     @classmethod
     def from_settings(
         cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None,
-        rpc_login: str = "", rpc_password: str = "", max_batch: int = 100,
+        rpc_login: str = "", rpc_password: str = "", max_batch: int = 100, role: str = "sink",
     ) -> TrytonAdapter:
         """``rpc_login``/``rpc_password``: a Tryton user for JSON-RPC bulk writes (empty: writes
         one by one over REST; reads are batched either way)."""
@@ -237,6 +237,7 @@ class TrytonAdapter:
             secret=key,
             session=session,
             before_send=before_send,
+            role=role,
         )
         rest = TrytonRest(client, erp.database)
         rpc = TrytonRpc(client, erp.database, rpc_login, rpc_password) if rpc_login else None

@@ -105,6 +105,23 @@ function rows(tableId, items, empty) {
   }
 }
 
+/** The sum of every series of a metric (null when it has none). */
+function total(samples, name) {
+  const found = series(samples, name);
+  return found.length ? found.reduce((acc, s) => acc + s.value, 0) : null;
+}
+
+const ROLES = ["sink", "source", "reconcile"];
+
+/** Each ERP client's figures under its role (sink, source, reconcile): its current adaptive
+ * rate and its share of the quota; one client never hides another's. */
+function roleRows(samples) {
+  const rate = sumBy(samples, "syncgov_erp_rate_limit_per_second", "role");
+  const share = sumBy(samples, "syncgov_erp_quota_share_per_second", "role");
+  return ROLES.filter((r) => r in rate || r in share).map((r) => [
+    `rate limit, ${r} (req/s)`, `${num(rate[r])} of ${num(share[r])}`, rate[r] < share[r] ? "warn" : ""]);
+}
+
 function counts(totals) {
   return Object.keys(totals).sort().map((k) => [k, num(totals[k])]);
 }
@@ -137,14 +154,14 @@ function render(samples) {
 
   rows("erp-calls", counts(sumBy(samples, "syncgov_erp_calls_total", "outcome")), "no ERP calls yet");
 
-  const throttled = value(samples, "syncgov_erp_throttled_total");
-  const recent = previous === null || throttled === null ? 0 : throttled - (value(previous, "syncgov_erp_throttled_total") || 0);
+  const throttled = total(samples, "syncgov_erp_throttled_total");
+  const recent = previous === null || throttled === null ? 0 : throttled - (total(previous, "syncgov_erp_throttled_total") || 0);
   const age = value(samples, "syncgov_erp_backlog_oldest_age_seconds");
   rows("erp-state", [
     ["throttle state", recent > 0 ? `throttled (+${num(recent)})` : "not throttled", recent > 0 ? "bad" : "ok"],
-    ["rate limit (req/s)", num(value(samples, "syncgov_erp_rate_limit_per_second"))],
+    ...roleRows(samples),
     ["throttle answers", num(throttled)],
-    ["waited for Retry-After", duration(value(samples, "syncgov_erp_retry_after_seconds_total"))],
+    ["waited for Retry-After", duration(total(samples, "syncgov_erp_retry_after_seconds_total"))],
     ["backlog (milestones)", num(value(samples, "syncgov_erp_backlog_milestones"))],
     ["oldest in backlog", duration(age), age > 1800 ? "bad" : ""],
     ...heldRows(samples),
@@ -184,6 +201,44 @@ async function poll() {
   } catch (err) {
     status.textContent = `metrics unavailable: ${err.message} (showing the last values)`;
     status.className = "status bad";
+  }
+}
+
+// -- open dead letters ----------------------------------------------------------------------
+
+/** Rows [kind, id, reason, record] of the open dead letters of both kinds. */
+function deadLetterRows(doc) {
+  const input = doc.input.entries.map((e) => [
+    "input", e.id, e.reason, `${e.where}: ${e.raw_encoding === "base64" ? "(base64) " : ""}${e.raw}`]);
+  const erp = doc.erp.entries.map((e) => [
+    `ERP ${e.kind}`, e.id, `${e.status === null || e.status === undefined ? "" : e.status + " "}${e.reason}`,
+    `${e.type} ${e.document}${e.held ? ` (${e.held} held behind it)` : ""}`]);
+  return erp.concat(input);
+}
+
+async function pollDeadLetters() {
+  const body = document.querySelector("#open-dead-letters tbody");
+  const note = document.getElementById("dead-letter-counts");
+  try {
+    const resp = await fetch("/ops/dead-letters", { cache: "no-store" });
+    if (!resp.ok) throw new Error(`/ops/dead-letters answered ${resp.status}`);
+    const doc = await resp.json();
+    const items = deadLetterRows(doc);
+    body.replaceChildren();
+    if (!items.length) {
+      const tr = document.createElement("tr");
+      tr.appendChild(cell("no open dead letters", "empty"));
+      body.appendChild(tr);
+    }
+    for (const [kind, id, reason, record] of items) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = id;
+      tr.append(cell(kind, kind === "input" ? "warn" : "bad"), cell(id), cell(reason), cell(record));
+      body.appendChild(tr);
+    }
+    note.textContent = `open: ${doc.input.open} input, ${doc.erp.open} ERP`;
+  } catch (err) {
+    note.textContent = `dead letters unavailable: ${err.message}`;
   }
 }
 
@@ -268,3 +323,5 @@ if (linked) {
 
 poll();
 setInterval(poll, POLL_MS);
+pollDeadLetters();
+setInterval(pollDeadLetters, POLL_MS);

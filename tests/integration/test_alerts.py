@@ -30,6 +30,7 @@ RUNBOOK_URL = "https://github.com/syncgov/syncgov/blob/main/docs/runbook.md#"
 EXPECTED_ALERTS = {
     "ErpPostingSlaBreach", "SyncDriftGrowing", "DeadLettersAppearing", "ErpDeadLettersAppearing",
     "ConsumerLagHigh", "ErpThrottledForLong", "WorkerNotCommitting", "TableRecoveryStuck", "ErpBacklogOld",
+    "SyncgovFleetGone", "SourceStalled", "ReconcileFailing", "ReconcileNeverSucceeding",
 }
 SEVERITIES = {"critical", "warning", "info"}
 

@@ -19,8 +19,10 @@ from app import metrics
 pytestmark = pytest.mark.observability
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "syncgov-dashboard.json"
-#: Grafana's built-in interval variables, replaced by a sample value before parsing.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+#: Grafana's built-in interval variables and the dashboard's own (namespace, job: "All" is
+#: the regex ``.*``, which also matches a series without the label), replaced by a sample
+#: value before parsing.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$namespace": ".*", "$job": ".*"}
 SUFFIXES = ("_bucket", "_count", "_sum", "_total")
 
 
@@ -33,15 +35,18 @@ def panels(dashboard: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def raw_expressions() -> list[str]:
+    """Every target expression as the dashboard has it."""
+    return [t["expr"] for p in panels() for t in p.get("targets", [])]
+
+
 def expressions() -> list[str]:
     """Every target expression, Grafana variables substituted."""
     exprs = []
-    for p in panels():
-        for t in p.get("targets", []):
-            expr = t["expr"]
-            for var, sample in GRAFANA_VARS.items():
-                expr = expr.replace(var, sample)
-            exprs.append(expr)
+    for expr in raw_expressions():
+        for var, sample in GRAFANA_VARS.items():
+            expr = expr.replace(var, sample)
+        exprs.append(expr)
     return exprs
 
 
@@ -80,7 +85,11 @@ def test_dashboard_covers_the_issue() -> None:
 def test_dashboard_is_well_formed() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     assert dashboard["uid"] and dashboard["title"]
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "namespace", "job"]
+    for v in dashboard["templating"]["list"][1:]:
+        assert v["type"] == "query" and v["includeAll"] and v["allValue"] == ".*"
+        assert v["datasource"]["uid"] == "${datasource}"
+        assert v["query"]["query"].startswith("label_values(syncgov_") and v["query"]["query"].endswith(f", {v['name']})")
     ids = [p["id"] for p in panels(dashboard)]
     assert len(ids) == len(set(ids))
     for p in panels(dashboard):
@@ -89,3 +98,21 @@ def test_dashboard_is_well_formed() -> None:
             assert p["targets"], p["title"]
             assert p["datasource"]["uid"] == "${datasource}"
             assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+
+
+def test_every_metric_is_scoped_by_the_namespace_and_job_variables() -> None:
+    """Each selector of a syncgov metric filters on $namespace and $job (two installs in one
+    Prometheus never mix on the dashboard)."""
+    for expr in raw_expressions():
+        selectors = re.findall(r"\bsyncgov_[a-z0-9_]+(\{[^}]*\})?", expr)
+        assert selectors, expr
+        for labels in selectors:
+            assert 'namespace=~"$namespace"' in labels and 'job=~"$job"' in labels, expr
+
+
+def test_erp_client_figures_are_shown_by_role() -> None:
+    text = " ".join(raw_expressions())
+    for metric in ("syncgov_erp_rate_limit_per_second", "syncgov_erp_throttled_total", "syncgov_erp_quota_share_per_second",
+                   "syncgov_erp_requests_total"):
+        assert re.search(rf"sum by \((?:[a-z, ]*)role(?:[a-z, ]*)\) \((?:rate\()?{metric}\b", text), metric
+    assert "syncgov_source_last_poll_success_timestamp_seconds" in text and "syncgov_reconcile_runs_total" in text

@@ -144,8 +144,14 @@ def _config_maps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     return {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
 
 
-def _container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
-    """The environment a container gets: envFrom ConfigMaps, then env (literal values)."""
+#: downward-API variables a pod may set (not settings: inputs of `$(VAR)` in a setting's value)
+DOWNWARD = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+
+
+def _container_env(docs: list[dict[str, Any]], container: dict[str, Any], pod_name: str = "syncgov-worker-0"
+                   ) -> dict[str, str]:
+    """The environment a container gets: envFrom ConfigMaps, then env (literal values, and
+    the downward API's pod name and namespace), with `$(VAR)` expanded as the kubelet does."""
     cms = _config_maps(docs)
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
@@ -153,9 +159,15 @@ def _container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dic
         ref = src["configMapRef"]["name"]
         assert ref in cms, f"{container['name']}: envFrom names ConfigMap {ref!r} which is not rendered"
         env.update(cms[ref])
+    namespace = _one(docs, "Namespace")["metadata"]["name"]
     for var in container.get("env", []):
+        if "valueFrom" in var:
+            path = var["valueFrom"]["fieldRef"]["fieldPath"]
+            assert DOWNWARD.get(var["name"]) == path, f"{container['name']}: {var['name']} from {path} is unexpected"
+            env[var["name"]] = pod_name if path == "metadata.name" else namespace
+            continue
         assert "value" in var, f"{container['name']}: {var['name']} should be a literal (secrets are files)"
-        env[var["name"]] = var["value"]
+        env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"])
     return env
 
 
@@ -180,8 +192,8 @@ def _app_settings():
 def test_kustomize_renders_every_object(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
     kinds = sorted(d["kind"] for d in rendered[target])
     assert kinds == sorted([
-        "Namespace", "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet", "Deployment",
-        "CronJob", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule",
+        "Namespace", "ServiceAccount", "ConfigMap", "Service", "Service", "Service", "StatefulSet", "Deployment",
+        "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule",
         "ScaledObject", "TriggerAuthentication",
     ])
     namespaces = {d["metadata"].get("namespace") for d in rendered[target] if d["kind"] != "Namespace"}
@@ -208,8 +220,10 @@ def test_labels_and_selectors_are_consistent(rendered: dict[str, list[dict[str, 
             selector = wl["spec"]["selector"]["matchLabels"]
             assert selector.items() <= pod_labels.items(), f"{wl['metadata']['name']}: selector misses its pods"
     worker_pod = _one(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    source_pod = _one(docs, "Deployment", "syncgov-source")["spec"]["template"]["metadata"]["labels"]
     for svc in (d for d in docs if d["kind"] == "Service"):
-        assert svc["spec"]["selector"].items() <= worker_pod.items()
+        pods = source_pod if svc["metadata"]["labels"]["app.kubernetes.io/component"] == "source" else worker_pod
+        assert svc["spec"]["selector"].items() <= pods.items(), svc["metadata"]["name"]
     assert _one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= worker_pod.items()
     assert _one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= worker_pod.items()
 
@@ -322,7 +336,7 @@ def test_every_env_var_is_a_setting_the_app_reads(rendered: dict[str, list[dict[
         assert not unknown, f"ConfigMap {name} sets variables the app never reads: {sorted(unknown)}"
     for wl in _workloads(docs):
         for c in _containers(_pod_spec(wl)):
-            unknown = {v["name"] for v in c.get("env", [])} - known
+            unknown = {v["name"] for v in c.get("env", [])} - known - set(DOWNWARD)
             assert not unknown, f"{wl['metadata']['name']}/{c['name']} sets unknown variables: {sorted(unknown)}"
 
 
@@ -408,14 +422,67 @@ def test_worker_statefulset_shape(rendered: dict[str, list[dict[str, Any]]], tar
         s for s in docs
         if s["kind"] == "Service" and monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
     ]
-    assert len(selected) == 1
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in selected[0]["spec"]["ports"]}
-    # Network policy: scrape only from monitoring, egress only DNS/Kafka/ERP
+    assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected) == ["source", "worker"]
+    for svc in selected:
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
+    # The canonical URL peers use is this pod's name in the headless service, on the web port
+    assert env["WORKER_CANONICAL_URL"] == (
+        f"http://syncgov-worker-0.{headless['metadata']['name']}.{sts['metadata']['namespace']}.svc.cluster.local:{port}")
+    assert {p["port"] for p in headless["spec"]["ports"]} == {port}
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["selector"].items() <= pod_labels(sts).items()
+    # Network policy: scrape from monitoring, worker -> worker on the web port; egress only
+    # DNS, Kafka, the ERP and the other workers' web port
     netpol = _one(docs, "NetworkPolicy")
     assert set(netpol["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ingress_ports = {p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {port}
-    assert len(netpol["spec"]["egress"]) == 3
+    assert len(netpol["spec"]["egress"]) == 4
+
+    def from_workers(peers: list[dict[str, Any]]) -> bool:
+        return any("podSelector" in peer and "namespaceSelector" not in peer
+                   and peer["podSelector"]["matchLabels"].items() <= pod_labels(sts).items() for peer in peers)
+
+    assert any(from_workers(r["from"]) and {p["port"] for p in r["ports"]} == {port} for r in netpol["spec"]["ingress"])
+    assert any(from_workers(r["to"]) and {p["port"] for p in r["ports"]} == {port} for r in netpol["spec"]["egress"])
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    return dict(workload["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_source_serves_its_metrics_and_health(rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
+    docs = rendered[target]
+    source = _one(docs, "Deployment", "syncgov-source")
+    container = _pod_spec(source)["containers"][0]
+    env = _container_env(docs, container)
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["web"]
+    assert int(env["ERP_SOURCE_WEB_PORT"]) == port
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
+    svc = _one(docs, "Service", "syncgov-source-metrics")
+    assert svc["spec"]["selector"].items() <= pod_labels(source).items()
+
+
+def _recovery_peak_mib() -> float:
+    """The measured peak RSS of a worker recovering its state (benchmarks/results/full.json)."""
+    figures = json.loads((ROOT / "benchmarks" / "results" / "full.json").read_text(encoding="utf-8"))["figures"]
+    rss = next(f for f in figures if f["id"] == "rss")
+    return float(re.search(r"recovery max (\d+) MiB", rss["conditions"]).group(1))  # type: ignore[union-attr]
+
+
+def _mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_worker_memory_limit_is_above_the_measured_recovery_peak(
+        rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
+    peak = _recovery_peak_mib()
+    assert peak > 1000  # the full changelog recovery's figure, not a small run's
+    worker = _pod_spec(_one(rendered[target], "StatefulSet", "syncgov-worker"))["containers"][0]
+    assert _mib(worker["resources"]["limits"]["memory"]) >= 1.25 * peak
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -478,15 +545,35 @@ def test_overlays_differ_as_intended(rendered: dict[str, list[dict[str, Any]]]) 
     assert peak_env["WORKER_STANDBY_REPLICAS"] == "1"
     assert peak_so["minReplicaCount"] > base_so["minReplicaCount"]
     assert peak_so["maxReplicaCount"] > base_so["maxReplicaCount"]
-    # ERP rate limits are per worker: at full scale the fleet stays within the
-    # ERP budget the base is sized for
-    budget = float(base_env["ERP_RATE_PER_S"]) * base_so["maxReplicaCount"]
-    assert float(peak_env["ERP_RATE_PER_S"]) * peak_so["maxReplicaCount"] <= budget
+    # the ERP quota is the fleet's, shared by partition ownership: peak has the larger budget
+    assert float(peak_env["ERP_QUOTA_PER_S"]) > float(base_env["ERP_QUOTA_PER_S"])
     # volumeClaimTemplates are immutable: peak must not change the PVC shape
     assert (
         _one(peak, "StatefulSet")["spec"]["volumeClaimTemplates"]
         == _one(base, "StatefulSet")["spec"]["volumeClaimTemplates"]
     )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_erp_quota_is_shared_so_no_replica_count_exceeds_it(
+        rendered: dict[str, list[dict[str, Any]]], target: str) -> None:
+    """With the rendered settings, any number of workers up to KEDA's maximum, owning the
+    partitions in any split, stays within ERP_QUOTA_PER_S (rate) and ERP_BURST (burst)."""
+    from app.erp import quota
+
+    docs = rendered[target]
+    env = _worker_env(docs)
+    settings = _app_settings().load({k: v for k, v in env.items() if not k.endswith("FILE")})
+    assert settings.erp.quota_per_s > 0
+    partitions, most = settings.topics.partitions, _one(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    source = _container_env(docs, _pod_spec(_one(docs, "Deployment", "syncgov-source"))["containers"][0])
+    assert float(source["ERP_SOURCE_RATE_PER_S"]) == settings.erp.source_rate_per_s
+    for workers in range(1, most + 1):
+        split = [len(range(w, partitions, workers)) for w in range(workers)]  # round robin
+        shares = [quota.sink_share(quota.sinks_pool(settings), settings.erp.burst, n, partitions) for n in split if n]
+        fleet = sum(s.rate_per_s for s in shares) + settings.erp.source_rate_per_s + settings.reconcile.rate_per_s
+        assert fleet == pytest.approx(settings.erp.quota_per_s), workers
+        assert sum(s.burst for s in shares) <= settings.erp.burst, workers
 
 
 @pytest.mark.parametrize("target", TARGETS)

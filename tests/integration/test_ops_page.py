@@ -97,6 +97,9 @@ def test_ops_page_shows_live_counts_and_an_order_trace(kafka_bootstrap, worker_f
     assert t["milestones"]["SyncException"] == ["SyncException", "1"]
     assert t["exceptions"]["INVALID_EVENT"] == ["INVALID_EVENT", "1"]
     assert t["dead-letters"]["input: undecodable"] == ["input: undecodable", "1"]
+    listed = [row for key, row in t["open-dead-letters"].items() if key != "0"]  # row "0": the header
+    assert len(listed) == 1 and listed[0][0] == "input" and listed[0][2].startswith("undecodable")
+    assert listed[0][3].endswith(": {not json") and f"{worker_factory.prefix}.events[" in listed[0][3]
     accepted = t["sla"]["syncgov_order_release_to_accepted_seconds"]
     assert accepted[1] == "3" and "min" in accepted[2] and "min" in accepted[3], accepted
     assert t["erp-calls"]["0"] == ["no ERP calls yet"]

@@ -144,7 +144,7 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(reconcile, "read_milestones", lambda s, since: [*CONFIRMED, adjusted()])
     monkeypatch.setattr(reconcile, "read_erp", read_erp)
-    monkeypatch.setattr(reconcile, "make_port", lambda erp: FakeAdapter())
+    monkeypatch.setattr(reconcile, "make_port", lambda erp, role="sink": FakeAdapter())
     monkeypatch.setattr(reconcile, "published_ids", lambda s: {r["milestone_id"] for r in topic})
     monkeypatch.setattr(reconcile, "publish",
                         lambda s, items, now, window: topic.extend(d.record(now, window) for d in items))

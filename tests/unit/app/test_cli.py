@@ -166,18 +166,35 @@ def fake_dlq(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     redriven: list[Any] = []
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     monkeypatch.setattr(dlq, "open_entries", lambda s: [_entry("m-1"), _entry("m-2")])
+    monkeypatch.setattr(dlq, "open_input_entries", lambda s: [_input_entry("r-1")])
     monkeypatch.setattr(dlq, "redrive", lambda s, entries: redriven.extend(entries) or len(entries))
+    monkeypatch.setattr(dlq, "redrive_input",
+                        lambda s, entries, fixed=None: redriven.extend((e, fixed) for e in entries) or len(entries))
     return redriven
+
+
+def _input_entry(rid: str) -> Any:
+    from app.dlq import InputEntry
+
+    return InputEntry({"raw": b"{not json", "reason": "undecodable: invalid JSON", "record_id": rid,
+                       "topic": "syncgov.events", "partition": 2, "offset": 41, "failed_at": 1_800_000_000_000}, 7)
 
 
 def test_dlq_list_json_and_text(fake_dlq, capsys) -> None:
     assert main(["dlq", "list", "--json"]) == 0
     listed = orjson.loads(capsys.readouterr().out)
-    assert [e["milestone_id"] for e in listed] == ["m-1", "m-2"] and listed[0]["detail"] == "unknown product"
+    assert [e.get("milestone_id", e.get("record_id")) for e in listed] == ["m-1", "m-2", "r-1"]
+    assert listed[0]["detail"] == "unknown product"
     assert listed[0]["kind"] == "dead_lettered" and listed[0]["held"][0]["held"] == "m-1-next"
+    assert listed[2]["kind"] == "input" and listed[2]["raw"] == "{not json" and listed[2]["offset"] == 41
+    assert listed[2]["reason"] == "undecodable: invalid JSON"
     assert main(["dlq", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "2 open ERP dead letter(s), 2 milestone(s) held behind them" and "held behind it" in out[1]
+    assert "2 open ERP dead letter(s), 2 milestone(s) held behind them" in out and "held behind it" in out[1]
+    assert out[-1] == "1 open input dead letter(s)"
+    assert out[-2].startswith("r-1  input  syncgov.events[2]@41  undecodable: invalid JSON")
+    assert main(["dlq", "list", "--kind", "erp"]) == 0
+    assert "input" not in capsys.readouterr().out
 
 
 def test_dlq_replay_of_an_id_not_open_is_exit_1_on_stderr(fake_dlq, capsys) -> None:
@@ -186,6 +203,22 @@ def test_dlq_replay_of_an_id_not_open_is_exit_1_on_stderr(fake_dlq, capsys) -> N
     assert "not open: m-9" in out.err and out.out == "" and fake_dlq == []
     assert main(["dlq", "replay", "--id", "m-2"]) == 0
     assert [e.milestone_id for e in fake_dlq] == ["m-2"]
+
+
+def test_dlq_replay_of_an_input_dead_letter_with_a_fixed_record(fake_dlq, capsys, tmp_path) -> None:
+    fixed = tmp_path / "fixed.json"
+    fixed.write_bytes(b'{"event_id": "e1"}\n')
+    assert main(["dlq", "replay", "--id", "r-1", "--fixed", str(fixed)]) == 0
+    (entry, sent), = fake_dlq
+    assert entry.record_id == "r-1" and sent == b'{"event_id": "e1"}'
+    assert "re-driven 1 input record(s)" in capsys.readouterr().out
+    # --fixed needs exactly one input dead letter
+    assert main(["dlq", "replay", "--fixed", str(fixed), "--id", "m-1"]) == 2
+    assert main(["dlq", "replay", "--kind", "erp", "--fixed", str(fixed)]) == 2
+    # without --id, replay stays the ERP re-drive it always was
+    fake_dlq.clear()
+    assert main(["dlq", "replay"]) == 0
+    assert [e.milestone_id for e in fake_dlq] == ["m-1", "m-2"]
 
 
 @pytest.fixture

@@ -1,0 +1,67 @@
+"""Input dead letters in `syncgov dlq`: which are open, and what a re-drive sends (the key
+and the bytes), without a broker."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app import codec, dlq
+from app.core import keys
+
+
+def letter(rid: str, raw: bytes, offset: int = 5, partition: int = 1) -> bytes:
+    return codec.encode_dead_letter(raw=raw, reason="undecodable: invalid JSON", record_id=rid,
+                                    topic="syncgov.events", partition=partition, offset=offset,
+                                    failed_at=1_800_000_000_000)
+
+
+def marker(rid: str, upto: int) -> bytes:
+    return orjson.dumps({"redriven": rid, "upto": upto})
+
+
+def test_a_marker_closes_what_it_covers_and_a_later_failure_reopens() -> None:
+    records = [(0, b"r1", letter("r1", b"{bad")), (1, b"r2", letter("r2", b"\xff\xfe")), (2, b"r1", marker("r1", 0))]
+    open_ = dlq.input_entries_from(records)
+    assert [e.record_id for e in open_] == ["r2"]
+    assert open_[0].to_json()["raw_encoding"] == "base64" and open_[0].to_json()["kind"] == "input"
+    records.append((3, b"r1", letter("r1", b"{bad")))  # re-driven, failed again
+    assert [e.record_id for e in dlq.input_entries_from(records)] == ["r2", "r1"]
+    records.append((4, b"r1", marker("r1", 2)))  # a stale marker (written before the new failure)
+    assert [e.record_id for e in dlq.input_entries_from(records)] == ["r2", "r1"]
+
+
+def test_an_unreadable_record_on_the_topic_is_skipped_not_fatal() -> None:
+    entries = dlq.input_entries_from([(0, None, b"\xc3\x01garbage"), (1, b"r", letter("r", b"x"))])
+    assert [e.record_id for e in entries] == ["r"]
+
+
+def entry(rid: str, raw: bytes) -> dlq.InputEntry:
+    e, = dlq.input_entries_from([(9, rid.encode(), letter(rid, raw))])
+    return e
+
+
+GOOD = orjson.dumps({"event_id": "e-1", "type": "OrderCancelled", "occurred_at": "2026-11-27T08:00:00.000Z",
+                     "source": "erp", "warehouse_id": "WH1", "order_id": "O-7", "reason": "customer"})
+
+
+def test_the_original_key_is_used_when_the_original_record_is_still_in_kafka() -> None:
+    e = entry("r", b'{"broken')
+    (_, key, value), = dlq.plan_input_redrive([e], {"r": b"WH1|O-7"})
+    assert key == b"WH1|O-7" and value == b'{"broken'  # as it was: the cause was fixed elsewhere
+    (_, key, value), = dlq.plan_input_redrive([e], {"r": b"WH1|O-7"}, fixed=GOOD)
+    assert key == b"WH1|O-7" and value == GOOD
+
+
+def test_without_the_original_the_key_is_the_contracts_key_of_the_record_sent() -> None:
+    e = entry("r", b'{"broken')
+    (_, key, _), = dlq.plan_input_redrive([e], {}, fixed=GOOD)
+    assert key == keys.order_key("WH1", "O-7")
+    with pytest.raises(dlq.RedriveError, match=r"no longer in Kafka .* supply a fixed record"):
+        dlq.plan_input_redrive([e], {})
+
+
+def test_a_fixed_record_that_would_fail_again_is_refused() -> None:
+    with pytest.raises(dlq.RedriveError, match="would be dead-lettered again"):
+        dlq.plan_input_redrive([entry("r", b"{")], {"r": b"k"}, fixed=b"{still broken")
+    with pytest.raises(dlq.RedriveError, match="exactly one"):
+        dlq.plan_input_redrive([entry("a", b"{"), entry("b", b"{")], {}, fixed=GOOD)
