@@ -23,7 +23,7 @@ import orjson
 from confluent_kafka import Producer
 
 from app import codec
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all, send
 from app.settings import Settings, load
 
 
@@ -91,12 +91,12 @@ def redrive(s: Settings, entries: Sequence[Entry]) -> int:
     for entry in entries:
         if not entry.redrivable:
             continue  # undecodable: nothing to post again; the marker below closes it
-        producer.produce(s.topics.milestones, key=entry.key, value=codec.encode_milestone(entry.record["milestone"]))
+        send(producer, s.topics.milestones, codec.encode_milestone(entry.record["milestone"]), entry.key)
     if producer.flush(30) != 0:
         raise RuntimeError("milestones not delivered to Kafka within 30 s; nothing marked as re-driven")
     for entry in entries:
         marker = {"redriven": entry.milestone_id, "upto": entry.upto}
-        producer.produce(s.topics.erp_dead_letters, key=entry.key, value=orjson.dumps(marker))
+        send(producer, s.topics.erp_dead_letters, orjson.dumps(marker), entry.key)
     if producer.flush(30) != 0:
         raise RuntimeError("re-drive markers not delivered within 30 s (re-driving again is harmless)")
     return sum(1 for e in entries if e.redrivable)

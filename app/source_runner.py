@@ -22,7 +22,7 @@ from app.core.keys import event_key
 from app.erp.port import TransientErpError
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import Settings, load
 
 log = logging.getLogger("syncgov.source")
@@ -40,10 +40,10 @@ def load_cursor(s: Settings) -> SourceCursor:
 
 def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], cursor: SourceCursor) -> None:
     for event in events:
-        producer.produce(s.topics.events, key=event_key(event), value=codec.encode_event(event))
+        send(producer, s.topics.events, codec.encode_event(event), event_key(event))
     if producer.flush(30) != 0:
         raise RuntimeError("events not delivered to Kafka within 30 s; the cursor stays where it was")
-    producer.produce(s.topics.source_cursor, key=CURSOR_KEY, value=orjson.dumps(cursor.to_json()))
+    send(producer, s.topics.source_cursor, orjson.dumps(cursor.to_json()), CURSOR_KEY)
     if producer.flush(30) != 0:
         raise RuntimeError("cursor not stored within 30 s")
 
