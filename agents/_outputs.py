@@ -25,6 +25,7 @@ from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Miles
 from app.core.stock import Mark, encode_forward, encode_mark
 from app.faust_app import SETTINGS
 from app.kafka_io import PRODUCER_DEFAULTS, client_config
+from app.kafka_io import send as kafka_send
 from app.runtime.faust_adapter import Origin
 
 _T = SETTINGS.topics
@@ -50,12 +51,7 @@ class _Sender:
         self.errors: list[KafkaError] = []
 
     def send(self, topic: str, key: bytes, value: bytes, partition: int = -1) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, partition, on_delivery=self._delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        kafka_send(self.producer, topic, value, key, partition, self._delivered)
 
     def _delivered(self, err: KafkaError | None, _: Message) -> None:
         if err is not None:

@@ -31,7 +31,7 @@ from confluent_kafka import Producer
 
 from app import codec
 from app.core import keys
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all, send
 from app.settings import Settings, load
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,12 @@ def redrive(s: Settings, entries: Sequence[Entry]) -> int:
     for entry in entries:
         if not entry.redrivable:
             continue  # undecodable: nothing to post again; the marker below closes it
-        producer.produce(s.topics.milestones, key=entry.key, value=codec.encode_milestone(entry.record["milestone"]))
+        send(producer, s.topics.milestones, codec.encode_milestone(entry.record["milestone"]), entry.key)
     if producer.flush(30) != 0:
         raise RuntimeError("milestones not delivered to Kafka within 30 s; nothing marked as re-driven")
     for entry in entries:
         marker = {"redriven": entry.milestone_id, "upto": entry.upto}
-        producer.produce(s.topics.erp_dead_letters, key=entry.key, value=orjson.dumps(marker))
+        send(producer, s.topics.erp_dead_letters, orjson.dumps(marker), entry.key)
     if producer.flush(30) != 0:
         raise RuntimeError("re-drive markers not delivered within 30 s (re-driving again is harmless)")
     return sum(1 for e in entries if e.redrivable)
@@ -294,12 +294,12 @@ def redrive_input(s: Settings, entries: Sequence[InputEntry], fixed: bytes | Non
     plan = plan_input_redrive(entries, original_keys(s, entries), fixed)
     producer = Producer({**client_config(s.kafka.bootstrap_servers, s.kafka), **PRODUCER_DEFAULTS})
     for _, key, value in plan:
-        producer.produce(s.topics.events, key=key, value=value)
+        send(producer, s.topics.events, value, key)
     if producer.flush(30) != 0:
         raise RuntimeError("records not delivered to Kafka within 30 s; nothing marked as re-driven")
     for e, _, _ in plan:
-        producer.produce(s.topics.dead_letters, key=e.record_id.encode(),
-                         value=orjson.dumps({"redriven": e.record_id, "upto": e.upto}))
+        send(producer, s.topics.dead_letters, orjson.dumps({"redriven": e.record_id, "upto": e.upto}),
+             e.record_id.encode())
     if producer.flush(30) != 0:
         raise RuntimeError("re-drive markers not delivered within 30 s (the records are back on the events topic)")
     return len(plan)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path; stubs lack the re-export
 
 from app import kafka_settings
@@ -202,18 +202,28 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int, kafka: 
     ensure_topics(bootstrap, [TopicSpec(n, TOPIC_CONFIG, False) for n in names], partitions, replication_factor, kafka)
 
 
+def send(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, partition: int = -1,
+         on_delivery: Callable[[KafkaError | None, Message], None] | None = None, poll_s: float = 0.05) -> None:
+    """``producer.produce`` that waits (serving delivery callbacks) while the producer's
+    local queue is full instead of raising ``BufferError``: the one place for that loop."""
+    while True:
+        try:
+            if on_delivery is None:
+                producer.produce(topic, value, key, partition)
+            else:
+                producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(poll_s)
+
+
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]], rate_per_s: float = 0) -> int:
     """Produce (key, value) records; ``rate_per_s`` > 0 paces them. Returns the count."""
     producer = Producer({**client_config(bootstrap), **PRODUCER_DEFAULTS, "linger.ms": 5, "batch.num.messages": 10000})
     n = 0
     started = time.perf_counter()
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send(producer, topic, value, key)
         n += 1
         if rate_per_s > 0:
             ahead = n / rate_per_s - (time.perf_counter() - started)

@@ -34,7 +34,7 @@ from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp import ErpError, ErpPort, make_port
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import ReconcileSettings, Settings, load
 
 KINDS = ("shipped_not_posted", "posted_not_shipped", "stock_moves_missing")
@@ -260,7 +260,7 @@ def publish(s: Settings, records: list[Drift], detected_ms: int, window_s: float
     producer = Producer({**client_config(bootstrap, s.kafka), **PRODUCER_DEFAULTS, "linger.ms": 0,
                          "batch.num.messages": 1})
     for d in records:
-        producer.produce(s.topics.exceptions, key=d.key.encode(), value=orjson.dumps(d.record(detected_ms, window_s)))
+        send(producer, s.topics.exceptions, orjson.dumps(d.record(detected_ms, window_s)), d.key.encode())
     if producer.flush(30) != 0:
         raise RuntimeError("SyncDrift records not delivered to Kafka within 30 s")
 

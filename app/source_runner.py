@@ -24,7 +24,7 @@ from app import codec, metrics
 from app.core.keys import event_key
 from app.erp import ErpPort, make_port
 from app.erp.port import TransientErpError
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all
+from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import Settings, SettingsError, load
 
 log = logging.getLogger("syncgov.source")
@@ -47,10 +47,10 @@ def load_cursor(s: Settings) -> Any:
 
 def publish(producer: Producer, s: Settings, events: list[dict[str, Any]], cursor: Any) -> None:
     for event in events:
-        producer.produce(s.topics.events, key=event_key(event), value=codec.encode_event(event))
+        send(producer, s.topics.events, codec.encode_event(event), event_key(event))
     if producer.flush(30) != 0:
         raise RuntimeError("events not delivered to Kafka within 30 s; the cursor stays where it was")
-    producer.produce(s.topics.source_cursor, key=cursor_key(s), value=orjson.dumps(cursor))
+    send(producer, s.topics.source_cursor, orjson.dumps(cursor), cursor_key(s))
     if producer.flush(30) != 0:
         raise RuntimeError("cursor not stored within 30 s")
 

@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 from app.core.model import CoreSettings  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.kafka_io import CHANGELOG_CONFIG, TopicSpec, create_topics, end_offsets, ensure_topics  # noqa: E402
+from app.kafka_io import send as kafka_send  # noqa: E402
 from app.processes import WorkerProcess  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
     BROKERS,
@@ -88,12 +89,7 @@ def produce_state(bootstrap: str, app_id: str, keys: int, one_per_batch: bool = 
             producer = Producer(conf)
 
             def send(key: bytes, value: bytes) -> None:
-                while True:
-                    try:
-                        producer.produce(topic, key=key, value=value, partition=p)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                kafka_send(producer, topic, value, key, p)
                 sizes[p] += len(key) + len(value)
                 per_partition[p] += 1
 

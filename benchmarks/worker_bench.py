@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
 from app import codec  # noqa: E402
 from app.broker import EmbeddedBroker  # noqa: E402
 from app.kafka_io import create_topics, produce, read_all  # noqa: E402
+from app.kafka_io import send as kafka_send  # noqa: E402
 
 try:
     from app.kafka_io import PRODUCER_DEFAULTS
@@ -413,12 +414,7 @@ def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         now = time.time()
         if isinstance(eid, str) and eid not in sent_at:
             sent_at[eid] = now
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        kafka_send(producer, topic, value, key, poll_s=0.01)
         ahead = n / rate - (time.perf_counter() - started)
         if ahead > 0.001:
             producer.poll(0)

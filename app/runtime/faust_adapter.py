@@ -35,6 +35,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias
 
 import orjson
@@ -71,24 +72,26 @@ class _EventStandIn:
         self.message = origin
 
 
+#: The event last bound in this context, held strongly: Faust keeps only a weak reference
+#: (``_current_event``), and a stand-in that only its origin refers to (a cycle: origin ->
+#: stand-in -> origin) could be collected by the cyclic GC between ``bind`` and the store
+#: write, which then fails Faust's ``assert event is not None`` (seen once in a chaos run,
+#: on a fence written for a temporary origin). A context variable, like Faust's own, so
+#: concurrent tasks each keep their own.
+_bound: ContextVar[object] = ContextVar("syncgov_bound_event")
+
+
 def bind(origin: Origin | AnyEvent) -> None:
-    """Make ``origin``'s partition current: table reads and writes go to its partition.
-    ``origin`` is a Faust event, or any (topic, partition, offset) record."""
+    """Make ``origin``'s partition current: table reads and writes go to its partition
+    until the next ``bind`` in the same context. ``origin`` is a Faust event, or any
+    (topic, partition, offset) record."""
     if hasattr(origin, "message"):  # a Faust event
+        _bound.set(origin)
         _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
         return
-    event = getattr(origin, "_syncgov_event", None)
-    if event is None:
-        event = _EventStandIn(origin)  # not an event: Faust only reads its .message
-        try:
-            object.__setattr__(origin, "_syncgov_event", event)  # lives as long as its origin
-        except (AttributeError, TypeError):
-            _KEEP.append(event)
-            del _KEEP[:-64]
+    event = _EventStandIn(origin)  # not an event: Faust only reads its .message
+    _bound.set(event)
     _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
-
-
-_KEEP: list[_EventStandIn] = []
 
 
 def partition_items(table: AnyTable, partition: int) -> Iterator[tuple[bytes, bytes]]:

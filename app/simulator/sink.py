@@ -105,19 +105,15 @@ class KafkaSink:
                 self.first_error = str(err)
 
     def write(self, batch: Batch) -> None:
+        from app.kafka_io import send
+
         producer, topic = self._producer, self._topic
-        produce = producer.produce
         if self._started is None:
             self._started = self._clock()
         step = max(1, int(self._rate / 100)) if self._rate > 0 else len(batch) or 1
         for i in range(0, len(batch), step):
             for key, value in batch[i : i + step]:
-                while True:
-                    try:
-                        produce(topic, value, key)
-                        break
-                    except BufferError:  # local queue full: let librdkafka drain it
-                        producer.poll(0.05)
+                send(producer, topic, value, key)  # waits while the local queue is full
             self.sent += min(step, len(batch) - i)
             producer.poll(0)
             if self._rate > 0:

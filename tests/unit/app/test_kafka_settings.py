@@ -114,3 +114,28 @@ async def test_token_provider_error_names_the_endpoint_not_the_secret(idp: dict[
     with pytest.raises(kafka_settings.TokenError) as err:
         await kafka_settings.OidcTokenProvider(s.kafka).token()
     assert idp["url"] in str(err.value) and "401" in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_send_waits_while_the_local_queue_is_full() -> None:
+    """The one "produce until no BufferError" loop: it serves deliveries and retries, it
+    never drops or duplicates the record."""
+    from app.kafka_io import send
+
+    class Full:
+        def __init__(self) -> None:
+            self.refusals, self.polls, self.sent = 2, 0, []
+
+        def produce(self, topic, value, key, partition, on_delivery=None):  # type: ignore[no-untyped-def]
+            if self.refusals:
+                self.refusals -= 1
+                raise BufferError("Local: Queue full")
+            self.sent.append((topic, value, key, partition, on_delivery))
+
+        def poll(self, timeout):  # type: ignore[no-untyped-def]
+            self.polls += 1
+            return 0
+
+    producer = Full()
+    send(producer, "t", b"v", b"k", 3, print)  # type: ignore[arg-type]
+    assert producer.sent == [("t", b"v", b"k", 3, print)]
+    assert producer.polls == 2

@@ -127,6 +127,40 @@ def test_the_heartbeat_probe_reports_answered_heartbeats_and_joins(monkeypatch: 
     assert len(seen) == 2  # the answered heartbeat and the join, not the refused heartbeat
 
 
+def test_a_bound_temporary_origin_survives_the_garbage_collector() -> None:
+    """A fence is written for an origin nobody else holds (``bind(Origin(topic, p, -1))``):
+    Faust keeps the current event by weak reference only, so the binding must hold it, or
+    the cyclic GC can collect it before the store write (``assert event is not None``)."""
+    import gc
+
+    from faust.streams import current_event
+
+    @dataclass(frozen=True)
+    class Origin:
+        topic: str
+        partition: int
+        offset: int
+
+    faust_adapter.bind(Origin("events", 2, -1))
+    gc.collect()
+    event = current_event()
+    assert event is not None and event.message.partition == 2
+
+    async def other_task() -> int | None:
+        faust_adapter.bind(Origin("events", 5, -1))  # its own context: ours stays bound
+        gc.collect()
+        ev = current_event()
+        return None if ev is None else ev.message.partition
+
+    async def both() -> tuple[int | None, int | None]:
+        theirs = await asyncio.create_task(other_task())
+        ev = current_event()
+        return theirs, None if ev is None else ev.message.partition
+
+    faust_adapter.bind(Origin("events", 1, -1))
+    assert asyncio.run(both()) == (5, 1)
+
+
 def test_bind_routes_table_reads_to_the_records_partition() -> None:
     from faust.streams import current_event
 

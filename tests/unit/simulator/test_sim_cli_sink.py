@@ -61,7 +61,7 @@ class FakeProducer:
         self.fail = fail
         self.on_delivery: Any = None
 
-    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, partition: int = -1) -> None:
         self.calls += 1
         if self.full_every and self.calls % self.full_every == 0:
             raise BufferError("queue full")
