@@ -35,6 +35,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
@@ -423,6 +424,8 @@ def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) ->
         "n_over_quota_s": n / stack.rate,
         "ratio_to_floor": took / floor if floor else float("nan"),
         "achieved_requests_per_s": len(lines) / took if took else float("nan"),
+        "erp_busy_s": round(busy_s(lines), 1),
+        "requests_by_kind": breakdown(lines),
         "mean_request_time_s": round(sum(x.request_time_s for x in lines) / max(1, len(lines)), 4),
     }
 
@@ -479,6 +482,80 @@ def request_class(line: Any) -> str:
     return "overhead"
 
 
+def request_kind(line: Any) -> str:
+    """A gateway request by what it did: ``read <model>`` (REST search), ``create <model>``,
+    ``write <model>``, ``button <model>.<name>`` (REST or JSON-RPC), ``warnings`` (answered
+    ahead of a bulk button), ``login``, ``preferences``, ``source`` (the release feed)."""
+    uri = line.uri
+    if "/rpc/" in uri:
+        m = re.search(r"[?&]m=([^&]+)", uri)
+        method = urllib.parse.unquote(m.group(1)) if m else ""
+        if method.startswith("common.db.login"):
+            return "login"
+        if method == "model.res.user.warning.create":
+            return "warnings"
+        model, _, name = method[len("model."):].rpartition(".")
+        if name in ("create", "write"):
+            return f"{name} {model}"
+        return f"button {model}.{name}"
+    m = _MODEL.match(uri)
+    if not m:
+        return "other"
+    model, rid, button = m.groups()
+    if model == "res.user" and button == "get_preferences":
+        return "preferences"
+    if line.method == "GET" and rid is None:
+        if model == "stock.shipment.out" and "write_date" in _domain(uri):
+            return "source"
+        return f"read {model}"
+    if line.method == "POST" and rid is None:
+        return f"create {model}"
+    if line.method == "PUT":
+        return f"write {model}"
+    return f"button {model}.{button}" if button else f"{line.method} {model}"
+
+
+def items_of(line: Any) -> int:
+    """Records a request worked on: JSON-RPC names them in ``?n=``; a REST search counts the
+    values of its ``in`` domain; any other REST call is one record."""
+    m = re.search(r"[?&]n=(\d+)", line.uri)
+    if m:
+        return int(m.group(1))
+    domain = _domain(line.uri)
+    m = re.search(r'"in",\s*(\[[^\]]*\])', domain)
+    if m:
+        try:
+            return max(1, len(json.loads(m.group(1))))
+        except ValueError:
+            return 1
+    return 1
+
+
+def breakdown(lines: list[Any]) -> dict[str, Any]:
+    """Requests by kind: count, records worked on, seconds the ERP spent (gateway times)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in lines:
+        kind = request_kind(line)
+        row = out.setdefault(kind, {"requests": 0, "items": 0, "erp_s": 0.0})
+        row["requests"] += 1
+        row["items"] += items_of(line)
+        row["erp_s"] = round(row["erp_s"] + line.request_time_s, 3)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["requests"]))
+
+
+def busy_s(lines: list[Any]) -> float:
+    """Seconds during which the ERP had at least one request of ``lines`` in hand (union of
+    the requests' [start, end] intervals as the gateway timed them)."""
+    spans = sorted((line.ts - line.request_time_s, line.ts) for line in lines)
+    total, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
 def verdict(name: str, value: float) -> str:
     op, target = TARGETS[name]
     ok = value >= target if op == ">=" else value <= target
@@ -503,6 +580,7 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
         by_class = Counter(request_class(line) for line in lines)
         sink_requests = len(lines) - by_class["source"]
         e2e["requests_by_class"] = dict(by_class)
+        e2e["requests_by_kind"] = breakdown(lines)
         e2e["sink_requests"] = sink_requests
         e2e["orders_per_request"] = e2e["shipments_done"] / max(1, sink_requests)
         e2e["orders_per_request_incl_source"] = e2e["shipments_done"] / max(1, len(lines))
@@ -512,11 +590,11 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
     for rep in range(reps):
         d = drain(bootstrap, children, stack, drain_n, f"{tag}-d{rep}")
         lines_busy = d["mean_request_time_s"] * d["requests"]
-        d["erp_busy_s"] = round(lines_busy, 1)
+        d["erp_request_s_sum"] = round(lines_busy, 1)
         drains.append(d)
         log(f"erp capacity drain {rep + 1}/{reps}: {drain_n} milestones, {d['requests']} requests in "
             f"{d['drain_s']:.1f}s (floor {d['floor_at_quota_s']:.1f}s, x{d['ratio_to_floor']:.2f}), "
-            f"{d['throttled_429']} x 429, ERP busy {lines_busy:.0f}s")
+            f"{d['throttled_429']} x 429, ERP busy {d['erp_busy_s']:.0f}s, request time summed {lines_busy:.0f}s")
     # Requests per milestone of each class, from the runs: order milestones (accepted, picked,
     # packed, confirmed) and returns from the end-to-end runs, InventoryAdjusted from the drains.
     order_kinds = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed")
