@@ -105,19 +105,26 @@ def parse_bulk_routes(raw: str) -> dict[str, Route]:
     return {k[len(BULK_PREFIX):]: Route.parse(v) for k, v in table.items() if k.startswith(BULK_PREFIX)}
 
 
+def bulk_kind(group: Any) -> str:
+    """A bulk group's kind of request (batch size limit, metrics label): ``bulk <METHOD>``
+    (bounded: the rendered path may name a document)."""
+    return f"bulk {group[0]}"
+
+
 class HttpAdapter:
     """``ErpPort`` for any ERP with a JSON API (SAP, NetSuite, Dynamics behind a gateway)."""
 
     def __init__(self, client: ErpHttpClient, posts: Mapping[str, Route], reads: Mapping[str, Route],
-                 bulk: Mapping[str, Route] | None = None, *, max_batch: int = 100, target_s: float = 3.0) -> None:
+                 bulk: Mapping[str, Route] | None = None, *, max_batch: int = 100, target_s: float = 3.0,
+                 window_s: float = 0.01) -> None:
         self.client = client
         self.posts = dict(posts)
         self.reads = dict(reads)
         self.bulk = dict(bulk or {})
-        self.batcher = Batcher(client, self._execute_bulk, max_items=max_batch, target_s=target_s,
+        self.batcher = Batcher(client, self._execute_bulk, max_items=max_batch, target_s=target_s, window_s=window_s,
                                splittable=lambda exc: isinstance(exc, PermanentErpError)
                                and exc.status in SPLITTABLE_STATUSES,
-                               before_send=client.before_send)
+                               before_send=client.before_send, kind=bulk_kind)
 
     @classmethod
     def from_settings(
@@ -127,6 +134,7 @@ class HttpAdapter:
         session: aiohttp.ClientSession | None = None,
         before_send: Callable[[], None] | None = None,
         max_batch: int = 100,
+        window_s: float = 0.25,
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
         bulk = parse_bulk_routes(erp.http_routes) if erp.http_routes else {}
@@ -141,7 +149,8 @@ class HttpAdapter:
             session=session,
             before_send=before_send,
         )
-        return cls(client, posts, reads, bulk, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
+        return cls(client, posts, reads, bulk, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)),
+                   window_s=window_s)
 
     async def close(self) -> None:
         await self.batcher.close()

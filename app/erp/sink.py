@@ -31,7 +31,9 @@ successors are recorded as held (ledger, ``syncgov dlq list``, metric) and not p
 the blocker is re-driven (``syncgov dlq replay`` puts it back on the topic; its new record
 releases the document: the blocker, then the held successors, in order). Transient errors
 and ``NotReadyErpError`` (a precondition not met yet) are retried with capped, jittered
-backoff; a failure counts toward ``max_retries`` only once the ERP has answered some other
+backoff (a deferral's retry time is rounded up to a shared tick, ``defer_tick_s``, so
+documents waiting for the ERP retry together and their reads share a batched request); a
+failure counts toward ``max_retries`` only once the ERP has answered some other
 milestone successfully since this document started failing (a down ERP parks nothing, a
 document the ERP refuses alone is parked). After ``max_retries`` counted failures the
 document is *parked*: like a dead letter (ERP dead-letter topic with ``parked``, hold,
@@ -59,6 +61,7 @@ import base64
 import contextvars
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -187,6 +190,7 @@ class SinkConfig:
     poll_records: int = 500
     poll_timeout_s: float = 0.2
     idle_s: float = 0.1  # wait when nothing is owned
+    defer_tick_s: float = 1.0  # deferred documents (not ready yet) retry together, on this tick
 
 
 # -- per partition state ----------------------------------------------------------------------
@@ -570,7 +574,14 @@ class OrderedErpSink:
         wait = max(wait, retry_after or 0.0)
         if unknown:
             wait = max(wait, self.config.settle_s)  # the request may still commit: let it, then read
-        doc.not_before = self.clock() + wait
+        not_before = self.clock() + wait
+        if isinstance(exc, NotReadyErpError) and self.config.defer_tick_s > 0:
+            # Not a fault of the ERP's (no herd to spread): deferred documents retry on a shared
+            # tick, so their reads share one batched request instead of one each at random times.
+            tick = self.config.defer_tick_s
+            not_before = math.ceil(not_before / tick) * tick
+            wait = not_before - self.clock()
+        doc.not_before = not_before
         log.info("ERP sink: %s %s %s (attempt %d); next try in %.1f s", m["type"], m["milestone_id"],
                  "deferred" if isinstance(exc, NotReadyErpError) else "failed", doc.failures, wait)
 

@@ -149,6 +149,24 @@ async def test_a_precondition_not_met_is_deferred_not_dead_lettered() -> None:
     assert h.ledger.entry("k1")["outcome"] == "posted"
 
 
+async def test_deferred_documents_retry_together_on_the_shared_tick() -> None:
+    """Two documents not ready, deferred at different moments with different backoffs, retry at
+    the same instant (a tick), so an adapter's reads for them share one batched request."""
+    topic = Topic()
+    topic.add(milestone("a1", "OrderPacked", "OUT-A")), topic.add(milestone("b1", "OrderPacked", "OUT-B"))
+    not_ready = NotReadyErpError(200, "OrderPacked: stock.shipment.out is in state 'waiting'")
+    erp = Erp(script={"a1": [not_ready, not_ready], "b1": [not_ready]})
+    h = Harness(topic, erp, config=SinkConfig(max_retries=5, settle_s=0.0, defer_tick_s=2.0))
+    at: dict[str, list[float]] = {}
+    erp.on_call = lambda m: at.setdefault(m["milestone_id"], []).append(h.clock())
+    h.start()
+    await h.run_until(lambda: h.done("a1", "b1"))
+    retries = at["a1"][1:] + at["b1"][1:]
+    assert all(t % 2.0 == 0 for t in retries), at  # every retry on the tick
+    assert at["a1"][1] == at["b1"][1]  # the first retries of both together
+    assert h.dead.records == []
+
+
 async def test_a_dead_lettered_milestone_holds_its_documents_successors_until_re_driven() -> None:
     topic = Topic()
     a1, a2, a3 = (milestone("a1", "OrderPicked", "OUT-A"), milestone("a2", "OrderPacked", "OUT-A"),
