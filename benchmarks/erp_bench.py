@@ -592,7 +592,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 
 def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, reps: int, rate: float, burst: int,
-             mix_orders: int, tag: str) -> dict[str, Any]:
+             mix_orders: int, tag: str, drain_reps: int | None = None) -> dict[str, Any]:
     """The four figures of issue #16 against real Tryton behind nginx, ``reps`` runs each."""
     stack = Stack(children, fresh_dir(f"{tag}-erp"), rate, burst)
     runs, drains = [], []
@@ -611,7 +611,7 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
         runs.append(e2e)
         log(f"erp capacity e2e {rep + 1}/{reps}: {e2e['shipments_done']}/{orders} done with {sink_requests} sink "
             f"requests ({e2e['orders_per_request']:.2f} orders/request), {e2e['throttled_429']} x 429, {dict(by_class)}")
-    for rep in range(reps):
+    for rep in range(reps if drain_reps is None else drain_reps):
         d = drain(bootstrap, children, stack, drain_n, f"{tag}-d{rep}")
         lines_busy = d["mean_request_time_s"] * d["requests"]
         d["erp_request_s_sum"] = round(lines_busy, 1)
@@ -630,7 +630,8 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
 
     per_events = []
     mix = default_mix(mix_orders)
-    for run, d in zip(runs, drains, strict=True):
+    for i, run in enumerate(runs):
+        d = drains[min(i, len(drains) - 1)]
         cls = run["requests_by_class"]
         r_order = (cls.get("order", 0) + cls.get("overhead", 0)) / max(1, posted(run, order_kinds))
         r_return = cls.get("return", 0) / max(1, posted(run, ("ReturnReceived",)))
@@ -686,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=12, help="orders in the end-to-end run")
     parser.add_argument("--drain", type=int, default=40, help="milestones in the backlog")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--drain-reps", type=int, default=None, help="drains (default: --reps)")
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--mix-orders", type=int, default=1000)
@@ -698,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = children.broker().bootstrap
             out["erp_capacity"] = capacity(bootstrap, children, orders=args.orders, drain_n=args.drain,
                                            reps=args.reps, rate=args.rate, burst=args.burst,
-                                           mix_orders=args.mix_orders, tag=f"ec{int(time.time())}")
+                                           mix_orders=args.mix_orders, tag=f"ec{int(time.time())}",
+                                           drain_reps=args.drain_reps)
         figures = out["erp_capacity"]["figures"]
         out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
                     for name, f in figures.items()})

@@ -257,6 +257,7 @@ class PartitionRun:
     meta_dirty: bool = False
     inherited_end: int = 0  # records below it may have been in flight at the previous owner
     quiet_until: float = 0.0  # ... so they wait until then (settle_s after the assignment)
+    assigned_ms: int | None = None  # wall time of the assignment: records written before it are inherited too
     paused: bool = False
     cut: bool = False  # revoked under us: dropped and reloaded by the stage
 
@@ -364,8 +365,8 @@ class OrderedErpSink:
                 for partition in new:
                     run = self.runs[partition]
                     run.inherited_end = ends.get(partition, 0)
-                    inherited = run.inherited_end > run.read_pos or any(d.queue for d in run.docs.values())
-                    run.quiet_until = quiet if inherited else 0.0
+                    run.assigned_ms = int(self.wall() * 1000)
+                    run.quiet_until = quiet  # for the inherited records only (``_inherited``)
             for run in self.runs.values():
                 run.paused = False
             for partition in new:  # documents loaded mid-release go on, after the quiet time
@@ -494,7 +495,7 @@ class OrderedErpSink:
             while doc.queue and not run.cut:
                 slot = doc.queue[0]
                 wait = doc.not_before
-                if slot.offset is None or slot.offset < run.inherited_end:  # maybe in flight at the previous owner
+                if self._inherited(run, slot):  # maybe in flight at the previous owner
                     wait = max(wait, run.quiet_until)
                 if wait > self.clock():
                     await self.sleep(wait - self.clock())
@@ -506,6 +507,16 @@ class OrderedErpSink:
             if not run.cut:
                 log.info("ERP sink: partition %d revoked during ERP work; it is left to its next owner", run.partition)
             run.cut = True
+
+    @staticmethod
+    def _inherited(run: PartitionRun, slot: Slot) -> bool:
+        """A record the previous owner may have been posting: a released held milestone, one
+        below the partition's end at the assignment, or one written before the assignment (its
+        Kafka timestamp: a broker that under-reports end offsets, as Tansu does after a
+        multi-record batch, must not let inherited records skip the wait)."""
+        if slot.offset is None or slot.offset < run.inherited_end:
+            return True
+        return slot.timestamp_ms is not None and run.assigned_ms is not None and slot.timestamp_ms <= run.assigned_ms
 
     async def _attempt(self, run: PartitionRun, doc: Doc, slot: Slot) -> None:
         m = slot.milestone

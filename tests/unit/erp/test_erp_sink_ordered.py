@@ -5,6 +5,8 @@ Every test drives ``app.erp.sink.OrderedErpSink`` with fakes (``sinkfakes``): a 
 its consumer, the ledger, the dead-letter topic, a scripted ERP and virtual time."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -105,6 +107,36 @@ async def test_a_new_owner_waits_until_the_previous_owners_requests_can_no_longe
     before = h.clock()
     await h.run_until(lambda: h.done("i2"))
     assert h.clock() - before < h.config.settle_s  # a record written after the takeover: at once
+
+
+async def test_records_written_before_the_assignment_wait_even_when_the_broker_under_reports_the_end() -> None:
+    """Tansu reports a partition's end as the base offset of its last producer batch + 1: a
+    backlog written in one batch looks like 'nothing inherited'. The records' own timestamps
+    (written before the assignment) still make the new owner wait the settle time; a record
+    written after the assignment goes at once."""
+    topic = Topic()
+    topic.add(milestone("i1", "InventoryAdjusted")), topic.add(milestone("i2", "InventoryAdjusted", sku="SKU-2"))
+    erp = Erp()
+    h = Harness(topic, erp)
+    h.start()
+    source = h.source
+    assert source is not None
+
+    async def under_reported(partitions: Collection[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 0)
+
+    source.ends = under_reported  # type: ignore[method-assign]
+    started = h.clock()
+    at: dict[str, float] = {}
+    erp.on_call = lambda m: at.setdefault(m["milestone_id"], h.clock())
+    await h.run_until(lambda: h.done("i1", "i2"))
+    assert min(at.values()) - started >= h.config.settle_s
+    i3 = milestone("i3", "InventoryAdjusted", sku="SKU-3")
+    topic.add(i3)
+    topic.parts[0][-1] = dataclasses.replace(topic.parts[0][-1], timestamp_ms=int(h.clock.wall() * 1000) + 1)
+    before = h.clock()
+    await h.run_until(lambda: h.done("i3"))
+    assert at["i3"] - before < h.config.settle_s
 
 
 # -- fencing -------------------------------------------------------------------------------------
