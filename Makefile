@@ -46,7 +46,7 @@ bench-quick: install
 # ERP capacity (issue #16) against real Tryton behind nginx at 10 r/s burst 5: orders and
 # warehouse events per ERP request, 429s, backlog drain vs the quota's floor ->
 # benchmarks/results/erp.json. Options: make bench-erp ERP_BENCH_ARGS="--orders 200 --drain 10000"
-ERP_BENCH_ARGS ?= --orders 120 --drain 1000 --reps 2
+ERP_BENCH_ARGS ?= --orders 120 --drain 10000 --reps 2 --drain-reps 1
 bench-erp: install system-deps
 	$(BIN)/python -m benchmarks.erp_bench --capacity --rate 10 --burst 5 --mix-orders 1000 \
 		--out benchmarks/results/erp.json $(ERP_BENCH_ARGS)

@@ -99,6 +99,42 @@ ERP_BLOCKED_DOCUMENTS = Gauge(
     ["reason"],
     registry=REGISTRY,
 )
+# The ERP's capacity: how many documents each governed request carries.
+ERP_BATCH_RECORDS = Histogram(
+    "syncgov_erp_batch_records",
+    "Records (documents, or milestones of a bulk route) carried by one ERP request, by kind of request "
+    "(e.g. `read stock.shipment.out`, `button stock.shipment.out.pick`, `create ir.note`, `bulk POST`).",
+    ["kind"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+    registry=REGISTRY,
+)
+ERP_BATCH_SIZE = Gauge(
+    "syncgov_erp_batch_size_limit",
+    "Most records the next ERP request of this kind may carry now (adapts to the ERP's answer time, "
+    "at most `ERP_BATCH_MAX`).",
+    ["kind"],
+    registry=REGISTRY,
+)
+ERP_BATCH_RECORD_OUTCOMES = Counter(
+    "syncgov_erp_batch_record_outcomes_total",
+    "Per-record outcomes inside batched ERP requests, by kind of request and outcome (done, refused, "
+    "not_ready, transient, fenced): one record refused never fails the others.",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+ERP_BATCH_SPLITS = Counter(
+    "syncgov_erp_batch_splits_total",
+    "Batched ERP requests refused as a whole and split in two to isolate the record at fault, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+ERP_COALESCED = Counter(
+    "syncgov_erp_coalesced_milestones_total",
+    "Milestones posted on the document state their predecessor's step just left, without a read of their "
+    "own (a document's waiting milestones in the fewest ERP calls), by milestone type.",
+    ["milestone_type"],
+    registry=REGISTRY,
+)
 
 SLA_RELEASE_TO_ACCEPTED = Histogram(
     "syncgov_order_release_to_accepted_seconds", "Order release to OrderAccepted.", buckets=SLA_BUCKETS, registry=REGISTRY

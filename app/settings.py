@@ -465,8 +465,11 @@ class ErpSettings:
     rpc_password: Secret = setting("ERP_RPC_PASSWORD", "", _text,  # noqa: RUF009 - setting() is field()
                                    "its password (secret; or `ERP_RPC_PASSWORD_FILE`)", secret=True)
     batch_max: int = setting("ERP_BATCH_MAX", "100", _positive(_int),
-                             "most items in one batched ERP request (also cut at a third of `ERP_TIMEOUT_S` "
-                             "of the ERP's measured time per item)")
+                             "most records in one batched ERP request (fewer while the ERP answers a batch "
+                             "of that kind in more than a third of `ERP_TIMEOUT_S`)")
+    batch_window_s: float = setting("ERP_BATCH_WINDOW_S", "0.25", _non_negative(_float),
+                                    "how long a batched ERP request waits for more records before it goes (under "
+                                    "backlog the rate limiter's wait gathers more anyway); 0: at once")
     http_auth_header: str = setting("ERP_HTTP_AUTH_HEADER", "Authorization", _text,
                                     "generic adapter: header that carries the key")
     http_auth_scheme: str = setting("ERP_HTTP_AUTH_SCHEME", "Bearer", _text,

@@ -68,8 +68,11 @@ from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
 TELEMETRY = ("ItemScanned", "ToteConveyed")
-#: A create (POST on a model, no record id): a note, an internal shipment, a customer return.
-CREATE_CALL = r"^POST [^?]*/rest/model/[a-z_]+(\.[a-z_]+)*(\?|$)"
+#: A create (POST on a model, no record id): a note, an internal shipment, a customer return;
+#: or a Tryton JSON-RPC bulk create of those (``/rpc/?m=model.<model>.create``; not the
+#: warnings answered ahead of a bulk button).
+CREATE_CALL = (r"^POST [^?]*/rest/model/[a-z_]+(\.[a-z_]+)*(\?|$)"
+               r"|^POST [^?]*/rpc/\?m=model\.(?!res\.user\.warning\.)[a-z_]+(\.[a-z_]+)*\.create(&|$)")
 
 
 @dataclass
@@ -104,6 +107,9 @@ class ChaosConfig:
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. secrets for the security test
     key_in_env: bool = False  # ERP_API_KEY instead of ERP_API_KEY_FILE
     proxy_mode: dict[str, Any] = field(default_factory=dict)  # the proxy's mode for the whole run, e.g. echo-auth
+    # Bulk mode: buttons, writes and creates as Tryton JSON-RPC calls on many records (the
+    # template database's admin user); False: one REST call per record (reads are batched either way).
+    bulk: bool = True
 
 
 class Say:
@@ -237,6 +243,7 @@ class Chaos:
         self.stop_requested = False
         self.killing: set[str] = set()
         self.lags: list[float] = []
+        self.transitions: dict[tuple[str, int, str], list[float]] = {}  # Tryton's transition log, at the verdict
         self.background: list[asyncio.Task[None]] = []
         self.creation_done_at = 0.0
         self.tail: ReleaseTail | None = None
@@ -283,6 +290,7 @@ class Chaos:
             "ERP_SOURCE_RATE_PER_S": "1", "ERP_SOURCE_POLL_S": "2", "ERP_TIMEOUT_S": f"{cfg.erp_timeout_s:g}",
             "ERP_BACKOFF_CAP_S": "10", "WINDOW_SIZE_S": "10", "WINDOW_GRACE_S": "2", "WORKER_IDLE_PARTITION_S": "5", "LOG_LEVEL": "info",
             **({"ERP_API_KEY": self.erp.key} if cfg.key_in_env else {"ERP_API_KEY_FILE": str(self.erp.key_file)}),
+            **({"ERP_RPC_LOGIN": "admin", "ERP_RPC_PASSWORD": "admin"} if cfg.bulk else {}),
             **broker_env,
             **cfg.extra_env,
         }
@@ -806,7 +814,8 @@ class Chaos:
             view = await verify.read_tryton(rest, numbers)
         finally:
             await rest.close()
-        proxy = ops_module("chaos/faultproxy.py").read_log(self.erp.proxy_log)
+        self.transitions = view.transitions
+        proxy = self.proxy_lines()
         nginx = ops_module("nginx/gateway.py").read_access_log(self.erp.access_log)
         return verify.Inputs(
             events=parts, settings=verify.core_settings(gov),
@@ -954,13 +963,16 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     p.add_argument("--poison-rate", type=float, default=d.poison_rate)
     p.add_argument("--gateway-rate", type=float, default=d.gateway_rate, help="ERP quota at the gateway, r/s")
     p.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s)
+    p.add_argument("--no-bulk", action="store_true",
+                   help="ERP writes one REST call per record (default: Tryton JSON-RPC bulk calls)")
     p.add_argument("--broker", default="embedded",
                    help="'embedded' (Tansu), 'apache' (a single-node Apache Kafka from ops/kafka) or a bootstrap address")
     a = p.parse_args(argv)
     return ChaosConfig(orders=a.orders, seed=a.seed, workdir=a.dir, kills=a.kills, outage_s=a.outage_s,
                        storm_s=a.storm_s, errors_s=a.errors_s, scale=not a.no_scale, poison_rate=a.poison_rate,
                        stalls=a.stalls, stall_s=a.stall_s, warehouses=tuple(w for w in a.warehouses.split(",") if w),
-                       gateway_rate=a.gateway_rate, drain_timeout_s=a.drain_timeout_s, bootstrap=a.broker)
+                       gateway_rate=a.gateway_rate, drain_timeout_s=a.drain_timeout_s, bootstrap=a.broker,
+                       bulk=not a.no_bulk)
 
 
 def main(argv: list[str] | None = None) -> int:

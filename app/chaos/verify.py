@@ -12,7 +12,9 @@ customer shipments (state, ``shipping_reference``, quantities), the notes that r
 note or internal shipment for a milestone, or more than one state-changing call
 (``pick``, ``pack``, ``do``) for a document that the ERP answered 2xx — counted in the
 fault proxy's log (what reached Tryton, including answers the client never saw because
-of an injected timeout) and in the nginx access log (what the client saw).
+of an injected timeout), in the nginx access log (what the client saw) and in Tryton's own
+transition log (``ir.model.log``: one entry per record a button moved, also for the JSON-RPC
+bulk calls, whose records travel in the body), the highest of the three.
 
 Out of order: per customer shipment, the contract's milestone sequence (OrderAccepted v1..n
 < OrderPicked < OrderPacked < ShipmentConfirmed < ReturnReceived) must be the order in which
@@ -203,6 +205,8 @@ class TrytonView:
     internal: dict[str, list[dict[str, Any]]]  # reference -> internal shipments
     note_times: dict[str, float] = field(default_factory=dict)  # milestone id -> first note's create_date (epoch s)
     returns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "<rma>/<sku>" -> customer returns
+    # (model, id, button) -> create_date (epoch s) of each state transition Tryton logged for it
+    transitions: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
 
 
 def epoch(stamp: Any) -> float | None:
@@ -239,7 +243,28 @@ async def read_tryton(rest: TrytonRest, numbers: Iterable[str]) -> TrytonView:
             "reference", "state", "create_date", "warehouse.code", "incoming_moves.product.code",
             "incoming_moves.quantity"]):
         returns[doc["reference"]].append(doc)
-    return TrytonView(shipments, note_ids, dict(internal), note_times, dict(returns))
+    transitions = transition_times(await rest.search(
+        "ir.model.log", [("event", "=", "transition")], ["resource", "target", "create_date"]))
+    return TrytonView(shipments, note_ids, dict(internal), note_times, dict(returns), transitions)
+
+
+#: The button whose transition Tryton logs with each target (``ir.model.log``, event ``transition``).
+_TARGET_BUTTON = {"state:picked": "pick", "state:packed": "pack", "state:done": "do", "state:received": "receive"}
+
+
+def transition_times(logs: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int, str], list[float]]:
+    """(model, id, button) -> the times Tryton itself logged that button's transition
+    (``Workflow.transition`` writes one ``ir.model.log`` per record it moved, whatever the
+    protocol: REST, or a JSON-RPC bulk call whose ids travel in the body; a record already
+    in the target state is not moved and not logged)."""
+    out: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    for entry in logs:
+        resource, button = str(entry.get("resource") or ""), _TARGET_BUTTON.get(str(entry.get("target")))
+        model, _, rid = resource.rpartition(",")
+        at = epoch(entry.get("create_date"))
+        if button and model in (SHIPMENT, INTERNAL, RETURN) and rid.isdigit() and at is not None:
+            out[(model, int(rid), button)].append(at)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 async def done_progress(rest: TrytonRest, numbers: Iterable[str]) -> tuple[int, set[str]]:
@@ -472,7 +497,8 @@ def out_of_order(expected: Mapping[str, dict[str, Any]], view: TrytonView,
     """Customer shipments whose milestones' effects reached Tryton out of the contract's
     sequence. Each effect has an interval (began, committed): a note or a customer return
     its ``create_date`` (Tryton's transaction time) for both; a button its first 2xx call's
-    arrival at the fault proxy and the ERP's answer. A milestone is out of order when it
+    arrival at the fault proxy and the ERP's answer (a bulk JSON-RPC call names its records in
+    its body, not its address: then the ``create_date`` of the transition Tryton logged). A milestone is out of order when it
     began before its predecessor's effect was committed (so also when both ran at once)."""
     per_order: dict[str, list[tuple[tuple[int, int], str, float, float]]] = defaultdict(list)
     for mid, m in expected.items():
@@ -493,7 +519,9 @@ def out_of_order(expected: Mapping[str, dict[str, Any]], view: TrytonView,
                 per_order[order_id].append((rank, f"{label} {m['rma_id']}/{m['sku']}", min(stamps), min(stamps)))
         else:
             s = view.shipments.get(order_id)
-            calls = times.get((SHIPMENT, s["id"], _BUTTON[kind]), []) if s else []
+            key = (SHIPMENT, s["id"], _BUTTON[kind]) if s else None
+            # the fault proxy's REST calls; else (a JSON-RPC bulk call) Tryton's own transition log
+            calls = (times.get(key) or [(t, t) for t in view.transitions.get(key, ())]) if key else []
             if calls:
                 per_order[order_id].append((rank, label, calls[0][0], calls[0][1]))
     out: list[str] = []
@@ -524,7 +552,7 @@ def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[st
         if s is None:
             return False, 0
         key = (SHIPMENT, s["id"], _BUTTON[kind])
-        calls = max(proxy.get(key, 0), nginx.get(key, 0))
+        calls = max(proxy.get(key, 0), nginx.get(key, 0), len(view.transitions.get(key, ())))
         posted = s["state"] in _STATES[kind]
         if kind == "ShipmentConfirmed":
             posted = posted and s["shipping_reference"] == m["tracking_no"]
@@ -533,8 +561,8 @@ def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[st
         docs = view.internal.get(mid, [])
         good = [d for d in docs if d["state"] == "done" and [
             (mv["product"]["code"], int(mv["quantity"])) for mv in d["moves"]] == [(m["sku"], abs(int(m["net_delta"])))]]
-        dos = max([max(proxy.get((INTERNAL, d["id"], "do"), 0), nginx.get((INTERNAL, d["id"], "do"), 0)) for d in docs]
-                  or [0])
+        dos = max([max(proxy.get((INTERNAL, d["id"], "do"), 0), nginx.get((INTERNAL, d["id"], "do"), 0),
+                       len(view.transitions.get((INTERNAL, d["id"], "do"), ()))) for d in docs] or [0])
         return bool(good), max(len(docs), dos)
     if kind == "ReturnReceived":
         ref = f"{m['rma_id']}/{m['sku']}"
@@ -542,7 +570,8 @@ def _effect(m: dict[str, Any], view: TrytonView, shipments: Mapping[str, dict[st
         done = {"done"} if m.get("disposition") == "restock" else {"received", "done"}
         good = [d for d in docs if d["state"] in done and [
             (mv["product"]["code"], int(mv["quantity"])) for mv in d.get("incoming_moves", [])] == [(m["sku"], int(m["qty"]))]]
-        calls = max([max(proxy.get((RETURN, d["id"], b), 0), nginx.get((RETURN, d["id"], b), 0))
+        calls = max([max(proxy.get((RETURN, d["id"], b), 0), nginx.get((RETURN, d["id"], b), 0),
+                         len(view.transitions.get((RETURN, d["id"], b), ())))
                      for d in docs for b in ("receive", "do")] or [0])
         return bool(good), max(len(docs), calls)
     return False, 0

@@ -25,18 +25,19 @@ from app.settings import ErpSettings
 @dataclass(frozen=True)
 class BulkSettings:
     """The batching settings (``ERP_RPC_LOGIN``, ``ERP_RPC_PASSWORD``, ``ERP_BATCH_MAX``, from
-    ``app.settings.ErpSettings``): a Tryton user for JSON-RPC bulk writes (empty: Tryton
-    writes go one by one over REST; reads are batched either way), and the most items in
-    one ERP request (the batch is also cut at a third of ``ERP_TIMEOUT_S`` worth of the
-    ERP's measured time per item)."""
+    ``app.settings.ErpSettings``, and ``ERP_BATCH_WINDOW_S``): a Tryton user for JSON-RPC
+    bulk writes (empty: Tryton writes go one by one over REST; reads are batched either way),
+    the most records in one ERP request (fewer while the ERP is slow: ``app.erp.batcher``), and
+    how long a request waits for more records."""
 
     rpc_login: str = ""
     rpc_password: str = ""
     batch_max: int = 100
+    batch_window_s: float = 0.25
 
     @classmethod
     def of(cls, erp: ErpSettings) -> BulkSettings:
-        return cls(erp.rpc_login, erp.rpc_password.value, erp.batch_max)
+        return cls(erp.rpc_login, erp.rpc_password.value, erp.batch_max, erp.batch_window_s)
 
 
 def make_port(
@@ -49,9 +50,10 @@ def make_port(
     bulk = bulk if bulk is not None else BulkSettings.of(erp)
     if erp.adapter == "tryton":
         return TrytonAdapter.from_settings(erp, session=session, before_send=before_send, rpc_login=bulk.rpc_login,
-                                           rpc_password=bulk.rpc_password, max_batch=bulk.batch_max, role=role)
+                                           rpc_password=bulk.rpc_password, max_batch=bulk.batch_max, role=role,
+                                           window_s=bulk.batch_window_s)
     return HttpAdapter.from_settings(erp, session=session, before_send=before_send, max_batch=bulk.batch_max,
-                                     role=role)
+                                     role=role, window_s=bulk.batch_window_s)
 
 
 def http_client(port: ErpPort) -> ErpHttpClient:

@@ -21,12 +21,19 @@ exception for that item alone); each caller's future gets its own.
   task awaits it), so grouping across documents never reorders one document's steps.
 - **Batch size adapts** to the quota (a batch is whatever gathered while the limiter
   made it wait: small when the ERP is idle, large under backlog) and to the ERP's
-  latency: per group kind, the seconds per item are tracked (EWMA) and a batch is cut
-  at ``target_s`` worth of items (never above ``max_items``), so a slow ERP gets smaller
-  requests well within ``ERP_TIMEOUT_S``.
+  latency, per kind of request (``kind(group)``: a button of a model, a read of a model):
+  a request of several items answered after more than ``target_s`` cuts that kind's
+  limit to the items it would have done in ``target_s``; a full request answered within
+  half of it raises the limit by half (never above ``max_items``). So a slow ERP gets
+  smaller requests well within ``ERP_TIMEOUT_S``, and one slow single-record answer (the
+  ERP busy with something else) never shrinks the batches of a kind.
 - **Fencing per item.** ``before_send`` (the sink's fence) runs for each item in the
   context its caller enqueued it from, right before the request: an item of a revoked
   partition gets ``Revoked`` and is left out, the rest go.
+- **A short window.** A request goes once its group's oldest record has waited
+  ``window_s`` (``ERP_BATCH_WINDOW_S``) or a group has a full request's worth: records
+  arriving close together share a request while the ERP is idle; under backlog the records
+  are older than that already and requests follow each other as fast as the limiter allows.
 - **Cancelled callers** (a revoked partition's tasks) are dropped before sending.
 """
 from __future__ import annotations
@@ -38,6 +45,9 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from app import metrics
+from app.erp.port import NotReadyErpError, PermanentErpError
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +70,20 @@ class _Item:
     future: asyncio.Future[Any]
     context: contextvars.Context
     enqueued: float
+    arrived: float  # the event loop's time (the window), whatever ``clock`` is
 
 
 @dataclass
 class _Pace:
-    """Seconds per item of one kind of group (EWMA), for the latency-adaptive cap."""
+    """The items limit of one kind of request (multiplicative both ways, on the ERP's answer time)."""
 
-    per_item_s: float | None = None
+    limit: float
 
-    def observe(self, elapsed_s: float, n: int) -> None:
-        sample = elapsed_s / max(1, n)
-        self.per_item_s = sample if self.per_item_s is None else 0.7 * self.per_item_s + 0.3 * sample
+    def observe(self, elapsed_s: float, n: int, target_s: float, max_items: int) -> None:
+        if elapsed_s > target_s and n > 1:
+            self.limit = max(1.0, min(self.limit, n * target_s / elapsed_s))
+        elif n >= int(self.limit) and elapsed_s <= target_s / 2:
+            self.limit = min(float(max_items), self.limit * 1.5)
 
 
 @dataclass
@@ -112,7 +125,7 @@ class Batcher:
     async def call(self, group: Hashable, payload: Any) -> Any:
         """Enqueue one item and wait for its own outcome (its exception is raised here)."""
         loop = asyncio.get_running_loop()
-        item = _Item(payload, loop.create_future(), contextvars.copy_context(), self.clock())
+        item = _Item(payload, loop.create_future(), contextvars.copy_context(), self.clock(), loop.time())
         self._groups.setdefault(group, []).append(item)
         self._wake.set()
         if self._flusher is None or self._flusher.done():
@@ -120,11 +133,11 @@ class Batcher:
         return await item.future
 
     def cap(self, group: Hashable) -> int:
-        """Items per request for this group now: ``target_s`` worth at the measured pace."""
+        """Items per request for this group now (see the module docstring)."""
         pace = self._pace.get(self.kind(group))
-        if pace is None or pace.per_item_s is None:
+        if pace is None:
             return min(self.first_items, self.max_items)
-        return max(1, min(self.max_items, int(self.target_s / max(pace.per_item_s, 1e-6))))
+        return max(1, min(self.max_items, int(pace.limit)))
 
     async def close(self) -> None:
         tasks = [t for t in (self._flusher, *self._sends) if t is not None and not t.done()]
@@ -159,7 +172,10 @@ class Batcher:
                     if not self._pending():
                         return  # idle: the next call starts a new flusher
                 continue
-            await asyncio.sleep(self.window_s)  # callers woken together join the same request
+            wait = self._window_left()
+            if wait > 0:  # callers arriving close together join the same request
+                await asyncio.sleep(wait)
+                continue
             await self.gate.acquire()  # under backlog, everything called meanwhile joins too
             if not self._pending():
                 self.gate.release_unsent()
@@ -175,7 +191,18 @@ class Batcher:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 
-    def _fenced(self, items: list[_Item]) -> list[_Item]:
+    def _window_left(self) -> float:
+        """Seconds until a request is due: the oldest waiting record has waited ``window_s``,
+        or a group has a full request's worth (0 under backlog: no wait between requests)."""
+        now = asyncio.get_running_loop().time()
+        left = self.window_s
+        for group, items in self._groups.items():
+            if len(items) >= self.cap(group):
+                return 0.0
+            left = min(left, items[0].arrived + self.window_s - now)
+        return max(0.0, left)
+
+    def _fenced(self, group: Hashable, items: list[_Item]) -> list[_Item]:
         """The items still to send: cancelled callers dropped, each caller's fence run in its context."""
         out = []
         for item in items:
@@ -185,6 +212,7 @@ class Batcher:
                 try:
                     item.context.run(self.before_send)
                 except BaseException as exc:  # the fence's answer is the item's outcome
+                    metrics.ERP_BATCH_RECORD_OUTCOMES.labels(self.kind(group), "fenced").inc()
                     item.future.set_exception(exc)
                     continue
             out.append(item)
@@ -193,7 +221,7 @@ class Batcher:
     async def _send(self, group: Hashable, items: list[_Item], *, acquired: bool) -> None:
         if not acquired:
             await self.gate.acquire()
-        items = self._fenced(items)
+        items = self._fenced(group, items)
         if not items:
             self.gate.release_unsent()
             return
@@ -210,6 +238,7 @@ class Batcher:
             self._count(kind, len(items))
             if len(items) > 1 and self.splittable(exc):
                 self.stats.splits += 1
+                metrics.ERP_BATCH_SPLITS.labels(kind).inc()
                 half = len(items) // 2
                 log.info("ERP batch %s of %d refused (%s); splitting to find the item at fault",
                          kind, len(items), str(exc)[:200])
@@ -218,10 +247,13 @@ class Batcher:
                 return
             for item in items:
                 if not item.future.done():
+                    self._outcome(kind, exc)
                     item.future.set_exception(exc)
             return
         self._count(kind, len(items))
-        self._pace.setdefault(kind, _Pace()).observe(self.clock() - started, len(items))
+        pace = self._pace.setdefault(kind, _Pace(float(min(self.first_items, self.max_items))))
+        pace.observe(self.clock() - started, len(items), self.target_s, self.max_items)
+        metrics.ERP_BATCH_SIZE.labels(kind).set(self.cap(group))
         if len(outcomes) != len(items):
             mismatch = RuntimeError(f"ERP batch {kind}: {len(outcomes)} outcomes for {len(items)} items")
             for item in items:
@@ -232,11 +264,26 @@ class Batcher:
             if item.future.done():
                 continue
             if isinstance(outcome, BaseException):
+                self._outcome(kind, outcome)
                 item.future.set_exception(outcome)
             else:
+                self._outcome(kind, None)
                 item.future.set_result(outcome)
 
+    @staticmethod
+    def _outcome(kind: str, exc: BaseException | None) -> None:
+        if exc is None:
+            outcome = "done"
+        elif isinstance(exc, NotReadyErpError):
+            outcome = "not_ready"
+        elif isinstance(exc, PermanentErpError):
+            outcome = "refused"
+        else:
+            outcome = "transient"
+        metrics.ERP_BATCH_RECORD_OUTCOMES.labels(kind, outcome).inc()
+
     def _count(self, kind: str, n: int) -> None:
+        metrics.ERP_BATCH_RECORDS.labels(kind).observe(n)
         self.stats.requests += 1
         self.stats.items += n
         self.stats.largest = max(self.stats.largest, n)

@@ -250,11 +250,19 @@ class _MappedCalls:
         return {str(p["milestone_id"]): state for p, state in zip(checkable, states, strict=True)}
 
 
+def bulk_kind(group: Any) -> str:
+    """A bulk group's kind of request (batch size limit, metrics label): ``bulk <METHOD>``
+    (bounded: the rendered path may name a document)."""
+    return f"bulk {group[0]}"
+
+
+
 class HttpAdapter(_MappedCalls):
     """``ErpPort`` for any ERP with a JSON API (SAP, NetSuite, Dynamics behind a gateway)."""
 
     def __init__(self, client: ErpHttpClient, posts: Mapping[str, Route], reads: Mapping[str, Route],
-                 bulk: Mapping[str, Route] | None = None, *, max_batch: int = 100, target_s: float = 3.0) -> None:
+                 bulk: Mapping[str, Route] | None = None, *, max_batch: int = 100, target_s: float = 3.0,
+                 window_s: float = 0.01) -> None:
         self.client = client
         self.posts = dict(posts)
         self.reads = dict(reads)
@@ -263,10 +271,10 @@ class HttpAdapter(_MappedCalls):
         self.mapped_posts: dict[str, StepsRoute] = {}
         self.mapped_reads: dict[str, ReadSpec] = {}
         self.feed: FeedSpec | None = None
-        self.batcher = Batcher(client, self._execute_bulk, max_items=max_batch, target_s=target_s,
+        self.batcher = Batcher(client, self._execute_bulk, max_items=max_batch, target_s=target_s, window_s=window_s,
                                splittable=lambda exc: isinstance(exc, PermanentErpError)
                                and exc.status in SPLITTABLE_STATUSES,
-                               before_send=client.before_send)
+                               before_send=client.before_send, kind=bulk_kind)
 
     @classmethod
     def from_settings(
@@ -277,11 +285,12 @@ class HttpAdapter(_MappedCalls):
         before_send: Callable[[], None] | None = None,
         max_batch: int = 100,
         role: str = "sink",
+        window_s: float = 0.25,
     ) -> HttpAdapter:
         posts, reads = parse_routes(erp.http_routes)
         bulk = parse_bulk_routes(erp.http_routes) if erp.http_routes else {}
         adapter = cls(_client(erp, session, before_send, role), posts, reads, bulk, max_batch=max_batch,
-                      target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
+                      target_s=max(0.5, min(5.0, erp.timeout_s / 3)), window_s=window_s)
         adapter.mapped_posts, adapter.mapped_reads = parse_mapped_routes(json.loads(erp.http_routes or "{}"))
         adapter.feed = FeedSpec.parse(erp.http_feed) if erp.http_feed else None
         return adapter

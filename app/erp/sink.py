@@ -31,7 +31,9 @@ successors are recorded as held (ledger, ``syncgov dlq list``, metric) and not p
 the blocker is re-driven (``syncgov dlq replay`` puts it back on the topic; its new record
 releases the document: the blocker, then the held successors, in order). Transient errors
 and ``NotReadyErpError`` (a precondition not met yet) are retried with capped, jittered
-backoff; a failure counts toward ``max_retries`` only once the ERP has answered some other
+backoff (a deferral's retry time is rounded up to a shared tick, ``defer_tick_s``, so
+documents waiting for the ERP retry together and their reads share a batched request); a
+failure counts toward ``max_retries`` only once the ERP has answered some other
 milestone successfully since this document started failing (a down ERP parks nothing, a
 document the ERP refuses alone is parked). After ``max_retries`` counted failures the
 document is *parked*: like a dead letter (ERP dead-letter topic with ``parked``, hold,
@@ -59,6 +61,7 @@ import base64
 import contextvars
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -187,6 +190,7 @@ class SinkConfig:
     poll_records: int = 500
     poll_timeout_s: float = 0.2
     idle_s: float = 0.1  # wait when nothing is owned
+    defer_tick_s: float = 1.0  # deferred documents (not ready yet) retry together, on this tick
 
 
 # -- per partition state ----------------------------------------------------------------------
@@ -253,6 +257,7 @@ class PartitionRun:
     meta_dirty: bool = False
     inherited_end: int = 0  # records below it may have been in flight at the previous owner
     quiet_until: float = 0.0  # ... so they wait until then (settle_s after the assignment)
+    assigned_ms: int | None = None  # wall time of the assignment: records written before it are inherited too
     paused: bool = False
     cut: bool = False  # revoked under us: dropped and reloaded by the stage
 
@@ -361,8 +366,8 @@ class OrderedErpSink:
                 for partition in new:
                     run = self.runs[partition]
                     run.inherited_end = ends.get(partition, 0)
-                    inherited = run.inherited_end > run.read_pos or any(d.queue for d in run.docs.values())
-                    run.quiet_until = quiet if inherited else 0.0
+                    run.assigned_ms = int(self.wall() * 1000)
+                    run.quiet_until = quiet  # for the inherited records only (``_inherited``)
             for run in self.runs.values():
                 run.paused = False
             for partition in new:  # documents loaded mid-release go on, after the quiet time
@@ -491,7 +496,7 @@ class OrderedErpSink:
             while doc.queue and not run.cut:
                 slot = doc.queue[0]
                 wait = doc.not_before
-                if slot.offset is None or slot.offset < run.inherited_end:  # maybe in flight at the previous owner
+                if self._inherited(run, slot):  # maybe in flight at the previous owner
                     wait = max(wait, run.quiet_until)
                 if wait > self.clock():
                     await self.sleep(wait - self.clock())
@@ -503,6 +508,16 @@ class OrderedErpSink:
             if not run.cut:
                 log.info("ERP sink: partition %d revoked during ERP work; it is left to its next owner", run.partition)
             run.cut = True
+
+    @staticmethod
+    def _inherited(run: PartitionRun, slot: Slot) -> bool:
+        """A record the previous owner may have been posting: a released held milestone, one
+        below the partition's end at the assignment, or one written before the assignment (its
+        Kafka timestamp: a broker that under-reports end offsets, as Tansu does after a
+        multi-record batch, must not let inherited records skip the wait)."""
+        if slot.offset is None or slot.offset < run.inherited_end:
+            return True
+        return slot.timestamp_ms is not None and run.assigned_ms is not None and slot.timestamp_ms <= run.assigned_ms
 
     async def _attempt(self, run: PartitionRun, doc: Doc, slot: Slot) -> None:
         m = slot.milestone
@@ -571,7 +586,14 @@ class OrderedErpSink:
         wait = max(wait, retry_after or 0.0)
         if unknown:
             wait = max(wait, self.config.settle_s)  # the request may still commit: let it, then read
-        doc.not_before = self.clock() + wait
+        not_before = self.clock() + wait
+        if isinstance(exc, NotReadyErpError) and self.config.defer_tick_s > 0:
+            # Not a fault of the ERP's (no herd to spread): deferred documents retry on a shared
+            # tick, so their reads share one batched request instead of one each at random times.
+            tick = self.config.defer_tick_s
+            not_before = math.ceil(not_before / tick) * tick
+            wait = not_before - self.clock()
+        doc.not_before = not_before
         log.info("ERP sink: %s %s %s (attempt %d); next try in %.1f s", m["type"], m["milestone_id"],
                  "deferred" if isinstance(exc, NotReadyErpError) else "failed", doc.failures, wait)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from app import metrics
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
 from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
@@ -199,11 +200,11 @@ class TrytonAdapter:
     writes and creates are bulk calls too, grouped across documents."""
 
     def __init__(self, rest: TrytonRest, rpc: TrytonRpc | None = None, *, max_batch: int = 100,
-                 target_s: float = 3.0, clock: Callable[[], float] | None = None) -> None:
+                 target_s: float = 3.0, window_s: float = 0.01, clock: Callable[[], float] | None = None) -> None:
         import time
 
         self.rest = rest
-        self.ops = TrytonOps(rest, rpc, max_items=max_batch, target_s=target_s)
+        self.ops = TrytonOps(rest, rpc, max_items=max_batch, target_s=target_s, window_s=window_s)
         self._clock = clock or time.monotonic
         # order_id -> (when, the shipment as this adapter's own button left it): the next
         # milestone of the same document starts from it instead of a read (coalescing).
@@ -224,6 +225,7 @@ class TrytonAdapter:
     def from_settings(
         cls, erp: ErpSettings, *, session: aiohttp.ClientSession | None = None, before_send: Callable[[], None] | None = None,
         rpc_login: str = "", rpc_password: str = "", max_batch: int = 100, role: str = "sink",
+        window_s: float = 0.25,
     ) -> TrytonAdapter:
         """``rpc_login``/``rpc_password``: a Tryton user for JSON-RPC bulk writes (empty: writes
         one by one over REST; reads are batched either way)."""
@@ -242,7 +244,7 @@ class TrytonAdapter:
         rest = TrytonRest(client, erp.database)
         rpc = TrytonRpc(client, erp.database, rpc_login, rpc_password) if rpc_login else None
         # A batch is cut at about a third of the request timeout's worth of Tryton's work.
-        return cls(rest, rpc, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)))
+        return cls(rest, rpc, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)), window_s=window_s)
 
     async def close(self) -> None:
         await self.ops.close()
@@ -352,9 +354,11 @@ class TrytonAdapter:
 
     # -- customer shipments -----------------------------------------------------------------
 
-    async def _find_shipment(self, order_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
+    async def _find_shipment(self, order_id: str, *, fresh: bool = False, kind: str = "") -> dict[str, Any] | None:
         known = self._known.pop(order_id, None)
         if known is not None and not fresh and self._clock() - known[0] <= KNOWN_STATE_S:
+            if kind:
+                metrics.ERP_COALESCED.labels(kind).inc()
             return known[1]
         return await self.ops.read_one(SHIPMENT, "number", order_id, _SHIPMENT_FIELDS)
 
@@ -364,8 +368,8 @@ class TrytonAdapter:
         if state and ship.get("number"):
             self._known[str(ship["number"])] = (self._clock(), {**ship, "state": state})
 
-    async def _shipment(self, order_id: str, *, fresh: bool = False) -> dict[str, Any]:
-        ship = await self._find_shipment(order_id, fresh=fresh)
+    async def _shipment(self, order_id: str, *, fresh: bool = False, kind: str = "") -> dict[str, Any]:
+        ship = await self._find_shipment(order_id, fresh=fresh, kind=kind)
         if ship is None:
             raise PermanentErpError(200, f"Tryton has no {SHIPMENT} with number {order_id!r} (search answered [])")
         return ship
@@ -393,7 +397,7 @@ class TrytonAdapter:
         return state
 
     async def _post_accepted(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"])
+        ship = await self._shipment(m["order_id"], kind="OrderAccepted")
         document = ref(SHIPMENT, ship["id"])
         if await self._acceptance_note(ship, m) is not None:
             return PostResult("already_done", document)
@@ -416,7 +420,7 @@ class TrytonAdapter:
         return next((n for n in notes if marker in str(n.get("message") or "")), None)
 
     async def _post_picked(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"])
+        ship = await self._shipment(m["order_id"], kind="OrderPicked")
         document = ref(SHIPMENT, ship["id"])
         if _get(ship, "state") in ORDER_DONE_STATES["OrderPicked"]:
             return PostResult("already_done", document)
@@ -475,7 +479,7 @@ class TrytonAdapter:
                                          f"{str(answered)[:300]}")
 
     async def _post_packed(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"])
+        ship = await self._shipment(m["order_id"], kind="OrderPacked")
         document = ref(SHIPMENT, ship["id"])
         if _get(ship, "state") in ORDER_DONE_STATES["OrderPacked"]:
             return PostResult("already_done", document)
@@ -485,7 +489,7 @@ class TrytonAdapter:
         return PostResult("posted", document)
 
     async def _post_confirmed(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"])
+        ship = await self._shipment(m["order_id"], kind="ShipmentConfirmed")
         document = ref(SHIPMENT, ship["id"])
         if _get(ship, "state") in ORDER_DONE_STATES["ShipmentConfirmed"]:
             return PostResult("already_done", document)

@@ -191,6 +191,15 @@ def _domain_b64(domain: Any) -> str:
     return base64.urlsafe_b64encode(dumps(domain)).decode()
 
 
+def request_kind(group: Hashable) -> str:
+    """A batch group's kind of request (its batch size limit and its metrics' label):
+    ``read <model>``, ``button <model>.<name>``, ``write <model>``, ``create <model>``."""
+    assert isinstance(group, tuple)
+    if group[0] == "button":
+        return f"button {group[1]}.{group[2]}"
+    return f"{group[0]} {group[1]}"
+
+
 class TrytonOps:
     """What the adapter does to Tryton, each call an item of a batch."""
 
@@ -202,7 +211,7 @@ class TrytonOps:
         self.batcher = Batcher(client, self._execute,  # type: ignore[arg-type]  # None: a unit test without calls
                                max_items=max_items, target_s=target_s, window_s=window_s,
                                splittable=lambda exc: isinstance(exc, RpcRefused),
-                               before_send=getattr(client, "before_send", None))
+                               before_send=getattr(client, "before_send", None), kind=request_kind)
 
     @property
     def bulk(self) -> bool:

@@ -13,6 +13,7 @@ order, every poison record dead-lettered with a reason. ``make chaos``
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -123,6 +124,11 @@ def test_only_creates_match_the_create_filter() -> None:
     assert not re.search(CREATE_CALL, "POST /erp/rest/model/stock.shipment.out/7/do?f=state")
     assert not re.search(CREATE_CALL, "GET /erp/rest/model/ir.note?d=x")
     assert not re.search(CREATE_CALL, "PUT /erp/rest/model/stock.shipment.out/7")
+    assert re.search(CREATE_CALL, "POST /erp/rpc/?m=model.ir.note.create&n=12")
+    assert re.search(CREATE_CALL, "POST /erp/rpc/?m=model.stock.shipment.internal.create&n=3")
+    assert not re.search(CREATE_CALL, "POST /erp/rpc/?m=model.res.user.warning.create&n=4")
+    assert not re.search(CREATE_CALL, "POST /erp/rpc/?m=model.stock.shipment.out.pick&n=4")
+    assert not re.search(CREATE_CALL, "POST /erp/rpc/?m=common.db.login&n=1")
 
 
 def test_state_changes_counts_only_answered_buttons() -> None:
@@ -178,6 +184,30 @@ def test_the_verdict_finds_lost_and_twice_posted_milestones() -> None:
     assert [x.split()[0] for x in v.lost] == ["InventoryAdjusted"]
     assert sorted(x.split()[0] for x in v.twice) == ["OrderAccepted", "ShipmentConfirmed"]
     assert v.poison_missing and not v.ok
+
+
+def test_bulk_calls_are_counted_from_trytons_own_transition_log() -> None:
+    """A JSON-RPC bulk call names its records in its body: the fault proxy and nginx see one
+    ``?m=model.stock.shipment.out.pick`` for many shipments. Tryton's ``ir.model.log`` has
+    one transition per record it moved: that is what counts a repeat and times the effect."""
+    at = dt.datetime(2026, 11, 27, 10, 0, 5)
+    logs = [{"resource": "stock.shipment.out,9", "target": "state:picked", "create_date": at},
+            {"resource": "stock.shipment.out,9", "target": "state:packed", "create_date": at + dt.timedelta(seconds=1)},
+            {"resource": "stock.shipment.out,9", "target": "state:assigned", "create_date": at},  # no milestone's
+            {"resource": "stock.shipment.internal,4", "target": "state:done", "create_date": at},
+            {"resource": "sale.sale,1", "target": "state:done", "create_date": at}]
+    times = verify.transition_times(logs)
+    assert set(times) == {("stock.shipment.out", 9, "pick"), ("stock.shipment.out", 9, "pack"),
+                          ("stock.shipment.internal", 4, "do")}
+    assert verify.judge(_inputs(transitions=times)).twice == []
+    twice = verify.transition_times([*logs, {"resource": "stock.shipment.out,9", "target": "state:picked",
+                                             "create_date": at + dt.timedelta(seconds=9)}])
+    v = verify.judge(_inputs(transitions=twice))
+    assert [x.split()[0] for x in v.twice] == ["OrderPicked"]
+    assert v.out_of_order == []
+    swapped = verify.transition_times([{**logs[0], "create_date": at + dt.timedelta(seconds=2)}, *logs[1:]])
+    v = verify.judge(_inputs(transitions=swapped))
+    assert len(v.out_of_order) == 1 and "OrderPacked reached Tryton" in v.out_of_order[0], v.out_of_order
 
 
 # -- the CI-sized chaos run -------------------------------------------------------------------
@@ -269,6 +299,21 @@ def test_every_released_order_is_done_once_with_its_tracking_number(chaos_run: C
     assert v.orders_released >= chaos_run.cfg.orders
     assert v.orders_unworked == []
     assert v.orders_done + v.orders_cancelled == v.orders_released, v.orders_wrong
+
+
+@pytest.mark.chaos
+@pytest.mark.erp
+@pytest.mark.kafka
+@pytest.mark.apache_kafka
+@pytest.mark.timeout(900)
+def test_the_erp_writes_went_as_bulk_calls(chaos_run: Chaos) -> None:
+    """Bulk mode is on in the chaos run: Tryton JSON-RPC button calls reached Tryton, some on
+    several records at once, and the verdict counted their transitions from Tryton's log."""
+    proxy = [p for p in chaos_run.proxy_lines() if "/rpc/" in p.uri and "m=model.stock.shipment.out." in p.uri]
+    sizes = [int(m[1]) for p in proxy if (m := re.search(r"[?&]n=(\d+)", p.uri))]
+    assert chaos_run.cfg.bulk and sizes, "no JSON-RPC bulk call on customer shipments reached Tryton"
+    assert max(sizes) > 1, f"every bulk call carried one record: {Counter(sizes)}"
+    assert chaos_run.transitions, "Tryton's transition log was not read"
 
 
 @pytest.mark.chaos

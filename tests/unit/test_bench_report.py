@@ -107,3 +107,32 @@ def test_figures_on_apache_kafka_get_their_own_ids_and_sit_next_to_the_embedded_
     assert [f["id"] for f in ordered] == ["worker", "worker_apache", "ratio", "ratio_apache"]
     assert {section_of(f["id"]) for f in ordered} == {"worker"}
     assert section_of("latency_p99_apache") == "latency" and section_of("recovery_cold_apache") == "recovery"
+
+
+def test_erp_requests_are_counted_by_kind_with_the_records_they_carry() -> None:
+    """The ERP bench's breakdown of the gateway's access log: JSON-RPC calls by method and
+    ``n``, REST searches by model and the values of their ``in`` domain, and the ERP's busy
+    time as the union of the requests' intervals."""
+    import base64
+    from types import SimpleNamespace
+
+    from benchmarks.erp_bench import breakdown, busy_s, items_of, request_kind
+
+    def line(method: str, uri: str, ts: float = 10.0, took: float = 1.0) -> SimpleNamespace:
+        return SimpleNamespace(method=method, uri=uri, ts=ts, request_time_s=took, status=200)
+
+    domain = base64.urlsafe_b64encode(b'[["number","in",["OUT-1","OUT-2","OUT-3"]]]').decode()
+    lines = [line("POST", "/erp/rpc/?m=model.stock.shipment.out.pick&n=40", ts=10.0, took=2.0),
+             line("POST", "/erp/rpc/?m=model.res.user.warning.create&n=40", ts=11.0, took=2.0),
+             line("POST", "/erp/rpc/?m=model.ir.note.create&n=7", ts=20.0, took=1.0),
+             line("POST", "/erp/rpc/?m=common.db.login&n=1", ts=21.0, took=0.5),
+             line("GET", f"/erp/rest/model/stock.shipment.out?d={domain}&f=state", ts=30.0, took=0.5),
+             line("POST", "/erp/rest/model/stock.shipment.out/7/do?f=state", ts=31.0, took=0.5)]
+    assert [request_kind(x) for x in lines] == [
+        "button stock.shipment.out.pick", "warnings", "create ir.note", "login", "read stock.shipment.out",
+        "button stock.shipment.out.do"]
+    assert [items_of(x) for x in lines] == [40, 40, 7, 1, 3, 1]
+    kinds = breakdown(lines)
+    assert kinds["button stock.shipment.out.pick"] == {"requests": 1, "items": 40, "erp_s": 2.0}
+    # [8, 10] and [9, 11] overlap: 3 s; then [19, 20], [20.5, 21], [29.5, 30], [30.5, 31]
+    assert busy_s(lines) == 3.0 + 1.0 + 0.5 + 0.5 + 0.5

@@ -176,6 +176,75 @@ async def test_batch_size_follows_the_erps_latency() -> None:
     await b.close()
 
 
+async def test_records_arriving_within_the_window_share_a_request_and_a_full_group_goes_at_once() -> None:
+    rec = Recorder()
+    b = Batcher(OpenGate(), rec, window_s=0.3, first_items=3, max_items=3)
+
+    async def later(delay: float, payload: str) -> Any:
+        await asyncio.sleep(delay)
+        return await b.call("g", payload)
+
+    started = time.monotonic()
+    await asyncio.gather(later(0.0, "a"), later(0.1, "b"))
+    assert rec.batches == [("g", ["a", "b"])]  # b came within a's window
+    assert time.monotonic() - started >= 0.25
+    started = time.monotonic()
+    await asyncio.gather(*(b.call("g", p) for p in "cde"))
+    assert rec.batches[-1] == ("g", ["c", "d", "e"]) and time.monotonic() - started < 0.2  # full: no wait
+    await b.close()
+
+
+async def test_batch_size_per_kind_grows_on_fast_full_requests_and_ignores_one_slow_single_record() -> None:
+    """Each kind of request has its own limit. A full request answered well within the target
+    raises it by half; a single record answered late (the ERP busy with another kind's big
+    request) says nothing about the cost per record and leaves it; a slow big request cuts it."""
+    clock = [0.0]
+    cost = {"pick": 0.01, "do": 0.01, "slow": 0.0}
+
+    async def erp(group: Hashable, payloads: list[Any]) -> list[Any]:
+        clock[0] += 8.0 if group == ("button", "m", "slow") else cost[group[2]] * len(payloads)
+        return payloads
+
+    b = Batcher(OpenGate(), erp, max_items=100, first_items=10, target_s=3.0, clock=lambda: clock[0],
+                kind=lambda g: f"button {g[1]}.{g[2]}")
+    pick, do, slow = ("button", "m", "pick"), ("button", "m", "do"), ("button", "m", "slow")
+    await asyncio.gather(*(b.call(pick, i) for i in range(10)))
+    assert b.cap(pick) == 15 and b.cap(do) == 10  # grown; the other kind untouched
+    await b.call(slow, 1)
+    assert b.cap(slow) == 10  # one late single record: no lesson about the size
+    await asyncio.gather(*(b.call(slow, i) for i in range(10)))
+    assert b.cap(slow) == 3  # ten records in 8 s: three fit in the 3 s target
+    for _ in range(12):
+        await asyncio.gather(*(b.call(pick, i) for i in range(b.cap(pick))))
+    assert b.cap(pick) == 100  # never above max_items
+    await b.close()
+
+
+async def test_batch_metrics_count_records_per_request_and_each_records_outcome() -> None:
+    from app import metrics
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    kind = "button t.metrics"
+    before = {o: sample("syncgov_erp_batch_record_outcomes_total", kind=kind, outcome=o) for o in ("done", "refused")}
+    requests = sample("syncgov_erp_batch_records_count", kind=kind)
+    records = sample("syncgov_erp_batch_records_sum", kind=kind)
+    splits = sample("syncgov_erp_batch_splits_total", kind=kind)
+    rec = Recorder(fail={"b"})
+    b = Batcher(OpenGate(), rec, window_s=0.0, splittable=lambda exc: isinstance(exc, PermanentErpError),
+                kind=lambda g: kind)
+    out = await asyncio.gather(*(b.call("g", p) for p in "abcd"), return_exceptions=True)
+    assert [isinstance(o, PermanentErpError) for o in out] == [False, True, False, False]
+    assert sample("syncgov_erp_batch_record_outcomes_total", kind=kind, outcome="done") - before["done"] == 3
+    assert sample("syncgov_erp_batch_record_outcomes_total", kind=kind, outcome="refused") - before["refused"] == 1
+    assert sample("syncgov_erp_batch_splits_total", kind=kind) - splits == len(rec.batches) // 2
+    assert sample("syncgov_erp_batch_records_count", kind=kind) - requests == len(rec.batches)
+    assert sample("syncgov_erp_batch_records_sum", kind=kind) - records == sum(len(p) for _, p in rec.batches)
+    assert sample("syncgov_erp_batch_size_limit", kind=kind) >= 1
+    await b.close()
+
+
 # -- the sink on a batched port ------------------------------------------------------------------
 
 

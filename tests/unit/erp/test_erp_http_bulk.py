@@ -19,6 +19,7 @@ KEY = "bulk-erp-key"
 ROUTES = json.dumps({
     "OrderPicked": "POST /orders/{order_id}/picked",
     "bulk:OrderPicked": "POST /bulk/picked",
+    "bulk:ShipmentConfirmed": "POST /bulk/confirmed",
     "bulk:InventoryAdjusted": "POST /bulk/adjustments",
 })
 
@@ -36,6 +37,7 @@ class BulkErp:
         self.requests: list[dict[str, Any]] = []
         self.drop_last = False
         self.answer_shape = "list"
+        self.refuse: dict[str, int] = {}  # milestone id -> the status its item is answered
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -44,7 +46,7 @@ class BulkErp:
             return web.json_response({"error": "changeset refused: bad quantity"}, status=400)
         results = []
         for m in body:
-            status = m.get("want", 201)
+            status = self.refuse.get(m["milestone_id"], m.get("want", 201))
             item: dict[str, Any] = {"status": status, "milestone_id": m["milestone_id"]}
             if status < 300:
                 item["id"] = f"DOC-{m['milestone_id']}"
@@ -113,3 +115,39 @@ async def test_types_without_a_bulk_route_and_sync_exceptions_are_not_bulked(bul
     assert (await adapter.post({**picked(1), "type": "SyncException"})).outcome == "skipped"
     assert (await adapter.post({**picked(2), "type": "OrderPacked"})).outcome == "skipped"
     assert fake.requests == []
+
+
+async def test_the_ordered_sink_on_bulk_mode_dead_letters_one_item_with_its_own_answer_and_keeps_order(bulk) -> None:
+    """Through the ordered sink: the milestones of many documents share bulk requests per
+    step; the one item the ERP refuses is dead-lettered with that item's answer, its document's
+    successor is held, every other document is posted, each in its own order."""
+    from app.erp.sink import SinkConfig
+    from tests.unit.erp.sinkfakes import Harness, Topic, milestone
+
+    fake, adapter = bulk
+    topic = Topic()
+    orders = [f"OUT-{i}" for i in range(6)]
+    for i, order in enumerate(orders):
+        topic.add(milestone(f"p{i}", "OrderPicked", order))
+    for i, order in enumerate(orders):
+        topic.add(milestone(f"k{i}", "ShipmentConfirmed", order))
+    fake.refuse = {"p3": 422}
+    h = Harness(topic, adapter, config=SinkConfig(max_retries=3, settle_s=0.0))
+    sink = h.start()
+    for _ in range(500):  # real HTTP underneath: real time between the sink's rounds
+        await sink.step()
+        if h.ledger.offset() == 11:
+            break
+        await asyncio.sleep(0.02)
+    assert [h.ledger.entry(f"p{i}")["outcome"] for i in range(6)] == ["posted"] * 3 + ["dead_lettered"] + ["posted"] * 2
+    assert h.ledger.entry("k3")["outcome"] == "held"
+    assert all(h.ledger.entry(f"k{i}")["outcome"] == "posted" for i in (0, 1, 2, 4, 5))
+    letter = next(v for _, v in h.dead.records if v.get("milestone_id") == "p3")
+    assert letter["status"] == 422 and "item p3 refused with 422" in letter["detail"] and KEY not in letter["detail"]
+    picks = [m["milestone_id"] for r in fake.requests if r["path"] == "/bulk/picked" for m in r["body"]]
+    packs = [(n, m["milestone_id"]) for n, r in enumerate(fake.requests) if r["path"] == "/bulk/confirmed"
+             for m in r["body"]]
+    assert sorted(picks) == [f"p{i}" for i in range(6)] and "k3" not in [m for _, m in packs]
+    for n, mid in packs:  # each pack went after its own pick had been answered
+        assert any(m["milestone_id"] == f"p{mid[1:]}" for r in fake.requests[:n] for m in r["body"])
+    assert len(fake.requests) < 12 / 2  # shared requests, not one per milestone

@@ -5,6 +5,8 @@ Every test drives ``app.erp.sink.OrderedErpSink`` with fakes (``sinkfakes``): a 
 its consumer, the ledger, the dead-letter topic, a scripted ERP and virtual time."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -107,6 +109,36 @@ async def test_a_new_owner_waits_until_the_previous_owners_requests_can_no_longe
     assert h.clock() - before < h.config.settle_s  # a record written after the takeover: at once
 
 
+async def test_records_written_before_the_assignment_wait_even_when_the_broker_under_reports_the_end() -> None:
+    """Tansu reports a partition's end as the base offset of its last producer batch + 1: a
+    backlog written in one batch looks like 'nothing inherited'. The records' own timestamps
+    (written before the assignment) still make the new owner wait the settle time; a record
+    written after the assignment goes at once."""
+    topic = Topic()
+    topic.add(milestone("i1", "InventoryAdjusted")), topic.add(milestone("i2", "InventoryAdjusted", sku="SKU-2"))
+    erp = Erp()
+    h = Harness(topic, erp)
+    h.start()
+    source = h.source
+    assert source is not None
+
+    async def under_reported(partitions: Collection[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 0)
+
+    source.ends = under_reported  # type: ignore[method-assign]
+    started = h.clock()
+    at: dict[str, float] = {}
+    erp.on_call = lambda m: at.setdefault(m["milestone_id"], h.clock())
+    await h.run_until(lambda: h.done("i1", "i2"))
+    assert min(at.values()) - started >= h.config.settle_s
+    i3 = milestone("i3", "InventoryAdjusted", sku="SKU-3")
+    topic.add(i3)
+    topic.parts[0][-1] = dataclasses.replace(topic.parts[0][-1], timestamp_ms=int(h.clock.wall() * 1000) + 1)
+    before = h.clock()
+    await h.run_until(lambda: h.done("i3"))
+    assert at["i3"] - before < h.config.settle_s
+
+
 # -- fencing -------------------------------------------------------------------------------------
 
 
@@ -147,6 +179,24 @@ async def test_a_precondition_not_met_is_deferred_not_dead_lettered() -> None:
     assert erp.calls == ["k1", "k1", "k1", "c1"]  # c1 waited for k1's effect
     assert h.dead.records == []
     assert h.ledger.entry("k1")["outcome"] == "posted"
+
+
+async def test_deferred_documents_retry_together_on_the_shared_tick() -> None:
+    """Two documents not ready, deferred at different moments with different backoffs, retry at
+    the same instant (a tick), so an adapter's reads for them share one batched request."""
+    topic = Topic()
+    topic.add(milestone("a1", "OrderPacked", "OUT-A")), topic.add(milestone("b1", "OrderPacked", "OUT-B"))
+    not_ready = NotReadyErpError(200, "OrderPacked: stock.shipment.out is in state 'waiting'")
+    erp = Erp(script={"a1": [not_ready, not_ready], "b1": [not_ready]})
+    h = Harness(topic, erp, config=SinkConfig(max_retries=5, settle_s=0.0, defer_tick_s=2.0))
+    at: dict[str, list[float]] = {}
+    erp.on_call = lambda m: at.setdefault(m["milestone_id"], []).append(h.clock())
+    h.start()
+    await h.run_until(lambda: h.done("a1", "b1"))
+    retries = at["a1"][1:] + at["b1"][1:]
+    assert all(t % 2.0 == 0 for t in retries), at  # every retry on the tick
+    assert at["a1"][1] == at["b1"][1]  # the first retries of both together
+    assert h.dead.records == []
 
 
 async def test_a_dead_lettered_milestone_holds_its_documents_successors_until_re_driven() -> None:
