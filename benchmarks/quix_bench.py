@@ -50,7 +50,7 @@ def run(bootstrap: str, topic: str, records: int, app_id: str, state_dir: Path, 
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 120, cwd=ROOT)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-    result = next((x for x in lines if "events_per_s" in x), None)
+    result: dict[str, Any] | None = next((x for x in lines if "events_per_s" in x), None)
     error = next((x["error"] for x in lines if "error" in x), None)
     if proc.returncode != 0 or result is None or error:
         raise RuntimeError(f"Quix peer exited {proc.returncode}: {error or ''} {proc.stderr[-800:]}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -60,7 +61,7 @@ def vm_hwm_mb() -> float | None:
     return None
 
 
-class ItemValue(Serializer):
+class ItemValue(Serializer):  # type: ignore[misc]  # quixstreams is not in the project venv
     """Serializes an output item ``(topic kind, key, value)`` as its encoded value."""
 
     def __call__(self, value: Item, ctx: SerializationContext) -> bytes:
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         consumer_group=args.app_id,
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
-        loglevel="WARNING",
+        loglevel=os.environ.get("QUIX_LOGLEVEL", "WARNING"),
     )
 
     def topic(name: str, partitions: int | None = None) -> Any:

@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -332,8 +333,16 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float) -> dict[
     raise TimeoutError(f"worker processed {n:.0f} of {count} records within {timeout_s}s")
 
 
+def py_spy() -> str:
+    """The py-spy binary: on PATH, in the project's venv, or in the bench venv (.venv-quix)."""
+    for candidate in (shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", ROOT / ".venv-quix" / "bin" / "py-spy"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise FileNotFoundError("py-spy not found: .venv-quix/bin/python -m pip install py-spy==0.4.3")
+
+
 def throughput(bootstrap: str, children: Children, records: int, reps: int, tag: str,
-               profile: Path | None = None, peer: bool = True) -> dict[str, Any]:
+               profile: Path | None = None, peer_reps: int | None = None) -> dict[str, Any]:
     """Figure 3 (+ RSS): returns the raw and the worker measurements and the parity checks."""
     stream = simulate(orders=orders_for(records), warehouses=4, seed=7)
     n = len(stream)
@@ -352,13 +361,13 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         raw_rates.append(rate)
         raw_cpu.append(cpu)
         log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
-        if peer:
+        if peer_reps is None or rep < peer_reps:
             quix.append(quix_run(bootstrap, topic, n, f"{tag}-qx{rep}", expected))
         app_id = f"{tag}-tp{rep}"
         worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
         spy: subprocess.Popen[bytes] | None = None
         if profile is not None and rep == 0 and worker.process is not None:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+            spy = subprocess.Popen([py_spy(), "record", "--nonblocking",
                                     "-o", str(profile), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -442,6 +451,25 @@ def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: floa
     raise TimeoutError(f"workers processed {n:.0f} of {count} records within {timeout_s}s")
 
 
+def start_all(workers: list[WorkerProcess], ready_timeout_s: float = 120) -> None:
+    """Start workers side by side (each waits for its /readyz), so they join the group together."""
+    errors: list[BaseException] = []
+
+    def start(w: WorkerProcess) -> None:
+        try:
+            w.start(ready_timeout_s)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def scale(bootstrap: str, children: Children, records: int, reps: int, tag: str,
           settle_s: float = 8.0) -> dict[str, Any]:
     """One worker, then two of one group, each on a fresh topic: the workers start, become
@@ -461,23 +489,7 @@ def scale(bootstrap: str, children: Children, records: int, reps: int, tag: str,
             create_topics(bootstrap, [topic], PARTITIONS)
             workers = [children.worker(bootstrap, fresh_dir(f"{app_id}-{i}"), app_env(app_id, topic), start=False)
                        for i in range(k)]
-            import threading
-
-            errors: list[BaseException] = []
-
-            def start(w: WorkerProcess) -> None:
-                try:
-                    w.start(120)
-                except BaseException as exc:  # re-raised below
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=start, args=(w,)) for w in workers]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if errors:
-                raise errors[0]
+            start_all(workers)
             time.sleep(settle_s)
             producing = threading.Thread(target=produce, args=(bootstrap, topic, stream))
             producing.start()
@@ -622,12 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--latency-wait", type=float, default=60)
     parser.add_argument("--profile", type=Path, help="py-spy record the first worker repetition to this file")
+    parser.add_argument("--no-peer", action="store_true", help="without the Quix Streams peer")
     args = parser.parse_args(argv)
     tag = f"wb{int(time.time())}"
     out: dict[str, Any] = {"machine": machine(), "broker": args.broker}
     with Children() as children:
         bootstrap = children.broker(args.broker).bootstrap
-        out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile)
+        out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile,
+                                       peer_reps=0 if args.no_peer else None)
         if args.latency_seconds > 0:
             out["latency"] = latency(bootstrap, children, args.rate, args.latency_seconds, tag,
                                      wait_s=args.latency_wait)

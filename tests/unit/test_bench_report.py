@@ -107,3 +107,52 @@ def test_figures_on_apache_kafka_get_their_own_ids_and_sit_next_to_the_embedded_
     assert [f["id"] for f in ordered] == ["worker", "worker_apache", "ratio", "ratio_apache"]
     assert {section_of(f["id"]) for f in ordered} == {"worker"}
     assert section_of("latency_p99_apache") == "latency" and section_of("recovery_cold_apache") == "recovery"
+
+
+def _throughput(worker: list[float], quix: list[dict]) -> dict:  # type: ignore[type-arg]
+    return {"worker_events_per_s": worker, "worker_cpu_us_per_event": [10.0] * len(worker), "quix": quix}
+
+
+def test_the_quix_peer_row_and_the_worker_to_quix_ratio_per_repetition() -> None:
+    from benchmarks.run import quix_figures
+
+    runs = [{"events_per_s": 100.0, "cpu_us_per_event": 30.0, "ok": True, "detail": "x"}]
+    quix, ratio, cpu = quix_figures(_throughput([250.0, 300.0], runs), True, "same")
+    assert quix["median"] == 100.0 and quix["verdict"] == "INFO"
+    assert ratio["values"] == [2.5] and ratio["verdict"] == "PASS"  # only the repetition the peer ran in
+    assert cpu["values"] == [3.0]
+    _, below, _ = quix_figures(_throughput([150.0], runs), True, "same")
+    assert below["verdict"] == "FAIL"
+    _, wrong_peer, _ = quix_figures(_throughput([250.0], [{**runs[0], "ok": False, "detail": "2 missing"}]), True, "")
+    assert wrong_peer["verdict"] == "FAIL" and "2 missing" in quix_figures(
+        _throughput([250.0], [{**runs[0], "ok": False, "detail": "2 missing"}]), True, "")[0]["note"]
+
+
+def test_a_peer_that_did_not_run_is_an_error_not_a_crash() -> None:
+    from benchmarks.run import quix_figures
+
+    figs = quix_figures(_throughput([250.0], [{"error": "RuntimeError: no venv"}]), True, "")
+    assert [f["verdict"] for f in figs] == ["ERROR", "ERROR"]
+    assert "no venv" in figs[1]["note"]
+
+
+def test_scale_out_is_not_applicable_on_too_few_cores_but_a_wrong_answer_still_fails() -> None:
+    from benchmarks.run import scale_figure
+
+    sc = {"records": 1000, "one_events_per_s": [100.0], "two_events_per_s": [120.0], "ratios": [1.2],
+          "parity": [{"ok": True, "detail": ""}], "cores": 2}
+    assert scale_figure(sc)["verdict"] == "N/A"
+    assert "2 cores" in scale_figure(sc)["note"]
+    assert scale_figure({**sc, "cores": 8})["verdict"] == "FAIL"
+    assert scale_figure({**sc, "cores": 8, "ratios": [1.8]})["verdict"] == "PASS"
+    assert scale_figure({**sc, "parity": [{"ok": False, "detail": "3 missing"}]})["verdict"] == "FAIL"
+
+
+def test_pyspy_top_shares_inclusive_and_self() -> None:
+    from benchmarks.pyspy_top import summarize as top
+
+    lines = ["MainThread;run (a/x.py:1);work (a/y.py:2) 3", "MainThread;run (a/x.py:1) 1", "garbage"]
+    total, inclusive, own = top(lines)
+    assert total == 4
+    assert inclusive["run (a/x.py)"] == 4 and inclusive["work (a/y.py)"] == 3
+    assert own["work (a/y.py)"] == 3 and own["run (a/x.py)"] == 1
