@@ -23,6 +23,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
+from app.core import parse  # the pure core imports nothing of app outside app.core
+
 
 def _avro_dir() -> Path:
     """The schemas: ``avro/`` of a source checkout, else the installed data files."""
@@ -312,8 +314,6 @@ def decode_input(raw: bytes) -> dict[str, Any] | str:
     """One record of the events topic, decoded once for the worker and ``replay``: Avro
     single-object when it starts with the magic byte, JSON otherwise; the reason (rule 8)
     when it is too large or cannot be decoded (a Confluent-framed record names its schema id)."""
-    from app.core import parse
-
     if raw[:1] == CONFLUENT_MAGIC:
         return confluent_reason(raw[: parse.MAX_RECORD_BYTES])
     if raw[:1] != MAGIC[:1]:

@@ -15,6 +15,42 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+#: ``--groups``: the worker's samples by part of the streaming path. A stack goes to the first
+#: group one of whose frame-name fragments it contains (so the order matters).
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("state changelog: Faust table send + aiokafka producer (per record)",
+     ("send_writes", "Sender._send_produce_req", "ProducerBuffer", "SendProduceReqHandler", "Sender._sender_routine",
+      "AIOKafkaProducer", "Producer.send (faust", "Topic.publish_message", "Topic._on_published",
+      "on_send_completed", "MessageAccumulator", "set_persisted_offset")),
+    ("state records: tables/records.py flush (keys, prior values, lineage trails)", ("PartitionState.flush",)),
+    ("outputs: agents/_outputs.emit (Avro, confluent-kafka produce)", ("emit (agents/_outputs",)),
+    ("core: Engine.process_event", ("Engine.process_event", "Engine.reject")),
+    ("decode: codec.decode_input", ("decode_input",)),
+    ("lineage entries per event and milestone", ("decoded_entry", "milestone_entry", "PartitionState.note")),
+    ("stage: rest of GovernanceStage / InventoryStage (metrics, marks)", ("GovernanceStage", "InventoryStage")),
+    ("reader thread: confluent-kafka consume() in the executor", ("_WorkItem.run",)),
+    ("runner: rest of StageRunner", ("StageRunner",)),
+    ("web: /metrics scrapes", ("metrics (app/web", "generate_latest")),
+    ("event loop: select (waiting)", ("EpollSelector.select",)),
+)
+OTHER = "other: Faust services, asyncio callbacks, start-up"
+
+
+def grouped(lines: list[str]) -> tuple[int, Counter[str]]:
+    """Samples per group of ``GROUPS`` (plus ``OTHER``)."""
+    total = 0
+    groups: Counter[str] = Counter()
+    for line in lines:
+        m = _LINE.match(line.rstrip("\n"))
+        if not m:
+            continue
+        count = int(m["count"])
+        total += count
+        stack = m["stack"]
+        groups[next((name for name, keys in GROUPS if any(k in stack for k in keys)), OTHER)] += count
+    return total, groups
+
+
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
@@ -53,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--thread", help="only stacks whose first frames name this thread")
+    parser.add_argument("--groups", action="store_true", help="shares by part of the worker's streaming path")
+    parser.add_argument("--us-per-event", type=float, help="with --groups: also the share of this CPU time per event")
     args = parser.parse_args(argv)
+    if args.groups:
+        total, groups = grouped(args.profile.read_text().splitlines())
+        print(f"{total} samples")
+        for name, n in groups.most_common():
+            us = f" | {args.us_per_event * n / total:.1f} µs" if args.us_per_event else ""
+            print(f"| {name} | {100 * n / total:.1f} %{us} |")
+        return 0
     total, inclusive, own = summarize(args.profile.read_text().splitlines(), args.thread)
     if not total:
         print("no samples", file=sys.stderr)

@@ -156,3 +156,14 @@ def test_pyspy_top_shares_inclusive_and_self() -> None:
     assert total == 4
     assert inclusive["run (a/x.py)"] == 4 and inclusive["work (a/y.py)"] == 3
     assert own["work (a/y.py)"] == 3 and own["run (a/x.py)"] == 1
+
+
+def test_pyspy_groups_take_the_first_matching_group() -> None:
+    from benchmarks.pyspy_top import OTHER, grouped
+
+    lines = ["run;commit_all;send_writes;x 5", "run;decode_and_run;Engine.process_event (app/core/engine.py:9) 3",
+             "run;idle 2"]
+    total, groups = grouped(lines)
+    assert total == 10
+    assert groups[OTHER] == 2 and sum(groups.values()) == 10
+    assert groups["core: Engine.process_event"] == 3
