@@ -452,22 +452,10 @@ def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: floa
 
 
 def start_all(workers: list[WorkerProcess], ready_timeout_s: float = 120) -> None:
-    """Start workers side by side (each waits for its /readyz), so they join the group together."""
-    errors: list[BaseException] = []
-
-    def start(w: WorkerProcess) -> None:
-        try:
-            w.start(ready_timeout_s)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(w,)) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    """Start workers one after the other from this thread (each waits for its /readyz). Not
+    from helper threads: a worker dies with the thread that spawned it (``die_with_parent``)."""
+    for w in workers:
+        w.start(ready_timeout_s)
 
 
 def scale(bootstrap: str, children: Children, records: int, reps: int, tag: str,
