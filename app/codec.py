@@ -34,6 +34,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
+from app.core import parse  # the pure core imports nothing of app outside app.core
+
 
 def _avro_dir() -> Path:
     """The schemas: ``avro/`` of a source checkout, else the installed data files."""
@@ -442,8 +444,6 @@ def decode_input(raw: bytes) -> dict[str, Any] | str:
     single-object or Confluent wire format by their magic byte, JSON otherwise; the reason
     (rule 8) when it is too large or cannot be decoded (a Confluent-framed record with an
     id the registry does not know, or with no registry configured, names its schema id)."""
-    from app.core import parse
-
     first = raw[:1]
     if first == CONFLUENT_MAGIC:
         if _confluent is None:

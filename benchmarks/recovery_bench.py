@@ -232,7 +232,7 @@ def recovery(bootstrap: str, children: Children, keys: int, reps: int, tag: str,
         "empty_state_ready_s": baseline,
         "first_event_after_cold_ready_s": first,
         "recovered_keys": recovered,
-        "expected_keys": keys + PARTITIONS,
+        "expected_keys": keys + 2 * PARTITIONS,  # + a meta and a fence record per partition
         "worker_vm_hwm_mib": rss,
     }
 

@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -333,8 +334,16 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float) -> dict[
     raise TimeoutError(f"worker processed {n:.0f} of {count} records within {timeout_s}s")
 
 
+def py_spy() -> str:
+    """The py-spy binary: on PATH, in the project's venv, or in the bench venv (.venv-quix)."""
+    for candidate in (shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", ROOT / ".venv-quix" / "bin" / "py-spy"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise FileNotFoundError("py-spy not found: .venv-quix/bin/python -m pip install py-spy==0.4.3")
+
+
 def throughput(bootstrap: str, children: Children, records: int, reps: int, tag: str,
-               profile: Path | None = None) -> dict[str, Any]:
+               profile: Path | None = None, peer_reps: int | None = None) -> dict[str, Any]:
     """Figure 3 (+ RSS): returns the raw and the worker measurements and the parity checks."""
     stream = simulate(orders=orders_for(records), warehouses=4, seed=7)
     n = len(stream)
@@ -347,16 +356,19 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
     expected = by_id(replay(recorded(bootstrap, topic, n)))
     del stream
     raw_rates, raw_cpu, worker_rates, worker_cpu, rss, parity = [], [], [], [], [], []
+    quix: list[dict[str, Any]] = []
     for rep in range(reps):
         rate, secs, cpu = raw_consume(bootstrap, topic, n)
         raw_rates.append(rate)
         raw_cpu.append(cpu)
         log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
+        if peer_reps is None or rep < peer_reps:
+            quix.append(quix_run(bootstrap, topic, n, f"{tag}-qx{rep}", expected))
         app_id = f"{tag}-tp{rep}"
         worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
         spy: subprocess.Popen[bytes] | None = None
         if profile is not None and rep == 0 and worker.process is not None:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+            spy = subprocess.Popen([py_spy(), "record", "--nonblocking",
                                     "-o", str(profile), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -393,7 +405,98 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         "worker_cpu_us_per_event": worker_cpu,
         "worker_vm_hwm_mib": rss,
         "parity": parity,
+        "quix": quix,
     }
+
+
+def quix_run(bootstrap: str, topic: str, n: int, app_id: str, expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One run of the Quix Streams peer (``benchmarks/quix_peer.py``) and its parity check."""
+    from benchmarks import quix_bench
+
+    try:
+        got = quix_bench.run(bootstrap, topic, n, app_id, fresh_dir(app_id), PARTITIONS, timeout_s=max(120, n / 50))
+    except Exception as exc:  # the peer is a comparison: its failure is reported, not fatal
+        log(f"quix peer failed: {exc!r}")
+        return {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
+    ok, detail = check_parity(bootstrap, app_id, expected)
+    got.update(ok=ok, detail=detail, cpu_us_per_event=got["cpu_s"] / n * 1e6)
+    log(f"quix peer: {got['events_per_s']:,.0f}/s ({got['seconds']:.2f}s, {got['cpu_s']:.1f} CPU s), "
+        f"VmHWM {got['vm_hwm_mib'] or 0:.0f} MiB, parity {'OK' if ok else 'FAIL'}: {detail}")
+    return got
+
+
+# -- scale-out: two worker processes against one -------------------------------------------
+
+
+def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: float) -> dict[str, float]:
+    """``wait_processed`` over several workers of one group: their processed counts summed."""
+    deadline = time.monotonic() + timeout_s
+    first_t = first_n = None
+    pids = [w.process.pid for w in workers if w.process]
+    cpu0 = 0.0
+    n = 0.0
+    while time.monotonic() < deadline:
+        n = sum(metric(w, "syncgov_records_processed_total") or 0.0 for w in workers)
+        now = time.perf_counter()
+        if n > 0 and first_t is None:
+            first_t, first_n, cpu0 = now, n, sum(cpu_seconds(p) for p in pids)
+        if n >= count:
+            assert first_t is not None and first_n is not None
+            elapsed, counted = now - first_t, count - first_n
+            rate = counted / elapsed if elapsed > 0 and counted > 0 else float("nan")
+            return {"events_per_s": rate, "seconds": elapsed, "counted": counted,
+                    "cpu_s": sum(cpu_seconds(p) for p in pids) - cpu0}
+        if any(w.process is None or w.process.poll() is not None for w in workers):
+            raise RuntimeError(f"a worker exited after {n:.0f} of {count} records")
+        time.sleep(POLL_S)
+    raise TimeoutError(f"workers processed {n:.0f} of {count} records within {timeout_s}s")
+
+
+def start_all(workers: list[WorkerProcess], ready_timeout_s: float = 120) -> None:
+    """Start workers one after the other from this thread (each waits for its /readyz). Not
+    from helper threads: a worker dies with the thread that spawned it (``die_with_parent``)."""
+    for w in workers:
+        w.start(ready_timeout_s)
+
+
+def scale(bootstrap: str, children: Children, records: int, reps: int, tag: str,
+          settle_s: float = 8.0) -> dict[str, Any]:
+    """One worker, then two of one group, each on a fresh topic: the workers start, become
+    ready and settle (``settle_s``, for the group's assignment), then the recorded default
+    mix is produced as fast as the producer goes and the processed counts are polled. The
+    two-worker run's milestones must equal the replay."""
+    stream = simulate(orders=orders_for(records), warehouses=4, seed=11)
+    n = len(stream)
+    expected: dict[str, dict[str, Any]] | None = None
+    one: list[float] = []
+    two: list[float] = []
+    parity: list[dict[str, Any]] = []
+    for rep in range(reps):
+        for k in (1, 2):
+            app_id = f"{tag}-sc{rep}w{k}"
+            topic = f"{app_id}.events"
+            create_topics(bootstrap, [topic], PARTITIONS)
+            workers = [children.worker(bootstrap, fresh_dir(f"{app_id}-{i}"), app_env(app_id, topic), start=False)
+                       for i in range(k)]
+            start_all(workers)
+            time.sleep(settle_s)
+            producing = threading.Thread(target=produce, args=(bootstrap, topic, stream))
+            producing.start()
+            done = wait_processed_all(workers, n, timeout_s=max(120, n / 50))
+            producing.join()
+            (one if k == 1 else two).append(done["events_per_s"])
+            if k == 2:
+                if expected is None:
+                    expected = by_id(replay(recorded(bootstrap, topic, n)))
+                ok, detail = check_parity(bootstrap, app_id, expected)
+                parity.append({"ok": ok, "detail": detail})
+            log(f"scale rep {rep + 1}/{reps}: {k} worker(s) {done['events_per_s']:,.0f}/s "
+                f"({done['seconds']:.2f}s, {done['cpu_s']:.1f} CPU s)")
+            for w in workers:
+                w.kill9()
+    return {"records": n, "one_events_per_s": one, "two_events_per_s": two,
+            "ratios": [b / a for a, b in zip(one, two, strict=True)], "parity": parity,
+            "cores": os.cpu_count()}
 
 
 # -- figure 4: latency at a fixed rate ------------------------------------------------------
@@ -515,12 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--latency-wait", type=float, default=60)
     parser.add_argument("--profile", type=Path, help="py-spy record the first worker repetition to this file")
+    parser.add_argument("--no-peer", action="store_true", help="without the Quix Streams peer")
     args = parser.parse_args(argv)
     tag = f"wb{int(time.time())}"
     out: dict[str, Any] = {"machine": machine(), "broker": args.broker}
     with Children() as children:
         bootstrap = children.broker(args.broker).bootstrap
-        out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile)
+        out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile,
+                                       peer_reps=0 if args.no_peer else None)
         if args.latency_seconds > 0:
             out["latency"] = latency(bootstrap, children, args.rate, args.latency_seconds, tag,
                                      wait_s=args.latency_wait)

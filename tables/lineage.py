@@ -23,14 +23,15 @@ def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
     telemetry (scans, tote reads) is counted in metrics, not kept in an order's trail."""
     if d.get("type") in TELEMETRY:
         return None
+    warehouse_id = d.get("warehouse_id")
+    order_id = d.get("order_id")
+    if warehouse_id.__class__ is not str or order_id.__class__ is not str or not warehouse_id or not order_id:
+        return None  # per event: class checks, not isinstance over a generator
     try:
-        key = (d["warehouse_id"], d["order_id"])
         entry = {"at": parse_ts(d["occurred_at"]), "kind": "event", "id": d["event_id"], "type": d["type"], "source": d["source"]}
     except (KeyError, TypeError, ValueError):
         return None
-    if not all(isinstance(part, str) and part for part in key):
-        return None
-    return key, entry
+    return (warehouse_id, order_id), entry
 
 
 def milestone_entry(m: Milestone) -> tuple[tuple[str, str], Entry] | None:

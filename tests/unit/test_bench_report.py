@@ -136,3 +136,63 @@ def test_erp_requests_are_counted_by_kind_with_the_records_they_carry() -> None:
     assert kinds["button stock.shipment.out.pick"] == {"requests": 1, "items": 40, "erp_s": 2.0}
     # [8, 10] and [9, 11] overlap: 3 s; then [19, 20], [20.5, 21], [29.5, 30], [30.5, 31]
     assert busy_s(lines) == 3.0 + 1.0 + 0.5 + 0.5 + 0.5
+
+
+def _throughput(worker: list[float], quix: list[dict]) -> dict:  # type: ignore[type-arg]
+    return {"worker_events_per_s": worker, "worker_cpu_us_per_event": [10.0] * len(worker), "quix": quix}
+
+
+def test_the_quix_peer_row_and_the_worker_to_quix_ratio_per_repetition() -> None:
+    from benchmarks.run import quix_figures
+
+    runs = [{"events_per_s": 100.0, "cpu_us_per_event": 30.0, "ok": True, "detail": "x"}]
+    quix, ratio, cpu = quix_figures(_throughput([250.0, 300.0], runs), True, "same")
+    assert quix["median"] == 100.0 and quix["verdict"] == "INFO"
+    assert ratio["values"] == [2.5] and ratio["verdict"] == "PASS"  # only the repetition the peer ran in
+    assert cpu["values"] == [3.0]
+    _, below, _ = quix_figures(_throughput([150.0], runs), True, "same")
+    assert below["verdict"] == "FAIL"
+    _, wrong_peer, _ = quix_figures(_throughput([250.0], [{**runs[0], "ok": False, "detail": "2 missing"}]), True, "")
+    assert wrong_peer["verdict"] == "FAIL" and "2 missing" in quix_figures(
+        _throughput([250.0], [{**runs[0], "ok": False, "detail": "2 missing"}]), True, "")[0]["note"]
+
+
+def test_a_peer_that_did_not_run_is_an_error_not_a_crash() -> None:
+    from benchmarks.run import quix_figures
+
+    figs = quix_figures(_throughput([250.0], [{"error": "RuntimeError: no venv"}]), True, "")
+    assert [f["verdict"] for f in figs] == ["ERROR", "ERROR"]
+    assert "no venv" in figs[1]["note"]
+
+
+def test_scale_out_is_not_applicable_on_too_few_cores_but_a_wrong_answer_still_fails() -> None:
+    from benchmarks.run import scale_figure
+
+    sc = {"records": 1000, "one_events_per_s": [100.0], "two_events_per_s": [120.0], "ratios": [1.2],
+          "parity": [{"ok": True, "detail": ""}], "cores": 2}
+    assert scale_figure(sc)["verdict"] == "N/A"
+    assert "2 cores" in scale_figure(sc)["note"]
+    assert scale_figure({**sc, "cores": 8})["verdict"] == "FAIL"
+    assert scale_figure({**sc, "cores": 8, "ratios": [1.8]})["verdict"] == "PASS"
+    assert scale_figure({**sc, "parity": [{"ok": False, "detail": "3 missing"}]})["verdict"] == "FAIL"
+
+
+def test_pyspy_top_shares_inclusive_and_self() -> None:
+    from benchmarks.pyspy_top import summarize as top
+
+    lines = ["MainThread;run (a/x.py:1);work (a/y.py:2) 3", "MainThread;run (a/x.py:1) 1", "garbage"]
+    total, inclusive, own = top(lines)
+    assert total == 4
+    assert inclusive["run (a/x.py)"] == 4 and inclusive["work (a/y.py)"] == 3
+    assert own["work (a/y.py)"] == 3 and own["run (a/x.py)"] == 1
+
+
+def test_pyspy_groups_take_the_first_matching_group() -> None:
+    from benchmarks.pyspy_top import OTHER, grouped
+
+    lines = ["run;commit_all;send_writes;x 5", "run;decode_and_run;Engine.process_event (app/core/engine.py:9) 3",
+             "run;idle 2"]
+    total, groups = grouped(lines)
+    assert total == 10
+    assert groups[OTHER] == 2 and sum(groups.values()) == 10
+    assert groups["core: Engine.process_event"] == 3
