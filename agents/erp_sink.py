@@ -124,6 +124,7 @@ class KafkaDeadLetters:
 def config() -> SinkConfig:
     return SinkConfig(
         max_retries=ERP.max_retries,
+        park_after_s=ERP.park_after_s,
         backoff_base_s=ERP.backoff_base_s,
         backoff_cap_s=ERP.backoff_cap_s,
         settle_s=ERP.timeout_s,  # the stated bound: an ERP write ends within ERP_TIMEOUT_S (docs/erp.md)

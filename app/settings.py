@@ -427,6 +427,10 @@ class ErpSettings:
         "ERP_MAX_RETRIES", "8", _non_negative(_int),
         "failures of one document (transient or precondition not met, counted while the ERP answers other "
         "documents) before it is parked for re-drive")
+    park_after_s: float = setting(
+        "ERP_PARK_AFTER_S", "300", _non_negative(_float),
+        "a document is parked only once its failures have also lasted this long (a partial ERP incident of a few "
+        "minutes parks nothing; 0: after `ERP_MAX_RETRIES` alone)")
     backoff_base_s: float = setting("ERP_BACKOFF_BASE_S", "0.5", _positive(_float),
                                     "retry backoff base (capped exponential, full jitter)")
     backoff_cap_s: float = setting("ERP_BACKOFF_CAP_S", "30", _positive(_float),

@@ -35,8 +35,9 @@ backoff (a deferral's retry time is rounded up to a shared tick, ``defer_tick_s`
 documents waiting for the ERP retry together and their reads share a batched request); a
 failure counts toward ``max_retries`` only once the ERP has answered some other
 milestone successfully since this document started failing (a down ERP parks nothing, a
-document the ERP refuses alone is parked). After ``max_retries`` counted failures the
-document is *parked*: like a dead letter (ERP dead-letter topic with ``parked``, hold,
+document the ERP refuses alone is parked). After ``max_retries`` counted failures, and
+not before its failures have lasted ``park_after_s`` (an ERP incident that fails some kinds of
+request while others go through, for a few minutes, parks nothing), the document is *parked*: like a dead letter (ERP dead-letter topic with ``parked``, hold,
 re-drive), so the partition goes on.
 
 **Unknown outcomes.** A request that may still commit (``TransientErpError.unknown``: no
@@ -183,6 +184,7 @@ class DeadLetters(Protocol):
 @dataclass(frozen=True)
 class SinkConfig:
     max_retries: int = 8
+    park_after_s: float = 0.0  # ... and only once its failures have lasted this long (ERP_PARK_AFTER_S)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     settle_s: float = 10.0  # an ERP write that reached the ERP commits or fails within this
@@ -241,6 +243,7 @@ class Doc:
     failures: int = 0  # in the current streak
     counted: int = 0  # failures that count toward parking
     streak_seq: int | None = None  # success counter when the streak began
+    streak_started: float | None = None  # clock() at the streak's first failure
     not_before: float = 0.0
 
 
@@ -553,7 +556,7 @@ class OrderedErpSink:
             SLA[m["type"]].observe(max(0.0, self.wall() - parse_ts(m["occurred_at"]) / 1000))
         self._record(run, m, {"outcome": result.outcome, "ref": result.document_ref})
         doc.failures = doc.counted = 0
-        doc.streak_seq, doc.not_before = None, 0.0
+        doc.streak_seq, doc.streak_started, doc.not_before = None, None, 0.0
         doc.queue.popleft()
         slot.resolved = True
         hold = doc.hold
@@ -572,10 +575,12 @@ class OrderedErpSink:
             raise Revoked(run.partition)
         if doc.streak_seq is None:
             doc.streak_seq = seq
+        if doc.streak_started is None:
+            doc.streak_started = self.clock()
         if self.success_seq > doc.streak_seq:
             doc.counted += 1  # the ERP answers others: this document's own trouble
         doc.failures += 1
-        if doc.counted > self.config.max_retries:
+        if doc.counted > self.config.max_retries and self.clock() - doc.streak_started >= self.config.park_after_s:
             log.warning("ERP sink: parking %s %s after %d failures (%d while the ERP answered others): %s",
                         m["type"], m["milestone_id"], doc.failures, doc.counted, exc)
             await self._block(run, doc, slot, "parked", getattr(exc, "status", None),
@@ -611,7 +616,7 @@ class OrderedErpSink:
         doc.hold = Hold(slot.id, offset, reason, [])
         doc.releasing = False
         doc.failures = doc.counted = 0
-        doc.streak_seq, doc.not_before = None, 0.0
+        doc.streak_seq, doc.streak_started, doc.not_before = None, None, 0.0
         doc.queue.popleft()
         slot.resolved = True
         successors = list(doc.queue)

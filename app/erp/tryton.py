@@ -78,6 +78,10 @@ def loads(raw: bytes | str) -> Any:
     return json.loads(raw, object_hook=_decode)
 
 
+#: Tryton's answer to a read of records that a concurrent transaction deleted.
+_READ_RACE = "that don't exist"
+
+
 def _b64(value: Any) -> str:
     return base64.urlsafe_b64encode(dumps(value)).decode()
 
@@ -105,9 +109,17 @@ class TrytonRest:
     async def _call(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
                     body: Any = None, context: dict[str, Any] | None = None, acquired: bool = False) -> Any:
         headers = {"X-Tryton-Context": _b64(context)} if context else None
-        answer = await self.client.request(
-            method, path, params=params, body=None if body is None else dumps(body), headers=headers,
-            acquired=acquired)
+        try:
+            answer = await self.client.request(
+                method, path, params=params, body=None if body is None else dumps(body), headers=headers,
+                acquired=acquired)
+        except PermanentErpError as exc:
+            if method == "GET" and exc.status == 400 and _READ_RACE in exc.detail:
+                # A read raced a transaction that replaced the document's records (an ERP user
+                # changing the order deletes and re-creates its moves): reading again sees the
+                # committed state. A read changes nothing, so retrying it is always safe.
+                raise TransientErpError(400, None, exc.detail) from None
+            raise
         if not answer.body:
             return None
         try:

@@ -273,6 +273,30 @@ async def test_bounded_retries_park_one_document_while_another_of_the_partition_
     assert erp.posted[-2:] == ["a1", "a2"]
 
 
+async def test_a_partial_erp_incident_shorter_than_the_park_time_parks_nothing() -> None:
+    """Reads of one kind fail while the ERP answers others (seen in a chaos run: documents
+    parked 25 s into an error phase, holding their successors): with ``park_after_s`` the
+    counted failures alone do not park; the document is posted once the ERP recovers."""
+    topic = Topic()
+    topic.add(milestone("a1", "OrderPicked", "OUT-A"))
+    for i in range(1, 4):
+        topic.add(milestone(f"b{i}", ["OrderPicked", "OrderPacked", "ShipmentConfirmed"][i - 1], "OUT-B"))
+    erp = Erp(script={"a1": [TransientErpError(502, None, "ERP 502")] * 6})
+    h = Harness(topic, erp, config=SinkConfig(max_retries=2, park_after_s=300.0, backoff_base_s=0.5, backoff_cap_s=4,
+                                              settle_s=0.0))
+    h.start()
+    await h.run_until(lambda: h.done("b1", "b2", "b3", "a1"), steps=20000)
+    assert h.ledger.entry("a1")["outcome"] == "posted"
+    assert h.dead.records == [] and erp.calls.count("a1") == 7
+    # ... while a document that keeps failing alone past the park time is parked.
+    topic.add(milestone("c1", "OrderPicked", "OUT-C"))
+    topic.add(milestone("d1", "OrderPicked", "OUT-D"))
+    erp.script["c1"] = [TransientErpError(502, None, "ERP 502")] * 1000
+    await h.run_until(lambda: h.done("d1") and h.ledger.entry("c1") is not None, steps=200000)
+    assert h.ledger.entry("c1")["outcome"] == "parked"
+    assert erp.calls.count("c1") > 3  # more than max_retries: the time floor held it back
+
+
 async def test_a_down_erp_parks_nothing() -> None:
     """When nothing gets through, failures do not count: the backlog waits, nothing is parked."""
     topic = Topic()
