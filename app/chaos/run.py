@@ -230,6 +230,7 @@ class Chaos:
         self.erp_up = asyncio.Event()
         self.creating = 0
         self.created: list[str] = []
+        self.sites: dict[str, int] = {}  # warehouse code -> Tryton location (create_orders)
         self.create_errors = 0
         self.creation_done = False
         self.feed_done = False
@@ -330,7 +331,7 @@ class Chaos:
         rng = Random(cfg.seed + 1)
         plans = [([(f"SKU-{n:04d}", rng.randint(1, 3)) for n in rng.sample(range(1, 201), rng.randint(1, 3))],
                   CUSTOMERS[i % len(CUSTOMERS)], cfg.warehouses[i % len(cfg.warehouses)]) for i in range(cfg.orders)]
-        sites = await add_warehouses(rest, cfg.warehouses)
+        sites = self.sites = await add_warehouses(rest, cfg.warehouses)
         self.say(f"ERP users: warehouses {', '.join(f'{code} (location {sites[code]})' for code in cfg.warehouses)}")
 
         async def one(lines: list[tuple[str, int]], customer: str, site: str) -> None:
@@ -357,6 +358,23 @@ class Chaos:
             self.creation_done = True
             self.creation_done_at = time.monotonic()
         self.say(f"ERP users: {len(self.created)} sales entered and processed ({self.create_errors} retried calls)")
+
+    async def late_sale(self) -> None:
+        """One more sale entered by the ERP's users (straight into Tryton), so that a create
+        (its OrderAccepted note) reaches the ERP while creates lose their answers, when the
+        load brings none at that moment. Released and worked like every other order."""
+        if self.feed_done or not self.sites:
+            return
+        rest = self.erp.direct_rest(1)
+        code = self.cfg.warehouses[0]
+        try:
+            ship = await new_sale(rest, [("SKU-0001", 1)], customer=CUSTOMERS[0], warehouse=self.sites[code])
+            self.created.append(ship["number"])
+            self.say(f"ERP users: a late order {ship['number']} (no create was in flight)")
+        except (TransientErpError, PermanentErpError) as exc:
+            self.say(f"could not enter the late order: {exc}")
+        finally:
+            await rest.close()
 
     def decide(self, order_id: str) -> tuple[str | None, bool, bool]:
         """(ERP users' edit before picking: "change", "cancel" or None; picked short; partly
@@ -664,8 +682,12 @@ class Chaos:
             if bitten is not None:  # a quiet moment: hold the mode until it has bitten once
                 since = time.time() - (time.monotonic() - started)
                 limit = 3 * seconds if i != 4 else max(3 * seconds, 90.0)  # creates come with new orders
+                nudged = False
                 while time.monotonic() - started < limit and not any(
                         p.ts >= since and bitten(p) for p in self.proxy_lines()):
+                    if i == 4 and not nudged and time.monotonic() - started > seconds + 10:
+                        nudged = True  # no create in flight: an ERP user enters one more order
+                        await self.late_sale()
                     await asyncio.sleep(1)
             if i == 0:
                 await asyncio.to_thread(self.erp.gateway_template, "normal")
