@@ -78,14 +78,7 @@ def _get() -> _Sender:
 Send = Callable[[str, bytes, bytes, int], None]
 
 
-def milestone_key(m: Milestone) -> bytes:
-    """One order's (or stock key's) milestones stay in one partition, in order."""
-    body = m.body
-    if body.get("order_id"):
-        return keys.order_key(m.warehouse_id or "", body["order_id"])
-    if "sku" in body and "location" in body:
-        return keys.stock_key(m.warehouse_id or "", body["sku"], body["location"])
-    return m.milestone_id.encode()
+milestone_key = keys.milestone_key
 
 
 def reason_category(reason: str) -> str:

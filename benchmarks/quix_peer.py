@@ -143,14 +143,7 @@ class Governance:
         return items
 
 
-def milestone_key(m: Milestone) -> bytes:
-    """The worker's milestone key (``agents/_outputs.milestone_key``; that module imports Faust)."""
-    body = m.body
-    if body.get("order_id"):
-        return keys.order_key(m.warehouse_id or "", body["order_id"])
-    if "sku" in body and "location" in body:
-        return keys.stock_key(m.warehouse_id or "", body["sku"], body["location"])
-    return m.milestone_id.encode()
+milestone_key = keys.milestone_key
 
 
 class Inventory:

@@ -10,7 +10,10 @@ same keys, so one order's (or one stock key's) milestones stay in order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.core.model import Milestone
 
 
 def order_key(warehouse_id: str, order_id: str) -> bytes:
@@ -29,3 +32,13 @@ def event_key(event: Mapping[str, Any]) -> bytes:
     if isinstance(order_id, str) and order_id:
         return order_key(wh, order_id)
     return wh.encode()
+
+
+def milestone_key(m: Milestone) -> bytes:
+    """A milestone's key: one order's (or stock key's) milestones stay in one partition, in order."""
+    body = m.body
+    if body.get("order_id"):
+        return order_key(m.warehouse_id or "", body["order_id"])
+    if "sku" in body and "location" in body:
+        return stock_key(m.warehouse_id or "", body["sku"], body["location"])
+    return m.milestone_id.encode()
