@@ -55,12 +55,19 @@ import orjson
 from app.core.ratelimit import RatePolicy
 from app.erp.batcher import Batcher
 from app.erp.client import ErpHttpClient, HttpAnswer
-from app.erp.mapping import FeedSpec, ReadSpec, StepsRoute, Unresolved, parse_mapped_routes, pointer_get
+from app.erp.mapping import (
+    FeedSpec,
+    ReadSpec,
+    StepsRoute,
+    Unresolved,
+    parse_mapped_routes,
+    pointer_get,
+    request_line,
+)
 from app.erp.oauth import ClientCredentials, OAuthHttpClient
 from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
 from app.settings import ErpSettings
 
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 READ_PREFIX = "read:"
 BULK_PREFIX = "bulk:"
 #: Whole-request refusals of a bulk body that one item can cause (bisected).
@@ -76,12 +83,9 @@ class Route:
     @classmethod
     def parse(cls, spec: str) -> Route:
         try:
-            method, path = spec.split(None, 1)
-        except ValueError:
-            raise ValueError(f"route {spec!r} must be 'METHOD /path'") from None
-        method, path = method.upper(), path.strip()
-        if method not in METHODS or not path.startswith("/"):
-            raise ValueError(f"route {spec!r} must be 'METHOD /path' with METHOD in {', '.join(sorted(METHODS))}")
+            method, path = request_line(spec)
+        except ValueError as exc:
+            raise ValueError(f"route {spec!r} {exc}") from None
         names = tuple(name for _, name, _, _ in string.Formatter().parse(path) if name)
         return cls(method, path, names)
 

@@ -37,6 +37,18 @@ from typing import Any
 from app.core.timeutil import format_ts, parse_ts
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+def request_line(line: str) -> tuple[str, str]:
+    """``"METHOD /path"`` -> (METHOD, /path); ValueError saying what is wrong otherwise."""
+    try:
+        method, path = line.split(None, 1)
+    except ValueError:
+        raise ValueError("must be 'METHOD /path'") from None
+    method, path = method.upper(), path.strip()
+    if method not in METHODS or not path.startswith("/"):
+        raise ValueError(f"must be 'METHOD /path' with METHOD in {', '.join(sorted(METHODS))}")
+    return method, path
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(/[^{}]*)?\}")
 #: The body of a step that does not say: the milestone's contract JSON.
 WHOLE_MILESTONE = "{milestone}"
@@ -147,12 +159,9 @@ class Request:
         if not isinstance(line, str):
             raise MappingError(f"{where}: expected \"METHOD /path\" or an object with \"request\"")
         try:
-            method, path = line.split(None, 1)
-        except ValueError:
-            raise MappingError(f"{where}: {line!r} must be 'METHOD /path'") from None
-        method, path = method.upper(), path.strip()
-        if method not in METHODS or not path.startswith("/"):
-            raise MappingError(f"{where}: {line!r} must be 'METHOD /path' with METHOD in {', '.join(sorted(METHODS))}")
+            method, path = request_line(line)
+        except ValueError as exc:
+            raise MappingError(f"{where}: {line!r} {exc}") from None
         if "{" in PLACEHOLDER.sub("", path) or "}" in PLACEHOLDER.sub("", path):
             raise MappingError(f"{where}: {line!r}: a placeholder is {{field}} or {{name/json/pointer}}")
         body, headers = default_body, dict[str, str]()
