@@ -9,7 +9,7 @@ parking, unknown outcomes, fencing). This module wires it to the worker:
   assignment, used from one thread; offsets also go to ``<WORKER_APP_ID>-erp-sink`` for lag
   monitoring (never read back: the ledger meta is the truth);
 - ``FaustLedger``: the ``erp-ledger`` table (RocksDB + changelog), written through
-  ``tables.state.commit_all`` (entries first, the partition's meta alone and last);
+  ``app.runtime.statestore.commit_all`` (entries first, the partition's meta alone and last);
 - ``KafkaDeadLetters``: the ERP dead-letter topic;
 - ownership: ``owned()`` and ``still_owner(partition)`` come from the worker's one
   ownership model (``app/runtime/ownership.py``): milestones partition P is this worker's
@@ -22,22 +22,25 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
+from faust import Table
+from faust.types import TopicT
 
-from agents._failfast import or_exit
 from app.erp import http_client, make_port, quota
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
-from app.faust_app import OWNERSHIP, SETTINGS, app
 from app.kafka_io import client_config
+from app.runtime.failfast import or_exit
+from app.runtime.ownership import Ownership
 from app.runtime.runner import confluent_reader
-from app.topics import erp_dead_letters, milestones
-from tables import ledger, state
+from app.runtime.statestore import Origin, bind, commit_all
+from app.settings import ErpSettings, Settings
+
+if TYPE_CHECKING:
+    from app.faust_app import WorkerApp
 
 log = logging.getLogger(__name__)
-ERP = SETTINGS.erp
-TOPIC = SETTINGS.topics.milestones
 _T = TypeVar("_T")
 #: How often the backlog gauges are recomputed from the partitions' current end offsets.
 GAUGES_EVERY_S = 5.0
@@ -46,10 +49,11 @@ GAUGES_EVERY_S = 5.0
 class KafkaSource:
     """The milestones consumer: manual assignment, every call on one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, s: Settings) -> None:
+        self.topic = s.topics.milestones
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="erp-sink-reader")
         self.consumer: Consumer = confluent_reader(
-            client_config(SETTINGS.kafka.bootstrap_servers, SETTINGS.kafka), f"{SETTINGS.worker.app_id}-erp-sink"
+            client_config(s.kafka.bootstrap_servers, s.kafka), f"{s.worker.app_id}-erp-sink"
         )()
         self.partitions: set[int] = set()
 
@@ -57,7 +61,7 @@ class KafkaSource:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def assign(self, starts: Mapping[int, int]) -> None:
-        await self._call(self.consumer.assign, [TopicPartition(TOPIC, p, max(0, o)) for p, o in starts.items()])
+        await self._call(self.consumer.assign, [TopicPartition(self.topic, p, max(0, o)) for p, o in starts.items()])
         self.partitions = set(starts)
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -75,16 +79,16 @@ class KafkaSource:
         return out
 
     async def pause(self, partitions: Collection[int]) -> None:
-        await self._call(self.consumer.pause, [TopicPartition(TOPIC, p) for p in partitions])
+        await self._call(self.consumer.pause, [TopicPartition(self.topic, p) for p in partitions])
 
     async def resume(self, partitions: Collection[int]) -> None:
-        await self._call(self.consumer.resume, [TopicPartition(TOPIC, p) for p in partitions])
+        await self._call(self.consumer.resume, [TopicPartition(self.topic, p) for p in partitions])
 
     async def ends(self, partitions: Collection[int]) -> dict[int, int]:
         def query() -> dict[int, int]:
             out = {}
             for p in partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
                 out[p] = high
             return out
 
@@ -93,11 +97,11 @@ class KafkaSource:
     def cached_end(self, partition: int) -> int | None:
         if partition not in self.partitions:
             return None
-        _, high = self.consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), cached=True)
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
         return high if high >= 0 else None
 
     async def commit(self, offsets: Mapping[int, int]) -> None:
-        tps = [TopicPartition(TOPIC, p, o) for p, o in offsets.items()]
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         await self._call(lambda: self.consumer.commit(offsets=tps, asynchronous=True))
 
     async def close(self) -> None:
@@ -108,39 +112,44 @@ class KafkaSource:
 class FaustLedger:
     """The ``erp-ledger`` table, read and written in one milestones partition's store."""
 
+    def __init__(self, table: Table[bytes, bytes], topic: str, ownership: Ownership) -> None:
+        self.table, self.topic, self.ownership = table, topic, ownership
+
     def get(self, partition: int, key: bytes) -> bytes | None:
-        state.bind(state.Origin(TOPIC, partition, 0))
-        return ledger.erp_ledger.get(key)
+        bind(Origin(self.topic, partition, 0))
+        return self.table.get(key)
 
     async def commit(self, partition: int, offset: int, flush: Flush) -> None:
-        await state.commit_all([(state.Origin(TOPIC, partition, offset), flush)], ledger.erp_ledger, OWNERSHIP)
+        await commit_all([(Origin(self.topic, partition, offset), flush)], self.table, self.ownership)
 
 
 class KafkaDeadLetters:
+    def __init__(self, topic: TopicT) -> None:
+        self.topic = topic
+
     async def send(self, key: bytes | None, value: bytes) -> None:
-        await (await erp_dead_letters.send(key=key, value=value))
+        await (await self.topic.send(key=key, value=value))
 
 
-def config() -> SinkConfig:
+def config(erp: ErpSettings) -> SinkConfig:
     return SinkConfig(
-        max_retries=ERP.max_retries,
-        park_after_s=ERP.park_after_s,
-        backoff_base_s=ERP.backoff_base_s,
-        backoff_cap_s=ERP.backoff_cap_s,
-        settle_s=ERP.timeout_s,  # the stated bound: an ERP write ends within ERP_TIMEOUT_S (docs/erp.md)
+        max_retries=erp.max_retries,
+        park_after_s=erp.park_after_s,
+        backoff_base_s=erp.backoff_base_s,
+        backoff_cap_s=erp.backoff_cap_s,
+        settle_s=erp.timeout_s,  # the stated bound: an ERP write ends within ERP_TIMEOUT_S (docs/erp.md)
     )
 
 
-async def run_sink(
-    owned: Callable[[], set[int] | None] = OWNERSHIP.owned,
-    still_owner: Callable[[int], bool] = OWNERSHIP.still_owner,
-) -> None:
-    await milestones.maybe_declare()
-    await erp_dead_letters.maybe_declare()
-    port = make_port(quota.sink_settings(SETTINGS), before_send=fence(still_owner))  # no request for a partition no longer ours
-    owned = quota.follow(http_client(port), SETTINGS, owned)  # ERP_QUOTA_PER_S: the share follows ownership
-    sink = OrderedErpSink(port, KafkaSource(), FaustLedger(), KafkaDeadLetters(),
-                          owned=owned, still_owner=still_owner, config=config())
+async def run_sink(worker: WorkerApp) -> None:
+    s, ownership, topics = worker.settings, worker.ownership, worker.topics
+    await topics.milestones.maybe_declare()
+    await topics.erp_dead_letters.maybe_declare()
+    port = make_port(quota.sink_settings(s), before_send=fence(ownership.still_owner))  # no request for a partition no longer ours
+    owned = quota.follow(http_client(port), s, ownership.owned)  # ERP_QUOTA_PER_S: the share follows ownership
+    sink = OrderedErpSink(port, KafkaSource(s), FaustLedger(worker.tables.ledger.table, s.topics.milestones, ownership),
+                          KafkaDeadLetters(topics.erp_dead_letters),
+                          owned=owned, still_owner=ownership.still_owner, config=config(s.erp))
     gauges = asyncio.create_task(sink.refresh_gauges_every(GAUGES_EVERY_S))
     try:
         await sink.run()
@@ -149,10 +158,9 @@ async def run_sink(
         await port.close()
 
 
-if ERP.sink_enabled:
-
-    @app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
+def register(worker: WorkerApp) -> None:
+    @worker.app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
     async def post_to_erp() -> None:
         """Milestones topic -> ERP (fail-fast: an unexpected error exits the worker; every
         outcome not in the ledger is redone from the stored offset after the restart)."""
-        await or_exit(run_sink(), log, "ERP sink")
+        await or_exit(run_sink(worker), log, "ERP sink")

@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
 
 from faust.types import TP
 
-from agents._failfast import or_exit
-from agents._outputs import emit, produce_outputs
-from app.faust_app import OWNERSHIP, SETTINGS, app, ownership_topic
 from app.kafka_io import client_config
 from app.runtime import faust_adapter
+from app.runtime.failfast import or_exit
 from app.runtime.faust_adapter import AnyTable
+from app.runtime.outputs import OutputEncoder, OutputProducer
+from app.runtime.ownership import Ownership
 from app.runtime.runner import StageRunner, confluent_reader
-from app.runtime.statestore import AtLeastOnceWriter, BatchWriter
+from app.runtime.statestore import AtLeastOnceWriter, BatchClock, BatchWriter, TableStore
 from app.runtime.transactions import (
     PartitionProducers,
     TransactionalWriter,
@@ -32,34 +33,35 @@ from app.runtime.transactions import (
     fence_before_restore,
     last_committed_offsets,
 )
-from app.settings import exactly_once
+from app.settings import Settings, exactly_once
 from app.stages.governance import GovernanceStage
 from app.stages.inventory import InventoryStage
-from app.topics import dead_letters, events, exceptions, milestones, stock
-from tables.inventory import inventory_state
-from tables.state import CLOCK, TableStore, core_settings, governance_state
+
+if TYPE_CHECKING:
+    from app.faust_app import WorkerApp
 
 log = logging.getLogger(__name__)
-_OWNERSHIP_TOPIC = ownership_topic.get_topic_name()
 
 
-def stage_writers(stages: dict[str, tuple[AnyTable, str]]) -> dict[str, BatchWriter]:
+def stage_writers(s: Settings, ownership: Ownership, stages: dict[str, tuple[AnyTable, str]]) -> dict[str, BatchWriter]:
     """Each stage's writer (by stage name; its state table and input topic), from the
     settings: with ``WORKER_EXACTLY_ONCE`` a ``TransactionalWriter`` per stage, Faust's
     consumer reading committed records only and every restore fencing the previous owners
     first; else outputs then state (``AtLeastOnceWriter``)."""
-    s = SETTINGS
     if not exactly_once(s):
-        return {name: AtLeastOnceWriter(TableStore(table, topic, OWNERSHIP), emit) for name, (table, topic) in stages.items()}
+        outputs = OutputProducer(s)
+        return {name: AtLeastOnceWriter(TableStore(table, topic, ownership), outputs.emit)
+                for name, (table, topic) in stages.items()}
     config = client_config(s.kafka.bootstrap_servers, s.kafka)
     make = confluent_transactional(config)
+    encoder = OutputEncoder(s.topics)
     writers: dict[str, BatchWriter] = {}
     producers: dict[str, PartitionProducers] = {}
     for name, (table, topic) in stages.items():
         mine = PartitionProducers(f"{s.worker.app_id}-{name}", make)
         producers[faust_adapter.changelog_topic_name(table)] = mine
-        writers[name] = TransactionalWriter(table=table, topic=topic, ownership=OWNERSHIP, producers=mine,
-                                            produce_outputs=produce_outputs, threads=s.topics.partitions)
+        writers[name] = TransactionalWriter(table=table, topic=topic, ownership=ownership, producers=mine,
+                                            produce_outputs=encoder.produce, threads=s.topics.partitions)
     faust_adapter.install_read_committed()
     faust_adapter.install_transactional_restore(fence_before_restore(producers),
                                                 last_committed_offsets(config, producers))
@@ -67,21 +69,21 @@ def stage_writers(stages: dict[str, tuple[AnyTable, str]]) -> dict[str, BatchWri
     return writers
 
 
-def build_runners() -> list[StageRunner]:
+def build_runners(worker: WorkerApp) -> list[StageRunner]:
     """The governance and inventory stages, each with its runner, from the settings."""
-    s = SETTINGS
+    s, ownership = worker.settings, worker.ownership
     config = client_config(s.kafka.bootstrap_servers, s.kafka)
-    core = core_settings()
-    writers = stage_writers({
-        GovernanceStage.name: (governance_state, s.topics.events),
-        InventoryStage.name: (inventory_state, s.topics.stock),
+    core = s.governance.core()
+    writers = stage_writers(s, ownership, {
+        GovernanceStage.name: (worker.tables.governance, s.topics.events),
+        InventoryStage.name: (worker.tables.inventory, s.topics.stock),
     })
     governance = GovernanceStage(
         topic=s.topics.events,
         writer=writers[GovernanceStage.name],
         settings=core,
         idle_partition_s=s.worker.idle_partition_s,
-        batch_clock=CLOCK,
+        batch_clock=BatchClock(),
     )
     inventory = InventoryStage(
         topic=s.topics.stock,
@@ -91,37 +93,40 @@ def build_runners() -> list[StageRunner]:
     )
     size, within = s.worker.batch_size, s.worker.batch_within_s
     return [
-        StageRunner(governance, OWNERSHIP, confluent_reader(config, f"{s.worker.app_id}-events"), size, within),
-        StageRunner(inventory, OWNERSHIP, confluent_reader(config, f"{s.worker.app_id}-stock"), size, within),
+        StageRunner(governance, ownership, confluent_reader(config, f"{s.worker.app_id}-events"), size, within),
+        StageRunner(inventory, ownership, confluent_reader(config, f"{s.worker.app_id}-stock"), size, within),
     ]
 
 
-RUNNERS = build_runners()
+def register(worker: WorkerApp) -> list[StageRunner]:
+    """Register the stages on the worker's app: the ownership agent, the revocation
+    handler and the task that runs them. Returns their runners."""
+    app, topics = worker.app, worker.topics
+    runners = build_runners(worker)
+    ownership_topic = worker.ownership_topic.get_topic_name()
 
+    @app.agent(worker.ownership_topic)
+    async def own_partitions(stream: AsyncIterable[bytes]) -> None:
+        """Subscribes the worker to the ownership topic (never written): Faust's assignment
+        of its partitions is the partition ownership of every stage."""
+        async for _ in stream:
+            pass
 
-@app.agent(ownership_topic)
-async def own_partitions(stream: AsyncIterable[bytes]) -> None:
-    """Subscribes the worker to the ownership topic (never written): Faust's assignment
-    of its partitions is the partition ownership of every stage."""
-    async for _ in stream:
-        pass
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's handler type wants *args; this signal sends one
+    async def revoked(sender: object, revoked: set[TP], **_: object) -> None:
+        """Each stage finishes its batch in flight, then drops the revoked partitions."""
+        partitions = {tp.partition for tp in revoked if tp.topic == ownership_topic}
+        for runner in runners:
+            await runner.on_revoked(partitions)
 
+    async def run_all() -> None:
+        for topic in (topics.events, topics.milestones, topics.exceptions, topics.dead_letters, topics.stock):
+            await topic.maybe_declare()  # the input may not exist yet; outputs go through confluent-kafka
+        await asyncio.gather(*(runner.run() for runner in runners))
 
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's handler type wants *args; this signal sends one
-async def _revoked(sender: object, revoked: set[TP], **_: object) -> None:
-    """Each stage finishes its batch in flight, then drops the revoked partitions."""
-    partitions = {tp.partition for tp in revoked if tp.topic == _OWNERSHIP_TOPIC}
-    for runner in RUNNERS:
-        await runner.on_revoked(partitions)
+    @app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
+    async def run_stages() -> None:
+        """Run the governance and inventory stages (fail-fast: see app/runtime/failfast.py)."""
+        await or_exit(run_all(), log, "governance/inventory stages")
 
-
-async def _run_all() -> None:
-    for topic in (events, milestones, exceptions, dead_letters, stock):
-        await topic.maybe_declare()  # the input may not exist yet; outputs go through confluent-kafka
-    await asyncio.gather(*(runner.run() for runner in RUNNERS))
-
-
-@app.task  # type: ignore[untyped-decorator]  # faust types app.task as a loose Union
-async def run_stages() -> None:
-    """Run the governance and inventory stages (fail-fast: see agents/_failfast.py)."""
-    await or_exit(_run_all(), log, "governance/inventory stages")
+    return runners

@@ -1,6 +1,13 @@
-"""The Faust app, created from the one settings object.
+"""The worker's composition root: ``create_app(settings)`` builds the Faust app and
+registers everything on it, from one settings object, when called (nothing is wired at
+import time; importing this module reads no setting).
 
-Agents and tables are autodiscovered from the ``agents`` and ``tables`` packages.
+- the topics (``app/topics.py``) and the state tables (``tables/``) are declared on the app;
+- partition ownership (``app/runtime/ownership.py``) follows Faust's assignment of a
+  never-written ownership topic and the group lease;
+- the stages and the ERP sink register as agents and tasks (``agents/``), the web pages
+  (``app/web.py``, ``app/opspage.py``) as pages.
+
 Faust's own guarantee stays ``at_least_once``: the stages write their outputs and
 changelogs themselves, with Kafka transactions on Apache Kafka (``WORKER_EXACTLY_ONCE``,
 ``app/runtime/transactions.py``) or outputs first then state on the embedded broker, fenced
@@ -11,16 +18,21 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.tables.manager import TableManager
+from faust.types import TopicT
 
 from app import kafka_settings
 from app import settings as settings_module
 from app.runtime import faust_adapter
+from app.runtime.faust_adapter import FencedTable
 from app.runtime.ownership import Lease, Ownership
 from app.settings import Settings
+from app.topics import Topics
+from tables.ledger import Ledger
 
 
 def broker_credentials(s: Settings) -> Any:
@@ -70,8 +82,7 @@ def faust_options(s: Settings) -> dict[str, Any]:
         "recovery_consistency_check": s.worker.recovery_consistency_check,
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        "autodiscover": ("agents", "tables", "app.web", "app.opspage"),
-        "origin": "app",
+        "autodiscover": False,  # create_app registers everything itself
     }
 
 
@@ -99,22 +110,61 @@ def ownership_topic_name(s: Settings) -> str:
     return f"{s.worker.app_id}-__ownership"
 
 
-SETTINGS: Settings = settings_module.load()
-app = faust.App(SETTINGS.worker.app_id, **faust_options(SETTINGS))
+@dataclass(frozen=True)
+class Tables:
+    """The worker's state tables (RocksDB, changelog-backed): see ``tables/``."""
 
-#: Partition ownership for every stage (see app/runtime/ownership.py).
-ownership_topic = app.topic(
-    ownership_topic_name(SETTINGS),
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=SETTINGS.topics.partitions,
-    internal=True,
-)
-LEASE = Lease(SETTINGS.kafka.session_timeout_s, margin_s=min(1.0, SETTINGS.kafka.session_timeout_s / 4))
-faust_adapter.install_heartbeat_probe(LEASE.renew)
-OWNERSHIP = Ownership(
-    faust_assignment(app, ownership_topic.get_topic_name()),
-    generation=lambda: int(app.consumer_generation_id),
-    lease=LEASE,
-    wipe_dir=SETTINGS.worker.data_dir,
-)
+    governance: FencedTable
+    inventory: FencedTable
+    ledger: Ledger
+
+
+@dataclass(frozen=True)
+class WorkerApp:
+    """The worker's Faust app and what its registrations share, built by ``create_app``."""
+
+    settings: Settings
+    app: faust.App
+    #: Faust's assignment of this (never written) topic's partitions is the ownership of
+    #: partition P of every stage (see app/runtime/ownership.py).
+    ownership_topic: TopicT
+    ownership: Ownership
+    topics: Topics
+    tables: Tables
+
+
+def create_app(settings: Settings) -> WorkerApp:
+    """The worker's Faust app with its topics, tables, agents, tasks and pages, from
+    ``settings`` alone. The group heartbeat probe is process-wide (``faust_adapter``): the
+    last app created renews its lease (a process runs one worker app)."""
+    from agents import register as register_agents
+    from app import opspage, topics, web
+    from tables import inventory, ledger, state
+
+    s = settings
+    app = faust.App(s.worker.app_id, **faust_options(s))
+    ownership_topic = app.topic(
+        ownership_topic_name(s),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=s.topics.partitions,
+        internal=True,
+    )
+    lease = Lease(s.kafka.session_timeout_s, margin_s=min(1.0, s.kafka.session_timeout_s / 4))
+    faust_adapter.install_heartbeat_probe(lease.renew)
+    ownership = Ownership(
+        faust_assignment(app, ownership_topic.get_topic_name()),
+        generation=lambda: int(app.consumer_generation_id),
+        lease=lease,
+        wipe_dir=s.worker.data_dir,
+    )
+    declared = Tables(
+        governance=state.declare(app, s),
+        inventory=inventory.declare(app, s),
+        ledger=ledger.declare(app, s),
+    )
+    worker = WorkerApp(s, app, ownership_topic, ownership, topics.declare(app, s), declared)
+    register_agents(worker)
+    web.register(worker)
+    opspage.register(worker)
+    return worker

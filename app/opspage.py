@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
 from app import dlq
-from app.faust_app import SETTINGS, app
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.faust_app import WorkerApp
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: The page only talks to its own origin.
@@ -25,17 +27,6 @@ HEADERS = {
 }
 
 
-@app.page("/")
-async def ops_page(web: View, request: Request) -> Response:
-    return web.html((STATIC / "ops.html").read_text(encoding="utf-8"), headers=dict(HEADERS))
-
-
-@app.page("/ops.js")
-async def ops_script(web: View, request: Request) -> Response:
-    body = (STATIC / "ops.js").read_bytes()
-    return web.bytes(body, headers={**HEADERS, "Content-Type": "text/javascript; charset=utf-8"})
-
-
 # -- open dead letters of both kinds ---------------------------------------------------------
 
 #: The newest entries of each kind the page shows (the counts cover all of them).
@@ -43,8 +34,6 @@ SHOWN = 50
 #: The topics are read again at most this often (every open page polls).
 REFRESH_S = 10.0
 _TEXT = 300
-_cache: dict[str, Any] = {"at": -REFRESH_S, "body": None}
-_lock = asyncio.Lock()
 
 
 def dead_letters_document(s: Settings) -> dict[str, Any]:
@@ -76,12 +65,39 @@ def dead_letters_document(s: Settings) -> dict[str, Any]:
     }
 
 
-@app.page("/ops/dead-letters")
-async def ops_dead_letters(web: View, request: Request) -> Response:
-    """The open dead letters of both kinds with their reasons (JSON, read-only)."""
-    async with _lock:
-        if _cache["body"] is None or time.monotonic() - _cache["at"] >= REFRESH_S:
-            loop = asyncio.get_running_loop()
-            _cache["body"] = await loop.run_in_executor(None, dead_letters_document, SETTINGS)
-            _cache["at"] = time.monotonic()
-    return web.json(_cache["body"], headers={"Cache-Control": "no-cache"})
+class DeadLettersCache:
+    """The dead-letters document, read again at most every ``REFRESH_S`` (one read at a time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.at = -REFRESH_S
+        self.body: dict[str, Any] | None = None
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self.lock:
+            if self.body is None or time.monotonic() - self.at >= REFRESH_S:
+                loop = asyncio.get_running_loop()
+                self.body = await loop.run_in_executor(None, dead_letters_document, self.settings)
+                self.at = time.monotonic()
+            return self.body
+
+
+def register(worker: WorkerApp) -> None:
+    """The operations page and its dead-letters document on the worker's app."""
+    app = worker.app
+    cache = DeadLettersCache(worker.settings)
+
+    @app.page("/")
+    async def ops_page(web: View, request: Request) -> Response:
+        return web.html((STATIC / "ops.html").read_text(encoding="utf-8"), headers=dict(HEADERS))
+
+    @app.page("/ops.js")
+    async def ops_script(web: View, request: Request) -> Response:
+        body = (STATIC / "ops.js").read_bytes()
+        return web.bytes(body, headers={**HEADERS, "Content-Type": "text/javascript; charset=utf-8"})
+
+    @app.page("/ops/dead-letters")
+    async def ops_dead_letters(web: View, request: Request) -> Response:
+        """The open dead letters of both kinds with their reasons (JSON, read-only)."""
+        return web.json(await cache.get(), headers={"Cache-Control": "no-cache"})

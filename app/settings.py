@@ -23,11 +23,13 @@ import socket
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+
+from app.core.model import CoreSettings
 
 T = TypeVar("T")
 
@@ -351,6 +353,17 @@ class GovernanceSettings:
     future_tolerance_s: float = setting(
         "FUTURE_TOLERANCE_S", "300", _non_negative(_float),
         "events further ahead of the wall clock are INVALID_EVENT `future` (worker only)")
+
+    def core(self) -> CoreSettings:
+        """The governance core's settings (``app/core``: times in ms), for the worker, replay
+        and the chaos verifier alike."""
+        return CoreSettings(
+            dedup_retention_ms=int(self.dedup_retention_s * 1000),
+            hold_window_ms=int(self.hold_window_s * 1000),
+            window_size_ms=int(self.window_size_s * 1000),
+            window_grace_ms=int(self.window_grace_s * 1000),
+            future_tolerance_ms=int(self.future_tolerance_s * 1000),
+        )
 
 
 @dataclass(frozen=True)
@@ -730,6 +743,14 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
             v["SCHEMA_REGISTRY_PASSWORD"]):
         errors.append("SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD: give both (basic auth) or neither")
     return errors
+
+
+def with_embedded_broker(s: Settings, bootstrap: str) -> Settings:
+    """The settings of a worker whose embedded broker listens on ``bootstrap``: the same,
+    with that address and without Kafka transactions (``WORKER_EXACTLY_ONCE=on`` with the
+    embedded broker was refused by ``load``: it has no transactional isolation)."""
+    return replace(s, kafka=replace(s.kafka, bootstrap_servers=bootstrap),
+                   worker=replace(s.worker, exactly_once="off"))
 
 
 def exactly_once(s: Settings) -> bool:

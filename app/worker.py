@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import sys
 
 from app import logs
@@ -54,7 +53,7 @@ def prepare_topics(settings: settings_module.Settings, wait_s: float | None = No
     from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
 
     s = settings
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or s.kafka.bootstrap_servers
+    bootstrap = s.kafka.bootstrap_servers
     try:
         created = ensure_topics(bootstrap, worker_topics(s), s.topics.partitions, s.topics.replication_factor,
                                 s.kafka, wait_s=STARTUP_WAIT_S if wait_s is None else wait_s)
@@ -83,8 +82,7 @@ def run_worker(argv: list[str] | None = None) -> int:
         from app.broker import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        os.environ["WORKER_EXACTLY_ONCE"] = "off"  # `on` was refused above: no transactional isolation
+        settings = settings_module.with_embedded_broker(settings, broker.bootstrap)
         log.warning("embedded broker at %s (in memory: for development and tests only)", broker.bootstrap)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     code = prepare_topics(settings)
@@ -92,8 +90,9 @@ def run_worker(argv: list[str] | None = None) -> int:
         if broker is not None:
             broker.stop()
         return code
-    from app.faust_app import app
+    from app.faust_app import create_app
 
+    app = create_app(settings).app
     # Faust sets up logging itself when its worker starts: the same handler and format as ours.
     app.conf.logging_config = logs.dict_config(settings.worker.log_format, settings.worker.log_level)
     sys.argv = faust_argv(settings, argv)

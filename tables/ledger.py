@@ -16,32 +16,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import faust
 import orjson
 from faust import Table
 
 from app.erp.sink import BLOCKING, DONE, meta_key, order_key
-from app.faust_app import SETTINGS, app
+from app.settings import Settings
 
-__all__ = ["BLOCKING", "DONE", "entry", "erp_ledger", "is_done", "meta_key", "order_key"]
-
-_declared = app.Table(
-    "erp-ledger",
-    default=None,
-    key_type=bytes,
-    value_type=bytes,
-    partitions=SETTINGS.topics.partitions,
-    help="milestone_id -> ERP outcome, document reference and time; per partition the sink's offset and holds.",
-)
-if not isinstance(_declared, Table):  # app.Table is declared to return the abstract TableT
-    raise TypeError(f"the ERP ledger is a {type(_declared).__name__}, not a faust.Table")
-erp_ledger: Table[bytes, bytes] = _declared
+__all__ = ["BLOCKING", "DONE", "Ledger", "declare", "meta_key", "order_key"]
 
 
-def entry(milestone_id: str) -> dict[str, Any] | None:
-    raw = erp_ledger.get(milestone_id.encode())
-    return None if raw is None else orjson.loads(raw)
+class Ledger:
+    """The ``erp-ledger`` table and its reads by milestone id."""
+
+    def __init__(self, table: Table[bytes, bytes]) -> None:
+        self.table = table
+
+    def entry(self, milestone_id: str) -> dict[str, Any] | None:
+        raw = self.table.get(milestone_id.encode())
+        return None if raw is None else orjson.loads(raw)
 
 
-def is_done(milestone_id: str) -> bool:
-    found = entry(milestone_id)
-    return found is not None and found["outcome"] in DONE
+def declare(app: faust.App, s: Settings) -> Ledger:
+    """Declare the ``erp-ledger`` table on ``app``."""
+    table = app.Table(
+        "erp-ledger",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=s.topics.partitions,
+        help="milestone_id -> ERP outcome, document reference and time; per partition the sink's offset and holds.",
+    )
+    if not isinstance(table, Table):  # app.Table is declared to return the abstract TableT
+        raise TypeError(f"the ERP ledger is a {type(table).__name__}, not a faust.Table")
+    return Ledger(table)

@@ -774,7 +774,7 @@ class Chaos:
         new release came for 10 s; returns the seconds waited."""
         started = time.monotonic()
         settings = load(self.cli_env())
-        topics, core = settings.topics, verify.core_settings(settings.governance)
+        topics, core = settings.topics, settings.governance.core()
         rest = self.erp.direct_rest()
         last, version = "", -1
         confirmed: list[str] = []
@@ -840,7 +840,7 @@ class Chaos:
         proxy = self.proxy_lines()
         nginx = ops_module("nginx/gateway.py").read_access_log(self.erp.access_log)
         return verify.Inputs(
-            events=parts, settings=verify.core_settings(gov),
+            events=parts, settings=gov.core(),
             milestones_topic=[Milestone.from_dict(codec.decode(r.value)).to_dict() for r in milestones],
             dead_letters=[codec.decode_dead_letter(r.value) for r in dead if r.value[:1] != b"{"],  # not re-drive markers
             erp_dead_letters=[orjson.loads(r.value) for r in erp_dead],

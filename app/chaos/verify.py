@@ -44,7 +44,6 @@ from app.erp.sales import stock_moves_view
 from app.erp.tryton import INTERNAL, RETURN, SHIPMENT, TrytonRest
 from app.kafka_io import client_config
 from app.replay import PartitionedReplay, process_record
-from app.settings import GovernanceSettings
 
 #: Milestone types whose effect must be in the ERP.
 POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
@@ -107,14 +106,6 @@ def by_partition(records: Iterable[Rec]) -> dict[int, list[bytes]]:
     for r in records:
         parts[r.partition].append(r)
     return {p: [r.value for r in sorted(rs, key=lambda r: r.offset)] for p, rs in sorted(parts.items())}
-
-
-def core_settings(g: GovernanceSettings) -> CoreSettings:
-    """The worker's core settings (as tables/state.py builds them)."""
-    return CoreSettings(
-        dedup_retention_ms=int(g.dedup_retention_s * 1000), hold_window_ms=int(g.hold_window_s * 1000),
-        window_size_ms=int(g.window_size_s * 1000), window_grace_ms=int(g.window_grace_s * 1000),
-        future_tolerance_ms=int(g.future_tolerance_s * 1000))
 
 
 def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) -> tuple[list[Milestone], list[DeadLetter]]:

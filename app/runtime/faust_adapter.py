@@ -23,8 +23,6 @@ Faust or aiokafka name.
   previous owners are fenced (their open transactions aborted), and the restore ends at
   the last *committed record* of a transactional changelog, not at its end offset (a
   commit marker takes the last offset and is never delivered).
-- ``leave_unacked``: mark a Faust event acked locally without acking it, so a batch that
-  cannot be finished is not committed (``Message.acked``).
 - ``FencedTable``: a table whose changelog restore skips records of a fenced epoch.
 - ``install_heartbeat_probe``: aiokafka's group coordinator reports each successful
   heartbeat and join to a callback (the lease in ``app.runtime.ownership``).
@@ -216,12 +214,6 @@ def install_transactional_restore(
 
     _build_highwaters.__wrapped__ = original  # type: ignore[attr-defined]
     Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
-
-
-def leave_unacked(events: Iterable[AnyEvent]) -> None:
-    """Make Faust's own ack of these events a no-op: their offsets stay uncommitted."""
-    for event in events:
-        event.message.acked = True
 
 
 def record_epoch(value: bytes | None) -> int | None:

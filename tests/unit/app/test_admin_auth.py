@@ -1,12 +1,10 @@
 """Admin (mutating) endpoints: off without a token; with one, 401 without it and 403 when wrong."""
 from __future__ import annotations
 
-import dataclasses
-import importlib
-
 import pytest
 
-from app.settings import Secret
+from app import settings as settings_module
+from app.web import admin_denied
 
 
 class FakeWeb:
@@ -29,12 +27,9 @@ class FakeRequest:
         pytest.param("s3cret", "Bearer s3cret", None, id="right-token"),
     ],
 )
-def test_admin_denied(monkeypatch, token: str, authorization: str | None, expected: int | None) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # imported, never connected
-    web = importlib.import_module("app.web")
-    worker = dataclasses.replace(web.SETTINGS.worker, admin_token=Secret(token))
-    monkeypatch.setattr(web, "SETTINGS", dataclasses.replace(web.SETTINGS, worker=worker))
-    denied = web._admin_denied(FakeWeb(), FakeRequest(authorization))  # type: ignore[arg-type]
+def test_admin_denied(token: str, authorization: str | None, expected: int | None) -> None:
+    settings = settings_module.load({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "WORKER_ADMIN_TOKEN": token})
+    denied = admin_denied(settings.worker.admin_token.value, FakeWeb(), FakeRequest(authorization))  # type: ignore[arg-type]
     assert (denied[0] if denied else None) == expected
     if denied:
         assert "s3cret" not in str(denied[1])

@@ -4,21 +4,22 @@ worker's wiring of ownership to Faust's assignment and the group lease."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-from types import ModuleType
+from pathlib import Path
 
 import pytest
 
+from agents import erp_sink
 from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
 from app.erp.sink import _PARTITION, Revoked, fence
+from app.faust_app import WorkerApp
+from tests.fixtures.worker_app import built_worker
 
 
 @pytest.fixture
-def erp_sink(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The sink module (its Faust app is only built, never started: any broker address does)."""
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    return importlib.import_module("agents.erp_sink")
+def worker(tmp_path: Path) -> WorkerApp:
+    """A worker's app with the ERP sink on (built, never started)."""
+    return built_worker(tmp_path, ERP_SINK_ENABLED="true")
 
 
 def test_the_fence_stops_only_requests_of_partitions_no_longer_owned() -> None:
@@ -60,19 +61,17 @@ async def test_a_fenced_request_is_never_sent_and_gives_its_rate_token_back() ->
 
 
 def test_ownership_follows_faust_assignment_of_the_ownership_topic_and_the_lease(
-    erp_sink: ModuleType, monkeypatch: pytest.MonkeyPatch
+    worker: WorkerApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from faust.types import TP
 
-    import app.faust_app as wiring
-
-    app = erp_sink.app
-    own, other = wiring.ownership_topic.get_topic_name(), "something-else"
+    app = worker.app
+    own, other = worker.ownership_topic.get_topic_name(), "something-else"
     monkeypatch.setattr(app.assignor, "assigned_actives", lambda: {TP(own, 1), TP(own, 3), TP(other, 0)})
     monkeypatch.setattr(app, "rebalancing", False)
     monkeypatch.setattr(app, "in_recovery", False)
     app.tables.recovery.completed.set()
-    ownership = wiring.OWNERSHIP
+    ownership = worker.ownership
     try:
         assert ownership.owned() == {1, 3}
         assert not ownership.still_owner(1)  # no answered heartbeat yet: no lease
@@ -86,6 +85,7 @@ def test_ownership_follows_faust_assignment_of_the_ownership_topic_and_the_lease
         app.tables.recovery.completed.clear()
 
 
-def test_the_sink_settles_unknown_outcomes_for_the_erp_request_timeout(erp_sink: ModuleType) -> None:
-    config = erp_sink.config()
-    assert config.settle_s == erp_sink.ERP.timeout_s and config.max_retries == erp_sink.ERP.max_retries
+def test_the_sink_settles_unknown_outcomes_for_the_erp_request_timeout(worker: WorkerApp) -> None:
+    erp = worker.settings.erp
+    config = erp_sink.config(erp)
+    assert config.settle_s == erp.timeout_s and config.max_retries == erp.max_retries

@@ -33,23 +33,23 @@ def test_worker_topics_cover_every_topic_and_changelog_with_their_configs() -> N
     assert all(specs[n].config == TOPIC_CONFIG for n in ("e", "s", "m", "x", "d", "ed"))
 
 
-def test_the_table_list_is_the_faust_apps_tables(monkeypatch) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # the app is only built, never started
-    import tables.inventory
-    import tables.ledger
-    import tables.state  # noqa: F401
-    from app.faust_app import app
+def test_the_table_list_is_the_faust_apps_tables(tmp_path: Path) -> None:
+    from tests.fixtures.worker_app import built_worker
 
+    app = built_worker(tmp_path).app  # built, never started
     assert set(TABLES) == set(app.tables)
     assert {t.changelog_topic.get_topic_name() for t in app.tables.values()} == {
         changelog_topic(app.conf.id, name) for name in TABLES}
 
 
-def test_faust_declares_the_same_topic_configs(monkeypatch) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    from app import topics
+def test_faust_declares_the_same_topic_configs(tmp_path: Path) -> None:
+    from tests.fixtures.worker_app import built_worker
 
-    assert topics.events.config == TOPIC_CONFIG and topics.stock.config == TOPIC_CONFIG
+    worker = built_worker(tmp_path)
+    topics = worker.topics
+    assert all(t.config == TOPIC_CONFIG for t in topics.all())
+    changelogs = {changelog_topic(worker.settings.worker.app_id, name) for name in TABLES}
+    assert {t.get_topic_name() for t in topics.all()} == {t.name for t in worker_topics(worker.settings)} - changelogs
 
 
 def test_an_unreachable_broker_is_retried_with_a_line_each_time_then_a_clear_error() -> None:

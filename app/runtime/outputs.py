@@ -1,0 +1,133 @@
+"""Sending what the stages produced: milestones (Avro) keyed so that one order's or one
+stock key's milestones stay in order, dead letters with their origin, and forwards and
+watermark marks to the inventory stage's repartition topic.
+
+``OutputEncoder.produce`` is the one encoding of a batch's outputs; it hands each record to
+a ``Send``: the process's ``OutputProducer`` without Kafka transactions, or a partition's
+transaction (``app.runtime.transactions``). The ``OutputProducer`` is one confluent-kafka
+producer per process (Faust's producer costs ~20 µs of Python per record), and a batch
+waits until the broker has all its records before its state is stored. One request in
+flight per connection, so retries never reorder a partition (a mark must stay behind the
+forwards it covers).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import assert_never
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from app import codec, metrics
+from app.core import keys
+from app.core.engine import Output
+from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone, StockForward
+from app.core.stock import Mark, encode_forward, encode_mark
+from app.kafka_io import PRODUCER_DEFAULTS, client_config
+from app.kafka_io import send as kafka_send
+from app.runtime.faust_adapter import Origin
+from app.settings import Settings, TopicSettings
+
+#: Send one record: (topic, key, value, partition: -1 for the key's).
+Send = Callable[[str, bytes, bytes, int], None]
+
+
+class OutputError(RuntimeError):
+    """The broker did not take a batch's outputs (the batch is redone after a restart)."""
+
+
+def reason_category(reason: str) -> str:
+    """A bounded label for a dead letter's reason (the full reason is in the record)."""
+    if reason.startswith("undecodable"):
+        return "undecodable"
+    if reason.startswith("too_large"):
+        return "too_large"
+    return reason if reason == "future" else "invalid_field"
+
+
+class OutputEncoder:
+    """Encodes a batch's outputs and marks to records of the worker's topics."""
+
+    def __init__(self, topics: TopicSettings) -> None:
+        self.topics = topics
+
+    def produce(self, send: Send, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
+        """Hand to ``send`` every output, in order, then the marks (each to every stock
+        partition)."""
+        t = self.topics
+        for out, origin in outputs:
+            match out:
+                case Milestone():
+                    self._milestone(send, out)
+                case StockForward():
+                    e = out.event
+                    value = encode_forward(origin.partition, origin.offset, e, out.watermark)
+                    send(t.stock, keys.stock_key(e.warehouse_id, e.data["sku"], e.data["location"]), value, -1)
+                case DeadLetter():
+                    value = codec.encode_dead_letter(
+                        raw=out.raw,
+                        reason=out.reason,
+                        record_id=out.record_id,
+                        topic=origin.topic,
+                        partition=origin.partition,
+                        offset=origin.offset,
+                        failed_at=int(time.time() * 1000),
+                    )
+                    send(t.dead_letters, out.record_id.encode(), value, -1)
+                    metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
+                case _:
+                    assert_never(out)
+        for mark in marks:
+            value = encode_mark(mark)
+            for partition in range(t.partitions):
+                send(t.stock, b"", value, partition)
+
+    def _milestone(self, send: Send, m: Milestone) -> None:
+        topic = self.topics.exceptions if m.type == M_SYNC_EXCEPTION else self.topics.milestones
+        send(topic, keys.milestone_key(m), codec.encode_milestone(m.to_dict()), -1)
+        metrics.MILESTONES.labels(m.type).inc()
+        if m.type == M_ORDER_ACCEPTED and m.body["version"] == 1 and m.occurred_at is not None:
+            metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - m.occurred_at / 1000))
+        if m.type == M_SYNC_EXCEPTION:
+            metrics.SYNC_EXCEPTIONS.labels(m.body["code"]).inc()
+
+
+class OutputProducer:
+    """The process's output producer (created on first use) and the thread that waits for
+    its deliveries: ``emit`` is the at-least-once writer's ``Emit``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.encoder = OutputEncoder(settings.topics)
+        self._producer: Producer | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="outputs")
+        self.errors: list[KafkaError] = []
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer({
+                **client_config(self.settings.kafka.bootstrap_servers, self.settings.kafka),
+                **PRODUCER_DEFAULTS,
+                "linger.ms": 2,
+                "max.in.flight.requests.per.connection": 1,
+            })
+        return self._producer
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int = -1) -> None:
+        kafka_send(self.producer, topic, value, key, partition, self._delivered)
+
+    def _delivered(self, err: KafkaError | None, _: Message) -> None:
+        if err is not None:
+            self.errors.append(err)
+
+    async def emit(self, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
+        """Send every output, then the marks, and wait until the broker has them all. Per
+        partition the producer keeps this order."""
+        self.encoder.produce(self.send, outputs, marks)
+        left = await asyncio.get_running_loop().run_in_executor(self.executor, self.producer.flush, 60.0)
+        errors, self.errors = self.errors, []
+        if left or errors:
+            raise OutputError(f"{left} outputs undelivered after 60 s; errors: {errors[:3]}")
