@@ -35,7 +35,7 @@ test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 demo: install system-deps
-	$(BIN)/python -m app.demo
+	$(BIN)/python -m app.harness.demo
 
 bench: install system-deps
 	$(BIN)/python -m benchmarks.run --full
@@ -55,9 +55,9 @@ bench-erp: install system-deps
 # records, scaling, an old Avro writer schema); prints the verifier's table and fails on any
 # lost or twice-posted milestone or any poison record missing from the dead-letter topic.
 # Options: make chaos CHAOS_ARGS="--orders 500 --seed 11"; on Apache Kafka: CHAOS_ARGS="--broker apache"
-# (see python -m app.chaos.run --help)
+# (see python -m app.harness.chaos.run --help)
 chaos: install system-deps
-	$(BIN)/python -m app.chaos.run $(CHAOS_ARGS)
+	$(BIN)/python -m app.harness.chaos.run $(CHAOS_ARGS)
 
 # Mutation testing of app/core against tests/unit/core (not part of `make test`: 20 to 45 min
 # on 2 cores). mutmut lives in its own venv over the project's (see pyproject.toml, [mutate]);

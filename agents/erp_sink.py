@@ -30,7 +30,7 @@ from faust.types import TopicT
 
 from app.erp import http_client, make_port, quota
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
-from app.kafka_io import client_config
+from app.kafka.clients import client_config
 from app.runtime.failfast import or_exit
 from app.runtime.ownership import Ownership
 from app.runtime.runner import confluent_reader

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from faust.types import TP
 
-from app.kafka_io import client_config
+from app.kafka.clients import client_config
 from app.runtime import faust_adapter
 from app.runtime.failfast import or_exit
 from app.runtime.faust_adapter import AnyTable

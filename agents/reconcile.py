@@ -1,11 +1,12 @@
-"""Periodic reconciliation on the leader worker (see app/reconcile.py): drift gauges
+"""Periodic reconciliation on the leader worker (see app/erp/reconcile.py): drift gauges
 for Prometheus and SyncDrift records for old drift (registered only with the ERP sink on)."""
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from app import metrics, reconcile
+from app import metrics
+from app.erp import reconcile
 
 if TYPE_CHECKING:
     from app.faust_app import WorkerApp

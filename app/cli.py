@@ -34,38 +34,39 @@ def version() -> str:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from app.worker import require_embedded_broker
+    from app.commands.worker import require_embedded_broker
 
     require_embedded_broker()
-    from app.broker import run_foreground
+    from app.kafka.embedded import run_foreground
 
     return run_foreground(args.port)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from app.worker import run_worker
+    from app.commands.worker import run_worker
 
     return run_worker()
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from app.replay import run_replay
+    from app.commands.replay import run_replay
 
     return run_replay(args.input, args.output, args.dead_letter, quiet=args.quiet)
 
 
 def _source(args: argparse.Namespace) -> int:
-    from app.source_runner import run_source
+    from app.commands.source import run_source
 
     return run_source(once=args.once)
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    """`app.dlq`'s entries of both kinds and their re-drive, with this CLI's conventions:
+    """`app.commands.dlq`'s entries of both kinds and their re-drive, with this CLI's conventions:
     --json, errors on stderr."""
     import orjson
 
-    from app import dlq, logs
+    from app import logs
+    from app.commands import dlq
     from app.settings import load
 
     s = load()
@@ -115,19 +116,19 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from app.export import main as export_main
+    from app.commands.export import main as export_main
 
     return export_main(args.topic, args.output, args.from_offset, args.from_time, args.format)
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from app.trace_cli import main as trace_main
+    from app.commands.trace import main as trace_main
 
     return trace_main(args.warehouse_id, args.order_id, args.url, as_json=args.json)
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from app.reconcile import main as reconcile_main
+    from app.erp.reconcile import main as reconcile_main
 
     return reconcile_main(as_json=args.json)
 
@@ -217,7 +218,7 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {
 
 #: Commands that connect to Kafka themselves: `embedded` (a broker only a worker starts) is no address.
 _NEEDS_CLUSTER = {"source", "dlq", "reconcile", "export"}
-#: Commands that read or write Avro records: the schema registry is set up first (``app.schema_registry``).
+#: Commands that read or write Avro records: the schema registry is set up first (``app.kafka.schema_registry``).
 _AVRO_COMMANDS = {"worker", "replay", "source", "dlq", "reconcile"}
 
 
@@ -311,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "broker (an embedded one prints it: `syncgov broker`, or the worker's log)"
             )
         if args.command in _AVRO_COMMANDS:
-            from app.schema_registry import setup_command
+            from app.kafka.schema_registry import setup_command
 
             setup_command(args.command)
         return COMMANDS[args.command][2](args)
@@ -323,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
-        from app.broker import BrokerError
+        from app.kafka.embedded import BrokerError
 
         log.debug("syncgov %s failed", args.command, exc_info=True)
         what = "embedded broker" if isinstance(exc, BrokerError) else args.command

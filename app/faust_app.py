@@ -2,7 +2,7 @@
 registers everything on it, from one settings object, when called (nothing is wired at
 import time; importing this module reads no setting).
 
-- the topics (``app/topics.py``) and the state tables (``tables/``) are declared on the app;
+- the topics (``app/kafka/topics.py``) and the state tables (``tables/``) are declared on the app;
 - partition ownership (``app/runtime/ownership.py``) follows Faust's assignment of a
   never-written ownership topic and the group lease;
 - the stages and the ERP sink register as agents and tasks (``agents/``), the web pages
@@ -25,13 +25,13 @@ import faust
 from faust.tables.manager import TableManager
 from faust.types import TopicT
 
-from app import kafka_settings
 from app import settings as settings_module
+from app.kafka import security as kafka_settings
+from app.kafka.topics import Topics
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import FencedTable
 from app.runtime.ownership import Lease, Ownership
 from app.settings import Settings
-from app.topics import Topics
 from tables.ledger import Ledger
 
 
@@ -138,7 +138,8 @@ def create_app(settings: Settings) -> WorkerApp:
     ``settings`` alone. The group heartbeat probe is process-wide (``faust_adapter``): the
     last app created renews its lease (a process runs one worker app)."""
     from agents import register as register_agents
-    from app import opspage, topics, web
+    from app import opspage, web
+    from app.kafka import topics
     from tables import inventory, ledger, state
 
     s = settings

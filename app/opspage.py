@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
-from app import dlq
+from app.commands import dlq
 from app.settings import Settings
 
 if TYPE_CHECKING:

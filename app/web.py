@@ -13,10 +13,10 @@ from faust.assignor import PartitionAssignor
 from faust.web import Request, Response, View, Web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import dlq
+from app.commands import dlq
 from app.core import keys
 from app.core.timeutil import format_ts
-from app.kafka_io import partition_for
+from app.kafka.clients import partition_for
 from app.metrics import RECOVERY_IN_PROGRESS, REGISTRY
 from tables.ledger import order_key
 from tables.records import LINEAGE, table_key

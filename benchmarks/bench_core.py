@@ -29,10 +29,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.commands.replay import run_replay
 from app.core.engine import Engine
 from app.core.model import Milestone
 from app.core.timeutil import format_ts
-from app.replay import run_replay
 
 T0 = 1795773600000  # 2026-11-27T10:00:00.000Z
 WAREHOUSES = ("WH-1", "WH-2")

@@ -49,16 +49,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app import codec  # noqa: E402
-from app.broker import free_port  # noqa: E402
 from app.core.keys import event_key  # noqa: E402
 from app.core.ratelimit import RatePolicy  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
 from app.erp.sales import new_order  # noqa: E402
 from app.erp.tryton import TrytonRest  # noqa: E402
-from app.kafka_io import create_topics, produce, read_all  # noqa: E402
-from app.processes import ops_module  # noqa: E402
+from app.harness.processes import ops_module  # noqa: E402
+from app.kafka import codec  # noqa: E402
+from app.kafka.clients import create_topics, produce, read_all  # noqa: E402
+from app.kafka.embedded import free_port  # noqa: E402
 from app.simulator.work import warehouse_work  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
     PARTITIONS,

@@ -2,14 +2,14 @@
 
 Runs in its own venv (``.venv-quix``, made by ``benchmarks.quix_bench.ensure_venv``: Quix
 Streams pins its own confluent-kafka and rocksdict, which must not meet Faust's), with the
-repository on ``sys.path`` for ``app.core`` (standard library + orjson) and ``app.codec``
+repository on ``sys.path`` for ``app.core`` (standard library + orjson) and ``app.kafka.codec``
 (fastavro). The job is the worker's, written the Quix way:
 
 - events topic -> ``StreamingDataFrame.apply(stateful=True, expand=True)``: per input
   partition one ``Engine`` (``forward_stock=True``, as the worker's governance stage);
   every order state and dedup entry the record changed is written to Quix's per-key
   state (RocksDB, changelog topic) before the next record;
-- outputs to topics: milestones (Avro, ``app.codec``) to ``<app>.milestones`` or
+- outputs to topics: milestones (Avro, ``app.kafka.codec``) to ``<app>.milestones`` or
   ``<app>.exceptions``, dead letters to ``<app>.dead-letters``, StockAdjusted forwards and
   watermark marks to ``<app>.stock`` (one partition: Quix's ``to_topic`` cannot address a
   partition, and marks must reach every stock partition);
@@ -44,11 +44,11 @@ from quixstreams import Application, State, message_context  # noqa: E402
 from quixstreams.models.serializers import SerializationContext, Serializer  # noqa: E402
 from quixstreams.models.topics import TopicConfig  # noqa: E402
 
-from app import codec  # noqa: E402
 from app.core import keys  # noqa: E402
 from app.core.engine import Engine, Output  # noqa: E402
 from app.core.model import M_SYNC_EXCEPTION, CoreSettings, DeadLetter, Milestone, StockForward  # noqa: E402
 from app.core.stock import InventoryStage, Mark, apply_record, encode_forward, encode_mark  # noqa: E402
+from app.kafka import codec  # noqa: E402
 from tables.records import Tracked  # noqa: E402
 
 Item = tuple[str, bytes, bytes]  # (topic kind, key, value)

@@ -42,9 +42,9 @@ if str(ROOT) not in sys.path:
 
 from app.core.model import CoreSettings  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
-from app.kafka_io import CHANGELOG_CONFIG, TopicSpec, create_topics, end_offsets, ensure_topics  # noqa: E402
-from app.kafka_io import send as kafka_send  # noqa: E402
-from app.processes import WorkerProcess  # noqa: E402
+from app.harness.processes import WorkerProcess  # noqa: E402
+from app.kafka.clients import CHANGELOG_CONFIG, TopicSpec, create_topics, end_offsets, ensure_topics  # noqa: E402
+from app.kafka.clients import send as kafka_send  # noqa: E402
 from benchmarks.worker_bench import (  # noqa: E402
     BROKERS,
     PARTITIONS,

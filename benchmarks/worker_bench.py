@@ -50,16 +50,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app import codec  # noqa: E402
-from app.broker import EmbeddedBroker  # noqa: E402
-from app.kafka_io import create_topics, produce, read_all  # noqa: E402
-from app.kafka_io import send as kafka_send  # noqa: E402
+from app.kafka import codec  # noqa: E402
+from app.kafka.clients import create_topics, produce, read_all  # noqa: E402
+from app.kafka.clients import send as kafka_send  # noqa: E402
+from app.kafka.embedded import EmbeddedBroker  # noqa: E402
 
 try:
-    from app.kafka_io import PRODUCER_DEFAULTS
+    from app.kafka.clients import PRODUCER_DEFAULTS
 except ImportError:  # older tree
     PRODUCER_DEFAULTS = {}
-from app.processes import WorkerProcess  # noqa: E402
+from app.harness.processes import WorkerProcess  # noqa: E402
 from tests.integration.conftest import normalize  # noqa: E402
 from tests.integration.streams import by_id, replay, simulate  # noqa: E402
 
@@ -150,7 +150,7 @@ class Children:
         from tests.conftest import worker_env
 
         if impl == "apache":
-            from app.processes import ops_module
+            from app.harness.processes import ops_module
 
             broker = ops_module("kafka/run.py").KafkaBroker(fresh_dir(f"kafka-{time.time_ns()}"))
         elif impl == "embedded":

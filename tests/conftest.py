@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from app.broker import EmbeddedBroker
-from app.kafka_io import BROKER_WORKER_ENV
-from app.processes import ops_module
+from app.harness.processes import ops_module
+from app.kafka.clients import BROKER_WORKER_ENV
+from app.kafka.embedded import EmbeddedBroker
 
 pytest_plugins = ["tests.fixtures.erp", "tests.fixtures.schema_registry"]
 
 IMPLS = ("embedded", "apache")
 
-#: Worker settings per broker (one declaration, in app/kafka_io.py).
+#: Worker settings per broker (one declaration, in app/kafka/clients.py).
 LANE_WORKER_ENV: dict[str, dict[str, str]] = BROKER_WORKER_ENV
 
 
@@ -56,7 +56,7 @@ def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     broker = run.KafkaBroker(tmp_path_factory.mktemp("apache-kafka"), config=dict(run.EAGER_CLEANER))
     broker.start()
     try:
-        from app.broker import wait_for_metadata
+        from app.kafka.embedded import wait_for_metadata
 
         wait_for_metadata(broker.bootstrap)
         yield broker

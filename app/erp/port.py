@@ -87,7 +87,7 @@ class ErpPort(Protocol):
         """The ERP's order-release events (OrderReleased, and OrderChanged/OrderCancelled where the
         ERP tells them) since ``cursor`` (None: from the feed's start), and the next cursor. The
         cursor is JSON (an object or None), opaque to the caller, which stores it durably
-        (``app.source_runner``). Repeats after an older cursor carry the same event ids."""
+        (``app.commands.source``). Repeats after an older cursor carry the same event ids."""
         ...
 
     async def reconcile_states(self, probes: Sequence[dict[str, Any]],

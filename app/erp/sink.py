@@ -272,8 +272,8 @@ class PartitionRun:
 
 
 def decode_milestone_default(raw: bytes) -> dict[str, Any]:
-    from app import codec
     from app.core.model import Milestone
+    from app.kafka import codec
 
     return Milestone.from_dict(codec.decode(raw)).to_dict()
 

@@ -20,13 +20,14 @@ from typing import assert_never
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from app import codec, metrics
+from app import metrics
 from app.core import keys
 from app.core.engine import Output
 from app.core.model import M_ORDER_ACCEPTED, M_SYNC_EXCEPTION, DeadLetter, Milestone, StockForward
 from app.core.stock import Mark, encode_forward, encode_mark
-from app.kafka_io import PRODUCER_DEFAULTS, client_config
-from app.kafka_io import send as kafka_send
+from app.kafka import codec
+from app.kafka.clients import PRODUCER_DEFAULTS, client_config
+from app.kafka.clients import send as kafka_send
 from app.runtime.faust_adapter import Origin
 from app.settings import Settings, TopicSettings
 

@@ -53,7 +53,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from faust.types import TP
 
 from app.core.stock import Mark
-from app.kafka_io import PRODUCER_DEFAULTS
+from app.kafka.clients import PRODUCER_DEFAULTS
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import AnyTable
 from app.runtime.ownership import BatchAborted, Fenced, Ownership

@@ -158,7 +158,7 @@ def _open(path: str | None, stack: contextlib.ExitStack) -> BinaryIO | None:
 
 def _kafka_sink(args: argparse.Namespace) -> KafkaSink:
     from app import settings as app_settings
-    from app.kafka_io import client_config, create_topics
+    from app.kafka.clients import client_config, create_topics
 
     s = app_settings.load({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": args.kafka})  # --kafka is the address
     topic = args.topic or s.topics.events
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace, config: SimConfig) -> int:
-    from app.progress import Progress
+    from app.commands.progress import Progress
 
     output = args.output if args.output or args.kafka else "-"
     started = time.perf_counter()
@@ -266,7 +266,7 @@ def _simulate(args: argparse.Namespace, config: SimConfig) -> int:
 
 
 class _Count:
-    """``run``'s progress protocol (``update(n)`` adds n records) on :class:`app.progress.Progress`."""
+    """``run``'s progress protocol (``update(n)`` adds n records) on :class:`app.commands.progress.Progress`."""
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress

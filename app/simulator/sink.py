@@ -74,7 +74,7 @@ class KafkaSink:
         if producer is None:
             from confluent_kafka import Producer
 
-            from app.kafka_io import PRODUCER_DEFAULTS
+            from app.kafka.clients import PRODUCER_DEFAULTS
 
             producer = Producer(
                 {
@@ -105,7 +105,7 @@ class KafkaSink:
                 self.first_error = str(err)
 
     def write(self, batch: Batch) -> None:
-        from app.kafka_io import send
+        from app.kafka.clients import send
 
         producer, topic = self._producer, self._topic
         if self._started is None:

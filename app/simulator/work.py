@@ -21,7 +21,7 @@ from typing import Any
 
 from app.core.keys import order_key
 from app.core.timeutil import format_ts
-from app.kafka_io import partition_for
+from app.kafka.clients import partition_for
 
 CARRIERS = ("DHL", "UPS", "DPD")
 DISPOSITIONS = ("restock", "scrap", "inspect")

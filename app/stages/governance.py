@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from app import codec, metrics
+from app import metrics
 from app.core.engine import Output
 from app.core.model import SOURCES, CoreSettings, Milestone
 from app.core.stock import Mark
+from app.kafka import codec
 from app.runtime.runner import Batch, InputRecord
 from app.runtime.statestore import BatchClock, BatchWriter, Flush, Origin, Outputs
 from tables import lineage

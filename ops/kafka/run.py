@@ -11,7 +11,7 @@ on 127.0.0.1 (free ports unless given) in a process group of its own that is kil
 its parent (PR_SET_PDEATHSIG), logs at WARN to ``--dir/broker.log``, and waits until the
 broker answers an ApiVersions request (it enables request processing only once it is
 unfenced, i.e. serving). Stdlib only, so the app venv's fixtures and the benchmarks can
-load it with ``app.processes.ops_module("kafka/run.py")``.
+load it with ``app.harness.processes.ops_module("kafka/run.py")``.
 
 Missing jars or Java: :class:`KafkaInstallError` naming what is missing and how to get it.
 """

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app import codec
 from app.core.model import Milestone
-from app.kafka_io import read_all
-from app.processes import WorkerProcess
+from app.harness.processes import WorkerProcess
+from app.kafka import codec
+from app.kafka.clients import read_all
 
 _group = itertools.count()
 

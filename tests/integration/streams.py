@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 import orjson
 
+from app.commands.replay import replay_partitions
 from app.core.model import CoreSettings, Milestone
 from app.core.timeutil import format_ts, parse_ts
-from app.replay import replay_partitions
 from app.simulator.generate import Simulation
 from app.simulator.model import DEFAULT_FAULTS, DEFAULT_INCIDENTS, SimConfig
 from app.simulator.work import watermark_flush

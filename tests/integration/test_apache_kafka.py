@@ -25,8 +25,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from app.core.model import CoreSettings
-from app.kafka_io import TABLES, changelog_topic, end_offsets, produce, read_all
-from app.processes import ROOT, WorkerProcess, ops_module
+from app.harness.processes import ROOT, WorkerProcess, ops_module
+from app.kafka.clients import TABLES, changelog_topic, end_offsets, produce, read_all
 from tables import records as rec
 from tests.conftest import worker_env
 from tests.integration.conftest import make_worker_factory, read_milestones, wait_for
@@ -80,7 +80,7 @@ def test_the_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> Non
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from app.processes import ops_module
+        from app.harness.processes import ops_module
         from pathlib import Path
         b = ops_module("kafka/run.py").KafkaBroker(Path({str(tmp_path / 'k')!r})).start()
         print(b.process.pid, flush=True)

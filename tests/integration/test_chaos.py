@@ -8,7 +8,7 @@ records and picks from an older Avro writer schema; orders changed and cancelled
 ERP's users before picking, short picks and customer returns. Then Tryton's own documents
 are compared with the expected result: nothing lost, nothing posted twice, nothing out of
 order, every poison record dead-lettered with a reason. ``make chaos``
-(``python -m app.chaos.run``) is the full-size run.
+(``python -m app.harness.chaos.run``) is the full-size run.
 """
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from app import codec
-from app.chaos import verify
-from app.chaos.faults import POISON_KINDS, WorkerPool, encode_old_pick, expect_dead_letter, poison
-from app.chaos.run import CREATE_CALL, Chaos, ChaosConfig, Say
 from app.core.model import CoreSettings
 from app.core.timeutil import format_ts
+from app.harness.chaos import verify
+from app.harness.chaos.faults import POISON_KINDS, WorkerPool, encode_old_pick, expect_dead_letter, poison
+from app.harness.chaos.run import CREATE_CALL, Chaos, ChaosConfig, Say
+from app.kafka import codec
 from app.simulator.work import tracking_no, warehouse_work
 from tests.conftest import worker_env
 
@@ -99,7 +99,7 @@ def test_a_fenced_exit_after_a_stall_is_expected_any_other_exit_is_a_crash(tmp_p
     pool._start = lambda name, timeout: restarted.append(name)  # type: ignore[method-assign,assignment,return-value]
 
     def exited(code: int) -> None:
-        from app.processes import WorkerProcess
+        from app.harness.processes import WorkerProcess
 
         proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
         proc.wait()

@@ -13,13 +13,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app import codec, dlq
+from app.commands import dlq
+from app.commands.export import export
+from app.commands.replay import PartitionedReplay, process_record, run_replay
 from app.core.keys import event_key, order_key
 from app.core.model import DeadLetter
 from app.core.timeutil import format_ts
-from app.export import export
-from app.kafka_io import create_topics, produce, read_all
-from app.replay import PartitionedReplay, process_record, run_replay
+from app.kafka import codec
+from app.kafka.clients import create_topics, produce, read_all
 from app.settings import load
 from tests.integration.conftest import wait_for
 from tests.integration.streams import PARTITIONS, simulate

@@ -1,4 +1,4 @@
-"""`python -m app.demo` end to end: it exits 0, its report shows every shipment done in
+"""`python -m app.harness.demo` end to end: it exits 0, its report shows every shipment done in
 Tryton with the tracking number the warehouse dispatched, no secret is printed, and
 nothing it started is still running afterwards."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.demo import ORDERS, SEED
+from app.harness.demo import ORDERS, SEED
 from app.simulator.work import tracking_no
 
 pytestmark = [pytest.mark.erp, pytest.mark.kafka]
@@ -24,7 +24,7 @@ RUN_TIMEOUT_S = 300
 
 def run_demo(workdir: Path) -> subprocess.CompletedProcess[str]:
     """The demo as `make demo` runs it; on a timeout it gets SIGTERM (so it stops what it started)."""
-    proc = subprocess.Popen([sys.executable, "-m", "app.demo", "--dir", str(workdir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "app.harness.demo", "--dir", str(workdir)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=RUN_TIMEOUT_S)

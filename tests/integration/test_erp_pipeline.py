@@ -15,11 +15,12 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from app import codec, dlq
+from app.commands import dlq
 from app.core.keys import event_key
 from app.core.timeutil import format_ts
 from app.erp.sales import new_order, shipment
-from app.kafka_io import produce, read_all
+from app.kafka import codec
+from app.kafka.clients import produce, read_all
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack

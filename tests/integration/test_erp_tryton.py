@@ -19,7 +19,7 @@ from app.erp.port import NotReadyErpError, PermanentErpError, TransientErpError,
 from app.erp.sales import new_order, shipment
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter, TrytonRest
-from app.processes import ops_module
+from app.harness.processes import ops_module
 from tests.fixtures.erp import ErpStack
 
 pytestmark = pytest.mark.erp

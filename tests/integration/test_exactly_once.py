@@ -30,8 +30,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from app.core.stock import Mark
-from app.kafka_io import changelog_topic, create_topics, produce, read_all
-from app.processes import ROOT
+from app.harness.processes import ROOT
+from app.kafka.clients import changelog_topic, create_topics, produce, read_all
 from app.runtime import faust_adapter
 from app.runtime.ownership import Fenced, Lease, Ownership
 from app.runtime.runner import confluent_reader

@@ -20,14 +20,15 @@ from typing import Any
 import orjson
 import pytest
 
-from app import codec, reconcile
-from app.broker import die_with_parent, free_port
 from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts
+from app.erp import reconcile
 from app.erp.tryton import INTERNAL, SHIPMENT, TrytonRest
-from app.kafka_io import produce, read_all
-from app.processes import WorkerProcess
+from app.harness.processes import WorkerProcess
+from app.kafka import codec
+from app.kafka.clients import produce, read_all
+from app.kafka.embedded import die_with_parent, free_port
 from app.settings import load
 from app.simulator.work import warehouse_work, watermark_flush
 from tests.fixtures.erp import ErpStack

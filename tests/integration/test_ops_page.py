@@ -14,7 +14,7 @@ import pytest
 
 from app.core.keys import order_key
 from app.core.timeutil import format_ts
-from app.kafka_io import produce
+from app.kafka.clients import produce
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.observability]

@@ -15,9 +15,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app import codec
 from app.core.keys import order_key
-from app.kafka_io import produce, read_all
+from app.kafka import codec
+from app.kafka.clients import produce, read_all
 from tests.fixtures.schema_registry import FakeRegistry
 from tests.integration.conftest import wait_for
 

@@ -26,9 +26,9 @@ import orjson
 import pytest
 
 from app import settings
-from app.chaos import verify
-from app.chaos.run import Chaos, ChaosConfig, Say
-from app.processes import ops_module
+from app.harness.chaos import verify
+from app.harness.chaos.run import Chaos, ChaosConfig, Say
+from app.harness.processes import ops_module
 from app.settings import SettingsError, load
 from tests.conftest import worker_env
 

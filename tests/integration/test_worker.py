@@ -4,8 +4,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app import codec
-from app.kafka_io import produce, read_all
+from app.kafka import codec
+from app.kafka.clients import produce, read_all
 from tests.integration.conftest import read_milestones, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka]

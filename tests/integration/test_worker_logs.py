@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.kafka_io import produce
+from app.kafka.clients import produce
 from tests.integration.conftest import read_milestones, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from app.kafka_io import produce, read_all
+from app.kafka.clients import produce, read_all
 from tests.integration.conftest import read_milestones, wait_for
 from tests.integration.streams import PARTITIONS, by_id, counts, replay, simulate
 

@@ -14,7 +14,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.utils import generate_many
 
-from app import codec
+from app.kafka import codec
 
 HISTORY = codec.AVRO_DIR / "history"
 

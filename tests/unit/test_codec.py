@@ -1,4 +1,4 @@
-"""app.codec: every schema round-trips in Avro and JSON; fingerprints follow the Avro spec."""
+"""app.kafka.codec: every schema round-trips in Avro and JSON; fingerprints follow the Avro spec."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import codec
-from app.codec import DecodeError, EncodeError
+from app.kafka import codec
+from app.kafka.codec import DecodeError, EncodeError
 
 T0 = "2026-11-27T10:00:00.000Z"
 T1 = "2026-11-27T10:05:00.000Z"
@@ -479,7 +479,7 @@ class _MilestoneLike:
 def test_faust_codecs_are_registered_and_round_trip() -> None:
     from faust.serializers import codecs
 
-    from app import faust_codecs
+    from app.kafka import faust_codecs
 
     event_codec = codecs.get_codec(faust_codecs.EVENT_CODEC)
     milestone_codec = codecs.get_codec(faust_codecs.MILESTONE_CODEC)
@@ -492,7 +492,7 @@ def test_faust_codecs_are_registered_and_round_trip() -> None:
 
 
 def test_the_one_input_decoder_names_a_confluent_framed_records_schema_id() -> None:
-    from app.codec import decode_input, encode_event
+    from app.kafka.codec import decode_input, encode_event
 
     framed = b"\x00" + (4711).to_bytes(4, "big") + b"\x02avro body"
     reason = decode_input(framed)

@@ -7,12 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
-from app import codec, metrics, reconcile
+from app import metrics
 from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
+from app.erp import reconcile
 from app.erp.port import DocumentState
-from app.reconcile import ErpInternal, ErpShipment, ErpView, compare, overdue
+from app.erp.reconcile import ErpInternal, ErpShipment, ErpView, compare, overdue
+from app.kafka import codec
 from app.settings import load
 
 T0 = parse_ts("2026-11-27T10:00:00.000Z")

@@ -17,9 +17,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app import codec, schema_registry
+from app.commands.replay import frame_avro
 from app.core.model import Milestone
-from app.replay import frame_avro
+from app.kafka import codec, schema_registry
 from app.settings import SchemaRegistrySettings, SettingsError, load, load_section
 from tests.fixtures.schema_registry import FakeRegistry
 

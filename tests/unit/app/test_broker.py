@@ -6,7 +6,7 @@ import os
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from app.broker import EmbeddedBroker, free_port
+from app.kafka.embedded import EmbeddedBroker, free_port
 
 
 @pytest.mark.kafka

@@ -113,7 +113,7 @@ def test_source_with_the_generic_adapter_needs_its_release_feed(capsys, monkeypa
 
 
 def test_worker_embedded_without_the_extra_is_a_configuration_error(capsys, monkeypatch) -> None:
-    from app import worker
+    from app.commands import worker
 
     monkeypatch.setattr(worker.importlib.util, "find_spec", lambda name: None)
     assert main(["worker"]) == 2
@@ -136,7 +136,7 @@ def test_unknown_variable_is_warned_once_with_a_did_you_mean() -> None:
 
 
 def test_an_unexpected_failure_is_a_message_and_exit_1(capsys, monkeypatch) -> None:
-    from app import reconcile
+    from app.erp import reconcile
 
     def boom(*, as_json: bool = False) -> int:
         raise LookupError("no such thing")
@@ -152,7 +152,7 @@ def test_an_unexpected_failure_is_a_message_and_exit_1(capsys, monkeypatch) -> N
 
 
 def _entry(mid: str) -> Any:
-    from app.dlq import Entry
+    from app.commands.dlq import Entry
 
     record = {"milestone_id": mid, "type": "OrderPicked", "status": 422, "detail": "unknown product",
               "milestone": {"order_id": "O1"}}
@@ -161,7 +161,7 @@ def _entry(mid: str) -> Any:
 
 @pytest.fixture
 def fake_dlq(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    from app import dlq
+    from app.commands import dlq
 
     redriven: list[Any] = []
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
@@ -174,7 +174,7 @@ def fake_dlq(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def _input_entry(rid: str) -> Any:
-    from app.dlq import InputEntry
+    from app.commands.dlq import InputEntry
 
     return InputEntry({"raw": b"{not json", "reason": "undecodable: invalid JSON", "record_id": rid,
                        "topic": "syncgov.events", "partition": 2, "offset": 41, "failed_at": 1_800_000_000_000}, 7)
@@ -223,7 +223,7 @@ def test_dlq_replay_of_an_input_dead_letter_with_a_fixed_record(fake_dlq, capsys
 
 @pytest.fixture
 def fake_reconcile(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from app import reconcile
+    from app.erp import reconcile
 
     state: dict[str, Any] = {"drift": ()}
 
@@ -238,7 +238,7 @@ def fake_reconcile(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def test_reconcile_json_in_sync_and_drift(fake_reconcile, capsys) -> None:
-    from app.reconcile import Drift
+    from app.erp.reconcile import Drift
 
     assert main(["reconcile", "--json"]) == 0
     report = orjson.loads(capsys.readouterr().out)
@@ -293,7 +293,7 @@ def test_trace_not_found_or_unreachable_is_exit_1_on_stderr(worker_url: str, cap
     assert main(["trace", "WH1", "O2", "--url", worker_url, "--json"]) == 1
     out = capsys.readouterr()
     assert out.out == "" and "404: no trace for order O2" in out.err
-    from app.broker import free_port
+    from app.kafka.embedded import free_port
 
     assert main(["trace", "WH1", "O1", "--url", f"http://127.0.0.1:{free_port()}"]) == 1
     assert "cannot reach the worker" in capsys.readouterr().err
@@ -324,8 +324,8 @@ def test_replay_quiet_has_no_summary(tmp_path: Path) -> None:
 
 
 def test_replay_recognises_the_confluent_wire_format(tmp_path: Path) -> None:
-    from app import codec
-    from app.replay import frame_avro
+    from app.commands.replay import frame_avro
+    from app.kafka import codec
 
     confluent = b"\x00" + (42).to_bytes(4, "big") + b"\x02\x06abc"
     stream = frame_avro(confluent) + frame_avro(codec.encode_event(RELEASE)) + frame_avro(b"\x00\x01")
@@ -405,7 +405,7 @@ class _Tty:
 
 
 def test_progress_shows_total_and_eta_on_a_terminal_only() -> None:
-    from app.progress import Progress
+    from app.commands.progress import Progress
 
     now = [0.0]
     tty = _Tty()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app import codec, dlq
+from app.commands import dlq
 from app.core import keys
+from app.kafka import codec
 
 
 def letter(rid: str, raw: bytes, offset: int = 5, partition: int = 1) -> bytes:

@@ -8,8 +8,8 @@ import asyncio
 from itertools import pairwise
 from pathlib import Path
 
-from app.chaos import verify
-from app.processes import ops_module
+from app.harness.chaos import verify
+from app.harness.processes import ops_module
 
 proxy = ops_module("chaos/faultproxy.py")
 

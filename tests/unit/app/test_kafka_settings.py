@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app import kafka_settings
-from app.kafka_io import client_config
+from app.kafka import security as kafka_settings
+from app.kafka.clients import client_config
 from app.settings import load
 
 OAUTH = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-0:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
@@ -119,7 +119,7 @@ async def test_token_provider_error_names_the_endpoint_not_the_secret(idp: dict[
 def test_send_waits_while_the_local_queue_is_full() -> None:
     """The one "produce until no BufferError" loop: it serves deliveries and retries, it
     never drops or duplicates the record."""
-    from app.kafka_io import send
+    from app.kafka.clients import send
 
     class Full:
         def __init__(self) -> None:

@@ -271,7 +271,7 @@ def test_readme_configuration_table_is_generated_from_the_declarations() -> None
 def test_every_log_level_is_one_faust_accepts(level: str, faust: str) -> None:
     from faust.cli.base import LOGLEVELS  # what `faust worker --loglevel` accepts
 
-    from app.worker import faust_argv
+    from app.commands.worker import faust_argv
 
     argv = faust_argv(load({**BASE, "LOG_LEVEL": level}))
     assert argv[argv.index("--loglevel") + 1] == faust and faust.upper() in LOGLEVELS  # case-insensitive choice
@@ -281,7 +281,7 @@ def test_every_log_level_is_one_faust_accepts(level: str, faust: str) -> None:
 
 
 def test_embedded_without_the_extra_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import worker
+    from app.commands import worker
 
     monkeypatch.setattr(worker.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SettingsError, match=r"KAFKA_BOOTSTRAP_SERVERS='embedded': the embedded broker is not "

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from app import settings as settings_module
-from app.broker import free_port
-from app.kafka_io import (
+from app.commands.worker import prepare_topics
+from app.harness.processes import ops_module
+from app.kafka.clients import (
     CHANGELOG_CONFIG,
     TABLES,
     TOPIC_CONFIG,
@@ -17,8 +18,7 @@ from app.kafka_io import (
     ensure_topics,
     worker_topics,
 )
-from app.processes import ops_module
-from app.worker import prepare_topics
+from app.kafka.embedded import free_port
 
 
 def test_worker_topics_cover_every_topic_and_changelog_with_their_configs() -> None:

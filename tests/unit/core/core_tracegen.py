@@ -174,7 +174,7 @@ def generate(seed: int = 20261127, orders: int = 160) -> list[bytes]:
 
 def write() -> None:
     """Regenerate the trace and the expected replay output."""
-    from app.replay import run_replay
+    from app.commands.replay import run_replay
 
     GOLDEN.mkdir(exist_ok=True)
     TRACE.write_bytes(b"".join(line + b"\n" for line in generate()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core_tracegen import DEAD_LETTERS, MILESTONES, TRACE, generate
 
-from app.replay import run_replay
+from app.commands.replay import run_replay
 
 
 def test_generator_still_produces_the_checked_in_trace() -> None:

@@ -25,9 +25,9 @@ from core_support import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.commands.replay import run_replay
 from app.core import ids
 from app.core.model import MILESTONE_TYPES, DeadLetter, Milestone
-from app.replay import run_replay
 
 LINES = {"O1": [L(1, "A", 2)], "O2": [L(1, "A", 1), L(2, "B", 2)], "O3": [L(1, "C", 3)]}
 SKU = {("O1", 1): "A", ("O2", 1): "A", ("O2", 2): "B", ("O3", 1): "C"}

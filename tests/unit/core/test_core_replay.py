@@ -1,4 +1,4 @@
-"""`syncgov replay` (app.replay): file formats, dead letters, exit codes, determinism."""
+"""`syncgov replay` (app.commands.replay): file formats, dead letters, exit codes, determinism."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import orjson
 import pytest
 from core_support import pick, release, run, scan, shipped_order, stock
 
-from app import codec
+from app.commands.replay import frame_avro, is_avro_framed, run_replay
 from app.core.model import Milestone
-from app.replay import frame_avro, is_avro_framed, run_replay
+from app.kafka import codec
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -85,7 +85,7 @@ def test_replay_to_stdout_and_as_a_module(tmp_path: Path) -> None:
     src.write_bytes(orjson.dumps(release("r1")) + b"\n")
     dead = tmp_path / "dead.ndjson"
     proc = subprocess.run(
-        [sys.executable, "-m", "app.replay", str(src), "--dead-letter", str(dead)],
+        [sys.executable, "-m", "app.commands.replay", str(src), "--dead-letter", str(dead)],
         cwd=ROOT, capture_output=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -8,12 +8,12 @@ import orjson
 import pytest
 from core_support import ms, scan, stock
 
+from app.commands.replay import PartitionedReplay, replay_partitions
 from app.core import Engine, ids
 from app.core.keys import event_key
 from app.core.model import CoreSettings, Event, Milestone, StockForward
 from app.core.stock import InventoryStage, Mark, apply_record, encode_forward, encode_mark
-from app.kafka_io import partition_for
-from app.replay import PartitionedReplay, replay_partitions
+from app.kafka.clients import partition_for
 from app.simulator import Simulation, preset
 
 MIN = 60.0  # seconds

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from app import codec
 from app.erp.port import PostResult
 from app.erp.sink import (
     DONE,
@@ -20,6 +19,7 @@ from app.erp.sink import (
     fence,
     meta_key,
 )
+from app.kafka import codec
 
 
 class Clock:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.processes import ops_module
+from app.harness.processes import ops_module
 
 gateway = ops_module("nginx/gateway.py")
 init_db = ops_module("erp/init_db.py")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from app import dlq, metrics
+from app import metrics
+from app.commands import dlq
 from app.erp.port import (
     NotReadyErpError,
     PermanentErpError,

@@ -8,11 +8,11 @@ schema of the same full name. Decoded timestamps (``timestamp-millis``) are int 
 
 Confluent wire-format records are ``00`` + the writer schema's 4-byte big-endian Schema
 Registry id + the same schemaless body. They are decoded once a registry is configured
-(:func:`use_registry`, done by ``app.schema_registry`` at start-up): each id's writer
+(:func:`use_registry`, done by ``app.kafka.schema_registry`` at start-up): each id's writer
 schema is fetched once and kept, parsed, with its reader (the current schema of the same
 full name), so the hot path never calls the registry for an id it has seen. With a
 registry, :func:`encode` may also write that framing (the output format setting) through
-the writers ``app.schema_registry`` gives it (confluent-kafka's ``AvroSerializer``).
+the writers ``app.kafka.schema_registry`` gives it (confluent-kafka's ``AvroSerializer``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from app.core import parse  # the pure core imports nothing of app outside app.c
 
 def _avro_dir() -> Path:
     """The schemas: ``avro/`` of a source checkout, else the installed data files."""
-    checkout = Path(__file__).resolve().parent.parent / "avro"
+    checkout = Path(__file__).resolve().parents[2] / "avro"
     return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "syncgov" / "avro"
 
 
@@ -372,7 +372,7 @@ _output_writers: dict[str, WriteRecord] = {}
 
 def use_registry(fetch: FetchSchema | None, output: Mapping[str, WriteRecord] | None = None) -> None:
     """Decode Confluent-framed records through ``fetch`` (None: no registry, they are dead
-    letters); with ``output`` (schema name -> writer: ``app.schema_registry`` gives
+    letters); with ``output`` (schema name -> writer: ``app.kafka.schema_registry`` gives
     confluent-kafka ``AvroSerializer`` s), :func:`encode` writes the Confluent framing for
     those schemas instead of single-object."""
     global _confluent

@@ -1,4 +1,4 @@
-"""`make chaos` / ``python -m app.chaos.run``: the whole pipeline under faults, then the verdict.
+"""`make chaos` / ``python -m app.harness.chaos.run``: the whole pipeline under faults, then the verdict.
 
 Embedded broker, Tryton behind the fault proxy behind the nginx quota gateway, two
 `syncgov worker`s with the ERP sink on, `syncgov source` polling Tryton. The ERP's users
@@ -24,7 +24,7 @@ by the ERP's users in Tryton before picking, some picked short (LineShortClosed;
 makes a back order, released and worked like any other), some partly returned after shipping.
 
 When every released order is where the replay says it must be in Tryton (or
-``--drain-timeout-s`` passed) the verifier (``app.chaos.verify``) compares Tryton's documents
+``--drain-timeout-s`` passed) the verifier (``app.harness.chaos.verify``) compares Tryton's documents
 with the expected result and prints the table. Exit code 0 only with 0 lost, 0 posted twice,
 0 out of order and every poison record in the dead-letter topic with a reason. Everything
 lives under ``--dir`` (fresh each run).
@@ -50,22 +50,22 @@ from typing import Any, NoReturn, Protocol
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app import codec
-from app.broker import EmbeddedBroker
-from app.chaos import verify
-from app.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, poison
-from app.chaos.users import add_warehouses, cancel_order, change_order, new_sale
 from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import PermanentErpError, TransientErpError
 from app.erp.tryton import SHIPMENT
-from app.kafka_io import BROKER_WORKER_ENV, client_config, create_topics, produce
-from app.processes import ops_module
+from app.harness.chaos import verify
+from app.harness.chaos.faults import POISON_KINDS, ErpSide, Supervised, WorkerPool, encode_old_pick, poison
+from app.harness.chaos.users import add_warehouses, cancel_order, change_order, new_sale
+from app.harness.processes import ops_module
+from app.kafka import codec
+from app.kafka.clients import BROKER_WORKER_ENV, client_config, create_topics, produce
+from app.kafka.embedded import EmbeddedBroker
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CUSTOMERS = ("Acme Retail", "Globex Stores", "Initech Supplies", "Umbrella Shop")
 TELEMETRY = ("ItemScanned", "ToteConveyed")
 #: A create (POST on a model, no record id): a note, an internal shipment, a customer return;
@@ -967,7 +967,7 @@ def _terminate(signum: int, frame: object) -> NoReturn:
 
 def parse_args(argv: list[str] | None) -> ChaosConfig:
     d = ChaosConfig()
-    p = argparse.ArgumentParser(prog="python -m app.chaos.run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m app.harness.chaos.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--orders", type=int, default=d.orders, help=f"sales entered in Tryton (default {d.orders})")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from app import codec
 from app.core import keys
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, read_all, send
+from app.kafka import codec
+from app.kafka.clients import PRODUCER_DEFAULTS, client_config, read_all, send
 from app.settings import Settings, load
 
 log = logging.getLogger(__name__)

@@ -38,12 +38,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app import codec
+from app.commands.replay import PartitionedReplay, process_record
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.erp.sales import stock_moves_view
 from app.erp.tryton import INTERNAL, RETURN, SHIPMENT, TrytonRest
-from app.kafka_io import client_config
-from app.replay import PartitionedReplay, process_record
+from app.kafka import codec
+from app.kafka.clients import client_config
 
 #: Milestone types whose effect must be in the ERP.
 POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
@@ -109,7 +109,7 @@ def by_partition(records: Iterable[Rec]) -> dict[int, list[bytes]]:
 
 
 def replay(partitions: Mapping[int, Sequence[bytes]], settings: CoreSettings) -> tuple[list[Milestone], list[DeadLetter]]:
-    """The worker's two stages over each partition's records (``app.replay.PartitionedReplay``:
+    """The worker's two stages over each partition's records (``app.commands.replay.PartitionedReplay``:
     an engine per input partition, one inventory stage), decoding as agents/governance.py
     does; no end-of-input flush (a partition that was never written is idle)."""
     milestones, letters, _ = replay_orders(partitions, settings)

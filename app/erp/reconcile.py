@@ -29,12 +29,13 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import KafkaException, Producer
 
-from app import codec, metrics
+from app import metrics
 from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp import ErpError, ErpPort, make_port
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
+from app.kafka import codec
+from app.kafka.clients import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import ReconcileSettings, Settings, load
 
 KINDS = ("shipped_not_posted", "posted_not_shipped", "stock_moves_missing")

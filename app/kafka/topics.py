@@ -1,6 +1,6 @@
 """The Faust handles of every topic the worker uses (names from settings), declared on an
 app by ``declare``. `syncgov worker` creates and checks the topics before Faust starts
-(``app.kafka_io.worker_topics``, the one source of their configs)."""
+(``app.kafka.clients.worker_topics``, the one source of their configs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import faust
 from faust.types import TopicT
 
-from app.kafka_io import TOPIC_CONFIG
+from app.kafka.clients import TOPIC_CONFIG
 from app.settings import Settings
 
 

@@ -35,19 +35,19 @@ from typing import Any
 import orjson
 from fastavro import parse_schema, schemaless_writer
 
-from app import codec
-from app.broker import die_with_parent, free_port, terminate
+from app.commands.replay import process_record
 from app.core.engine import Engine
 from app.core.model import DeadLetter
 from app.core.ratelimit import RatePolicy
 from app.core.timeutil import parse_ts
 from app.erp.client import ErpHttpClient
 from app.erp.tryton import TrytonRest
-from app.processes import WorkerProcess, ops_module
-from app.replay import process_record
+from app.harness.processes import WorkerProcess, ops_module
+from app.kafka import codec
+from app.kafka.embedded import die_with_parent, free_port, terminate
 from app.runtime.ownership import FENCED_EXIT_CODE
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHAOS_OPS = ROOT / "ops" / "chaos"
 
 

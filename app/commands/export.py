@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from app.kafka_io import Record, end_offsets, read_all
+from app.kafka.clients import Record, end_offsets, read_all
 from app.settings import Settings
 
 FORMATS: Final = ("auto", "ndjson", "framed")
@@ -44,7 +44,7 @@ def starts_at_time(s: Settings, topic: str, partitions: Iterable[int], at_ms: in
     """Per partition, the first offset whose timestamp is at or after ``at_ms`` (the end when none)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from app.kafka_io import client_config
+    from app.kafka.clients import client_config
 
     consumer = Consumer({**client_config(s.kafka.bootstrap_servers, s.kafka), "group.id": "syncgov-tools",
                          "enable.auto.commit": False})
@@ -66,7 +66,7 @@ def one_line_json(value: bytes) -> bool:
 
 
 def frame(value: bytes) -> bytes:
-    from app.replay import frame_avro
+    from app.commands.replay import frame_avro
 
     return frame_avro(value)
 
@@ -113,7 +113,7 @@ def export(s: Settings, topic: str, out_dir: Path, *, from_offset: int | None = 
 def main(topic: str | None, out_dir: str, from_offset: int | None, from_time: str | None, fmt: str) -> int:
     """``syncgov export``: 0 written, 1 Kafka or I/O failure (raised), 2 bad arguments."""
     from app import logs
-    from app.progress import summary
+    from app.commands.progress import summary
     from app.settings import load
 
     s = load()

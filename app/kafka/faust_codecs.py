@@ -1,4 +1,4 @@
-"""Faust codecs over ``app.codec``; importing this module registers them by name."""
+"""Faust codecs over ``app.kafka.codec``; importing this module registers them by name."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from faust.serializers import codecs
 
-from app.codec import (
+from app.kafka.codec import (
     DEAD_LETTER_SCHEMA,
     decode,
     decode_dead_letter,

@@ -20,11 +20,12 @@ import orjson
 from aiohttp import web
 from confluent_kafka import Producer
 
-from app import codec, metrics
+from app import metrics
 from app.core.keys import event_key
 from app.erp import ErpPort, make_port
 from app.erp.port import TransientErpError
-from app.kafka_io import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
+from app.kafka import codec
+from app.kafka.clients import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import Settings, SettingsError, load
 
 log = logging.getLogger("syncgov.source")
@@ -122,7 +123,7 @@ async def run(s: Settings, once: bool) -> int:
         await adapter.close()
         if web is not None:
             await web.cleanup()
-    from app.progress import summary
+    from app.commands.progress import summary
 
     summary("source", f"published {total} order events", published=total)  # a JSON line with JSON logs
     return 0

@@ -2,7 +2,7 @@
 credentials) and the ``KAFKA_CLIENT_CONFIG`` pass-through.
 
 - confluent-kafka (librdkafka) clients: :func:`librdkafka` completes the config built by
-  ``app.kafka_io.client_config`` (librdkafka fetches and refreshes the token itself:
+  ``app.kafka.clients.client_config`` (librdkafka fetches and refreshes the token itself:
   ``sasl.oauthbearer.method=oidc``), then adds the pass-through properties.
 - Faust (aiokafka) clients: :class:`OidcTokenProvider` fetches the token from the token
   endpoint (``grant_type=client_credentials``) and refreshes it before it expires;

@@ -5,7 +5,7 @@ as a 4-byte big-endian length followed by the single-object-encoded bytes (``C3 
 fingerprint + body); the two are told apart by the byte(s) right after the first length
 prefix. A length-prefixed record in the Confluent wire format (magic byte ``0`` + 4-byte
 schema id + body, e.g. from ``kcat -f '%R%s'``) is recognised too: decoded through the
-schema registry when ``SCHEMA_REGISTRY_URL`` is set (``app.schema_registry``), else (or when
+schema registry when ``SCHEMA_REGISTRY_URL`` is set (``app.kafka.schema_registry``), else (or when
 the registry does not know the id) a dead letter whose reason names the schema id.
 Output is one JSON line per milestone (sorted keys), byte-identical across runs; dead
 letters are one ``{"raw", "reason"}`` line each (see docs/rules.md).
@@ -29,10 +29,10 @@ from typing import IO, Any, Final
 
 import orjson
 
-from app.codec import CONFLUENT_MAGIC
 from app.core.engine import Engine, Output
 from app.core.model import CoreSettings, DeadLetter, StockForward
 from app.core.stock import InventoryStage, Mark
+from app.kafka.codec import CONFLUENT_MAGIC
 
 AVRO_MAGIC: Final = b"\xc3\x01"
 LENGTH_BYTES: Final = 4
@@ -83,8 +83,8 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
 
 
 def process_record(engine: Engine, raw: bytes) -> list[Output]:
-    """One record of an events topic as the worker reads it (``app.codec.decode_input``)."""
-    from app.codec import decode_input
+    """One record of an events topic as the worker reads it (``app.kafka.codec.decode_input``)."""
+    from app.kafka.codec import decode_input
 
     d = decode_input(raw)
     if isinstance(d, str):
@@ -236,7 +236,7 @@ def run_replay(input_paths: str | list[str], output_path: str | None, dead_lette
             _error(f"I/O error: {exc}")
             return EXIT_OUTPUT
     if not quiet:
-        from app.progress import summary
+        from app.commands.progress import summary
 
         elapsed = time.monotonic() - started
         summary("replay", f"{counts.records:,} records, {counts.milestones:,} milestones, "
@@ -282,7 +282,7 @@ def _position(sources: list[IO[bytes]]) -> int:
 
 
 def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, counts: Counts | None = None) -> None:
-    from app.progress import Progress
+    from app.commands.progress import Progress
 
     counts = Counts() if counts is None else counts
     batches = _single(sources[0], counts) if len(sources) == 1 else _partitioned(sources, counts)
@@ -312,7 +312,7 @@ def _run(sources: list[IO[bytes]], out: IO[bytes], dead: IO[bytes] | None, count
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m app.replay INPUT [INPUT ...] [--output FILE] [--dead-letter FILE]``."""
+    """``python -m app.commands.replay INPUT [INPUT ...] [--output FILE] [--dead-letter FILE]``."""
     parser = argparse.ArgumentParser(prog="syncgov replay", description=__doc__.splitlines()[0])
     parser.add_argument(
         "input",
