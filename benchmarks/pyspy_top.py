@@ -23,7 +23,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "AIOKafkaProducer", "Producer.send (faust", "Topic.publish_message", "Topic._on_published",
       "on_send_completed", "MessageAccumulator", "set_persisted_offset")),
     ("state records: tables/records.py flush (keys, prior values, lineage trails)", ("PartitionState.flush",)),
-    ("outputs: agents/_outputs.emit (Avro, confluent-kafka produce)", ("emit (agents/_outputs",)),
+    ("outputs: app/runtime/outputs (Avro, confluent-kafka produce)", ("emit (app/runtime/outputs", "produce (app/runtime/outputs")),
     ("core: Engine.process_event", ("Engine.process_event", "Engine.reject")),
     ("decode: codec.decode_input", ("decode_input",)),
     ("lineage entries per event and milestone", ("decoded_entry", "milestone_entry", "PartitionState.note")),

@@ -101,8 +101,8 @@ class Engine:
                 return self._invalid(None, raw, "undecodable: record is not an object")
             d = dict(d)
         checked = check(d)
-        if checked.__class__ is not tuple:  # check returns a plain tuple or the reason (str)
-            return self._invalid(d, raw, cast(str, checked))
+        if isinstance(checked, str):  # the rejection reason
+            return self._invalid(d, raw, checked)
         spec, event_id, source, occurred_at, data = checked
         counts = self.counts
         ckey = (spec.name, source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import orjson
 
@@ -311,8 +311,8 @@ def check(d: Mapping[str, Any]) -> Checked | str:
 def validate(d: Mapping[str, Any]) -> Event | str:
     """A validated ``Event`` (telemetry included) or the rejection reason."""
     checked = check(d)
-    if checked.__class__ is not tuple:  # check returns a plain tuple or the reason (str)
-        return cast(str, checked)
+    if isinstance(checked, str):  # the rejection reason
+        return checked
     spec, event_id, source, occurred_at, data = checked
     if data is None:
         data = {n: d[n] for n in spec.strings}
