@@ -50,9 +50,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.core.keys import event_key  # noqa: E402
-from app.core.ratelimit import RatePolicy  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
+from app.erp.ratelimit import RatePolicy  # noqa: E402
 from app.erp.sales import new_order  # noqa: E402
 from app.erp.tryton import TrytonRest  # noqa: E402
 from app.harness.processes import ops_module  # noqa: E402

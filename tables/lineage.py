@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
+from app.core import model
 from app.core.model import M_SYNC_EXCEPTION, TELEMETRY, Milestone
 from app.core.timeutil import parse_ts
 
@@ -72,11 +73,11 @@ def sla_samples(trail: list[Entry], new: list[Entry]) -> Iterator[tuple[str, flo
         if e["kind"] != "milestone" or not isinstance(e.get("at"), int):
             continue
         start = None
-        if e["type"] == "OrderPicked":
-            start = _first(both, "OrderAccepted")
+        if e["type"] == model.M_ORDER_PICKED:
+            start = _first(both, model.M_ORDER_ACCEPTED)
             name = "release_to_picked"
-        elif e["type"] == "ShipmentConfirmed":
-            start = _first(both, "OrderPacked")
+        elif e["type"] == model.M_SHIPMENT_CONFIRMED:
+            start = _first(both, model.M_ORDER_PACKED)
             name = "packed_to_shipped"
         if start is not None and isinstance(start.get("at"), int):
             yield name, max(0.0, (e["at"] - start["at"]) / 1000)

@@ -1,7 +1,7 @@
 """One HTTP exchange with the ERP: rate gate, timeout and error classification.
 
 Shared by both adapters. Every request waits for the adaptive limiter
-(``app.core.ratelimit``), is sent once (retries belong to
+(``app.erp.ratelimit``), is sent once (retries belong to
 ``app.erp.port.post_with_retry``, which re-reads the document first) and
 comes back as an :class:`HttpAnswer` (2xx) or one of the port's errors:
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from app import metrics
-from app.core.ratelimit import AdaptiveLimiter, RatePolicy
 from app.erp.port import PermanentErpError, TransientErpError
+from app.erp.ratelimit import AdaptiveLimiter, RatePolicy
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.core.ratelimit import RatePolicy
+from app.core import model
 from app.erp.batcher import Batcher
 from app.erp.client import ErpHttpClient, HttpAnswer
 from app.erp.mapping import (
@@ -65,7 +65,15 @@ from app.erp.mapping import (
     request_line,
 )
 from app.erp.oauth import ClientCredentials, OAuthHttpClient
-from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
+from app.erp.port import (
+    DocumentState,
+    MilestoneRecord,
+    NotReadyErpError,
+    PermanentErpError,
+    PostResult,
+    TransientErpError,
+)
+from app.erp.ratelimit import RatePolicy
 from app.settings import ErpSettings
 
 READ_PREFIX = "read:"
@@ -137,7 +145,7 @@ class _MappedCalls:
     reads: dict[str, Route]
     feed: FeedSpec | None
 
-    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+    async def read_state(self, milestone: MilestoneRecord) -> DocumentState | None:
         raise NotImplementedError
 
     def _parse(self, answer: HttpAnswer, route: Route, path: str) -> Any:
@@ -149,7 +157,7 @@ class _MappedCalls:
         answer = await self.client.request(method, path, body=body, headers=headers)
         return self._parse(answer, Route(method, path, ()), path)
 
-    async def _read_mapped(self, milestone: dict[str, Any]) -> tuple[DocumentState | None, Any]:
+    async def _read_mapped(self, milestone: MilestoneRecord) -> tuple[DocumentState | None, Any]:
         kind = str(milestone.get("type"))
         spec = self.mapped_reads[kind]
         scope = {**milestone, "milestone": milestone}
@@ -170,7 +178,7 @@ class _MappedCalls:
         fields = answer if isinstance(answer, dict) else {"body": answer}
         return DocumentState(ref, state, done, fields, quantity=quantity, changed_ms=changed), answer
 
-    async def _post_steps(self, route: StepsRoute, milestone: dict[str, Any]) -> PostResult:
+    async def _post_steps(self, route: StepsRoute, milestone: MilestoneRecord) -> PostResult:
         """Read (when the type has a read route), then each step in order; every step's answer
         must meet its ``expect``. A 409 is ``already_done``, a 425 defers the milestone."""
         kind, mid = str(milestone.get("type")), str(milestone["milestone_id"])
@@ -244,7 +252,7 @@ class _MappedCalls:
                 break
         return events, {"cursor": position}
 
-    async def reconcile_states(self, probes: Sequence[dict[str, Any]],
+    async def reconcile_states(self, probes: Sequence[MilestoneRecord],
                                page_size: int) -> dict[str, DocumentState | None]:
         """Each probe's document (by milestone id) read through the type's read route; probes
         of a type without one are left out (this ERP's mapping cannot check them)."""
@@ -303,7 +311,7 @@ class HttpAdapter(_MappedCalls):
         await self.batcher.close()
         await self.client.close()
 
-    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+    async def read_state(self, milestone: MilestoneRecord) -> DocumentState | None:
         if str(milestone.get("type")) in self.mapped_reads:
             return (await self._read_mapped(milestone))[0]
         route = self.reads.get(str(milestone.get("type")))
@@ -321,16 +329,16 @@ class HttpAdapter(_MappedCalls):
         state = str(fields.get("state") or fields.get("status") or "exists")
         return DocumentState(path, state, True, fields)
 
-    async def post(self, milestone: dict[str, Any]) -> PostResult:
+    async def post(self, milestone: MilestoneRecord) -> PostResult:
         kind = str(milestone.get("type"))
-        if kind != "SyncException" and kind in self.bulk:
+        if kind != model.M_SYNC_EXCEPTION and kind in self.bulk:
             bulk_route = self.bulk[kind]
             result: PostResult = await self.batcher.call((bulk_route.method, bulk_route.render(milestone)), milestone)
             return result
-        if kind != "SyncException" and kind in self.mapped_posts:
+        if kind != model.M_SYNC_EXCEPTION and kind in self.mapped_posts:
             return await self._post_steps(self.mapped_posts[kind], milestone)
         route = self.posts.get(kind)
-        if kind == "SyncException" or route is None:
+        if kind == model.M_SYNC_EXCEPTION or route is None:
             return PostResult("skipped", "")
         path = route.render(milestone)
         existing = await self.read_state(milestone)

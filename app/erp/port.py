@@ -14,11 +14,81 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict, cast, get_args
 
-from app.core.ratelimit import backoff
+from app.core import model
+from app.erp.ratelimit import backoff
 
 Outcome = Literal["posted", "already_done", "skipped"]
+
+#: The milestone types a port may be given (``app.core.model.MILESTONE_TYPES``).
+MilestoneType = Literal["OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
+                        "ReturnReceived", "SyncException"]
+assert set(get_args(MilestoneType)) == set(model.MILESTONE_TYPES)
+
+
+class MilestoneLine(TypedDict, total=False):
+    """A line of ``OrderAccepted`` (``qty``), ``OrderPicked`` (``ordered``, ``picked``) or
+    ``ShipmentConfirmed`` (``qty``)."""
+
+    line_no: int
+    sku: str
+    qty: float
+    ordered: float
+    picked: float
+
+
+class _MilestoneHead(TypedDict):
+    milestone_id: str
+    type: MilestoneType
+    warehouse_id: str | None
+    occurred_at: str | None  # ISO 8601
+    event_ids: list[str]
+
+
+class MilestoneRecord(_MilestoneHead, total=False):
+    """A milestone as the ERP port receives it: the contract's JSON form (every field at top
+    level, timestamps as ISO strings; ``app.core.model.Milestone.to_dict``). The head is
+    always there; the rest depends on ``type`` (contract, "Milestones")."""
+
+    order_id: str
+    version: int
+    lines: list[MilestoneLine]
+    short: bool
+    package_ids: list[str]
+    shipment_id: str
+    carrier: str
+    tracking_no: str
+    sku: str
+    location: str
+    net_delta: int
+    event_count: int
+    window_start: str
+    window_end: str
+    rma_id: str
+    qty: float
+    disposition: str
+    code: str
+    detail: str
+
+
+_HEAD = tuple(_MilestoneHead.__annotations__)
+
+
+def milestone_record(d: Mapping[str, Any]) -> MilestoneRecord:
+    """``d`` (a decoded milestone) as a :class:`MilestoneRecord`: its head fields present and
+    its type one the port knows, else ``ValueError`` naming what is wrong."""
+    missing = [k for k in _HEAD if k not in d]
+    if missing:
+        raise ValueError(f"milestone without {', '.join(missing)}")
+    if d["type"] not in model.MILESTONE_TYPES:
+        raise ValueError(f"unknown milestone type {d['type']!r}")
+    return cast(MilestoneRecord, dict(d))
+
+
+def as_record(milestone: model.Milestone) -> MilestoneRecord:
+    """A core milestone in the port's form."""
+    return cast(MilestoneRecord, milestone.to_dict())
 
 
 @dataclass(frozen=True)
@@ -75,11 +145,11 @@ class PermanentErpError(ErpError):
 
 
 class ErpPort(Protocol):
-    async def post(self, milestone: dict[str, Any]) -> PostResult:
+    async def post(self, milestone: MilestoneRecord) -> PostResult:
         """Apply the milestone (contract JSON form) to the ERP, idempotently."""
         ...
 
-    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+    async def read_state(self, milestone: MilestoneRecord) -> DocumentState | None:
         """The document the milestone touches, or None when it does not exist (yet)."""
         ...
 
@@ -90,7 +160,7 @@ class ErpPort(Protocol):
         (``app.commands.source``). Repeats after an older cursor carry the same event ids."""
         ...
 
-    async def reconcile_states(self, probes: Sequence[dict[str, Any]],
+    async def reconcile_states(self, probes: Sequence[MilestoneRecord],
                                page_size: int) -> dict[str, DocumentState | None]:
         """For reconciliation: the document each probe (a milestone, contract JSON: a
         ``ShipmentConfirmed`` for each order, an ``InventoryAdjusted`` for each stock
@@ -104,7 +174,7 @@ class ErpPort(Protocol):
 
 async def post_with_retry(
     port: ErpPort,
-    milestone: dict[str, Any],
+    milestone: MilestoneRecord,
     *,
     max_retries: int,
     backoff_base_s: float,

@@ -30,18 +30,20 @@ import orjson
 from confluent_kafka import KafkaException, Producer
 
 from app import metrics
+from app.core import model
 from app.core.ids import milestone_id
 from app.core.model import Milestone
 from app.core.timeutil import format_ts, parse_ts
 from app.erp import ErpError, ErpPort, make_port
+from app.erp.port import MilestoneRecord, milestone_record
 from app.kafka import codec
 from app.kafka.clients import PRODUCER_DEFAULTS, client_config, create_topics, read_all, send
 from app.settings import ReconcileSettings, Settings, load
 
 KINDS = ("shipped_not_posted", "posted_not_shipped", "stock_moves_missing")
-ORDER_TYPES = frozenset({"OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed"})
-ADJUSTED = "InventoryAdjusted"
-CONFIRMED = "ShipmentConfirmed"
+ORDER_TYPES = frozenset({model.M_ORDER_ACCEPTED, model.M_ORDER_PICKED, model.M_ORDER_PACKED, model.M_SHIPMENT_CONFIRMED})
+ADJUSTED = model.M_INVENTORY_ADJUSTED
+CONFIRMED = model.M_SHIPMENT_CONFIRMED
 DRIFT_TYPE = "SyncDrift"
 Ledger = Mapping[str, Mapping[str, Any]]
 _M = TypeVar("_M", bound=Mapping[str, Any])
@@ -98,7 +100,7 @@ class Drift:
 
     @property
     def record_id(self) -> str:
-        return milestone_id("SyncException", "DRIFT", self.kind, self.document)
+        return milestone_id(model.M_SYNC_EXCEPTION, "DRIFT", self.kind, self.document)
 
     def record(self, detected_ms: int, window_s: float) -> dict[str, Any]:
         """The ``SyncDrift`` record for the exceptions topic (contract-milestone shaped)."""
@@ -162,7 +164,7 @@ def _stock_drift(adjusted: Mapping[str, Any], doc: ErpInternal | None, ledger: L
 def compare(milestones: Iterable[Mapping[str, Any]], erp: ErpView, ledger: Ledger | None = None) -> list[Drift]:
     """Every drift between the ERP-bound milestones and the ERP's documents (pure)."""
     bound = erp_bound(milestones).values()
-    confirmed = {(m["warehouse_id"], m["order_id"]): m for m in bound if m["type"] == "ShipmentConfirmed"}
+    confirmed = {(m["warehouse_id"], m["order_id"]): m for m in bound if m["type"] == model.M_SHIPMENT_CONFIRMED}
     orders = {(m["warehouse_id"], m["order_id"]) for m in bound if m["type"] in ORDER_TYPES}
     out: list[Drift] = []
     if CONFIRMED in erp.unchecked:
@@ -212,21 +214,22 @@ def published_ids(s: Settings) -> set[str]:
     return {m["milestone_id"] for m in _decoded(s, s.topics.exceptions) if m["type"] == DRIFT_TYPE}
 
 
-def probes(milestones: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def probes(milestones: Iterable[Mapping[str, Any]]) -> list[MilestoneRecord]:
     """What to ask the ERP: per order a ``ShipmentConfirmed`` (the order's own, or one made up
     with only its keys when the warehouse has not confirmed it), and each ``InventoryAdjusted``."""
-    orders: dict[tuple[str, str], dict[str, Any]] = {}
+    orders: dict[tuple[str, str], MilestoneRecord] = {}
     adjusted = []
     for m in milestones:
         if m["type"] in ORDER_TYPES:
             key = (m["warehouse_id"], m["order_id"])
             if m["type"] == CONFIRMED:
-                orders[key] = dict(m)
+                orders[key] = milestone_record(m)
             else:
-                orders.setdefault(key, {"milestone_id": f"probe:{key[0]}|{key[1]}", "type": CONFIRMED,
-                                        "warehouse_id": key[0], "order_id": key[1]})
+                orders.setdefault(key, {"milestone_id": f"probe:{key[0]}|{key[1]}", "type": model.M_SHIPMENT_CONFIRMED,
+                                        "warehouse_id": key[0], "occurred_at": None, "event_ids": [],
+                                        "order_id": key[1]})
         elif m["type"] == ADJUSTED:
-            adjusted.append(dict(m))
+            adjusted.append(milestone_record(m))
     return [*(orders[key] for key in sorted(orders)), *adjusted]
 
 
@@ -246,7 +249,7 @@ async def read_erp(port: ErpPort, milestones: Iterable[Mapping[str, Any]], page_
         if doc is None:
             continue
         if p["type"] == CONFIRMED:
-            key = (p["warehouse_id"], p["order_id"])
+            key = (p["warehouse_id"] or "", p["order_id"])
             shipments[key] = ErpShipment(*key, doc.state, doc.document_ref, doc.changed_ms or 0, doc.done)
         else:
             internal[mid] = ErpInternal(mid, doc.state, doc.document_ref, doc.quantity, doc.done)

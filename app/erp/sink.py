@@ -73,15 +73,18 @@ from typing import Any, Final, Protocol
 import orjson
 
 from app import metrics
-from app.core.ratelimit import backoff
+from app.core import model
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.port import (
     ErpPort,
+    MilestoneRecord,
     NotReadyErpError,
     PermanentErpError,
     PostResult,
     TransientErpError,
+    milestone_record,
 )
+from app.erp.ratelimit import backoff
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,8 @@ DONE: Final = frozenset({"posted", "already_done", "skipped"})
 #: Ledger outcomes that stop a document until a re-drive.
 BLOCKING: Final = frozenset({"dead_lettered", "parked"})
 SLA = {
-    "ShipmentConfirmed": metrics.SLA_SHIPPED_TO_POSTED,
-    "ReturnReceived": metrics.SLA_RETURN_TO_POSTED,
+    model.M_SHIPMENT_CONFIRMED: metrics.SLA_SHIPPED_TO_POSTED,
+    model.M_RETURN_RECEIVED: metrics.SLA_RETURN_TO_POSTED,
 }
 
 #: A table write: (key, value), value None for a delete.
@@ -203,14 +206,24 @@ class Slot:
     """A milestone to resolve. ``offset`` None: a held milestone released from the ledger
     (its own record was resolved when it was held)."""
 
-    milestone: dict[str, Any]
+    milestone: MilestoneRecord
     offset: int | None
     timestamp_ms: int | None = None
     resolved: bool = False
 
     @property
     def id(self) -> str:
-        return str(self.milestone["milestone_id"])
+        return self.milestone["milestone_id"]
+
+
+@dataclass(eq=False)
+class Undecodable:
+    """A record that is no milestone, already sent to the ERP dead-letter topic: it only
+    holds its place in the partition's offset order."""
+
+    offset: int
+    timestamp_ms: int | None = None
+    resolved: bool = True
 
 
 @dataclass
@@ -253,7 +266,7 @@ class PartitionRun:
     committed: int  # last offset covered by the stored meta (-1: none)
     read_pos: int  # next offset to read
     docs: dict[bytes, Doc] = field(default_factory=dict)
-    slots: deque[Slot] = field(default_factory=deque)  # records read, in offset order
+    slots: deque[Slot | Undecodable] = field(default_factory=deque)  # records read, in offset order
     writes: list[Write] = field(default_factory=list)  # ledger entries not committed yet
     trails: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)  # this run's outcomes by milestone id
@@ -271,11 +284,13 @@ class PartitionRun:
         return {doc.key.hex(): doc.hold for doc in self.docs.values() if doc.hold is not None}
 
 
-def decode_milestone_default(raw: bytes) -> dict[str, Any]:
+def decode_milestone_default(raw: bytes) -> MilestoneRecord:
+    """A milestone record off the milestones topic, in the port's form (``ValueError``, made a
+    dead letter by the sink, when it is not one)."""
     from app.core.model import Milestone
     from app.kafka import codec
 
-    return Milestone.from_dict(codec.decode(raw)).to_dict()
+    return milestone_record(Milestone.from_dict(codec.decode(raw)).to_dict())
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -296,7 +311,7 @@ class OrderedErpSink:
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
-        decode: Callable[[bytes], dict[str, Any]] = decode_milestone_default,
+        decode: Callable[[bytes], MilestoneRecord] = decode_milestone_default,
     ) -> None:
         self.port, self.source, self.ledger, self.dead_letters = port, source, ledger, dead_letters
         self.owned, self.still_owner, self.config = owned, still_owner, config
@@ -643,7 +658,7 @@ class OrderedErpSink:
                 out.append(Slot(entry["milestone"], None))
         return out
 
-    async def _hold(self, run: PartitionRun, doc: Doc, m: dict[str, Any], slot: Slot | None = None) -> None:
+    async def _hold(self, run: PartitionRun, doc: Doc, m: MilestoneRecord, slot: Slot | None = None) -> None:
         """Record ``m`` as held behind its document's blocker (ledger, dead-letter topic marker)."""
         hold = doc.hold
         assert hold is not None and hold.blocker is not None
@@ -668,25 +683,24 @@ class OrderedErpSink:
                  "undecodable": True, "raw_b64": base64.b64encode(rec.value).decode(), "status": None,
                  "detail": f"undecodable milestone: {reason}"[:2000], "partition": rec.partition,
                  "offset": rec.offset, "failed_at": format_ts(int(self.wall() * 1000))}
-        slot = Slot({"milestone_id": value["milestone_id"], "type": "Undecodable"}, rec.offset, rec.timestamp_ms)
-        run.slots.append(slot)
         # Keyed (its key, else its id) so a re-drive marker lands in the same partition.
         await self.dead_letters.send(rec.key or str(value["milestone_id"]).encode(), orjson.dumps(value))
-        slot.resolved = True
+        run.slots.append(Undecodable(rec.offset, rec.timestamp_ms))
 
-    def _record(self, run: PartitionRun, m: dict[str, Any], fields: dict[str, Any]) -> None:
+    def _record(self, run: PartitionRun, m: MilestoneRecord, fields: dict[str, Any]) -> None:
         """A ledger entry for ``m`` (and its order's trail entry), committed with the next meta."""
         mid = str(m["milestone_id"])
         now = int(self.wall() * 1000)
         value = {**fields, "at": format_ts(now), "type": m["type"]}
         run.outcomes[mid] = fields["outcome"]
         run.writes.append((mid.encode(), orjson.dumps(value)))
-        if m.get("order_id") and m.get("warehouse_id"):
+        order_id, warehouse_id = m.get("order_id"), m.get("warehouse_id")
+        if order_id and warehouse_id:
             entry = {"at": now, "kind": "erp_call", "id": mid, "type": m["type"], "outcome": fields["outcome"],
                      "document_ref": fields.get("ref", "")}
             if fields.get("detail"):
                 entry["detail"] = fields["detail"]
-            run.trails.setdefault(order_key(m["warehouse_id"], m["order_id"]), []).append(entry)
+            run.trails.setdefault(order_key(warehouse_id, order_id), []).append(entry)
 
     # -- commit -------------------------------------------------------------------------------
 

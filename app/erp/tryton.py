@@ -19,9 +19,17 @@ from typing import Any
 import aiohttp
 
 from app import metrics
-from app.core.ratelimit import RatePolicy
+from app.core import model
 from app.erp.client import ErpHttpClient
-from app.erp.port import DocumentState, NotReadyErpError, PermanentErpError, PostResult, TransientErpError
+from app.erp.port import (
+    DocumentState,
+    MilestoneRecord,
+    NotReadyErpError,
+    PermanentErpError,
+    PostResult,
+    TransientErpError,
+)
+from app.erp.ratelimit import RatePolicy
 from app.erp.tryton_bulk import TrytonOps, TrytonRpc
 from app.settings import ErpSettings
 
@@ -31,9 +39,9 @@ INTERNAL = "stock.shipment.internal"
 
 #: Shipment states in which each order milestone's effect is already in Tryton.
 ORDER_DONE_STATES = {
-    "OrderPicked": frozenset({"picked", "packed", "shipped", "done"}),
-    "OrderPacked": frozenset({"packed", "shipped", "done"}),
-    "ShipmentConfirmed": frozenset({"done"}),
+    model.M_ORDER_PICKED: frozenset({"picked", "packed", "shipped", "done"}),
+    model.M_ORDER_PACKED: frozenset({"packed", "shipped", "done"}),
+    model.M_SHIPMENT_CONFIRMED: frozenset({"done"}),
 }
 #: A customer shipment's workflow, in order (``cancelled`` is off it: nothing follows it).
 SHIPMENT_FLOW = ("draft", "waiting", "assigned", "picked", "packed", "shipped", "done")
@@ -177,6 +185,13 @@ class TrytonRest:
         return clicked
 
 
+def _warehouse_of(m: MilestoneRecord) -> str:
+    warehouse = m["warehouse_id"]
+    if not warehouse:
+        raise ValueError(f"{m['type']} {m['milestone_id']} names no warehouse")
+    return warehouse
+
+
 def _get(record: dict[str, Any], key: str) -> Any:
     """A field of a Tryton answer; a missing one is a permanent (unparseable) answer."""
     try:
@@ -224,13 +239,13 @@ class TrytonAdapter:
         self._products: dict[str, dict[str, Any]] = {}
         self._warehouses: dict[str, dict[str, Any]] = {}
         self._locations: dict[tuple[int, str], int] = {}
-        self._posts: dict[str, Callable[[dict[str, Any]], Awaitable[PostResult]]] = {
-            "OrderAccepted": self._post_accepted,
-            "OrderPicked": self._post_picked,
-            "OrderPacked": self._post_packed,
-            "ShipmentConfirmed": self._post_confirmed,
-            "InventoryAdjusted": self._post_adjusted,
-            "ReturnReceived": self._post_return,
+        self._posts: dict[str, Callable[[MilestoneRecord], Awaitable[PostResult]]] = {
+            model.M_ORDER_ACCEPTED: self._post_accepted,
+            model.M_ORDER_PICKED: self._post_picked,
+            model.M_ORDER_PACKED: self._post_packed,
+            model.M_SHIPMENT_CONFIRMED: self._post_confirmed,
+            model.M_INVENTORY_ADJUSTED: self._post_adjusted,
+            model.M_RETURN_RECEIVED: self._post_return,
         }
 
     @classmethod
@@ -264,11 +279,11 @@ class TrytonAdapter:
 
     # -- the port ---------------------------------------------------------------------------
 
-    async def post(self, milestone: dict[str, Any]) -> PostResult:
+    async def post(self, milestone: MilestoneRecord) -> PostResult:
         kind = milestone.get("type")
-        if kind == "SyncException":
+        if kind == model.M_SYNC_EXCEPTION:
             return PostResult("skipped", "")
-        handler = self._posts.get(str(kind))
+        handler = self._posts.get(kind)
         if handler is None:
             raise PermanentErpError(None, f"no Tryton mapping for milestone type {kind!r}")
         order_id = str(milestone.get("order_id") or "")
@@ -286,33 +301,33 @@ class TrytonAdapter:
             self._known.pop(order_id, None)
             raise
 
-    async def read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+    async def read_state(self, milestone: MilestoneRecord) -> DocumentState | None:
         try:
             return await self._read_state(milestone)
         except (KeyError, TypeError, ValueError) as exc:
             raise PermanentErpError(None, f"{milestone.get('type')} milestone cannot be mapped: "
                                           f"{type(exc).__name__} {exc}") from None
 
-    async def _read_state(self, milestone: dict[str, Any]) -> DocumentState | None:
+    async def _read_state(self, milestone: MilestoneRecord) -> DocumentState | None:
         kind = milestone.get("type")
         if kind in ORDER_DONE_STATES:
             ship = await self._find_shipment(milestone["order_id"], fresh=True)
             if ship is None:
                 return None
             return self._order_state(kind, ship)
-        if kind == "OrderAccepted":
+        if kind == model.M_ORDER_ACCEPTED:
             ship = await self._find_shipment(milestone["order_id"], fresh=True)
             if ship is None:
                 return None
             note = await self._acceptance_note(ship, milestone)
             return DocumentState(ref(SHIPMENT, ship["id"]), _get(ship, "state"), note is not None,
                                  {"note": note})
-        if kind == "InventoryAdjusted":
+        if kind == model.M_INVENTORY_ADJUSTED:
             doc = await self._internal(milestone)
             if doc is None:
                 return None
             return DocumentState(ref(INTERNAL, doc["id"]), doc["state"], doc["state"] == "done", doc)
-        if kind == "ReturnReceived":
+        if kind == model.M_RETURN_RECEIVED:
             doc = await self._return(milestone)
             if doc is None:
                 return None
@@ -330,7 +345,7 @@ class TrytonAdapter:
         events, after = await poll(self.rest, start, page_size=page_size, overlap_s=overlap_s)
         return events, after.to_json()
 
-    async def reconcile_states(self, probes: Sequence[dict[str, Any]],
+    async def reconcile_states(self, probes: Sequence[MilestoneRecord],
                                page_size: int) -> dict[str, DocumentState | None]:
         """Customer shipments (a ``ShipmentConfirmed`` probe: done = ``done``) and internal
         shipments (an ``InventoryAdjusted`` probe: ``reference`` = its milestone id; done =
@@ -339,10 +354,10 @@ class TrytonAdapter:
         refs: dict[str, str] = {}
         out: dict[str, DocumentState | None] = {}
         for p in probes:
-            if p["type"] == "ShipmentConfirmed":
-                by_wh.setdefault(p["warehouse_id"], {})[p["order_id"]] = p["milestone_id"]
+            if p["type"] == model.M_SHIPMENT_CONFIRMED:
+                by_wh.setdefault(_warehouse_of(p), {})[p["order_id"]] = p["milestone_id"]
                 out[p["milestone_id"]] = None
-            elif p["type"] == "InventoryAdjusted":
+            elif p["type"] == model.M_INVENTORY_ADJUSTED:
                 refs[p["milestone_id"]] = p["milestone_id"]
                 out[p["milestone_id"]] = None
         for wh, orders in sorted(by_wh.items()):
@@ -408,8 +423,8 @@ class TrytonAdapter:
             raise PermanentErpError(200, detail)
         return state
 
-    async def _post_accepted(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"], kind="OrderAccepted")
+    async def _post_accepted(self, m: MilestoneRecord) -> PostResult:
+        ship = await self._shipment(m["order_id"], kind=model.M_ORDER_ACCEPTED)
         document = ref(SHIPMENT, ship["id"])
         if await self._acceptance_note(ship, m) is not None:
             return PostResult("already_done", document)
@@ -422,28 +437,28 @@ class TrytonAdapter:
         return PostResult("posted", document)
 
     @staticmethod
-    def _marker(m: dict[str, Any]) -> str:
+    def _marker(m: MilestoneRecord) -> str:
         return f"[syncgov {m['milestone_id']}]"
 
-    async def _acceptance_note(self, ship: dict[str, Any], m: dict[str, Any]) -> dict[str, Any] | None:
+    async def _acceptance_note(self, ship: dict[str, Any], m: MilestoneRecord) -> dict[str, Any] | None:
         notes = await self.ops.read("ir.note", "resource", ref(SHIPMENT, ship["id"]), ("message",),
                                     [["message", "like", "%[syncgov %"]])
         marker = self._marker(m)
         return next((n for n in notes if marker in str(n.get("message") or "")), None)
 
-    async def _post_picked(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"], kind="OrderPicked")
+    async def _post_picked(self, m: MilestoneRecord) -> PostResult:
+        ship = await self._shipment(m["order_id"], kind=model.M_ORDER_PICKED)
         document = ref(SHIPMENT, ship["id"])
-        if _get(ship, "state") in ORDER_DONE_STATES["OrderPicked"]:
+        if _get(ship, "state") in ORDER_DONE_STATES[model.M_ORDER_PICKED]:
             return PostResult("already_done", document)
-        state = self._check_state(ship, ("waiting", "assigned"), "OrderPicked")
+        state = self._check_state(ship, ("waiting", "assigned"), model.M_ORDER_PICKED)
         picked = {int(line["line_no"]): float(line["picked"]) for line in m.get("lines", [])}
         changes = self._pick_changes(ship, picked)
         if changes and state == "assigned":
             # Assigned moves are locked: back to waiting rebuilds the inventory moves.
             await self.ops.button(SHIPMENT, ship["id"], "wait")
             ship = await self._shipment(m["order_id"], fresh=True)
-            state = self._check_state(ship, ("waiting",), "OrderPicked")
+            state = self._check_state(ship, ("waiting",), model.M_ORDER_PICKED)
             changes = self._pick_changes(ship, picked)
         if changes:
             await self.ops.write(SHIPMENT, ship["id"], {
@@ -490,22 +505,22 @@ class TrytonAdapter:
             raise PermanentErpError(200, f"{document}: expected state {state!r} after the call, Tryton answered "
                                          f"{str(answered)[:300]}")
 
-    async def _post_packed(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"], kind="OrderPacked")
+    async def _post_packed(self, m: MilestoneRecord) -> PostResult:
+        ship = await self._shipment(m["order_id"], kind=model.M_ORDER_PACKED)
         document = ref(SHIPMENT, ship["id"])
-        if _get(ship, "state") in ORDER_DONE_STATES["OrderPacked"]:
+        if _get(ship, "state") in ORDER_DONE_STATES[model.M_ORDER_PACKED]:
             return PostResult("already_done", document)
-        self._check_state(ship, ("picked",), "OrderPacked")
+        self._check_state(ship, ("picked",), model.M_ORDER_PACKED)
         self._expect(await self.ops.button(SHIPMENT, ship["id"], "pack"), "packed", document)
         self._remember(ship, "packed")
         return PostResult("posted", document)
 
-    async def _post_confirmed(self, m: dict[str, Any]) -> PostResult:
-        ship = await self._shipment(m["order_id"], kind="ShipmentConfirmed")
+    async def _post_confirmed(self, m: MilestoneRecord) -> PostResult:
+        ship = await self._shipment(m["order_id"], kind=model.M_SHIPMENT_CONFIRMED)
         document = ref(SHIPMENT, ship["id"])
-        if _get(ship, "state") in ORDER_DONE_STATES["ShipmentConfirmed"]:
+        if _get(ship, "state") in ORDER_DONE_STATES[model.M_SHIPMENT_CONFIRMED]:
             return PostResult("already_done", document)
-        self._check_state(ship, ("packed", "shipped"), "ShipmentConfirmed")
+        self._check_state(ship, ("packed", "shipped"), model.M_SHIPMENT_CONFIRMED)
         tracking = m.get("tracking_no")
         if tracking and ship.get("shipping_reference") != tracking:
             await self.ops.write(SHIPMENT, ship["id"], {"shipping_reference": tracking})
@@ -553,16 +568,16 @@ class TrytonAdapter:
             self._products[sku] = found
         return self._products[sku]
 
-    async def _internal(self, m: dict[str, Any]) -> dict[str, Any] | None:
+    async def _internal(self, m: MilestoneRecord) -> dict[str, Any] | None:
         return await self.ops.read_one(INTERNAL, "reference", m["milestone_id"], ("state", "number"))
 
-    async def _post_adjusted(self, m: dict[str, Any]) -> PostResult:
+    async def _post_adjusted(self, m: MilestoneRecord) -> PostResult:
         doc = await self._internal(m)
         if doc is None:
             delta = int(m["net_delta"])
             if delta == 0:
                 return PostResult("skipped", "")
-            warehouse = await self._warehouse(m["warehouse_id"])
+            warehouse = await self._warehouse(_warehouse_of(m))
             product = await self._product(m["sku"])
             storage = await self._storage(warehouse, m["location"])
             lost_found = await self._lost_found(warehouse)
@@ -592,14 +607,14 @@ class TrytonAdapter:
     # -- customer returns -------------------------------------------------------------------
 
     @staticmethod
-    def _return_done_states(m: dict[str, Any]) -> frozenset[str]:
+    def _return_done_states(m: MilestoneRecord) -> frozenset[str]:
         return frozenset({"done"}) if m.get("disposition") == "restock" else frozenset({"received", "done"})
 
-    async def _return(self, m: dict[str, Any]) -> dict[str, Any] | None:
+    async def _return(self, m: MilestoneRecord) -> dict[str, Any] | None:
         return await self.ops.read_one(RETURN, "reference", f"{m['rma_id']}/{m['sku']}", ("state", "number"),
                                        [["warehouse.code", "=", m["warehouse_id"]]])
 
-    async def _post_return(self, m: dict[str, Any]) -> PostResult:
+    async def _post_return(self, m: MilestoneRecord) -> PostResult:
         doc = await self._return(m)
         if doc is not None and doc["state"] in self._return_done_states(m):
             return PostResult("already_done", ref(RETURN, doc["id"]))
@@ -615,7 +630,7 @@ class TrytonAdapter:
             raise PermanentErpError(200, f"ReturnReceived: {document} is in state {state!r}")
         return PostResult("posted", document)
 
-    async def _create_return(self, m: dict[str, Any]) -> dict[str, Any]:
+    async def _create_return(self, m: MilestoneRecord) -> dict[str, Any]:
         ship = await self._shipment(m["order_id"], fresh=True)  # needs its done moves, not a remembered state
         if ship["state"] != "done":
             error = NotReadyErpError if ship["state"] in SHIPMENT_FLOW else PermanentErpError

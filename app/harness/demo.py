@@ -29,9 +29,9 @@ import orjson
 
 from app.core.keys import event_key
 from app.core.model import Milestone
-from app.core.ratelimit import RatePolicy
 from app.core.timeutil import format_ts, parse_ts
 from app.erp.client import ErpHttpClient
+from app.erp.ratelimit import RatePolicy
 from app.erp.sales import new_order, shipments_view, stock_moves_view
 from app.erp.tryton import TrytonRest
 from app.harness.processes import WorkerProcess, ops_module

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
 from app.erp.port import NotReadyErpError, PermanentErpError, TransientErpError, post_with_retry
+from app.erp.ratelimit import RatePolicy
 from app.erp.sales import new_order, shipment
 from app.erp.source import SourceCursor, poll
 from app.erp.tryton import TrytonAdapter, TrytonRest

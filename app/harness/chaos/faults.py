@@ -38,9 +38,9 @@ from fastavro import parse_schema, schemaless_writer
 from app.commands.replay import process_record
 from app.core.engine import Engine
 from app.core.model import DeadLetter
-from app.core.ratelimit import RatePolicy
 from app.core.timeutil import parse_ts
 from app.erp.client import ErpHttpClient
+from app.erp.ratelimit import RatePolicy
 from app.erp.tryton import TrytonRest
 from app.harness.processes import WorkerProcess, ops_module
 from app.kafka import codec

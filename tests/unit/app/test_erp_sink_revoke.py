@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agents import erp_sink
-from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient
+from app.erp.ratelimit import RatePolicy
 from app.erp.sink import _PARTITION, Revoked, fence
 from app.faust_app import WorkerApp
 from tests.fixtures.worker_app import built_worker

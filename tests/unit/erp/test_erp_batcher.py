@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app.core.ratelimit import RatePolicy
 from app.erp.batcher import Batcher
 from app.erp.client import ErpHttpClient
 from app.erp.port import PermanentErpError, PostResult, TransientErpError
+from app.erp.ratelimit import RatePolicy
 from app.erp.sink import Revoked, SinkConfig
 from tests.unit.erp.sinkfakes import Harness, Topic, milestone
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from app.core.ratelimit import RatePolicy
 from app.erp.client import ErpHttpClient, parse_retry_after
 from app.erp.port import PermanentErpError, PostResult, TransientErpError, post_with_retry
+from app.erp.ratelimit import RatePolicy
 
 KEY = "s3cr3t-key-never-shown"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 
 from app import metrics
-from app.core.ratelimit import AdaptiveLimiter, RatePolicy
 from app.erp import http_client, make_port, quota
 from app.erp.client import ErpHttpClient
 from app.erp.port import TransientErpError
+from app.erp.ratelimit import AdaptiveLimiter, RatePolicy
 from app.settings import load
 from tests.unit.erp.sinkfakes import Erp, Harness, Topic, milestone
 from tests.unit.erp.test_erp_client import serve  # noqa: F401 - the fixture

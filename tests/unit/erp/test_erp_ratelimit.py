@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.ratelimit import AdaptiveLimiter, RatePolicy, backoff
+from app.erp.ratelimit import AdaptiveLimiter, RatePolicy, backoff
 
 POLICY = RatePolicy(rate_per_s=10, burst=5, max_in_flight=100)
 
