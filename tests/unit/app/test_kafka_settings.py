@@ -13,6 +13,7 @@ from aiohttp import web
 from app.kafka import security as kafka_settings
 from app.kafka.clients import client_config
 from app.settings import load
+from tests.fixtures.http_server import serving
 
 OAUTH = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-0:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
          "KAFKA_SASL_MECHANISM": "OAUTHBEARER", "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": "syncgov",
@@ -82,16 +83,9 @@ async def idp() -> AsyncIterator[dict[str, Any]]:
         return web.json_response({"access_token": f"token-{n}", "token_type": "bearer",
                                   "expires_in": state["expires_in"]})
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    state["url"] = f"http://127.0.0.1:{port}/oauth2/token"
-    yield state
-    await runner.cleanup()
+    async with serving(token, method="POST", path="/oauth2/token") as url:
+        state["url"] = f"{url}/oauth2/token"
+        yield state
 
 
 async def test_token_provider_fetches_caches_and_refreshes(idp: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from app.erp.client import ErpHttpClient
 from app.erp.port import PermanentErpError, PostResult, TransientErpError
 from app.erp.ratelimit import RatePolicy
 from app.erp.sink import Revoked, SinkConfig
+from tests.fixtures.http_server import serving
 from tests.unit.erp.sinkfakes import Harness, Topic, milestone
 
 
@@ -325,19 +326,11 @@ async def test_a_fresh_limiter_gets_no_429_from_a_gateway_that_remembers_the_las
         ok = gateway.arrive(time.monotonic())
         return web.json_response({}, status=200 if ok else 429)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = ErpHttpClient(f"http://127.0.0.1:{port}", policy=RatePolicy(rate, burst, 4), timeout_s=5,
-                           cold_start=cold_start)
-    try:
-        out = await asyncio.gather(*(client.request("GET", "/x") for _ in range(15)), return_exceptions=True)
-    finally:
-        await client.close()
-        await runner.cleanup()
+    async with serving(handler) as url:
+        client = ErpHttpClient(url, policy=RatePolicy(rate, burst, 4), timeout_s=5, cold_start=cold_start)
+        try:
+            out = await asyncio.gather(*(client.request("GET", "/x") for _ in range(15)), return_exceptions=True)
+        finally:
+            await client.close()
     throttled = [o for o in out if isinstance(o, TransientErpError)]
     assert bool(throttled) is expect_429, out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,29 +13,21 @@ from aiohttp import web
 from app.erp.client import ErpHttpClient, parse_retry_after
 from app.erp.port import PermanentErpError, PostResult, TransientErpError, post_with_retry
 from app.erp.ratelimit import RatePolicy
+from tests.fixtures.http_server import Handler, serving
 
 KEY = "s3cr3t-key-never-shown"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    runners: list[web.AppRunner] = []
+    """Start fake ERPs (one per handler) for the test; all stopped after it."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
+        async def start(handler: Handler) -> str:
+            return await stack.enter_async_context(serving(handler))
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 def client(base_url: str, **kw: object) -> ErpHttpClient:

@@ -12,6 +12,7 @@ from app.erp import HttpAdapter, TrytonAdapter, make_port
 from app.erp.http import Route, parse_routes
 from app.erp.port import PermanentErpError
 from app.settings import load
+from tests.fixtures.http_server import serving
 
 KEY = "generic-erp-key"
 ROUTES = json.dumps({
@@ -50,20 +51,13 @@ class FakeErp:
 @pytest.fixture
 async def erp() -> AsyncIterator[tuple[FakeErp, HttpAdapter]]:
     fake = FakeErp()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "http", "ERP_BASE_URL": f"http://127.0.0.1:{port}", "ERP_API_KEY": KEY,
-                     "ERP_HTTP_ROUTES": ROUTES, "ERP_RATE_PER_S": "100", "ERP_BURST": "10"}).erp
-    adapter = make_port(settings)
-    assert isinstance(adapter, HttpAdapter)
-    yield fake, adapter
-    await adapter.close()
-    await runner.cleanup()
+    async with serving(fake.handle) as url:
+        settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "http", "ERP_BASE_URL": url, "ERP_API_KEY": KEY,
+                         "ERP_HTTP_ROUTES": ROUTES, "ERP_RATE_PER_S": "100", "ERP_BURST": "10"}).erp
+        adapter = make_port(settings)
+        assert isinstance(adapter, HttpAdapter)
+        yield fake, adapter
+        await adapter.close()
 
 
 async def test_post_sends_the_milestone_with_idempotency_key_and_auth(erp) -> None:

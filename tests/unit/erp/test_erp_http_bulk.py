@@ -14,6 +14,7 @@ from aiohttp import web
 from app.erp import BulkSettings, HttpAdapter, make_port
 from app.erp.port import NotReadyErpError, PermanentErpError, TransientErpError
 from app.settings import load
+from tests.fixtures.http_server import serving
 
 KEY = "bulk-erp-key"
 ROUTES = json.dumps({
@@ -61,20 +62,13 @@ class BulkErp:
 @pytest.fixture
 async def bulk() -> AsyncIterator[tuple[BulkErp, HttpAdapter]]:
     fake = BulkErp()
-    app = web.Application()
-    app.router.add_route("POST", "/bulk/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "ERP_ADAPTER": "http", "ERP_BASE_URL": f"http://127.0.0.1:{port}", "ERP_API_KEY": KEY,
-                     "ERP_HTTP_ROUTES": ROUTES, "ERP_RATE_PER_S": "50", "ERP_BURST": "5"}).erp
-    adapter = make_port(settings, bulk=BulkSettings(batch_max=50))
-    assert isinstance(adapter, HttpAdapter)
-    yield fake, adapter
-    await adapter.close()
-    await runner.cleanup()
+    async with serving(fake.handle, method="POST", path="/bulk/{tail:.*}") as url:
+        settings = load({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "ERP_ADAPTER": "http", "ERP_BASE_URL": url, "ERP_API_KEY": KEY,
+                         "ERP_HTTP_ROUTES": ROUTES, "ERP_RATE_PER_S": "50", "ERP_BURST": "5"}).erp
+        adapter = make_port(settings, bulk=BulkSettings(batch_max=50))
+        assert isinstance(adapter, HttpAdapter)
+        yield fake, adapter
+        await adapter.close()
 
 
 async def test_many_milestones_one_request_with_per_item_outcomes(bulk) -> None:

@@ -13,6 +13,7 @@ from app.erp import HttpAdapter, make_port
 from app.erp.mapping import FeedSpec, ReadSpec, StepsRoute, Unresolved, pointer_get, render_json
 from app.erp.port import PermanentErpError
 from app.settings import SettingsError, load
+from tests.fixtures.http_server import serving
 
 KEY = "generic-erp-key"
 PICKED = {"milestone_id": "m-1", "type": "OrderPicked", "warehouse_id": "WH1", "order_id": "SO 1/2",
@@ -138,21 +139,14 @@ ROUTES = {
 @pytest.fixture
 async def steps() -> AsyncIterator[tuple[StepErp, HttpAdapter]]:
     fake = StepErp()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "http",
-                     "ERP_BASE_URL": f"http://127.0.0.1:{port}", "ERP_API_KEY": KEY, "ERP_HTTP_ROUTES": json.dumps(ROUTES),
-                     "ERP_HTTP_FEED": json.dumps(FEED), "ERP_RATE_PER_S": "200", "ERP_BURST": "20"}).erp
-    adapter = make_port(settings)
-    assert isinstance(adapter, HttpAdapter)
-    yield fake, adapter
-    await adapter.close()
-    await runner.cleanup()
+    async with serving(fake.handle) as url:
+        settings = load({"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "ERP_ADAPTER": "http",
+                         "ERP_BASE_URL": url, "ERP_API_KEY": KEY, "ERP_HTTP_ROUTES": json.dumps(ROUTES),
+                         "ERP_HTTP_FEED": json.dumps(FEED), "ERP_RATE_PER_S": "200", "ERP_BURST": "20"}).erp
+        adapter = make_port(settings)
+        assert isinstance(adapter, HttpAdapter)
+        yield fake, adapter
+        await adapter.close()
 
 
 async def test_steps_run_in_order_on_the_read_document_and_a_repeat_only_reads(steps) -> None:

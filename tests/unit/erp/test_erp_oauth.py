@@ -14,6 +14,7 @@ from app.erp import HttpAdapter, make_port
 from app.erp.oauth import OAuthHttpClient
 from app.erp.port import PermanentErpError, TransientErpError
 from app.settings import SettingsError, load
+from tests.fixtures.http_server import serving
 from tests.fixtures.oauth import OAuthFront
 
 CLIENT_ID, CLIENT_SECRET, ERP_KEY = "syncgov-client", "cl1ent-s3cret-Zq9", "erp-own-key-77"
@@ -38,14 +39,8 @@ async def upstream() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         picked.add(order)
         return web.json_response({"id": f"DOC-{order}"}, status=201)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", seen  # type: ignore[union-attr]
-    await runner.cleanup()
+    async with serving(handle) as url:
+        yield url, seen
 
 
 @pytest.fixture
