@@ -73,7 +73,7 @@ def on_broker(figures: list[dict[str, Any]], broker: str) -> list[dict[str, Any]
     return figures
 
 
-# -- report and verdicts (pure; tests/unit/test_bench_report.py) -------------------------------
+# -- report and verdicts (pure; tests/unit/benchmarks/test_bench_report.py) -------------------------------
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Process-group helpers shared by the ops launchers (Tryton, the nginx gateway, the
 fault proxy): each runs its server in a process group of its own. Stdlib only; the
-launchers import it by putting ``ops/`` on ``sys.path``."""
+launchers import it by putting ``ops/`` on ``sys.path``. ``free_port`` and ``die_with_parent``
+have a twin in ``app/kafka/embedded.py`` on purpose: these launchers run without syncgov
+installed, and the image ships ``app/`` without ``ops/``."""
 from __future__ import annotations
 
 import os

@@ -36,6 +36,9 @@ def tansu_binary() -> Path:
     return path
 
 
+# free_port and die_with_parent have a twin in ops/procgroup.py on purpose: the ops launchers
+# run under other interpreters (Tryton's venv, the system Python) without syncgov installed,
+# and this module ships in the image without ops/.
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -25,7 +25,7 @@ from tests.fixtures.schema_registry import FakeRegistry
 
 pytestmark = pytest.mark.registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden"
 PASSWORD = "sr-secret-Zq81!pw"
 RELEASE = {"event_id": "r1", "type": "OrderReleased", "source": "erp", "warehouse_id": "WH1", "order_id": "O1",
