@@ -385,7 +385,8 @@ class WorkerSettings:
         "max events per processing batch (per-batch costs: one flush of outputs, one of state; an order touched "
         "many times in a batch is written once)")
     batch_within_s: float = setting("WORKER_BATCH_WITHIN_S", "0.1", _positive(_float),
-                                    "max wait to fill a batch (bounds the added latency at low rates)")
+                                    "how long an idle consumer waits for a record before the stage turns "
+                                    "(a batch is what has arrived: no record waits for a batch to fill)")
     idle_partition_s: float = setting(
         "WORKER_IDLE_PARTITION_S", "30", _positive(_float),
         "an input partition that never had an event and has nothing to read for this long stops holding "

@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.core.stock import Mark
 from app.runtime.ownership import Fenced, Lease, Ownership
-from app.runtime.runner import StageRunner
+from app.runtime.runner import StageRunner, read_batch
 from app.runtime.statestore import AtLeastOnceWriter, Flush
 from app.stages.governance import GovernanceStage
 from tables.records import fence_write
@@ -256,3 +256,43 @@ def test_nothing_is_taken_over_without_a_lease() -> None:
             group.ownership.check()
 
     asyncio.run(run())
+
+
+# -- natural batching ----------------------------------------------------------------------------
+
+
+class QueuedReader:
+    """A consumer whose fetched records sit in a queue; ``arrive`` is what a blocking wait
+    would see come in, and every call is logged as (num_messages, timeout)."""
+
+    def __init__(self, queued: int, arrive: int = 0) -> None:
+        self.queued, self.arrive = queued, arrive
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[int]:
+        self.calls.append((num_messages, timeout))
+        if not self.queued and timeout > 0:
+            self.queued, self.arrive = self.arrive, 0
+        take = min(num_messages, self.queued)
+        self.queued -= take
+        return list(range(take))
+
+
+def test_a_batch_is_what_the_consumer_has_fetched_taken_without_waiting() -> None:
+    reader = QueuedReader(queued=7)
+    assert len(read_batch(reader, 100, 0.1)) == 7
+    assert reader.calls == [(100, 0)]  # no wait for the batch to fill
+
+
+def test_at_saturation_a_batch_is_full_and_the_rest_waits_for_the_next() -> None:
+    reader = QueuedReader(queued=250)
+    assert len(read_batch(reader, 100, 0.1)) == 100
+    assert len(read_batch(reader, 100, 0.1)) == 100
+    assert reader.queued == 50 and all(timeout == 0 for _, timeout in reader.calls)
+
+
+def test_an_idle_consumer_waits_for_the_first_record_then_takes_what_came_with_it() -> None:
+    reader = QueuedReader(queued=0, arrive=5)
+    assert len(read_batch(reader, 100, 0.1)) == 5
+    assert reader.calls == [(100, 0), (1, 0.1), (99, 0)]
+    assert read_batch(QueuedReader(queued=0), 100, 0.1) == []
