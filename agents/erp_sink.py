@@ -9,7 +9,8 @@ parking, unknown outcomes, fencing). This module wires it to the worker:
   assignment, used from one thread; offsets also go to ``<WORKER_APP_ID>-erp-sink`` for lag
   monitoring (never read back: the ledger meta is the truth);
 - ``FaustLedger``: the ``erp-ledger`` table (RocksDB + changelog), written through
-  ``app.runtime.statestore.commit_all`` (entries first, the partition's meta alone and last);
+  ``app.runtime.statestore.commit_all`` with the process's producer (entries first, the
+  partition's meta alone and last);
 - ``KafkaDeadLetters``: the ERP dead-letter topic;
 - ownership: ``owned()`` and ``still_owner(partition)`` come from the worker's one
   ownership model (``app/runtime/ownership.py``): milestones partition P is this worker's
@@ -31,10 +32,11 @@ from faust.types import TopicT
 from app.erp import http_client, make_port, quota
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
 from app.kafka.clients import client_config
+from app.runtime import faust_adapter
 from app.runtime.failfast import or_exit
 from app.runtime.ownership import Ownership
 from app.runtime.runner import confluent_reader
-from app.runtime.statestore import Origin, bind, commit_all
+from app.runtime.statestore import ChangelogSender, Origin, bind, commit_all
 from app.settings import ErpSettings, Settings
 
 if TYPE_CHECKING:
@@ -112,15 +114,16 @@ class KafkaSource:
 class FaustLedger:
     """The ``erp-ledger`` table, read and written in one milestones partition's store."""
 
-    def __init__(self, table: Table[bytes, bytes], topic: str, ownership: Ownership) -> None:
-        self.table, self.topic, self.ownership = table, topic, ownership
+    def __init__(self, table: Table[bytes, bytes], topic: str, ownership: Ownership, changelog: ChangelogSender) -> None:
+        faust_adapter.raw_changelog(table)  # else the records sent would not be what Faust restores
+        self.table, self.topic, self.ownership, self.changelog = table, topic, ownership, changelog
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         bind(Origin(self.topic, partition, 0))
         return self.table.get(key)
 
     async def commit(self, partition: int, offset: int, flush: Flush) -> None:
-        await commit_all([(Origin(self.topic, partition, offset), flush)], self.table, self.ownership)
+        await commit_all([(Origin(self.topic, partition, offset), flush)], self.table, self.changelog, self.ownership)
 
 
 class KafkaDeadLetters:
@@ -147,7 +150,8 @@ async def run_sink(worker: WorkerApp) -> None:
     await topics.erp_dead_letters.maybe_declare()
     port = make_port(quota.sink_settings(s), before_send=fence(ownership.still_owner))  # no request for a partition no longer ours
     owned = quota.follow(http_client(port), s, ownership.owned)  # ERP_QUOTA_PER_S: the share follows ownership
-    sink = OrderedErpSink(port, KafkaSource(s), FaustLedger(worker.tables.ledger.table, s.topics.milestones, ownership),
+    sink = OrderedErpSink(port, KafkaSource(s), FaustLedger(worker.tables.ledger.table, s.topics.milestones, ownership,
+                                                                 worker.producer),
                           KafkaDeadLetters(topics.erp_dead_letters),
                           owned=owned, still_owner=ownership.still_owner, config=config(s.erp))
     gauges = asyncio.create_task(sink.refresh_gauges_every(GAUGES_EVERY_S))

@@ -43,14 +43,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def stage_writers(s: Settings, ownership: Ownership, stages: dict[str, tuple[AnyTable, str]]) -> dict[str, BatchWriter]:
+def stage_writers(s: Settings, ownership: Ownership, stages: dict[str, tuple[AnyTable, str]],
+                  producer: OutputProducer) -> dict[str, BatchWriter]:
     """Each stage's writer (by stage name; its state table and input topic), from the
     settings: with ``WORKER_EXACTLY_ONCE`` a ``TransactionalWriter`` per stage, Faust's
     consumer reading committed records only and every restore fencing the previous owners
     first; else outputs then state (``AtLeastOnceWriter``)."""
     if not exactly_once(s):
-        outputs = OutputProducer(s)
-        return {name: AtLeastOnceWriter(TableStore(table, topic, ownership), outputs.emit)
+        return {name: AtLeastOnceWriter(TableStore(table, topic, ownership, producer), producer.emit)
                 for name, (table, topic) in stages.items()}
     config = client_config(s.kafka.bootstrap_servers, s.kafka)
     make = confluent_transactional(config)
@@ -77,7 +77,7 @@ def build_runners(worker: WorkerApp) -> list[StageRunner]:
     writers = stage_writers(s, ownership, {
         GovernanceStage.name: (worker.tables.governance, s.topics.events),
         InventoryStage.name: (worker.tables.inventory, s.topics.stock),
-    })
+    }, worker.producer)
     governance = GovernanceStage(
         topic=s.topics.events,
         writer=writers[GovernanceStage.name],

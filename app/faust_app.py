@@ -30,6 +30,7 @@ from app.kafka import security as kafka_settings
 from app.kafka.topics import Topics
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import FencedTable
+from app.runtime.outputs import OutputProducer
 from app.runtime.ownership import Lease, Ownership
 from app.settings import Settings
 from tables.ledger import Ledger
@@ -131,6 +132,9 @@ class WorkerApp:
     ownership: Ownership
     topics: Topics
     tables: Tables
+    #: The process's producer (connects on first use): the stages' outputs and the state
+    #: tables' changelog records (``app.runtime.statestore.commit_all``).
+    producer: OutputProducer
 
 
 def create_app(settings: Settings) -> WorkerApp:
@@ -164,7 +168,7 @@ def create_app(settings: Settings) -> WorkerApp:
         inventory=inventory.declare(app, s),
         ledger=ledger.declare(app, s),
     )
-    worker = WorkerApp(s, app, ownership_topic, ownership, topics.declare(app, s), declared)
+    worker = WorkerApp(s, app, ownership_topic, ownership, topics.declare(app, s), declared, OutputProducer(s))
     register_agents(worker)
     web.register(worker)
     opspage.register(worker)

@@ -10,7 +10,7 @@ partition's store and changelog partition (an entry lives with its document's mi
 - ``order:<warehouse_id>|<order_id>`` -> the order's ERP-call trail (``tables/lineage.py``);
 - ``sink\\x1fmeta\\x1f<partition>`` -> ``{"offset", "holds"}``: the last milestones offset
   whose whole prefix is resolved, and the held documents; the commit record of every sink
-  commit, written alone and last (``tables.state.commit_all``).
+  commit, written alone and last (``app.runtime.statestore.commit_all``).
 """
 from __future__ import annotations
 

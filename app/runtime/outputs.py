@@ -95,16 +95,37 @@ class OutputEncoder:
             metrics.SYNC_EXCEPTIONS.labels(m.body["code"]).inc()
 
 
+class Deliveries:
+    """What the broker answered for the records of one write (a batch's outputs, or one
+    state commit's changelog records): its errors, and per partition the highest offset.
+    One per write, so concurrent writers through the same producer (the stages) each see
+    their own failures and nobody else's."""
+
+    __slots__ = ("errors", "offsets")
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+        self.offsets: dict[int, int] = {}
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err)
+            return
+        partition, offset = msg.partition(), msg.offset()
+        if partition is not None and offset is not None and offset > self.offsets.get(partition, -1):
+            self.offsets[partition] = offset
+
+
 class OutputProducer:
-    """The process's output producer (created on first use) and the thread that waits for
-    its deliveries: ``emit`` is the at-least-once writer's ``Emit``."""
+    """The process's producer (created on first use) and the thread that waits for its
+    deliveries: ``emit`` is the at-least-once writer's ``Emit``; ``send``/``flush`` carry
+    the stages' changelog records (``app.runtime.statestore.commit_produced``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.encoder = OutputEncoder(settings.topics)
         self._producer: Producer | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="outputs")
-        self.errors: list[KafkaError] = []
 
     @property
     def producer(self) -> Producer:
@@ -117,18 +138,25 @@ class OutputProducer:
             })
         return self._producer
 
-    def send(self, topic: str, key: bytes, value: bytes, partition: int = -1) -> None:
-        kafka_send(self.producer, topic, value, key, partition, self._delivered)
+    def send(self, topic: str, key: bytes, value: bytes | None, partition: int, deliveries: Deliveries) -> None:
+        """Queue one record (``value`` None: a tombstone); the broker's answer goes to
+        ``deliveries``."""
+        kafka_send(self.producer, topic, value, key, partition, deliveries)
 
-    def _delivered(self, err: KafkaError | None, _: Message) -> None:
-        if err is not None:
-            self.errors.append(err)
+    async def flush(self, deliveries: Deliveries) -> None:
+        """Wait until the broker has every record queued so far; ``OutputError`` if one of
+        ``deliveries`` failed."""
+        left = await asyncio.get_running_loop().run_in_executor(self.executor, self.producer.flush, 60.0)
+        if left or deliveries.errors:
+            raise OutputError(f"{left} records undelivered after 60 s; errors: {deliveries.errors[:3]}")
 
     async def emit(self, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
         """Send every output, then the marks, and wait until the broker has them all. Per
         partition the producer keeps this order."""
-        self.encoder.produce(self.send, outputs, marks)
-        left = await asyncio.get_running_loop().run_in_executor(self.executor, self.producer.flush, 60.0)
-        errors, self.errors = self.errors, []
-        if left or errors:
-            raise OutputError(f"{left} outputs undelivered after 60 s; errors: {errors[:3]}")
+        deliveries = Deliveries()
+
+        def send(topic: str, key: bytes, value: bytes, partition: int) -> None:
+            kafka_send(self.producer, topic, value, key, partition, deliveries)
+
+        self.encoder.produce(send, outputs, marks)
+        await self.flush(deliveries)

@@ -23,6 +23,7 @@ from app.core.engine import Output
 from app.core.stock import Mark
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import AnyTable
+from app.runtime.outputs import Deliveries
 from app.runtime.ownership import Ownership
 from tables.records import Write, fence_write, prefix
 
@@ -115,47 +116,68 @@ async def write_fences(table: AnyTable, topic: str, partitions: set[int], epoch:
     ownership.after_commit(f"{table.name} fence")
 
 
-async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, ownership: Ownership | None = None) -> None:
+class ChangelogSender(Protocol):
+    """A producer for a table's changelog records (``app.runtime.outputs.OutputProducer``):
+    ``send`` queues one record, the broker's answer going to ``deliveries``; ``flush``
+    waits until the broker has every queued record, and raises if one of ``deliveries``
+    failed."""
+
+    def send(self, topic: str, key: bytes, value: bytes | None, partition: int, deliveries: Deliveries) -> None: ...
+    async def flush(self, deliveries: Deliveries) -> None: ...
+
+
+async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, changelog: ChangelogSender,
+                          ownership: Ownership | None = None) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
-    last being its commit record (the meta). Every other write goes first; once the
-    broker has acknowledged them all (their own send futures), the commit records go,
-    each alone in its producer batch, and are waited for; a failed send raises. Tansu
-    reports a partition's end as the base offset of its last batch + 1, so a
-    single-record batch last keeps a batching producer's changelog fully recoverable; on
-    any broker the state is on Kafka before the input is acked.
+    last being its commit record (the meta). They go to the table's changelog through
+    ``changelog`` (the process's confluent-kafka producer; exactly the bytes Faust would
+    write: ``faust_adapter.raw_changelog``): every other write first, acknowledged; then
+    each partition's commit record, alone in its producer batch, acknowledged. Tansu
+    reports a partition's end as the base offset of its last batch + 1, so a single
+    record batch last keeps the changelog fully recoverable; on any broker the state is on
+    Kafka before the input is acked. Only then are the writes applied to the local store,
+    with the offset of each partition's last record as its persisted offset
+    (``faust_adapter.apply_committed``, as after Faust's own sends): a failed send leaves
+    the store as it was, and the batch is redone from the stored offset.
 
     With ``ownership``, the lease is checked before anything is written (``Fenced``), and
     after the commit (a commit that may have raced a new owner wipes and exits).
-    Writes run under their partition (``bind``), so ``previous`` reads that partition."""
+    ``previous`` reads each partition's own store (``bind``)."""
     if not commits:
         return
     if ownership is not None:
         ownership.check()
-    finals: list[tuple[Origin, Write]] = []
-    sent = []
+    topic = faust_adapter.changelog_topic_name(table)
+    deliveries = Deliveries()
+    batches: list[tuple[Origin, list[Write]]] = []
     for origin, flush in commits:
-        bind(origin)
+        bind(origin)  # ``previous`` reads this partition's store
         writes = flush(table.get)
-        sent += faust_adapter.send_writes(table, writes[:-1])
-        finals.append((origin, writes[-1]))
-    await asyncio.gather(*sent)
-    sent = []
-    for origin, final in finals:
-        bind(origin)
-        sent += faust_adapter.send_writes(table, [final])
-    await asyncio.gather(*sent)
+        batches.append((origin, writes))
+        for key, value in writes[:-1]:
+            changelog.send(topic, key, value, origin.partition, deliveries)
+    await changelog.flush(deliveries)
+    for origin, writes in batches:
+        key, value = writes[-1]
+        changelog.send(topic, key, value, origin.partition, deliveries)
+    await changelog.flush(deliveries)
+    for origin, writes in batches:
+        faust_adapter.apply_committed(table, origin, writes, deliveries.offsets.get(origin.partition))
     if ownership is not None:
         ownership.after_commit(f"{table.name} batch")
 
 
 class TableStore:
     """A stage's state table as the stage sees it: load a partition, fence partitions,
-    commit a batch (tests give a stage an in-memory fake of the same three methods)."""
+    commit a batch through ``changelog`` (``commit_all``; tests give a stage an in-memory
+    fake of the same three methods)."""
 
-    def __init__(self, table: AnyTable, topic: str, ownership: Ownership) -> None:
+    def __init__(self, table: AnyTable, topic: str, ownership: Ownership, changelog: ChangelogSender) -> None:
+        faust_adapter.raw_changelog(table)  # else the records sent would not be what Faust restores
         self.table = table
         self.topic = topic
         self.ownership = ownership
+        self.changelog = changelog
 
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         return records(self.table, partition)
@@ -169,11 +191,8 @@ class TableStore:
 
     async def commit(self, commits: list[tuple[int, int, Flush]]) -> None:
         """``(partition, last offset, flush)`` per partition of the batch."""
-        await commit_all(
-            [(Origin(self.topic, partition, offset), flush) for partition, offset, flush in commits],
-            self.table,
-            self.ownership,
-        )
+        origins = [(Origin(self.topic, partition, offset), flush) for partition, offset, flush in commits]
+        await commit_all(origins, self.table, self.changelog, self.ownership)
 
 
 class AtLeastOnceWriter:
