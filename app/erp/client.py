@@ -79,19 +79,23 @@ class ErpHttpClient:
         """``before_send`` runs once the rate limit lets a request go, right before it is
         sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`).
 
-        ``cold_start``: the bucket starts empty, not full. A fresh client (a restarted worker,
-        a second process of the same key) cannot know what the gateway still counts from the
-        requests just before it, so its first burst could be answered 429; an empty bucket
-        fills at the rate, and the first ``burst`` requests go out paced over burst/rate
-        seconds (0.5 s at 10/s with burst 5).
+        ``cold_start``: the bucket starts full (no request may go at once), not empty. A fresh
+        client (a restarted worker, a second process of the same key) cannot know what the
+        gateway still counts from the requests just before it, so its first burst could be
+        answered 429; the limiter starts as if the gateway's whole burst had just been spent,
+        and the first requests go out paced at the rate (the first after (reserve + 1)/rate:
+        0.2 s at 10/s with ``ERP_BURST_RESERVE=1``).
+
+        The limiter counts a request when it goes on the wire (``sent``, right before the
+        session sends it), not when its slot was granted: a granted request that waits (for
+        the batcher to fill it, for an OAuth2 token, for its body) holds its place in the
+        bucket meanwhile, so requests granted apart never arrive bunched (``app.erp.ratelimit``).
 
         ``role``: which part of syncgov this client works for (``sink``, ``source``,
         ``reconcile``); every metric of the client carries it as its ``role`` label."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
-        self.limiter = AdaptiveLimiter(policy, clock())
-        if cold_start:
-            self.limiter.tokens = 0.0
+        self.limiter = AdaptiveLimiter(policy, clock(), cold=cold_start)
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
@@ -145,10 +149,11 @@ class ErpHttpClient:
         return text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…"
 
     async def acquire(self) -> None:
-        """Wait for a rate token and an in-flight slot; the caller must then ``send(...,
-        acquired=True)`` exactly once, or ``release_unsent()``. The coalescing batcher takes
-        its slot first and only then decides what goes into the request, so the calls made
-        while it waited join it."""
+        """Wait for a place in the rate bucket and an in-flight slot; the caller must then
+        ``request(..., acquired=True)`` exactly once, or ``release_unsent()``. The coalescing
+        batcher takes its slot first and only then decides what goes into the request, so the
+        calls made while it waited join it. The slot holds its place in the bucket until the
+        request goes on the wire, however long that takes."""
         await self._acquire()
 
     def release_unsent(self) -> None:
@@ -202,6 +207,8 @@ class ErpHttpClient:
                 self.limiter.cancel(self._clock())  # granted, never sent
                 self._notify()
                 raise
+        self.limiter.sent(self._clock())  # the bucket counts it from now, when it goes on the wire
+        self._notify()  # a place held by a granted request is now the level's: waiters re-check
         try:
             try:
                 async with self._session.request(
