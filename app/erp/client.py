@@ -83,8 +83,8 @@ class ErpHttpClient:
         client (a restarted worker, a second process of the same key) cannot know what the
         gateway still counts from the requests just before it, so its first burst could be
         answered 429; the limiter starts as if the gateway's whole burst had just been spent,
-        and the first requests go out paced at the rate (the first after (reserve + 1)/rate:
-        0.2 s at 10/s with ``ERP_BURST_RESERVE=1``).
+        and the first requests go out paced at the rate (the first after (reserve + 2)/rate:
+        0.3 s at 10/s with ``ERP_BURST_RESERVE=1``).
 
         The limiter counts a request when it goes on the wire (``sent``, right before the
         session sends it), not when its slot was granted: a granted request that waits (for

@@ -88,12 +88,13 @@ class AdaptiveLimiter:
     throttled), ``on_throttle`` (throttled) or ``on_error`` (no usable answer: timeout,
     connection error, 5xx). An answer for a request never marked sent counts it sent then.
 
-    ``cold``: the level starts at the gateway's whole ``burst``, as if the process before this
-    one had just spent it (it cannot know what the gateway still counts from the requests just
-    before it): the first request waits ``(reserve + 1) / rate``, then they go at the rate. At
-    any arrival the gateway then counts at most ``burst - r * (t - start) + sends`` from that
-    past burst and ours, and the sends are held to ``usable_burst - burst + r * (t - start)``:
-    the bound above holds from the first request on.
+    ``cold``: the level starts at ``burst + 1``, as if the process before this one had just
+    sent all the gateway takes at once (it cannot know what the gateway still counts from the
+    requests just before it): the first request waits ``(reserve + 2) / rate``, then they go at
+    the rate. At our k-th arrival ``t`` the gateway's excess is at most ``burst - r * (t -
+    start) + k`` (nginx's own count of that past burst, ``excess = 1000 * burst``, drained), and
+    the sends are held to ``k <= usable_burst - burst - 1 + r * (t - start)``: it stays
+    ``reserve + 1`` below the refusal, from the first request on.
     """
 
     def __init__(self, policy: RatePolicy, now: float, *, cold: bool = False) -> None:
@@ -106,7 +107,7 @@ class AdaptiveLimiter:
         self._updated = now
         self._last_decrease = -math.inf
         if cold:
-            self.level = float(policy.burst)
+            self.level = float(policy.burst + 1)
 
     @property
     def capacity(self) -> float:
