@@ -426,6 +426,11 @@ class ErpSettings:
                               secret=True)
     rate_per_s: float = setting("ERP_RATE_PER_S", "5", _positive(_float), "ERP quota: requests per second")
     burst: int = setting("ERP_BURST", "5", _positive(_int), "ERP quota: burst")
+    burst_reserve: int = setting(
+        "ERP_BURST_RESERVE", "1", _non_negative(_int),
+        "requests of `ERP_BURST` the client never uses (< `ERP_BURST`): they absorb the jitter between a request "
+        "leaving the client and reaching the gateway, so no burst, a fresh client's first one included, is ever "
+        "answered 429; each limiter bursts `ERP_BURST` - this (at least 1)")
     quota_per_s: float = setting(
         "ERP_QUOTA_PER_S", "0", _non_negative(_float),
         "the whole fleet's ERP quota (requests per second), shared by partition ownership: each worker's sink "
@@ -721,6 +726,9 @@ def _consistency_errors(v: Mapping[str, Any]) -> list[str]:
             and v["KAFKA_BOOTSTRAP_SERVERS"] == EMBEDDED:
         errors.append(f"WORKER_EXACTLY_ONCE='on': the embedded broker (KAFKA_BOOTSTRAP_SERVERS={EMBEDDED!r}) has no "
                       "transactional isolation; use 'auto' or 'off' with it")
+    if ok("ERP_BURST", "ERP_BURST_RESERVE") and v["ERP_BURST_RESERVE"] >= v["ERP_BURST"]:
+        errors.append(f"ERP_BURST_RESERVE={v['ERP_BURST_RESERVE']}: must be less than ERP_BURST={v['ERP_BURST']} "
+                      "(the client bursts ERP_BURST - ERP_BURST_RESERVE requests)")
     shares = ("ERP_QUOTA_PER_S", "ERP_SOURCE_RATE_PER_S", "RECONCILE_RATE_PER_S")
     if ok(*shares) and v["ERP_QUOTA_PER_S"] and v["ERP_QUOTA_PER_S"] <= v["ERP_SOURCE_RATE_PER_S"] + v["RECONCILE_RATE_PER_S"]:
         errors.append(f"ERP_QUOTA_PER_S={v['ERP_QUOTA_PER_S']}: must be more than ERP_SOURCE_RATE_PER_S="

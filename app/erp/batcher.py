@@ -57,7 +57,9 @@ class Gate(Protocol):
 
     async def acquire(self) -> None: ...
 
-    def release_unsent(self) -> None: ...
+    def release_unsent(self) -> None:
+        """Give back the current task's slot if it was not sent (idempotent)."""
+        ...
 
 
 #: ``execute(group, payloads)`` -> one outcome per payload: a value, or an exception for that item.
@@ -230,11 +232,13 @@ class Batcher:
         try:
             outcomes = await self.execute(group, [item.payload for item in items])
         except asyncio.CancelledError:
+            self.gate.release_unsent()  # if it failed before its request went on the wire
             for item in items:
                 if not item.future.done():
                     item.future.cancel()
             raise
         except BaseException as exc:  # the request's outcome goes to its items
+            self.gate.release_unsent()  # if it failed before its request went on the wire
             self._count(kind, len(items))
             if len(items) > 1 and self.splittable(exc):
                 self.stats.splits += 1
@@ -250,6 +254,7 @@ class Batcher:
                     self._outcome(kind, exc)
                     item.future.set_exception(exc)
             return
+        self.gate.release_unsent()  # an execute that sent nothing (every item answered locally)
         self._count(kind, len(items))
         pace = self._pace.setdefault(kind, _Pace(float(min(self.first_items, self.max_items))))
         pace.observe(self.clock() - started, len(items), self.target_s, self.max_items)

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -58,6 +59,16 @@ def parse_retry_after(value: str | None, now_epoch_s: float) -> float | None:
     return max(0.0, seconds)
 
 
+class _Grant:
+    """A slot from ``ErpHttpClient.acquire``: open until its request is sent or it is given
+    back."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
 class ErpHttpClient:
     """Rate-limited, classified HTTP requests to one ERP base URL."""
 
@@ -79,19 +90,23 @@ class ErpHttpClient:
         """``before_send`` runs once the rate limit lets a request go, right before it is
         sent; it may raise to stop the request (the ERP sink's fence: `app.erp.sink.fence`).
 
-        ``cold_start``: the bucket starts empty, not full. A fresh client (a restarted worker,
-        a second process of the same key) cannot know what the gateway still counts from the
-        requests just before it, so its first burst could be answered 429; an empty bucket
-        fills at the rate, and the first ``burst`` requests go out paced over burst/rate
-        seconds (0.5 s at 10/s with burst 5).
+        ``cold_start``: the bucket starts full (no request may go at once), not empty. A fresh
+        client (a restarted worker, a second process of the same key) cannot know what the
+        gateway still counts from the requests just before it, so its first burst could be
+        answered 429; the limiter starts as if the gateway's whole burst had just been spent,
+        and the first requests go out paced at the rate (the first after (reserve + 2)/rate:
+        0.3 s at 10/s with ``ERP_BURST_RESERVE=1``).
+
+        The limiter counts a request when it goes on the wire (``sent``, right before the
+        session sends it), not when its slot was granted: a granted request that waits (for
+        the batcher to fill it, for an OAuth2 token, for its body) holds its place in the
+        bucket meanwhile, so requests granted apart never arrive bunched (``app.erp.ratelimit``).
 
         ``role``: which part of syncgov this client works for (``sink``, ``source``,
         ``reconcile``); every metric of the client carries it as its ``role`` label."""
         self.base_url = base_url.rstrip("/")
         self._before_send = before_send
-        self.limiter = AdaptiveLimiter(policy, clock())
-        if cold_start:
-            self.limiter.tokens = 0.0
+        self.limiter = AdaptiveLimiter(policy, clock(), cold=cold_start)
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
@@ -102,6 +117,8 @@ class ErpHttpClient:
         self._session = session
         self._own_session = session is None
         self._released = asyncio.Event()
+        #: The slot the current task holds from ``acquire`` (see ``_Grant``).
+        self._grant: ContextVar[_Grant | None] = ContextVar(f"erp-grant-{id(self)}", default=None)
         self.role = role
         self._rate = metrics.ERP_RATE.labels(role)
         self._throttled = metrics.ERP_THROTTLED.labels(role)
@@ -145,14 +162,24 @@ class ErpHttpClient:
         return text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…"
 
     async def acquire(self) -> None:
-        """Wait for a rate token and an in-flight slot; the caller must then ``send(...,
-        acquired=True)`` exactly once, or ``release_unsent()``. The coalescing batcher takes
-        its slot first and only then decides what goes into the request, so the calls made
-        while it waited join it."""
+        """Wait for a place in the rate bucket and an in-flight slot; the caller must then
+        ``request(..., acquired=True)`` exactly once, or ``release_unsent()``. The coalescing
+        batcher takes its slot first and only then decides what goes into the request, so the
+        calls made while it waited join it. The slot holds its place in the bucket until the
+        request goes on the wire, however long that takes. The slot belongs to the current
+        task (and the tasks it starts afterwards)."""
         await self._acquire()
+        self._grant.set(_Grant())
 
     def release_unsent(self) -> None:
-        """A slot from ``acquire`` that will not be used (nothing left to send)."""
+        """Give back the current task's slot from ``acquire`` if it has not been sent (nothing
+        left to send, or the request failed before it went on the wire); else nothing. Safe to
+        call more than once: a ``finally`` that releases a slot never used keeps a failure
+        between grant and send from holding a place in the bucket for good."""
+        grant = self._grant.get()
+        if grant is None or not grant.open:
+            return
+        grant.open = False
         self.limiter.cancel(self._clock())
         self._notify()
 
@@ -195,6 +222,10 @@ class ErpHttpClient:
         where = f"{method} {path}"
         if not acquired:
             await self._acquire()
+        else:
+            grant = self._grant.get()
+            if grant is not None:
+                grant.open = False  # from here on this request owns the slot
         if self._before_send is not None and not acquired:
             try:
                 self._before_send()
@@ -202,6 +233,8 @@ class ErpHttpClient:
                 self.limiter.cancel(self._clock())  # granted, never sent
                 self._notify()
                 raise
+        self.limiter.sent(self._clock())  # the bucket counts it from now, when it goes on the wire
+        self._notify()  # a place held by a granted request is now the level's: waiters re-check
         try:
             try:
                 async with self._session.request(

@@ -414,7 +414,8 @@ def _client(erp: ErpSettings, session: aiohttp.ClientSession | None,
     """The generic adapter's ERP client: OAuth2 client credentials when ``ERP_OAUTH_TOKEN_URL``
     is set, else the static key in ``ERP_HTTP_AUTH_HEADER`` (or no auth header)."""
     common: dict[str, Any] = {
-        "policy": RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight),
+        "policy": RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight,
+                             reserve=erp.burst_reserve),
         "timeout_s": erp.timeout_s, "throttle_statuses": erp.throttle_statuses, "session": session,
         "before_send": before_send, "role": role,
     }

@@ -13,7 +13,8 @@ fleet add up to the whole quota when every partition is owned and never to more,
 any number of replicas (a worker without a partition sends no sink request at all: the
 sink's fence refuses it). ``ERP_BURST`` is shared the same way, at least 1 per worker
 (a token bucket cannot send with less): the fleet's burst is therefore at most
-``max(ERP_BURST, workers)``. Every rebalance recomputes the share (the sink asks
+``max(ERP_BURST, workers)`` (each limiter keeps ``ERP_BURST_RESERVE`` of its share unused, and
+bursts at least 1: ``app.erp.ratelimit``). Every rebalance recomputes the share (the sink asks
 ``owned()`` on every round; ``follow`` wraps it). ``ERP_QUOTA_PER_S=0`` turns this off:
 each sink then uses ``ERP_RATE_PER_S``/``ERP_BURST`` as its own.
 """

@@ -259,7 +259,8 @@ class TrytonAdapter:
         key = erp.api_key.value
         client = ErpHttpClient(
             erp.base_url,
-            policy=RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight),
+            policy=RatePolicy(rate_per_s=erp.rate_per_s, burst=erp.burst, max_in_flight=erp.max_in_flight,
+                              reserve=erp.burst_reserve),
             timeout_s=erp.timeout_s,
             throttle_statuses=erp.throttle_statuses,
             auth_header=("Authorization", f"bearer {key}"),

@@ -17,6 +17,7 @@ from app.erp.port import PermanentErpError, PostResult, TransientErpError
 from app.erp.ratelimit import RatePolicy
 from app.erp.sink import Revoked, SinkConfig
 from tests.fixtures.http_server import serving
+from tests.unit.erp.nginx_limit_req import LimitReq
 from tests.unit.erp.sinkfakes import Harness, Topic, milestone
 
 
@@ -296,34 +297,17 @@ async def test_the_ordered_sink_on_a_batched_port_keeps_each_documents_order() -
 # -- a strict limiter on a fresh start ------------------------------------------------------------
 
 
-class NginxLimitReq:
-    """nginx ``limit_req rate=R burst=B nodelay``: excess in requests, drained at R per second."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.excess, self.last = 0.0, None
-        self.rejected = 0
-
-    def arrive(self, now: float) -> bool:
-        excess = 0.0 if self.last is None else max(0.0, self.excess - self.rate * (now - self.last)) + 1
-        if excess > self.burst:
-            self.rejected += 1
-            return False
-        self.excess, self.last = excess, now
-        return True
-
-
 @pytest.mark.parametrize("cold_start, expect_429", [(True, False), (False, True)])
 async def test_a_fresh_limiter_gets_no_429_from_a_gateway_that_remembers_the_last_burst(
         cold_start: bool, expect_429: bool) -> None:
     rate, burst = 20.0, 5
-    gateway = NginxLimitReq(rate, burst)
+    gateway = LimitReq("20r/s", burst)  # nginx's limit_req, exactly (tests/unit/erp/nginx_limit_req.py)
     start = time.monotonic()
     for _ in range(burst + 1):  # the previous process spent the gateway's whole burst just now
-        assert gateway.arrive(start)
+        assert gateway.arrive_s(start)
 
     async def handler(request: web.Request) -> web.Response:
-        ok = gateway.arrive(time.monotonic())
+        ok = gateway.arrive_s(time.monotonic())
         return web.json_response({}, status=200 if ok else 429)
 
     async with serving(handler) as url:
