@@ -50,7 +50,7 @@ def stage_writers(s: Settings, ownership: Ownership, stages: dict[str, tuple[Any
     consumer reading committed records only and every restore fencing the previous owners
     first; else outputs then state (``AtLeastOnceWriter``)."""
     if not exactly_once(s):
-        return {name: AtLeastOnceWriter(TableStore(table, topic, ownership, producer), producer.emit)
+        return {name: AtLeastOnceWriter(TableStore(table, topic, ownership, producer), producer.queue)
                 for name, (table, topic) in stages.items()}
     config = client_config(s.kafka.bootstrap_servers, s.kafka)
     make = confluent_transactional(config)

@@ -96,8 +96,8 @@ class OutputEncoder:
 
 
 class Deliveries:
-    """What the broker answered for the records of one write (a batch's outputs, or one
-    state commit's changelog records): its errors, and per partition the highest offset.
+    """What the broker answered for the records of one write (a batch's outputs and its
+    state's changelog records): its errors, and per (topic, partition) the highest offset.
     One per write, so concurrent writers through the same producer (the stages) each see
     their own failures and nobody else's."""
 
@@ -105,21 +105,23 @@ class Deliveries:
 
     def __init__(self) -> None:
         self.errors: list[KafkaError] = []
-        self.offsets: dict[int, int] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.errors.append(err)
             return
-        partition, offset = msg.partition(), msg.offset()
-        if partition is not None and offset is not None and offset > self.offsets.get(partition, -1):
-            self.offsets[partition] = offset
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is not None and partition is not None and offset is not None:
+            key = (topic, partition)
+            if offset > self.offsets.get(key, -1):
+                self.offsets[key] = offset
 
 
 class OutputProducer:
     """The process's producer (created on first use) and the thread that waits for its
-    deliveries: ``emit`` is the at-least-once writer's ``Emit``; ``send``/``flush`` carry
-    the stages' changelog records (``app.runtime.statestore.commit_produced``)."""
+    deliveries: ``queue`` is the at-least-once writer's ``Queue``; ``send``/``flush`` carry
+    the state tables' changelog records (``app.runtime.statestore.commit_all``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -150,13 +152,14 @@ class OutputProducer:
         if left or deliveries.errors:
             raise OutputError(f"{left} records undelivered after 60 s; errors: {deliveries.errors[:3]}")
 
-    async def emit(self, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
-        """Send every output, then the marks, and wait until the broker has them all. Per
-        partition the producer keeps this order."""
+    def queue(self, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> Deliveries:
+        """Queue every output, then the marks (per partition the producer keeps this order:
+        one request in flight); the broker's answers go to the returned ``Deliveries``,
+        which ``flush`` (or the state's ``commit_all``) waits for."""
         deliveries = Deliveries()
 
         def send(topic: str, key: bytes, value: bytes, partition: int) -> None:
             kafka_send(self.producer, topic, value, key, partition, deliveries)
 
         self.encoder.produce(send, outputs, marks)
-        await self.flush(deliveries)
+        return deliveries

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,8 +66,9 @@ bind = faust_adapter.bind
 Flush = Callable[[Callable[[bytes], bytes | None]], list[Write]]
 #: A batch's outputs, each with the input record it came from.
 Outputs = list[tuple[Output, Origin]]
-#: Send outputs and marks and wait until the broker has them (``agents._outputs.emit``).
-Emit = Callable[[Outputs, list[Mark]], Awaitable[None]]
+#: Queue outputs and marks for sending, in order, without waiting; the broker's answers go
+#: to the returned ``Deliveries`` (``app.runtime.outputs.OutputProducer.queue``).
+Queue = Callable[[Outputs, list[Mark]], Deliveries]
 #: Per partition of a batch: (partition, last input offset, the flush of its state).
 Commits = list[tuple[int, int, Flush]]
 
@@ -78,7 +79,7 @@ class StateStore(Protocol):
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]: ...
     def check(self) -> None: ...
     async def fence(self, partitions: set[int], epoch: int) -> None: ...
-    async def commit(self, commits: Commits) -> None: ...
+    async def commit(self, commits: Commits, sent: Deliveries) -> None: ...
 
 
 class BatchWriter(Protocol):
@@ -127,7 +128,7 @@ class ChangelogSender(Protocol):
 
 
 async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, changelog: ChangelogSender,
-                          ownership: Ownership | None = None) -> None:
+                     ownership: Ownership | None = None, sent: Deliveries | None = None) -> None:
     """Store a batch: per partition, ``flush(previous)`` gives its writes in order, the
     last being its commit record (the meta). They go to the table's changelog through
     ``changelog`` (the process's confluent-kafka producer; exactly the bytes Faust would
@@ -142,13 +143,18 @@ async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, chang
 
     With ``ownership``, the lease is checked before anything is written (``Fenced``), and
     after the commit (a commit that may have raced a new owner wipes and exits).
-    ``previous`` reads each partition's own store (``bind``)."""
+    ``previous`` reads each partition's own store (``bind``). ``sent``: records queued
+    before (the batch's outputs, through the same producer): they are acknowledged in the
+    first round, with the other writes, so before any commit record (two round trips a
+    batch, not three)."""
+    deliveries = sent if sent is not None else Deliveries()
     if not commits:
+        if sent is not None:
+            await changelog.flush(deliveries)
         return
     if ownership is not None:
         ownership.check()
     topic = faust_adapter.changelog_topic_name(table)
-    deliveries = Deliveries()
     batches: list[tuple[Origin, list[Write]]] = []
     for origin, flush in commits:
         bind(origin)  # ``previous`` reads this partition's store
@@ -162,7 +168,7 @@ async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, chang
         changelog.send(topic, key, value, origin.partition, deliveries)
     await changelog.flush(deliveries)
     for origin, writes in batches:
-        faust_adapter.apply_committed(table, origin, writes, deliveries.offsets.get(origin.partition))
+        faust_adapter.apply_committed(table, origin, writes, deliveries.offsets.get((topic, origin.partition)))
     if ownership is not None:
         ownership.after_commit(f"{table.name} batch")
 
@@ -189,20 +195,22 @@ class TableStore:
     async def fence(self, partitions: set[int], epoch: int) -> None:
         await write_fences(self.table, self.topic, partitions, epoch, self.ownership)
 
-    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None:
-        """``(partition, last offset, flush)`` per partition of the batch."""
+    async def commit(self, commits: list[tuple[int, int, Flush]], sent: Deliveries) -> None:
+        """``(partition, last offset, flush)`` per partition of the batch; ``sent``: the
+        batch's outputs, queued, acknowledged before any commit record."""
         origins = [(Origin(self.topic, partition, offset), flush) for partition, offset, flush in commits]
-        await commit_all(origins, self.table, self.changelog, self.ownership)
+        await commit_all(origins, self.table, self.changelog, self.ownership, sent)
 
 
 class AtLeastOnceWriter:
-    """Outputs first, sent and waited for, then the state (``StateStore.commit``: meta
-    last): a crash in between re-emits outputs with the same ids, never loses one. Fenced
-    by the lease (checked before each step) and the epoch (``FencedTable``)."""
+    """Outputs first, then the state (``StateStore.commit``): the outputs are queued, and
+    acknowledged with the state's other writes before any commit record (meta) is sent; a
+    crash before the meta re-emits outputs with the same ids, never loses one. Fenced by
+    the lease (checked before each step) and the epoch (``FencedTable``)."""
 
-    def __init__(self, store: StateStore, emit: Emit) -> None:
+    def __init__(self, store: StateStore, queue: Queue) -> None:
         self.store = store
-        self.emit = emit
+        self.queue = queue
 
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]:
         return self.store.records(partition)
@@ -214,7 +222,8 @@ class AtLeastOnceWriter:
         pass
 
     async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+        sent = Deliveries()
         if outputs or marks:
             self.store.check()  # a fenced worker emits nothing (its batch is redone by the owner)
-            await self.emit(outputs, marks)
-        await self.store.commit(commits)
+            sent = self.queue(outputs, marks)
+        await self.store.commit(commits, sent)

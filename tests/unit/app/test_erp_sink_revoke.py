@@ -47,8 +47,10 @@ async def test_a_fenced_request_is_never_sent_and_gives_its_rate_token_back() ->
             raise AssertionError("no request may be sent")
 
     owned: set[int] = set()
+    # not cold: a cold client's first grant waits (reserve + 2) / rate = 2 s, this test's bound
     client = ErpHttpClient("http://erp", policy=RatePolicy(rate_per_s=1, burst=1, max_in_flight=1), timeout_s=1,
-                           session=Session(), before_send=fence(lambda p: p in owned))  # type: ignore[arg-type]
+                           session=Session(), before_send=fence(lambda p: p in owned),  # type: ignore[arg-type]
+                           cold_start=False)
 
     async def call() -> None:
         _PARTITION.set(3)

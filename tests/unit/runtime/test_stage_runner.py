@@ -13,6 +13,7 @@ from confluent_kafka import TopicPartition
 
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.core.stock import Mark
+from app.runtime.outputs import Deliveries
 from app.runtime.ownership import Fenced, Lease, Ownership
 from app.runtime.runner import StageRunner, read_batch
 from app.runtime.statestore import AtLeastOnceWriter, Flush
@@ -103,7 +104,7 @@ class FakeStore:
             key, value = fence_write(p, epoch)
             self.changelog.append((p, key, value))
 
-    async def commit(self, commits: list[tuple[int, int, Flush]]) -> None:
+    async def commit(self, commits: list[tuple[int, int, Flush]], sent: Deliveries) -> None:
         if self.ownership is not None:
             self.ownership.check()
         for partition, _, flush in commits:
@@ -130,9 +131,10 @@ class Emitted:
         self.outputs: list[object] = []
         self.marks: list[Mark] = []
 
-    async def __call__(self, outputs: list[tuple[object, object]], marks: list[Mark]) -> None:
+    def __call__(self, outputs: list[tuple[object, object]], marks: list[Mark]) -> Deliveries:
         self.outputs += [o for o, _ in outputs]
         self.marks += marks
+        return Deliveries()
 
     def accepted(self) -> list[str]:
         return [o.body["order_id"] for o in self.outputs if isinstance(o, Milestone) and o.type == "OrderAccepted"]

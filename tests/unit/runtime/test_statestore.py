@@ -26,7 +26,7 @@ class Changelog:
         self.table, self.fail_at = table, fail_at
         self.queued: list[tuple[str, bytes, bytes | None, int, Deliveries]] = []
         self.log: list[tuple[str, object]] = []
-        self.ends: dict[int, int] = {}
+        self.ends: dict[tuple[str, int], int] = {}
         self.store_at_flush: list[dict[bytes, bytes]] = []
 
     def send(self, topic: str, key: bytes, value: bytes | None, partition: int, deliveries: Deliveries) -> None:
@@ -39,13 +39,12 @@ class Changelog:
         flushes = sum(1 for kind, _ in self.log if kind == "flush")
         self.log.append(("flush", None))
         for topic, _key, _value, partition, d in self.queued:
-            assert topic == faust_adapter.changelog_topic_name(self.table)
             if flushes == self.fail_at:
                 d.errors.append("broker said no")  # type: ignore[arg-type]
                 continue
-            offset = self.ends.get(partition, -1) + 1
-            self.ends[partition] = offset
-            d.offsets[partition] = max(d.offsets.get(partition, -1), offset)
+            offset = self.ends.get((topic, partition), -1) + 1  # each topic partition its own offsets
+            self.ends[(topic, partition)] = offset
+            d.offsets[(topic, partition)] = max(d.offsets.get((topic, partition), -1), offset)
         self.queued = []
         if deliveries.errors:
             raise OutputError(f"errors: {deliveries.errors}")
@@ -118,8 +117,11 @@ def test_a_table_whose_changelog_is_not_raw_bytes_is_refused() -> None:
 
 def test_deliveries_keep_the_highest_offset_per_partition_and_every_error() -> None:
     class Msg:
-        def __init__(self, partition: int, offset: int) -> None:
-            self._p, self._o = partition, offset
+        def __init__(self, partition: int, offset: int, topic: str = "t") -> None:
+            self._t, self._p, self._o = topic, partition, offset
+
+        def topic(self) -> str:
+            return self._t
 
         def partition(self) -> int:
             return self._p
@@ -130,5 +132,32 @@ def test_deliveries_keep_the_highest_offset_per_partition_and_every_error() -> N
     d = Deliveries()
     for p, o in [(1, 5), (1, 3), (2, 0), (1, 7)]:
         d(None, Msg(p, o))  # type: ignore[arg-type]
+    d(None, Msg(1, 90, topic="milestones"))  # type: ignore[arg-type]
     d("timed out", None)  # type: ignore[arg-type]
-    assert d.offsets == {1: 7, 2: 0} and d.errors == ["timed out"]
+    assert d.offsets == {("t", 1): 7, ("t", 2): 0, ("milestones", 1): 90} and d.errors == ["timed out"]
+
+
+def test_outputs_queued_before_are_acknowledged_in_the_first_round_and_keep_their_own_offsets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table()
+    changelog = Changelog(table)
+    persisted: list[tuple[int, int]] = []
+    monkeypatch.setattr(table.data, "set_persisted_offset", lambda tp, offset: persisted.append((tp.partition, offset)))
+    sent = Deliveries()
+    for _ in range(50):  # the batch's milestones, partition 1 of another topic, already queued
+        changelog.queued.append(("milestones", b"k", b"v", 1, sent))
+    asyncio.run(commit_all([(Origin(TOPIC, 1, 10), _flush(1, 2))], table, changelog, Lease(), sent))  # type: ignore[arg-type]
+    flushes = [i for i, (kind, _) in enumerate(changelog.log) if kind == "flush"]
+    assert len(flushes) == 2  # outputs + writes, then the meta: two round trips
+    assert sent.offsets[("milestones", 1)] == 49
+    assert persisted == [(1, 2)]  # the changelog's own last offset (orders 0, 1; meta 2), not the milestones'
+
+
+
+def test_queued_outputs_without_state_to_commit_are_still_waited_for() -> None:
+    table = _table()
+    changelog = Changelog(table, fail_at=0)
+    sent = Deliveries()
+    changelog.queued.append(("milestones", b"k", b"v", 0, sent))
+    with pytest.raises(OutputError):
+        asyncio.run(commit_all([], table, changelog, Lease(), sent))  # type: ignore[arg-type]
