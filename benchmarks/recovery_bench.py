@@ -54,6 +54,7 @@ from benchmarks.worker_bench import (  # noqa: E402
     log,
     machine,
     metric,
+    py_spy,
     vm_hwm_mb,
 )
 from tables.records import META, ORDERS, PartitionState, table_key  # noqa: E402
@@ -155,7 +156,7 @@ def time_to_ready(children: Children, bootstrap: str, data_dir: Path, env: dict[
     except TimeoutError:
         pass
     if profile is not None and worker.process is not None:
-        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "50",
+        spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "50",
                                 "-f", "raw", "-o", str(profile), "-p", str(worker.process.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker.wait_ready(timeout_s)
