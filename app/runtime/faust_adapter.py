@@ -35,6 +35,7 @@ Faust or aiokafka name.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -51,6 +52,8 @@ from faust.types.tuples import FutureMessage
 
 #: A table write: (key, value) with value None for a delete.
 Write = tuple[bytes, bytes | None]
+
+_log = logging.getLogger(__name__)
 
 
 class Origin(Protocol):
@@ -400,6 +403,13 @@ def install_bulk_restore(read: BulkRead | None, budget_share: float = 0.5) -> No
             stop.set()  # a rebalance: let the thread stop between two batches, then go
             await asyncio.wait([future])
             raise
+        except Exception as exc:  # the broker, the store: Faust's recovery reads what is left
+            _log.warning("bulk restore failed (%s: %s): Faust's recovery reads the rest", type(exc).__name__, exc)
+            reached = {}
+            for tp, table in tables.items():
+                persisted = table.persisted_offset(tp)  # each write batch carries its offset
+                if persisted is not None:
+                    reached[tp] = persisted
         for tp, offset in reached.items():
             if tp in jobs and offset > destination[tp]:
                 destination[tp] = offset  # (a Counter: update() would add)

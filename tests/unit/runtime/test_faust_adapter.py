@@ -496,3 +496,29 @@ def test_the_epoch_read_from_a_records_tail_is_the_decoded_one() -> None:
     generated = [orjson.dumps(value(0)) for _ in range(3000)]
     for raw in fixed + generated:
         assert faust_adapter.record_epoch(raw) == _epoch_by_decoding(raw), raw
+
+
+def test_a_failed_bulk_restore_leaves_faust_s_recovery_where_its_write_batches_got(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    async def original(self: object, consumer: object, tps: set[TP], destination: dict[TP, int | None],
+                       title: str) -> None:
+        for tp in tps:
+            destination[tp] = -1
+
+    monkeypatch.setattr(Recovery, "_build_offsets", original)
+    rocks = _rocks_table(tmp_path, "state")
+    a, b = TP(faust_adapter.changelog_topic_name(rocks), 0), TP(faust_adapter.changelog_topic_name(rocks), 1)
+    stub = _recovery_stub({a: rocks, b: rocks}, {a: 100, b: 100}, {a: None, b: None})
+
+    def read(jobs: object, apply: object, should_stop: object, budget: float) -> dict[TP, int]:
+        apply(a, [(0, b"k0", b"v0"), (1, b"k1", b"v1")])  # type: ignore[operator]
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    faust_adapter.install_bulk_restore(read)
+    asyncio.run(Recovery._build_offsets(stub, None, {a, b}, stub.active_offsets, "active"))  # type: ignore[arg-type]
+    assert dict(stub.active_offsets) == {a: 1, b: -1}, "Faust reads on from the last batch written"
+    faust_adapter.install_bulk_restore(None)
