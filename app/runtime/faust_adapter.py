@@ -407,7 +407,10 @@ def install_bulk_restore(read: BulkRead | None, budget_share: float = 0.5) -> No
             _log.warning("bulk restore failed (%s: %s): Faust's recovery reads the rest", type(exc).__name__, exc)
             reached = {}
             for tp, table in tables.items():
-                persisted = table.persisted_offset(tp)  # each write batch carries its offset
+                try:
+                    persisted = table.persisted_offset(tp)  # each write batch carries its offset
+                except Exception:  # the store itself failed: Faust reads the partition again
+                    continue
                 if persisted is not None:
                     reached[tp] = persisted
         for tp, offset in reached.items():
