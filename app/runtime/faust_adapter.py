@@ -265,6 +265,7 @@ class FencedTable(Table):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         self._fences: dict[int, int] = {}
         self._fence_keys: dict[int, bytes] = {}
+        self._count_lock = threading.Lock()
         self.fenced_records = 0
 
     def fence_of(self, partition: int) -> int:
@@ -295,7 +296,8 @@ class FencedTable(Table):  # type: ignore[type-arg]
             self._fences[partition] = max(fence, epoch)
             return True
         if epoch < fence:
-            self.fenced_records += 1
+            with self._count_lock:  # the bulk restore applies partitions from several threads
+                self.fenced_records += 1
             return False
         return True
 
@@ -363,7 +365,8 @@ def install_bulk_restore(read: BulkRead | None, budget_share: float = 0.5) -> No
     (after the fence and the last committed record of ``install_transactional_restore``)
     and, in that call, their start offsets (the store's persisted offset, or the
     partition's earliest - 1). ``read`` then gets every partition with records in
-    between, in a thread; each batch goes to ``restore_batch``; the offsets reached
+    between, in a thread (it may use more, one partition's batches in one, in order); each
+    batch goes to ``restore_batch``; the offsets reached
     become Faust's start offsets, so its own recovery only reads what is left (nothing,
     when the bulk restore finished). Faust bounds the call by ``broker_request_timeout``:
     the reader gets ``budget_share`` of it and stops in time, and a cancelled call (a

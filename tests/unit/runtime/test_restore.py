@@ -55,6 +55,7 @@ class FakeConsumer:
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self.assigned = partitions
+        self.topics = {tp.partition: tp.topic for tp in partitions}
         self.queues = {tp.partition: [o for o in self.logs.get(tp.partition, []) if o[0] >= tp.offset] for tp in partitions}
         self.ended: set[int] = set()
 
@@ -63,10 +64,10 @@ class FakeConsumer:
         out: list[Msg] = []
         for p, queue in self.queues.items():
             take, self.queues[p] = queue[: self.per_call], queue[self.per_call :]
-            out += [Msg(TOPIC, p, o, b"k%d" % o, v) for o, v in take]
+            out += [Msg(self.topics[p], p, o, b"k%d" % o, v) for o, v in take]
             if not take and self.eof and p not in self.ended:
                 self.ended.add(p)
-                out.append(Msg(TOPIC, p, -1, error_=KafkaError(KafkaError._PARTITION_EOF)))
+                out.append(Msg(self.topics[p], p, -1, error_=KafkaError(KafkaError._PARTITION_EOF)))
         return out[:num]
 
 
@@ -143,3 +144,51 @@ def test_the_consumer_reads_committed_records_only_and_commits_nothing() -> None
     conf = consumer_config({"bootstrap.servers": "x:1"})
     assert conf["isolation.level"] == "read_committed" and conf["enable.auto.commit"] is False
     assert conf["enable.partition.eof"] is True and conf["bootstrap.servers"] == "x:1"
+
+
+def test_the_reader_takes_a_consumer_per_partition_and_merges_where_each_stands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from app.runtime import restore
+
+    made: list[FakeConsumer] = []
+    lock = threading.Lock()
+
+    def consumer(conf: dict[str, object]) -> FakeConsumer:
+        assert conf["isolation.level"] == "read_committed"
+        with lock:
+            made.append(FakeConsumer({p: _log(range(50)) for p in range(4)}, per_call=7))
+            made[-1].closed = False  # type: ignore[attr-defined]
+            return made[-1]
+
+    monkeypatch.setattr(FakeConsumer, "close", lambda self: setattr(self, "closed", True), raising=False)
+    monkeypatch.setattr(restore, "Consumer", consumer)
+    applied: dict[TP, list[int]] = {}
+
+    def apply(tp: TP, recs: list[tuple[int, bytes | None, bytes | None]]) -> None:
+        with lock:
+            applied.setdefault(tp, []).extend(o for o, _, _ in recs)
+
+    jobs = {TP(TOPIC, 0): (0, 49), TP(TOPIC, 1): (10, 20), TP(TOPIC, 2): (5, 4), TP("other", 3): (0, 30)}
+    reached = restore.bulk_reader({"bootstrap.servers": "x:1"}, parallel=2)(jobs, apply, lambda: False, 60.0)
+    assert reached == {TP(TOPIC, 0): 49, TP(TOPIC, 1): 20, TP(TOPIC, 2): 4, TP("other", 3): 30}
+    assert applied[TP(TOPIC, 0)] == list(range(50)) and applied[TP(TOPIC, 1)] == list(range(10, 21))
+    assert len(made) == 3 and all(c.closed for c in made)  # type: ignore[attr-defined]
+    assert sorted((tp.topic, tp.partition, tp.offset) for c in made for tp in c.assigned) == [
+        ("other", 3, 0), (TOPIC, 0, 0), (TOPIC, 1, 10)]  # one partition each; nothing to read on 2
+
+
+def test_one_partitions_failure_stops_the_others_and_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.runtime import restore
+
+    class Failing(FakeConsumer):
+        def consume(self, num: int, timeout: float) -> list[Msg]:
+            if any(tp.partition == 1 for tp in self.assigned):
+                return [Msg(TOPIC, 1, -1, error_=KafkaError(KafkaError._TRANSPORT))]
+            return super().consume(num, timeout)
+
+    monkeypatch.setattr(Failing, "close", lambda self: None, raising=False)
+    monkeypatch.setattr(restore, "Consumer", lambda conf: Failing({0: _log(range(10**6))}, per_call=10))
+    jobs = {TP(TOPIC, 0): (0, 10**6 - 1), TP(TOPIC, 1): (0, 10)}
+    with pytest.raises(KafkaException):
+        restore.bulk_reader({}, parallel=2)(jobs, lambda tp, recs: None, lambda: False, 60.0)
