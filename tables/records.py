@@ -10,6 +10,7 @@ state is written: a crash re-emits milestones (same ids), it never loses one.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
 from typing import Any, Final, Protocol, TypeVar, cast
@@ -270,12 +271,16 @@ class PartitionSource(Protocol):
         """One key's stored record."""
 
 
+#: A ``"held"`` or ``"waiting"`` not followed by ``:[]`` (as orjson writes an empty list).
+_MAYBE_PENDING = re.compile(rb'"(?:held|waiting)"(?!:\[\])')
+
+
 def maybe_pending(raw: bytes) -> bool:
     """Whether a stored order record may hold events or wait for its packing (then its
     order has a hold deadline). False only when each of its ``"held"`` and ``"waiting"``
     fields (in the value and in the value it replaced) is ``[]`` as orjson writes it; so
     a record written any other way counts as pending (it is decoded at load)."""
-    return raw.count(b'"held"') != raw.count(b'"held":[]') or raw.count(b'"waiting"') != raw.count(b'"waiting":[]')
+    return _MAYBE_PENDING.search(raw) is not None
 
 
 def committed_present(raw: bytes, offset: int) -> bool:
