@@ -410,7 +410,7 @@ def recovery_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, c
     raw["recovery"] = rec
     ok = all(n == rec["expected_keys"] for n in rec["recovered_keys"])
     keys = rec["keys"]
-    cond = (f"{keys:,} order keys (+4 meta) produced to the changelog ({rec['changelog']['bytes'] / 2**20:.0f} MiB, "
+    cond = (f"{keys:,} order keys (+4 meta; the worker adds a fence per partition) produced to the changelog ({rec['changelog']['bytes'] / 2**20:.0f} MiB, "
             f"batched as the worker writes it, meta record alone last), 4 partitions, 1 worker, fresh process each, "
             f"{LABELS[broker]}")
     kept = f"{'/'.join(f'{n:,}' for n in rec['recovered_keys'])} of {rec['expected_keys']:,} keys in RocksDB after recovery"
