@@ -27,8 +27,9 @@ from faust.types import TopicT
 
 from app import settings as settings_module
 from app.kafka import security as kafka_settings
+from app.kafka.clients import client_config
 from app.kafka.topics import Topics
-from app.runtime import faust_adapter
+from app.runtime import faust_adapter, restore
 from app.runtime.faust_adapter import FencedTable
 from app.runtime.outputs import OutputProducer
 from app.runtime.ownership import Lease, Ownership
@@ -157,6 +158,8 @@ def create_app(settings: Settings) -> WorkerApp:
     )
     lease = Lease(s.kafka.session_timeout_s, margin_s=min(1.0, s.kafka.session_timeout_s / 4))
     faust_adapter.install_heartbeat_probe(lease.renew)
+    faust_adapter.install_bulk_restore(
+        restore.bulk_reader(client_config(s.kafka.bootstrap_servers, s.kafka)) if s.worker.bulk_restore else None)
     ownership = Ownership(
         faust_assignment(app, ownership_topic.get_topic_name()),
         generation=lambda: int(app.consumer_generation_id),

@@ -395,6 +395,11 @@ class WorkerSettings:
         "WORKER_RECOVERY_CONSISTENCY_CHECK", "false", _bool,
         "Faust's check that a kept data dir is not ahead of its changelog; `true` on real Kafka (Tansu "
         "under-reports a changelog's end after a crash mid-batch, so the check trips falsely there)")
+    bulk_restore: bool = setting(
+        "WORKER_BULK_RESTORE", "true", _bool,
+        "restore the tables' changelogs in bulk (large confluent-kafka batches written as RocksDB write batches) "
+        "before Faust's recovery, which then has nothing left to read; `false`: Faust's record-by-record recovery "
+        "alone")
     exactly_once: str = setting(
         "WORKER_EXACTLY_ONCE", "auto", _one_of("auto", "on", "off"),
         "Kafka transactions per stage and input partition: a batch's outputs, state changelog records and input "

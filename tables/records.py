@@ -10,9 +10,10 @@ state is written: a crash re-emits milestones (same ids), it never loses one.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import orjson
 
@@ -81,6 +82,109 @@ class TrackedSet(set):  # type: ignore[type-arg]
         super().add(item)
 
 
+class LazyStore(MutableMapping[tuple[Any, ...], Any]):
+    """A keyed store of one partition and kind (orders) that reads a key's stored record
+    from the table the first time it is used, instead of decoding every key at load: a
+    large state is ready at once, and only the orders that events touch are decoded.
+
+    Like ``Tracked``, it remembers the keys set or deleted since the last flush
+    (``dirty``). A key's value is decoded from its stored record with the rule of
+    ``committed_records`` *as of the offset the state was loaded at*: a record not written
+    since the load is the one that was there then, and one written since is in the cache
+    (every set key is). ``len`` is kept as a count (the stored keys present at load, plus
+    the changes); iteration reads every stored key (``scan``) and is not for hot paths.
+    """
+
+    __slots__ = ("_cache", "_count", "_kind", "_lookup", "_offset", "_partition", "_scan", "dirty")
+
+    def __init__(
+        self,
+        partition: int,
+        kind: str,
+        offset: int,
+        lookup: Callable[[bytes], bytes | None],
+        scan: Callable[[], Iterable[tuple[bytes, bytes]]],
+        count: int,
+        loaded: dict[tuple[Any, ...], Any] | None = None,
+    ) -> None:
+        self._partition = partition
+        self._kind = kind
+        self._offset = offset
+        self._lookup = lookup
+        self._scan = scan
+        self._count = count
+        #: Decoded values by key; None: no such key (not stored, or deleted).
+        self._cache: dict[tuple[Any, ...], Any] = dict(loaded or {})
+        self.dirty: set[tuple[Any, ...]] = set()
+
+    def _value(self, key: tuple[Any, ...]) -> Any:
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        raw = self._lookup(table_key(self._partition, self._kind, key))
+        value = None
+        if raw is not None:
+            rec = orjson.loads(raw)
+            value = rec["v"] if rec["o"] <= self._offset else rec["p"]
+            if value is not None:
+                value = _decode_value(self._kind, value)
+        cache[key] = value
+        return value
+
+    def get(self, key: tuple[Any, ...], default: Any = None) -> Any:
+        value = self._value(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: tuple[Any, ...]) -> Any:
+        value = self._value(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return self._value(key) is not None  # type: ignore[arg-type]
+        except TypeError:  # unhashable
+            return False
+
+    def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
+        if value is None:
+            raise ValueError("a LazyStore holds no None values (delete the key)")
+        if self._value(key) is None:
+            self._count += 1
+        self._cache[key] = value
+        self.dirty.add(key)
+
+    def __delitem__(self, key: tuple[Any, ...]) -> None:
+        if self._value(key) is None:
+            raise KeyError(key)
+        self._cache[key] = None
+        self._count -= 1
+        self.dirty.add(key)
+
+    def pop(self, key: tuple[Any, ...], *default: Any) -> Any:
+        self.dirty.add(key)
+        value = self._value(key)
+        if value is None:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        self._cache[key] = None
+        self._count -= 1
+        return value
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        start = prefix(self._partition) + self._kind.encode() + SEP.encode()
+        stored = [tuple(_parse_key(key)[1]) for key, _ in self._scan() if key.startswith(start)]
+        cached = set(self._cache)
+        found = [key for key in stored if key not in cached and self._value(key) is not None]
+        found += [key for key in cached if self._cache[key] is not None]
+        yield from found
+
+
 def prefix(partition: int) -> bytes:
     return f"{partition}{SEP}".encode()
 
@@ -123,7 +227,7 @@ def _decode_value(kind: str, value: Any) -> Any:
 def keyed_writes(
     partition: int,
     kind: str,
-    store: Tracked[tuple[Any, ...]],
+    store: Tracked[tuple[Any, ...]] | LazyStore,
     offset: int,
     committed: int,
     previous: Callable[[bytes], bytes | None],
@@ -157,8 +261,50 @@ def committed_records(
             yield kind, parts, _decode_value(kind, value)
 
 
+class PartitionSource(Protocol):
+    """A partition's stored records, for a lazy load (``PartitionState(source=...)``)."""
+
+    def records(self) -> Iterable[tuple[bytes, bytes]]:
+        """Every stored record of the partition (each key once)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """One key's stored record."""
+
+
+#: A ``"held"`` or ``"waiting"`` not followed by ``:[]`` (as orjson writes an empty list).
+_MAYBE_PENDING = re.compile(rb'"(?:held|waiting)"(?!:\[\])')
+
+
+def maybe_pending(raw: bytes) -> bool:
+    """Whether a stored order record may hold events or wait for its packing (then its
+    order has a hold deadline). False only when each of its ``"held"`` and ``"waiting"``
+    fields (in the value and in the value it replaced) is ``[]`` as orjson writes it; so
+    a record written any other way counts as pending (it is decoded at load)."""
+    return _MAYBE_PENDING.search(raw) is not None
+
+
+def committed_present(raw: bytes, offset: int) -> bool:
+    """Whether a keyed record has a value as of ``offset`` (``committed_records``' rule),
+    read without decoding the record when it starts as ``keyed_writes`` writes it."""
+    if raw.startswith(b'{"o":'):
+        comma = raw.find(b",", 5)
+        try:
+            written = int(raw[5:comma])
+        except ValueError:
+            written = None
+        if written is not None and written <= offset and raw.startswith(b'"v":', comma + 1):
+            return not raw.startswith(b"null", comma + 5)
+    rec = orjson.loads(raw)
+    return (rec["v"] if rec["o"] <= offset else rec["p"]) is not None
+
+
 class PartitionState:
-    """One input partition's engine, its table-backed stores and its commit point."""
+    """One input partition's engine, its table-backed stores and its commit point.
+
+    With a ``source`` (the worker), orders are read lazily (``LazyStore``): the load
+    decodes only the orders that may hold events or wait (the engine's hold deadlines),
+    counts the others, and the rest are decoded when an event first touches them. With
+    ``records`` alone every order is decoded at load."""
 
     def __init__(
         self,
@@ -166,22 +312,36 @@ class PartitionState:
         settings: CoreSettings,
         clock: Callable[[], int] | None,
         records: Iterable[tuple[bytes, bytes]] = (),
+        source: PartitionSource | None = None,
     ) -> None:
         self.partition = partition
         #: The fencing epoch this worker writes under (set when it takes the partition over).
         self.epoch = 0
         # keys by kind: orders OrderKey, returns (warehouse_id, rma_id, sku), seen the dedup key
-        stores: dict[str, Tracked[Any]] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
+        stores: dict[str, Tracked[Any] | LazyStore] = {kind: Tracked() for kind in (*_KEYED, SEEN)}
         rejected = TrackedSet()
         meta: dict[str, Any] = {"o": -1, "watermark": None, "seq": 0}
         logs: list[tuple[bytes, dict[str, Any]]] = []
         keyed: list[tuple[bytes, bytes]] = []
+        if source is not None:
+            records = source.records()
+        orders_start = table_key(partition, ORDERS)[:-2]  # <partition>SEP o SEP
+        meta_read = False
+        present = 0  # stored orders with a value, not decoded (lazy)
+        uncounted: list[bytes] = []  # order records seen before the meta (not in a sorted store)
         for key, raw in records:
+            if source is not None and key.startswith(orders_start) and not maybe_pending(raw):
+                if meta_read:
+                    present += committed_present(raw, meta["o"])
+                else:
+                    uncounted.append(raw)
+                continue
             kind, _ = _parse_key(key)
             if kind in (LINEAGE, FENCE):
                 continue  # the trail is read by the trace; the fence by the restore
             if kind == META:
                 meta = orjson.loads(raw)
+                meta_read = True
             elif kind in (SEEN, REJECTED):
                 logs.append((key, orjson.loads(raw)))
             else:
@@ -191,8 +351,18 @@ class PartitionState:
         self.seq: int = meta["seq"]
         #: Dedup log records in write order: (latest base time in it, table key), for expiry.
         self.seen_logs: deque[tuple[int, bytes]] = deque()
+        loaded: dict[Any, Any] = {}
         for kind, parts, value in committed_records(keyed, self.offset):
-            stores[kind][tuple(parts)] = value
+            if source is not None and kind == ORDERS:
+                loaded[tuple(parts)] = value
+            else:
+                stores[kind][tuple(parts)] = value
+        pending: list[Any] | None = None
+        if source is not None:
+            present += sum(committed_present(raw, self.offset) for raw in uncounted)
+            stores[ORDERS] = LazyStore(partition, ORDERS, self.offset, source.get, source.records,
+                                       present + len(loaded), loaded)
+            pending = list(loaded)
         for key, rec in sorted(logs, key=lambda item: _parse_key(item[0])[1]):
             if rec["o"] > self.offset:
                 continue
@@ -210,11 +380,12 @@ class PartitionState:
             settings,
             clock,
             orders=stores[ORDERS],
-            seen=stores[SEEN],
+            seen=cast("Tracked[Any]", stores[SEEN]),  # (never lazy)
             rejected=rejected,
             returns=stores[RETURNS],
             watermark=meta["watermark"],
             forward_stock=True,
+            pending=pending,
         )
         self.retention_ms = settings.dedup_retention_ms
         #: Lineage entries of this batch, by order key; SLA samples of the last flush.

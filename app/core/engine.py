@@ -10,7 +10,7 @@ event_id)`` -> base time; ``rejected`` the milestone ids of records already repo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, MutableSet
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSet
 from heapq import heappop, heappush
 from math import inf
 from typing import Any, Final, cast
@@ -57,11 +57,15 @@ class Engine:
         returns: MutableMapping[tuple[str, str, str], int] | None = None,
         watermark: int | None = None,
         forward_stock: bool = False,
+        pending: Iterable[OrderKey] | None = None,
     ) -> None:
         """``clock`` (int ms) enables the worker-only ``future`` check; the keyword
         stores let a worker supply its own (restored) state. With ``forward_stock`` an
         on-time StockAdjusted becomes a ``StockForward`` for the inventory stage
-        (``app.core.stock``) instead of being counted in a local window."""
+        (``app.core.stock``) instead of being counted in a local window. ``pending``: the
+        keys of every stored order that may hold events or wait for its packing (others
+        may be left out); None: every order in ``orders`` is looked at (a store that
+        reads its orders lazily gives them, so the start does not read them all)."""
         self.settings = settings
         self.forward_stock = forward_stock
         self.clock = clock
@@ -77,8 +81,14 @@ class Engine:
         self._hold_heap: list[tuple[int, OrderKey]] = []
         self._hold_at: dict[OrderKey, int] = {}
         self._due: int | float = inf
-        for key, state in self.orders.items():
-            self._schedule(key, state)
+        if pending is None:
+            for key, state in self.orders.items():
+                self._schedule(key, state)
+        else:
+            for key in pending:
+                stored = self.orders.get(key)
+                if stored is not None:
+                    self._schedule(key, stored)
         self._refresh_due()
 
     # -- entry points -------------------------------------------------------------

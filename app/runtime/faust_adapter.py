@@ -24,12 +24,20 @@ Faust or aiokafka name.
   the last *committed record* of a transactional changelog, not at its end offset (a
   commit marker takes the last offset and is never delivered).
 - ``FencedTable``: a table whose changelog restore skips records of a fenced epoch.
+- ``install_bulk_restore``: before Faust's recovery reads the active changelog partitions
+  record by record, they are read in bulk (``app.runtime.restore``) and written straight
+  to the partitions' RocksDB databases, a write batch per batch of records with the
+  store's persisted offset in it (``restore_batch``), through the same fence rule: Faust's
+  recovery then finds them restored up to their highwater, as after a warm restart.
 - ``install_heartbeat_probe``: aiokafka's group coordinator reports each successful
   heartbeat and join to a callback (the lease in ``app.runtime.ownership``).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +52,8 @@ from faust.types.tuples import FutureMessage
 
 #: A table write: (key, value) with value None for a delete.
 Write = tuple[bytes, bytes | None]
+
+_log = logging.getLogger(__name__)
 
 
 class Origin(Protocol):
@@ -216,10 +226,22 @@ def install_transactional_restore(
     Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
 
 
+#: A top-level ``"e"`` that is its object's last member, as orjson writes every state
+#: record (``{..., "e": <epoch>}``): the final ``}`` closes the top-level object, and a
+#: ``"`` right after ``{`` or ``,`` opens a key (inside a string it would be escaped).
+_EPOCH_TAIL = re.compile(rb'[{,]"e":(-?(?:0|[1-9][0-9]{0,17}))}\Z')
+
+
 def record_epoch(value: bytes | None) -> int | None:
-    """The fencing epoch a state record was written under (``"e"``), if any."""
+    """The fencing epoch a state record was written under (``"e"``), if any. Decodes the
+    record only when the quick reads cannot tell (a restore reads every record)."""
     if not value or value[:1] != b"{":
         return None
+    if b'"e"' not in value and b"\\u" not in value:
+        return None  # no key "e" at all (nor one spelt with escapes)
+    tail = _EPOCH_TAIL.search(value, max(0, len(value) - 32))
+    if tail is not None:
+        return int(tail[1])
     try:
         epoch = orjson.loads(value).get("e")
     except orjson.JSONDecodeError:
@@ -242,6 +264,8 @@ class FencedTable(Table):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fences: dict[int, int] = {}
+        self._fence_keys: dict[int, bytes] = {}
+        self._count_lock = threading.Lock()
         self.fenced_records = 0
 
     def fence_of(self, partition: int) -> int:
@@ -258,21 +282,29 @@ class FencedTable(Table):  # type: ignore[type-arg]
     def forget(self, partition: int) -> None:
         self._fences.pop(partition, None)
 
+    def keep(self, partition: int, key: bytes | None, value: bytes | None) -> bool:
+        """The restore rule, record by record in changelog order (Faust's recovery and
+        the bulk restore): whether to apply the record; a fence raises the partition's."""
+        epoch = record_epoch(value)
+        if epoch is None:
+            return True
+        fence = self.fence_of(partition)
+        fkey = self._fence_keys.get(partition)
+        if fkey is None:
+            fkey = self._fence_keys[partition] = self.fence_key(partition)
+        if key == fkey:
+            self._fences[partition] = max(fence, epoch)
+            return True
+        if epoch < fence:
+            with self._count_lock:  # the bulk restore applies partitions from several threads
+                self.fenced_records += 1
+            return False
+        return True
+
     def apply_changelog_batch(self, batch: Iterable[AnyEvent]) -> None:
-        kept = []
-        for event in batch:
-            msg = event.message
-            partition = msg.partition
-            epoch = record_epoch(msg.value)
-            if epoch is not None:
-                fence = self.fence_of(partition)
-                if msg.key == self.fence_key(partition):
-                    self._fences[partition] = max(fence, epoch)
-                elif epoch < fence:
-                    self.fenced_records += 1
-                    continue
-            kept.append(event)
-        super().apply_changelog_batch(kept)
+        keep = self.keep
+        super().apply_changelog_batch(
+            [event for event in batch if keep(event.message.partition, event.message.key, event.message.value)])
 
 
 def fenced_table(app: Any, name: str, fence_key: Callable[[int], bytes], **options: Any) -> FencedTable:
@@ -281,6 +313,115 @@ def fenced_table(app: Any, name: str, fence_key: Callable[[int], bytes], **optio
     table.fence_key = fence_key
     app.tables.add(table)
     return table
+
+
+#: A changelog record of the bulk restore: (offset, key, value; None a tombstone).
+Restored = tuple[int, "bytes | None", "bytes | None"]
+#: The bulk reader (``app.runtime.restore.bulk_reader``): (jobs {tp: (first offset, last
+#: offset)}, apply(tp, records), should_stop(), budget in seconds) -> {tp: offset reached}.
+BulkRead = Callable[[dict[TP, tuple[int, int]], Callable[[TP, Sequence[Restored]], None], Callable[[], bool], float],
+                    dict[TP, int]]
+
+
+def bulk_restorable(table: Any) -> bool:
+    """Whether ``table``'s store takes a bulk restore: Faust's RocksDB store on rocksdict
+    (the memory store, or python-rocksdb, restores the Faust way)."""
+    store = getattr(table, "data", None)
+    return (hasattr(store, "_db_for_partition") and hasattr(store, "offset_key")
+            and bool(getattr(store, "use_rocksdict", False)))
+
+
+def restore_batch(table: Any, tp: TP, records: Sequence[Restored]) -> None:
+    """Write a batch of ``tp``'s changelog records (offset order) to its partition's
+    RocksDB database as Faust's recovery would (``Store.apply_changelog_batch``: a put
+    per record, a delete per tombstone, a ``FencedTable``'s fenced records skipped), in
+    one write batch that also sets the store's persisted offset to the last record's
+    (``Store.set_persisted_offset``), so records and offset land together."""
+    import rocksdict
+
+    if not records:
+        return
+    store = table.data
+    partition = tp.partition
+    keep = table.keep if isinstance(table, FencedTable) else None
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for _, key, value in records:
+        if key is None or (keep is not None and not keep(partition, key, value)):
+            continue
+        if value is None:
+            delete(key)
+        else:
+            put(key, value)
+    put(store.offset_key, str(records[-1][0]).encode())
+    store._db_for_partition(partition).write(batch)
+
+
+def install_bulk_restore(read: BulkRead | None, budget_share: float = 0.5) -> None:
+    """Restore the active changelog partitions in bulk before Faust's recovery reads them
+    (``read`` None: Faust's recovery alone, the original method back).
+
+    Hooks ``Recovery._build_offsets`` for the actives: Faust has built their highwaters
+    (after the fence and the last committed record of ``install_transactional_restore``)
+    and, in that call, their start offsets (the store's persisted offset, or the
+    partition's earliest - 1). ``read`` then gets every partition with records in
+    between, in a thread (it may use more, one partition's batches in one, in order); each
+    batch goes to ``restore_batch``; the offsets reached
+    become Faust's start offsets, so its own recovery only reads what is left (nothing,
+    when the bulk restore finished). Faust bounds the call by ``broker_request_timeout``:
+    the reader gets ``budget_share`` of it and stops in time, and a cancelled call (a
+    rebalance) stops the thread and waits for it before it returns."""
+    from faust.tables.recovery import Recovery
+    from mode.utils.times import want_seconds
+
+    original = getattr(Recovery._build_offsets, "__wrapped__", Recovery._build_offsets)
+    if read is None:
+        Recovery._build_offsets = original  # type: ignore[method-assign]
+        return
+
+    async def _build_offsets(self: Any, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await original(self, consumer, tps, destination, title)
+        if destination is not self.active_offsets:
+            return
+        jobs: dict[TP, tuple[int, int]] = {}
+        tables: dict[TP, Any] = {}
+        for tp in tps:
+            table = self.tp_to_table.get(tp)
+            high = self.active_highwaters.get(tp)
+            if table is None or high is None or high < 0 or not bulk_restorable(table):
+                continue
+            start = max(-1, destination[tp] if destination.get(tp) is not None else -1) + 1
+            if high >= start:
+                jobs[tp] = (start, high)
+                tables[tp] = table
+        if not jobs:
+            return
+        budget = want_seconds(self.app.conf.broker_request_timeout) * budget_share
+        stop = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(
+            None, read, jobs, lambda tp, records: restore_batch(tables[tp], tp, records), stop.is_set, budget)
+        try:
+            reached = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            stop.set()  # a rebalance: let the thread stop between two batches, then go
+            await asyncio.wait([future])
+            raise
+        except Exception as exc:  # the broker, the store: Faust's recovery reads what is left
+            _log.warning("bulk restore failed (%s: %s): Faust's recovery reads the rest", type(exc).__name__, exc)
+            reached = {}
+            for tp, table in tables.items():
+                try:
+                    persisted = table.persisted_offset(tp)  # each write batch carries its offset
+                except Exception:  # the store itself failed: Faust reads the partition again
+                    continue
+                if persisted is not None:
+                    reached[tp] = persisted
+        for tp, offset in reached.items():
+            if tp in jobs and offset > destination[tp]:
+                destination[tp] = offset  # (a Counter: update() would add)
+
+    _build_offsets.__wrapped__ = original  # type: ignore[attr-defined]
+    Recovery._build_offsets = _build_offsets  # type: ignore[method-assign]
 
 
 def install_heartbeat_probe(on_alive: Callable[[float], None]) -> None:

@@ -77,6 +77,7 @@ class StateStore(Protocol):
     """A stage's table without transactions (``TableStore`` or a test fake)."""
 
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]: ...
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
     def check(self) -> None: ...
     async def fence(self, partitions: set[int], epoch: int) -> None: ...
     async def commit(self, commits: Commits, sent: Deliveries) -> None: ...
@@ -87,6 +88,9 @@ class BatchWriter(Protocol):
 
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]:
         """The stored records of one partition's state."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """One stored record of one partition's state (a lazy load reads them one by one)."""
 
     async def fence(self, partitions: set[int], epoch: int) -> None:
         """Take partitions over: fence their previous owner, write the fence records."""
@@ -188,6 +192,9 @@ class TableStore:
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         return records(self.table, partition)
 
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return faust_adapter.partition_get(self.table, partition, key)
+
     def check(self) -> None:
         """Raise ``Fenced`` unless this worker may still write (call before emitting)."""
         self.ownership.check()
@@ -214,6 +221,9 @@ class AtLeastOnceWriter:
 
     def records(self, partition: int) -> Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]]:
         return self.store.records(partition)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.store.get(partition, key)
 
     async def fence(self, partitions: set[int], epoch: int) -> None:
         await self.store.fence(partitions, epoch)

@@ -232,6 +232,9 @@ class TransactionalWriter:
     def records(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         return records(self.table, partition)
 
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return faust_adapter.partition_get(self.table, partition, key)
+
     async def fence(self, partitions: set[int], epoch: int) -> None:
         """Take partitions over: their producers (normally initialised before the restore),
         then each partition's fence record in a transaction of its own."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from app import metrics
@@ -53,6 +53,20 @@ def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
     return ps.engine.process_event(d, raw)
 
 
+@dataclass(frozen=True)
+class StoredPartition:
+    """A partition's stored state as its writer reads it (``tables.records.PartitionSource``)."""
+
+    writer: BatchWriter
+    partition: int
+
+    def records(self) -> Iterable[tuple[bytes, bytes]]:
+        return self.writer.records(self.partition)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.writer.get(self.partition, key)
+
+
 def flush_to(state: PartitionState | InventoryState, offset: int) -> Flush:
     """The flush that commits ``state`` up to ``offset`` (see ``tables/records.py``)."""
     return lambda previous: state.flush(offset, previous)
@@ -86,7 +100,7 @@ class GovernanceStage:
     async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
         now = self.monotonic()
         for partition in partitions:
-            ps = PartitionState(partition, self.settings, self.clock, self.writer.records(partition))
+            ps = PartitionState(partition, self.settings, self.clock, source=StoredPartition(self.writer, partition))
             ps.epoch = epoch
             self.partitions[partition] = _Partition(ps, now)
         await self.writer.fence(partitions, epoch)

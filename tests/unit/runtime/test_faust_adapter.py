@@ -280,3 +280,245 @@ def test_the_restore_fences_first_and_ends_at_the_last_committed_record(monkeypa
     asyncio.run(Recovery._build_highwaters(stub, None, tps, stub.standby_highwaters, "standby"))  # type: ignore[arg-type]
     assert calls == ["highwaters"], "standbys fence nobody"
     assert stub.standby_highwaters[TP("s-changelog", 1)] == 9
+
+
+# -- the bulk restore ------------------------------------------------------------------------
+
+
+def test_what_the_bulk_restore_relies_on_in_faust_and_its_rocksdb_store() -> None:
+    import re
+
+    from faust.tables.recovery import Recovery
+
+    # Faust builds the actives' highwaters, then (same turn) their start offsets, then
+    # seeks and reads from those; a partition whose start offset is its highwater needs
+    # no recovery (active_remaining: highwater - offset).
+    assert list(inspect.signature(Recovery._build_offsets).parameters) == ["self", "consumer", "tps", "destination",
+                                                                          "title"]
+    source = re.sub(r"\s+", " ", inspect.getsource(Recovery.__dict__["_restart_recovery"].fun))  # a Service task
+    highwaters = source.index("T(self._build_highwaters)( consumer, assigned_active_tps, active_highwaters")
+    offsets = source.index("T(self._build_offsets)( consumer, assigned_active_tps, active_offsets")
+    seek = source.index("T(self._seek_offsets)( consumer, assigned_active_tps, active_offsets")
+    assert highwaters < offsets < seek < source.index("if self.need_recovery():")
+    assert "self.tp_to_table[tp] = table" in inspect.getsource(Recovery._add)
+    # The store's persisted offset is one key of the partition's database, the offset as
+    # text; Faust's own restore writes a partition's records as one raw-mode write batch.
+    assert RocksStore.offset_key == b"__faust\0offset__"
+    assert "put(self.offset_key, str(offset).encode())" in inspect.getsource(RocksStore.set_persisted_offset)
+    assert "rocksdict.WriteBatch(raw_mode=True)" in inspect.getsource(RocksStore.apply_changelog_batch)
+
+
+def _rocks_table(tmp_path: object, name: str, fenced: bool = True) -> faust_adapter.AnyTable:
+    app = faust.App(f"bulk-{name}", store="rocksdb://", datadir=str(tmp_path))
+    if fenced:
+        return faust_adapter.fenced_table(app, name, fence_key, default=None, key_type=bytes, value_type=bytes,
+                                          partitions=4)
+    return app.Table(name, default=None, key_type=bytes, value_type=bytes, partitions=4)  # type: ignore[return-value]
+
+
+def _changelog_events(tp: faust.types.TP, records: list[tuple[int, bytes, bytes | None]]) -> list[object]:
+    @dataclass
+    class Message:
+        tp: faust.types.TP
+        partition: int
+        offset: int
+        key: bytes
+        value: bytes | None
+
+    return [_Event(Message(tp, tp.partition, o, k, v)) for o, k, v in records]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fenced", [True, False])
+def test_a_bulk_restore_leaves_the_store_as_faust_s_restore_does(tmp_path: object, fenced: bool) -> None:
+    from pathlib import Path
+
+    order, other = table_key(1, ORDERS, ["WH1", "O-1"]), table_key(1, ORDERS, ["WH1", "O-2"])
+    meta = table_key(1, META)
+    changelog = [
+        (order, _rec(10, "picked", 3)),
+        (other, _rec(10, "released", 3)),
+        (meta, orjson.dumps({"o": 10, "watermark": 1, "seq": 0, "e": 3})),
+        fence_write(1, 5),  # the new owner
+        (order, _rec(11, "packed", 5)),
+        (other, None),  # a tombstone
+        (meta, orjson.dumps({"o": 11, "watermark": 2, "seq": 0, "e": 5})),
+        (order, _rec(10, "picked-again", 3)),  # the stalled old owner: fenced
+        (table_key(1, "l", ["WH1", "O-1"]), b"[]"),  # no epoch
+    ]
+    records = [(100 + i, k, v) for i, (k, v) in enumerate(changelog)]
+    faust_way = _rocks_table(Path(str(tmp_path)) / "faust", "state", fenced)
+    bulk = _rocks_table(Path(str(tmp_path)) / "bulk", "state", fenced)
+    tp = faust.types.TP(faust_adapter.changelog_topic_name(bulk), 1)
+    assert faust_adapter.bulk_restorable(bulk) and not faust_adapter.bulk_restorable(_table("mem"))
+    faust_way.apply_changelog_batch(_changelog_events(tp, records[:5]))
+    faust_way.apply_changelog_batch(_changelog_events(tp, records[5:]))
+    faust_adapter.restore_batch(bulk, tp, records[:5])  # batches: the fence carries over
+    faust_adapter.restore_batch(bulk, tp, records[5:])
+    assert dict(faust_adapter.partition_items(bulk, 1)) == dict(faust_adapter.partition_items(faust_way, 1))
+    assert bulk.data.persisted_offset(tp) == faust_way.data.persisted_offset(tp) == 108
+    assert (orjson.loads(faust_adapter.partition_get(bulk, 1, order) or b"{}")["v"]
+            == ("packed" if fenced else "picked-again"))
+    if fenced:
+        assert isinstance(bulk, faust_adapter.FencedTable) and isinstance(faust_way, faust_adapter.FencedTable)
+        assert bulk.fenced_records == faust_way.fenced_records == 1 and bulk.fence_of(1) == 5
+    assert list(faust_adapter.partition_items(bulk, 2)) == []
+
+
+class _Conf:
+    broker_request_timeout = 90.0
+
+
+class _App:
+    conf = _Conf()
+
+
+def _recovery_stub(tables: dict[object, object], highwaters: dict[object, int], offsets: dict[object, int | None]) -> object:
+    from collections import Counter
+
+    class Stub:
+        app = _App()
+
+        def __init__(self) -> None:
+            self.tp_to_table = tables
+            self.active_highwaters: Counter[object] = Counter(highwaters)
+            self.active_offsets: Counter[object] = Counter(offsets)  # type: ignore[arg-type]
+            self.standby_offsets: Counter[object] = Counter()
+
+    return Stub()
+
+
+def test_the_bulk_restore_runs_between_faust_s_offsets_and_its_read(tmp_path: object,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    async def original(self: object, consumer: object, tps: set[TP], destination: dict[TP, int | None],
+                       title: str) -> None:
+        for tp in tps:  # Faust: the persisted offset, else the earliest - 1
+            destination[tp] = -1 if destination.get(tp) is None else destination[tp]
+
+    monkeypatch.setattr(Recovery, "_build_offsets", original)
+    rocks, memory = _rocks_table(tmp_path, "state"), _table("memory")
+    a, b, c, d = TP("s-changelog", 0), TP("s-changelog", 1), TP("m-changelog", 0), TP("s-changelog", 2)
+    stub = _recovery_stub({a: rocks, b: rocks, c: memory, d: rocks}, {a: 10, b: 3, c: 8, d: 4}, {a: 4, b: None, c: None, d: 4})
+    seen: list[tuple[dict[TP, tuple[int, int]], float]] = []
+
+    def read(jobs: dict[TP, tuple[int, int]], apply: object, should_stop: object, budget: float) -> dict[TP, int]:
+        seen.append((dict(jobs), budget))
+        apply(a, [(5, b"k", b"v"), (10, b"k2", b"v2")])  # type: ignore[operator]
+        return {a: 10, b: 2}  # b: stopped early (the budget)
+
+    faust_adapter.install_bulk_restore(read)
+    faust_adapter.install_bulk_restore(read)  # idempotent: wraps the original once
+    asyncio.run(Recovery._build_offsets(stub, None, {a, b, c, d}, stub.active_offsets, "active"))  # type: ignore[arg-type]
+    # the memory table restores the Faust way; d has nothing left (persisted offset = highwater)
+    assert seen == [({a: (5, 10), b: (0, 3)}, 45.0)]
+    assert dict(stub.active_offsets) == {a: 10, b: 2, c: -1, d: 4}
+    assert rocks.data.persisted_offset(a) == 10 and faust_adapter.partition_get(rocks, 0, b"k2") == b"v2"
+    asyncio.run(Recovery._build_offsets(stub, None, {a}, stub.standby_offsets, "standby"))  # type: ignore[arg-type]
+    assert len(seen) == 1, "standbys restore the Faust way"
+    faust_adapter.install_bulk_restore(None)
+    assert Recovery._build_offsets is original
+
+
+def test_a_rebalance_during_a_bulk_restore_stops_its_thread_before_recovery_goes_on(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    async def original(self: object, consumer: object, tps: set[TP], destination: dict[TP, int | None],
+                       title: str) -> None:
+        for tp in tps:
+            destination[tp] = -1
+
+    monkeypatch.setattr(Recovery, "_build_offsets", original)
+    a = TP("s-changelog", 0)
+    stub = _recovery_stub({a: _rocks_table(tmp_path, "state")}, {a: 1000}, {a: None})
+    done = threading.Event()
+
+    def read(jobs: object, apply: object, should_stop: object, budget: float) -> dict[TP, int]:
+        while not should_stop():  # type: ignore[operator]
+            time.sleep(0.01)
+        time.sleep(0.05)  # the batch in hand
+        done.set()
+        return {a: 10}
+
+    faust_adapter.install_bulk_restore(read)
+
+    async def rebalance() -> None:
+        task = asyncio.create_task(Recovery._build_offsets(stub, None, {a}, stub.active_offsets, "active"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert done.is_set(), "the thread has stopped when the cancelled call returns"
+
+    asyncio.run(rebalance())
+    assert stub.active_offsets[a] == -1, "a cancelled restore does not move Faust's start offsets"
+    faust_adapter.install_bulk_restore(None)
+
+
+def _epoch_by_decoding(value: bytes | None) -> int | None:
+    """``record_epoch`` as it was: decode the record, read its top-level ``e``."""
+    if not value or value[:1] != b"{":
+        return None
+    try:
+        epoch = orjson.loads(value).get("e")
+    except orjson.JSONDecodeError:
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+def test_the_epoch_read_from_a_records_tail_is_the_decoded_one() -> None:
+    import random
+
+    fixed = [
+        b"", b"[]", b"{}", b'{"e":3}', b'{"e":-2}', b'{"e":0}', b'{"e":007}', b'{"e":true}', b'{"e":1.0}', b'{"e":1e3}',
+        b'{"o":1,"v":{"e":3},"p":null}', b'{"o":1,"v":null,"p":null,"e":12}', b'{"k,\\"e":5}',
+        b'{"k":",\\"e\\":5}"}', b'{"a":"x,","e":5}', b'{"\\u0065":4}', b'{"e":4,"x":1}', b'{"e" : 4}',
+        b'{"e":99999999999999999999999}', b'{"e":5} ', b"{broken", b'{"e":5', fence_write(1, 7)[1],
+    ]
+    rng = random.Random(17)
+    atoms: list[object] = [None, True, 0, -1, 42, 1.5, "", "e", '"e":1}', ',"e":2}', "x\\", "\u00e9"]
+
+    def value(depth: int) -> object:
+        roll = rng.random()
+        if depth > 2 or roll < 0.4:
+            return rng.choice(atoms)
+        if roll < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        keys = ["e", "o", "v", "p", "k,", '"e', "e\\"]
+        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    generated = [orjson.dumps(value(0)) for _ in range(3000)]
+    for raw in fixed + generated:
+        assert faust_adapter.record_epoch(raw) == _epoch_by_decoding(raw), raw
+
+
+def test_a_failed_bulk_restore_leaves_faust_s_recovery_where_its_write_batches_got(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+    from faust.tables.recovery import Recovery
+    from faust.types import TP
+
+    async def original(self: object, consumer: object, tps: set[TP], destination: dict[TP, int | None],
+                       title: str) -> None:
+        for tp in tps:
+            destination[tp] = -1
+
+    monkeypatch.setattr(Recovery, "_build_offsets", original)
+    rocks = _rocks_table(tmp_path, "state")
+    a, b = TP(faust_adapter.changelog_topic_name(rocks), 0), TP(faust_adapter.changelog_topic_name(rocks), 1)
+    stub = _recovery_stub({a: rocks, b: rocks}, {a: 100, b: 100}, {a: None, b: None})
+
+    def read(jobs: object, apply: object, should_stop: object, budget: float) -> dict[TP, int]:
+        apply(a, [(0, b"k0", b"v0"), (1, b"k1", b"v1")])  # type: ignore[operator]
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    faust_adapter.install_bulk_restore(read)
+    asyncio.run(Recovery._build_offsets(stub, None, {a, b}, stub.active_offsets, "active"))  # type: ignore[arg-type]
+    assert dict(stub.active_offsets) == {a: 1, b: -1}, "Faust reads on from the last batch written"
+    faust_adapter.install_bulk_restore(None)

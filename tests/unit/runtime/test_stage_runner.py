@@ -95,6 +95,9 @@ class FakeStore:
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self.table(partition).items()))
 
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.table(partition).get(key)
+
     def check(self) -> None:
         if self.ownership is not None:
             self.ownership.check()

@@ -191,3 +191,124 @@ def test_inventory_state_crash_mid_flush_rolls_back(kept_writes: int) -> None:
     assert restarted.offset == 2
     again = run_stage(restarted, table, recs[3:], 3, 4)
     assert [m.body["net_delta"] for m in first + again] == [3]
+
+
+# -- lazy orders: the worker's load (tables.records.LazyStore) -----------------------------
+
+
+class Source:
+    """A partition's stored records as the worker's stage reads them (``PartitionSource``):
+    in key order as RocksDB iterates them, or in reverse (the meta after the orders)."""
+
+    def __init__(self, table: FakeTable, reverse: bool = False) -> None:
+        self.table = table
+        self.reverse = reverse
+        self.lookups = 0
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        return sorted(self.table.items(), reverse=self.reverse)
+
+    def get(self, key: bytes) -> bytes | None:
+        self.lookups += 1
+        return self.table.get(key)
+
+
+def lazy(table: FakeTable, reverse: bool = False) -> PartitionState:
+    return PartitionState(0, CoreSettings(), None, source=Source(table, reverse))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cut", range(0, 10))
+def test_a_lazy_reload_after_each_batch_gives_the_same_outputs(cut: int, reverse: bool) -> None:
+    table = FakeTable()
+    ps = PartitionState(0, CoreSettings(), None)
+    out = run(ps, table, STREAM[:cut], 0, 2)
+    reloaded = lazy(table, reverse)
+    assert reloaded.offset == (cut - 1 if cut else -1)
+    eager = PartitionState(0, CoreSettings(), None, table.items())
+    assert reloaded.sizes() == eager.sizes()
+    assert dict(reloaded.engine.orders.items()).keys() == dict(eager.engine.orders.items()).keys()
+    out += run(reloaded, table, STREAM[cut:], cut, 3)
+    assert ids(out) == ids(reference())  # held order B still expires when the watermark moves on
+
+
+@pytest.mark.parametrize("kept_writes", range(0, 6))
+def test_a_lazy_reload_rolls_a_crashed_batch_back_like_the_eager_one(kept_writes: int) -> None:
+    table = FakeTable()
+    ps = PartitionState(0, CoreSettings(), None)
+    first = run(ps, table, STREAM[:4], 0, 4)
+    second = []
+    for raw in STREAM[4:8]:
+        second += ps.process(raw)
+    writes = ps.flush(7, table.get)
+    table.apply(writes[: min(kept_writes, len(writes) - 1)])
+    restarted = lazy(table)
+    assert restarted.offset == 3
+    # A batch smaller than the crashed one first: keys it wrote (at offset 7) are read as
+    # of the load (their replaced value), even after the state has committed past 3.
+    again = run(restarted, table, STREAM[4:], 4, 1)
+    assert ids(again)[: len(second)] == ids(second)
+    assert set(ids(first) + ids(again)) == set(ids(reference()))
+    assert len(ids(first) + ids(again)) == len(ids(reference()))
+
+
+def test_a_lazy_load_decodes_only_pending_orders_and_reads_the_rest_on_use() -> None:
+    table = FakeTable()
+    ps = PartitionState(0, CoreSettings(), None)
+    run(ps, table, STREAM[:4], 0, 4)  # A released and picking, B held (unknown order)
+    source = Source(table)
+    reloaded = PartitionState(0, CoreSettings(), None, source=source)
+    orders = reloaded.engine.orders
+    assert source.lookups == 0 and len(orders) == 2
+    assert ("WH1", "B") in reloaded.stores["o"]._cache  # held: decoded at load (its hold deadline)
+    assert ("WH1", "A") not in reloaded.stores["o"]._cache
+    assert orders[("WH1", "A")].status == PartitionState(0, CoreSettings(), None, table.items()).engine.orders[("WH1", "A")].status
+    assert source.lookups == 1
+    assert orders.get(("WH1", "Z")) is None and ("WH1", "Z") not in orders and source.lookups == 2
+    state = orders.pop(("WH1", "A"))
+    assert len(orders) == 1 and orders.dirty == {("WH1", "A")}
+    orders[("WH1", "A")] = state
+    orders[("WH1", "C")] = state
+    assert len(orders) == 3 and sorted(orders) == [("WH1", "A"), ("WH1", "B"), ("WH1", "C")]
+    del orders[("WH1", "C")]
+    with pytest.raises(KeyError):
+        del orders[("WH1", "C")]
+    assert len(orders) == 2 and orders.pop(("WH1", "C"), "gone") == "gone"
+    assert ("WH1", "C") in orders.dirty
+
+
+def test_pending_and_presence_are_read_from_the_records_bytes_as_the_decoder_would() -> None:
+    from app.core.orders import next_deadline
+    from tables.records import committed_present, maybe_pending
+
+    table = FakeTable()
+    ps = PartitionState(0, CoreSettings(), None)
+    run(ps, table, STREAM, 0, 1)
+    orders = {k: v for k, v in table.items() if b"\x1fo\x1f" in k}
+    assert orders
+    for raw in orders.values():
+        rec = orjson.loads(raw)
+        for offset in (-1, rec["o"] - 1, rec["o"], rec["o"] + 1):
+            assert committed_present(raw, offset) == ((rec["v"] if rec["o"] <= offset else rec["p"]) is not None)
+    held = ev(3, "PickConfirmed", order_id="B", line_no=1, sku="S9", qty=1, location="L9")
+    only = PartitionState(0, CoreSettings(), None)
+    only.process(held)
+    (raw,) = [v for k, v in only.flush(0, lambda k: None) if b"\x1fo\x1f" in k]
+    assert maybe_pending(raw) and next_deadline(only.engine.orders[("WH1", "B")]) is not None
+    done = orjson.dumps({"o": 1, "v": {"held": [], "waiting": []}, "p": {"held": [], "waiting": []}, "e": 0})
+    assert not maybe_pending(done)
+    assert maybe_pending(b'{"o":1,"v":{"held" : [[1,{}]],"waiting":[]},"p":null}')  # any other spelling: decoded
+    assert not committed_present(b'{"o":1,"v":null,"p":{"x":1}}', 1)
+    assert committed_present(b'{"o":2,"v":null,"p":{"x":1}}', 1)
+    assert committed_present(b'{"p":null,"v":{"x":1},"o":1}', 1)  # not as keyed_writes writes it: decoded
+
+
+def test_a_lazy_key_is_read_as_of_the_load_offset_whatever_was_committed_since() -> None:
+    from tables.records import RETURNS, LazyStore, table_key
+
+    stored = {table_key(0, RETURNS, ["WH1", "R1", "S1"]): orjson.dumps({"o": 7, "v": 70, "p": 30, "e": 0})}
+    store = LazyStore(0, RETURNS, 3, stored.get, lambda: stored.items(), count=1)
+    # loaded at offset 3; the record is of an unfinished batch (7): its replaced value counts,
+    # also after this state has flushed past 7 without touching the key
+    assert store[("WH1", "R1", "S1")] == 30
+    assert list(store) == [("WH1", "R1", "S1")] and len(store) == 1
