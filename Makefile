@@ -37,6 +37,8 @@ test-unit: install
 demo: install system-deps
 	$(BIN)/python -m app.harness.demo
 
+# The benchmarks' own venv (.venv-quix: the Quix Streams peer and py-spy for --profile) is made
+# by benchmarks/quix_bench.py on first use.
 bench: install system-deps
 	$(BIN)/python -m benchmarks.run --full
 
