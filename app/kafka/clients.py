@@ -6,10 +6,12 @@ Every topic the app creates is created here (``ensure_topics``), with the config
 the one source (``app/kafka/topics.py`` declares the same configs to Faust)."""
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path; stubs lack the re-export
@@ -247,13 +249,52 @@ class Record:
     timestamp_ms: int
 
 
+_T = TypeVar("_T")
+
+#: Broker answers that only mean "not yet": a partition whose leader is being elected or
+#: whose metadata has not reached this broker (right after a topic is created, or while a
+#: broker restarts). librdkafka flags most as retriable; these three it does not always.
+_TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def is_transient(exc: KafkaException) -> bool:
+    """Whether ``exc`` is worth asking again (a leader election, metadata still spreading)."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
+
+
+def retry_transient(call: Callable[[], _T], timeout_s: float = 30.0,
+                    sleep: Callable[[float], None] = time.sleep) -> _T:
+    """``call()``, asked again while it raises a transient :class:`KafkaException` (backing
+    off 0.1 s doubling to 2 s) for up to ``timeout_s``; any other error, or the last
+    transient one after the timeout, is raised."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if not is_transient(exc) or time.monotonic() + pause > deadline:
+                raise
+        sleep(pause)
+        pause = min(2.0, pause * 2)
+
+
 def end_offsets(bootstrap: str, topic: str, kafka: KafkaSettings | None = None) -> dict[int, int]:
+    """{partition: end offset} of ``topic`` ({} if it does not exist). A partition without a
+    leader yet (a topic just created, a broker restarting) is asked again for up to 30 s."""
     consumer = Consumer({**client_config(bootstrap, kafka), "group.id": "syncgov-tools"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             return {}
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+
+        def end(partition: int) -> int:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
+
+        return {p: retry_transient(functools.partial(end, p)) for p in meta.partitions}
     finally:
         consumer.close()
 

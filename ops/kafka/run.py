@@ -94,6 +94,16 @@ class KafkaStartError(RuntimeError):
     """The broker did not start (the message names its log)."""
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64 without padding, never starting
+    with ``-`` (an argument parser would take it for an option, as Kafka's own
+    ``Uuid.randomUuid`` avoids for the same reason)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def libs_dir(version: str = VERSION) -> Path:
     """``<repo>/.kafka/<version>/libs``, checked: an install error if it is not there."""
     libs = ROOT / ".kafka" / version / "libs"
@@ -209,8 +219,8 @@ class KafkaBroker:
         jvm = [java, *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.data_dir}",
                "-cp", classpath]
         t0 = time.monotonic()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
+                              "-c", str(props)],
                              capture_output=True, text=True, timeout=120)
         if fmt.returncode != 0:
             raise KafkaStartError(f"formatting the storage failed ({fmt.returncode}): {(fmt.stderr or fmt.stdout)[-800:]}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,15 @@ def test_a_broker_start_without_jars_fails_before_anything_runs(tmp_path: Path) 
     with pytest.raises(run.KafkaInstallError):
         broker.start()
     assert broker.process is None
+
+
+def test_a_cluster_id_never_looks_like_an_option(monkeypatch) -> None:
+    # About one id in 64 began with "-" and Kafka's storage tool took it for an option.
+    run = ops_module("kafka/run.py")
+    ids = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(run.uuid, "uuid4", lambda: next(ids))
+    assert run.base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().startswith("-")
+    assert run.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_server_properties_single_node_kraft_no_auto_create(tmp_path: Path) -> None:
