@@ -400,6 +400,11 @@ class WorkerSettings:
         "restore the tables' changelogs in bulk (large confluent-kafka batches written as RocksDB write batches) "
         "before Faust's recovery, which then has nothing left to read; `false`: Faust's record-by-record recovery "
         "alone")
+    gc_gen0: int = setting(
+        "WORKER_GC_GEN0", "50000", _non_negative(_int),
+        "Python's young-generation collection threshold for the worker (after start-up the heap is frozen out of "
+        "the collector's sight; the state dies by reference counting, so full collections over it are waste); "
+        "`0`: Python's defaults (700, 10, 10)")
     exactly_once: str = setting(
         "WORKER_EXACTLY_ONCE", "auto", _one_of("auto", "on", "off"),
         "Kafka transactions per stage and input partition: a batch's outputs, state changelog records and input "

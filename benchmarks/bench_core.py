@@ -14,6 +14,7 @@ Prints a JSON summary.  Usage: python benchmarks/bench_core.py [--events N] [--j
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -33,6 +34,7 @@ from app.commands.replay import run_replay
 from app.core.engine import Engine
 from app.core.model import Milestone
 from app.core.timeutil import format_ts
+from app.runtime import heap
 
 T0 = 1795773600000  # 2026-11-27T10:00:00.000Z
 WAREHOUSES = ("WH-1", "WH-2")
@@ -210,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(raw + b"\n")
         generated = time.perf_counter() - start
         rss_before = _rss_mb()
+        # The core as the worker and replay run it: under the process's GC policy
+        # (app/runtime/heap.py); the first pass under Python's defaults, for comparison.
+        thresholds = gc.get_threshold()
+        core_default_gc = bench_core(path)
+        gc.collect()
+        tuned = heap.tune()
         core = bench_core(path)
         rss_core = _rss_mb()
         replay = bench_replay(path, workdir)
@@ -219,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             "input_bytes": path.stat().st_size,
             "generate_seconds": round(generated, 2),
             "core": core,
+            "gc": {"thresholds": list(tuned), "core_events_per_s_with_python_defaults": core_default_gc["events_per_s"],
+                   "python_defaults": list(thresholds)},
             "replay": replay,
             "peak_rss_mb": {"before_core": round(rss_before, 1), "after_core": round(rss_core, 1),
                             "after_replay": round(_rss_mb(), 1)},

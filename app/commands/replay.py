@@ -33,6 +33,7 @@ from app.core.engine import Engine, Output
 from app.core.model import CoreSettings, DeadLetter, StockForward
 from app.core.stock import InventoryStage, Mark
 from app.kafka.codec import CONFLUENT_MAGIC
+from app.runtime import heap
 
 AVRO_MAGIC: Final = b"\xc3\x01"
 LENGTH_BYTES: Final = 4
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", help="milestones, one JSON line each (default stdout)")
     parser.add_argument("--dead-letter", help="dead letters, one {raw, reason} line each")
     args = parser.parse_args(argv)
+    heap.tune()  # the worker's GC policy: the same core at the same speed
     try:
         return run_replay(args.input, args.output, args.dead_letter)
     except BrokenPipeError:

@@ -17,6 +17,7 @@ import sys
 
 from app import logs
 from app import settings as settings_module
+from app.runtime import heap
 
 log = logging.getLogger("syncgov.worker")
 
@@ -96,6 +97,7 @@ def run_worker(argv: list[str] | None = None) -> int:
     # Faust sets up logging itself when its worker starts: the same handler and format as ours.
     app.conf.logging_config = logs.dict_config(settings.worker.log_format, settings.worker.log_level)
     sys.argv = faust_argv(settings, argv)
+    heap.tune(settings.worker.gc_gen0)
     try:
         app.main()
     except SystemExit as exc:
