@@ -514,7 +514,11 @@ def merge(previous: dict[str, Any], fresh: dict[str, Any], only: Sequence[str]) 
     out["figures"] = sorted(keep + new, key=lambda f: order.get(section_of(f["id"]) or "", len(SECTIONS)))
     out["raw"] = {**previous.get("raw", {})}
     for key, value in fresh["raw"].items():
-        out["raw"][key] = value
+        before = out["raw"].get(key)
+        if key in LABELS and isinstance(before, dict) and isinstance(value, dict):
+            out["raw"][key] = {**before, **value}  # another broker's sections: only the re-run ones replaced
+        else:
+            out["raw"][key] = value
     out["sections"] = {**previous.get("sections", {}), **fresh["sections"]}
     out["notes"] = [*previous.get("notes", []),
                     f"sections {', '.join(only)} re-run at {fresh['started']} (load {fresh['load_start']} -> "

@@ -93,6 +93,25 @@ def test_a_rerun_section_replaces_only_its_figures() -> None:
     assert unjson(jsonable({"x": [float("inf")]})) == {"x": [float("inf")]}
 
 
+def test_a_re_run_section_on_another_broker_keeps_that_brokers_other_raw_sections() -> None:
+    from benchmarks.run import merge
+
+    def report(raw: dict, started: str) -> dict:
+        return {"mode": "full", "started": started, "load_start": "1", "load_end": "1", "seconds": 10.0,
+                "figures": [], "notes": [], "raw": raw, "sections": {}}
+
+    def run(mib: float) -> dict:
+        return {"worker_vm_hwm_mib": [mib]}
+
+    old = report({"throughput": run(1), "apache": {"throughput": run(2), "recovery": run(3)}}, "t0")
+    new = report({"recovery": run(4), "apache": {"recovery": run(5)}}, "t1")
+    merged = merge(old, new, ["recovery"])
+    assert merged["raw"]["apache"] == {"throughput": run(2), "recovery": run(5)}
+    assert merged["raw"]["throughput"] == run(1) and merged["raw"]["recovery"] == run(4)
+    rss = next(f for f in merged["figures"] if f["id"] == "rss")
+    assert "apache throughput max 2 MiB" in rss["conditions"] and "apache recovery max 5 MiB" in rss["conditions"]
+
+
 def test_figures_on_apache_kafka_get_their_own_ids_and_sit_next_to_the_embedded_ones() -> None:
     from benchmarks.run import on_broker, section_of, side_by_side
 
