@@ -101,7 +101,6 @@ def confluent_transactional(config: Mapping[str, object], linger_ms: float = 5) 
             "transactional.id": transactional_id,
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": linger_ms,
-            "retry.backoff.ms": 10,
         })
 
     return make
