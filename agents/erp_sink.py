@@ -20,7 +20,6 @@ parking, unknown outcomes, fencing). This module wires it to the worker:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from faust.types import TopicT
 
 from app.erp import http_client, make_port, quota
 from app.erp.sink import Flush, OrderedErpSink, Record, SinkConfig, fence
-from app.kafka.clients import client_config, retry_transient
+from app.kafka.clients import client_config, watermarks
 from app.runtime import faust_adapter
 from app.runtime.failfast import or_exit
 from app.runtime.ownership import Ownership
@@ -91,9 +90,7 @@ class KafkaSource:
         def query() -> dict[int, int]:
             out = {}
             for p in partitions:
-                tp = TopicPartition(self.topic, p)
-                _, high = retry_transient(functools.partial(self.consumer.get_watermark_offsets, tp, timeout=10))
-                out[p] = high
+                out[p] = watermarks(self.consumer, self.topic, p)[1]
             return out
 
         return await self._call(query)

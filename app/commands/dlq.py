@@ -21,7 +21,6 @@ only marks it as handled.
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from confluent_kafka import Producer
 
 from app.core import keys
 from app.kafka import codec
-from app.kafka.clients import PRODUCER_DEFAULTS, client_config, read_all, retry_transient, send
+from app.kafka.clients import PRODUCER_DEFAULTS, client_config, read_all, send, watermarks
 from app.settings import Settings, load
 
 log = logging.getLogger(__name__)
@@ -243,8 +242,7 @@ def original_keys(s: Settings, entries: Sequence[InputEntry]) -> dict[str, bytes
                          "enable.auto.commit": False})
     try:
         for (topic, partition, offset), rid in wanted.items():
-            tp = TopicPartition(topic, partition)
-            low, high = retry_transient(functools.partial(consumer.get_watermark_offsets, tp, timeout=10))
+            low, high = watermarks(consumer, topic, partition)
             if not low <= offset < high:
                 continue
             consumer.assign([TopicPartition(topic, partition, offset)])

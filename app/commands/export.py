@@ -16,13 +16,12 @@ as it is on the topic (keys are not needed: the record carries its identity):
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from app.kafka.clients import Record, end_offsets, read_all, retry_transient
+from app.kafka.clients import Record, end_offsets, read_all, watermarks
 from app.settings import Settings
 
 FORMATS: Final = ("auto", "ndjson", "framed")
@@ -56,8 +55,7 @@ def starts_at_time(s: Settings, topic: str, partitions: Iterable[int], at_ms: in
             if tp.offset >= 0:
                 out[tp.partition] = tp.offset
             else:  # no record at or after the time: start at the end
-                end = TopicPartition(topic, tp.partition)
-                out[tp.partition] = retry_transient(functools.partial(consumer.get_watermark_offsets, end, timeout=10))[1]
+                out[tp.partition] = watermarks(consumer, topic, tp.partition)[1]
         return out
     finally:
         consumer.close()

@@ -282,19 +282,22 @@ def retry_transient(call: Callable[[], _T], timeout_s: float = 30.0,
         pause = min(2.0, pause * 2)
 
 
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) offsets of a partition from the broker; a partition without a leader yet
+    (a topic just created, a broker restarting) is asked again for up to 30 s."""
+    tp = TopicPartition(topic, partition)
+    low, high = retry_transient(functools.partial(consumer.get_watermark_offsets, tp, timeout=10))
+    return int(low), int(high)
+
+
 def end_offsets(bootstrap: str, topic: str, kafka: KafkaSettings | None = None) -> dict[int, int]:
-    """{partition: end offset} of ``topic`` ({} if it does not exist). A partition without a
-    leader yet (a topic just created, a broker restarting) is asked again for up to 30 s."""
+    """{partition: end offset} of ``topic`` ({} if it does not exist)."""
     consumer = Consumer({**client_config(bootstrap, kafka), "group.id": "syncgov-tools"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             return {}
-
-        def end(partition: int) -> int:
-            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
-
-        return {p: retry_transient(functools.partial(end, p)) for p in meta.partitions}
+        return {p: watermarks(consumer, topic, p)[1] for p in meta.partitions}
     finally:
         consumer.close()
 

@@ -61,3 +61,21 @@ def test_a_transient_error_past_the_timeout_is_raised() -> None:
     with pytest.raises(KafkaException) as raised:
         retry_transient(call, timeout_s=0.0, sleep=lambda _: None)
     assert raised.value.args[0].code() == KafkaError.NOT_LEADER_FOR_PARTITION
+
+
+def test_watermarks_ask_a_partition_without_a_leader_again(monkeypatch) -> None:
+    import app.kafka.clients as clients
+
+    class Consumer:
+        calls = 0
+
+        def get_watermark_offsets(self, tp, timeout: float) -> tuple[int, int]:
+            Consumer.calls += 1
+            if Consumer.calls == 1:
+                raise _error(KafkaError.NOT_LEADER_FOR_PARTITION)
+            assert (tp.topic, tp.partition, timeout) == ("t", 3, 10)
+            return 2, 7
+
+    monkeypatch.setattr(clients.time, "sleep", lambda _: None)
+    assert clients.watermarks(Consumer(), "t", 3) == (2, 7)  # type: ignore[arg-type]
+    assert Consumer.calls == 2
