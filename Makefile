@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-unit lint demo bench bench-quick bench-erp chaos mutate clean
+.PHONY: install system-deps test test-unit lint demo bench bench-quick bench-erp chaos mutate core-native clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test-unit: install
 
 demo: install system-deps
 	$(BIN)/python -m app.harness.demo
+
+# The governance core compiled by mypyc into build/core-native (outside the source tree; rebuilt
+# only when app/core changed). Use it: GOVERNANCE_CORE_BUILD=build/core-native. `make bench`
+# builds and uses it itself; the image builds its own.
+core-native: install
+	$(BIN)/python ops/build_core.py --out build/core-native --if-stale
 
 # The benchmarks' own venv (.venv-quix: the Quix Streams peer and py-spy for --profile) is made
 # by benchmarks/quix_bench.py on first use.

@@ -287,10 +287,16 @@ def _configuration_error(exc: Exception) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from app import logs
-    from app.settings import SettingsError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     logs.setup()
+    try:
+        from app.settings import SettingsError
+    except ImportError as exc:  # GOVERNANCE_CORE_BUILD names a build that cannot be used
+        if getattr(exc, "setting", None) is None:
+            raise
+        logs.error(f"configuration error: {exc}")
+        return EXIT_USAGE
     if argv[:1] == ["simulate"]:  # the simulator owns its (many) options
         args = argparse.Namespace(command="simulate")
     else:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from app.core import _native
 from app.core.model import CoreSettings
 
 T = TypeVar("T")
@@ -177,6 +178,15 @@ def _readable_file(raw: str) -> str:
 
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def _core_build(raw: str) -> str:
+    """A directory holding a mypyc build of ``app/core`` made from these sources (``app.core._native``)."""
+    try:
+        _native.check(Path(raw).resolve())
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    return raw
 
 
 def _bootstrap(raw: str) -> str:
@@ -353,6 +363,11 @@ class GovernanceSettings:
     future_tolerance_s: float = setting(
         "FUTURE_TOLERANCE_S", "300", _non_negative(_float),
         "events further ahead of the wall clock are INVALID_EVENT `future` (worker only)")
+    core_build: str = setting(
+        "GOVERNANCE_CORE_BUILD", "", _optional(_core_build),
+        "directory of a compiled (mypyc) build of the governance core, made by `python ops/build_core.py --out DIR` "
+        "from the same sources (checked at start-up: another Python or other sources is a configuration error); "
+        "empty: the core runs as plain Python. The image sets it to its own build")
 
     def core(self) -> CoreSettings:
         """The governance core's settings (``app/core``: times in ms), for the worker, replay

@@ -31,6 +31,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.commands.replay import run_replay
+from app.core import _native
 from app.core.engine import Engine
 from app.core.model import Milestone
 from app.core.timeutil import format_ts
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                             "after_replay": round(_rss_mb(), 1)},
             "targets": {"core_events_per_s": 250_000, "replay_events_per_s": 100_000},
             "python": sys.version.split()[0],
+            "core_build": _native.active or "python",
             "cpu_count": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }

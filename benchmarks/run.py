@@ -45,7 +45,7 @@ MODES: dict[str, dict[str, Any]] = {
         "latency_rate": 10000, "latency_seconds": 3, "latency_wait_s": 10, "latency_sustainable": False,
         "erp": False,
         "recovery_keys": 10_000, "recovery_reps": 1, "recovery_baseline_reps": 0,
-        "brokers": "embedded",
+        "brokers": "embedded", "core_build": "native",
     },
     "full": {
         "core_events": 1_000_000, "core_reps": 3,
@@ -55,7 +55,7 @@ MODES: dict[str, dict[str, Any]] = {
         "erp": True, "erp_orders": 20, "erp_drain": 100, "erp_reps": 3, "erp_rate": 10, "erp_burst": 5,
         "erp_mix_orders": 3000,
         "recovery_keys": 1_000_000, "recovery_reps": 3, "recovery_baseline_reps": 3,
-        "brokers": "embedded,apache",
+        "brokers": "embedded,apache", "core_build": "native",
     },
 }
 #: Figure ids and names on the embedded broker are the historical ones; on another broker the
@@ -202,30 +202,73 @@ def core_section(cfg: dict[str, Any], raw: dict[str, Any]) -> list[dict[str, Any
     if not script.exists():
         return [skipped("core", names[0], "benchmarks/bench_core.py does not exist", targets[0]),
                 skipped("replay", names[1], "benchmarks/bench_core.py does not exist", targets[1])]
-    runs = []
-    for rep in range(cfg["core_reps"]):
+    def once(env: dict[str, str]) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "core.json"
             proc = subprocess.run([sys.executable, str(script), "--events", str(cfg["core_events"]),
-                                   "--json-out", str(out)], capture_output=True, text=True, timeout=1800)
+                                   "--json-out", str(out)], capture_output=True, text=True, timeout=1800, env=env)
             if proc.returncode != 0 or not out.exists():
                 raise RuntimeError(f"bench_core exited {proc.returncode}: {proc.stderr[-800:]}")
-            runs.append(json.loads(out.read_text()))
-        log(f"core rep {rep + 1}/{cfg['core_reps']}: core {runs[-1]['core']['events_per_s']:,}/s, "
-            f"replay {runs[-1]['replay']['events_per_s']:,}/s")
+            result: dict[str, Any] = json.loads(out.read_text())
+            return result
+
+    runs, plain = [], []
+    native = bool(os.environ.get(CORE_BUILD_ENV))
+    for rep in range(cfg["core_reps"]):
+        runs.append(once(dict(os.environ)))
+        log(f"core rep {rep + 1}/{cfg['core_reps']} ({runs[-1].get('core_build', 'python')}): core "
+            f"{runs[-1]['core']['events_per_s']:,}/s, replay {runs[-1]['replay']['events_per_s']:,}/s")
+        if native:  # the same sources as plain Python, alternating, for comparison
+            plain.append(once({k: v for k, v in os.environ.items() if k != CORE_BUILD_ENV}))
+            log(f"core rep {rep + 1}/{cfg['core_reps']} (python): core {plain[-1]['core']['events_per_s']:,}/s")
     raw["core"] = runs
+    raw["core_python"] = plain
     ev = cfg["core_events"]
     ok_replay = all(r["replay"].get("exit_code", 0) == 0 for r in runs)
     cond = f"{ev:,} generated events (bench_core's own stream), one process, {len(runs)} runs"
+    build = (f"the core compiled by mypyc ({CORE_BUILD_ENV}, ops/build_core.py)" if native
+             else "the core as plain Python")
+    cond += f"; {build}"
     return [
         figure("core", names[0], [r["core"]["events_per_s"] for r in runs], "events/s", target=targets[0],
                conditions=cond + "; decoded events through Engine.process_event, under the worker's GC policy "
                "(app/runtime/heap.py)",
                note=f"{statistics.median(r['core']['events_per_cpu_s'] for r in runs):,.0f} events per CPU s"
-               + _default_gc_note(runs)),
+               + _default_gc_note(runs) + _plain_note(plain)),
         figure("replay", names[1], [r["replay"]["events_per_s"] for r in runs], "events/s", target=targets[1],
                conditions=cond + "; NDJSON file -> milestones file (run_replay)", ok=ok_replay),
     ]
+
+
+def _plain_note(plain: list[dict[str, Any]]) -> str:
+    """The same pass with the core as plain Python (no build), run alternately."""
+    if not plain:
+        return ""
+    rates = [r["core"]["events_per_s"] for r in plain]
+    return f"; the same sources as plain Python: {statistics.median(rates):,.0f}/s ({min(rates):,}–{max(rates):,})"
+
+
+CORE_BUILD_ENV = "GOVERNANCE_CORE_BUILD"
+
+
+def use_core_build(kind: str) -> dict[str, Any] | None:
+    """``native``: build the mypyc core if stale (ops/build_core.py) and set GOVERNANCE_CORE_BUILD for
+    every process the bench starts (bench_core, workers, the Quix peer: all run the same core);
+    ``python``: unset it. Returns the build's manifest, or None."""
+    if kind == "python":
+        os.environ.pop(CORE_BUILD_ENV, None)
+        return None
+    if kind != "native":
+        raise ValueError(f"core_build={kind!r}: native or python")
+    sys.path.insert(0, str(ROOT / "ops"))
+    import build_core
+
+    out = ROOT / "build" / "core-native"
+    manifest = None if build_core.is_current(out) else build_core.build(out, quiet=False)
+    os.environ[CORE_BUILD_ENV] = str(out)
+    if manifest is None:
+        manifest = json.loads((out / "manifest.json").read_text())
+    return {"dir": str(out), "mypyc": manifest.get("mypyc"), "compiled": manifest.get("compiled")}
 
 
 def _default_gc_note(runs: list[dict[str, Any]]) -> str:
@@ -536,6 +579,7 @@ def run(mode: str, overrides: dict[str, Any] | None = None, only: Sequence[str] 
                               "machine": wb.machine(), "load_start": load(), "figures": [], "notes": [],
                               "raw": {}, "sections": {}}
     raw = report["raw"]
+    report["core_build"] = use_core_build(str(cfg.get("core_build", "native")))
     tag = f"bench{int(time.time())}"
 
     def section(name: str, fn: Callable[[], list[dict[str, Any]]], fallback: list[tuple[str, str]],

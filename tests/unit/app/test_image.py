@@ -43,3 +43,18 @@ def test_the_lock_covers_every_runtime_dependency_within_its_range() -> None:
         name = req.name.lower()
         assert name in locked, f"{name} is not in requirements.lock (regenerate it: README 'Image')"
         assert req.specifier.contains(locked[name], prereleases=True), f"{name}=={locked[name]} is not {req.specifier}"
+
+
+def test_the_image_runs_the_compiled_core_it_built() -> None:
+    """The build stage compiles app/core with mypyc into the venv's directory and the runtime
+    stage points GOVERNANCE_CORE_BUILD at it (checked against the installed sources at start-up);
+    the build tool is in the build context, mypy is not in the runtime venv."""
+    build = re.search(r"ops/build_core\.py --out (\S+)", DOCKERFILE)
+    assert build, "the build stage does not run ops/build_core.py"
+    runtime = DOCKERFILE.split("AS runtime", 1)[1]
+    assert f"GOVERNANCE_CORE_BUILD={build.group(1)}" in runtime
+    assert build.group(1).startswith("/opt/syncgov/"), "the build must be inside what the runtime stage copies"
+    assert "COPY --from=build /opt/syncgov /opt/syncgov" in runtime
+    assert "/opt/build-tools" not in runtime
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignore.index("!ops/build_core.py") > ignore.index("ops")
