@@ -64,8 +64,9 @@ bench-erp: install system-deps
 # lost or twice-posted milestone or any poison record missing from the dead-letter topic.
 # Options: make chaos CHAOS_ARGS="--orders 500 --seed 11"; on Apache Kafka: CHAOS_ARGS="--broker apache"
 # (see python -m app.harness.chaos.run --help)
-chaos: install system-deps
-	$(BIN)/python -m app.harness.chaos.run $(CHAOS_ARGS)
+# The workers run the compiled core, as the image does.
+chaos: install system-deps core-native
+	GOVERNANCE_CORE_BUILD=build/core-native $(BIN)/python -m app.harness.chaos.run $(CHAOS_ARGS)
 
 # Mutation testing of app/core against tests/unit/core (not part of `make test`: 20 to 45 min
 # on 2 cores). mutmut lives in its own venv over the project's (see pyproject.toml, [mutate]);
