@@ -100,6 +100,8 @@ class StageRunner:
         #: The partitions whose state the stage holds.
         self.loaded: set[int] = set()
         self.reader: Reader | None = None
+        #: Log the first records read after the last (re-)assignment (once per assignment).
+        self.first_read_pending = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{stage.name}-reader")
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -131,6 +133,7 @@ class StageRunner:
         starts = [TopicPartition(self.stage.topic, p, offsets.get(p, 0)) for p in sorted(owned)]
         await self._call(self.reader.assign, starts)
         self.assigned = set(owned)
+        self.first_read_pending = bool(owned)
         log.info("%s: reading %s partitions %s", self.stage.name, self.stage.topic, sorted(owned))
 
     def _highs(self) -> dict[int, int]:
@@ -170,6 +173,9 @@ class StageRunner:
         assert self.reader is not None
         msgs: list[Message] = await self._call(read_batch, self.reader, self.batch_size, self.batch_within_s)
         started = time.perf_counter()
+        if msgs and self.first_read_pending:
+            self.first_read_pending = False
+            log.info("%s: first records from %s since the assignment: %d", self.stage.name, self.stage.topic, len(msgs))
         async with self.lock:
             if self.assigned is None or self.ownership.owned() != self.assigned:
                 self.assigned = None  # the assignment changed meanwhile: re-sync and re-seek first

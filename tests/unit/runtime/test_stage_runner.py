@@ -301,3 +301,21 @@ def test_an_idle_consumer_waits_for_the_first_record_then_takes_what_came_with_i
     assert len(read_batch(reader, 100, 0.1)) == 5
     assert reader.calls == [(100, 0), (1, 0.1), (99, 0)]
     assert read_batch(QueuedReader(queued=0), 100, 0.1) == []
+
+
+def test_the_first_records_after_each_assignment_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The stage logs when it has its first records in hand after an assignment (the
+    benchmark times the worker from that line): once per assignment, not per batch."""
+    async def run() -> None:
+        log = {0: [release(i) for i in range(6)], 1: [release(i, f"P1-{i}") for i in range(6, 8)]}
+        group = Group({0})
+        r = runner(stage(FakeStore(), Emitted()), group, FakeConsumer(log))
+        await turns(r, 3)  # 3 batches of partition 0
+        group.owned = {0, 1}  # a new assignment
+        await turns(r, 2)
+
+    with caplog.at_level("INFO", logger="app.runtime.runner"):
+        asyncio.run(run())
+    first = [rec.getMessage() for rec in caplog.records if "first records" in rec.getMessage()]
+    assert first == ["governance: first records from events since the assignment: 2",
+                     "governance: first records from events since the assignment: 2"]  # partition 1's
