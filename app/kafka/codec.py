@@ -35,7 +35,6 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
 from app.core import parse  # the pure core imports nothing of app outside app.core
-from app.kafka.avro_writer import Unhandled, Write, compile_writer
 
 
 def _avro_dir() -> Path:
@@ -100,7 +99,6 @@ class _Schema:
     timestamps: tuple[str, ...]
     header: bytes
     source: str  # the schema as JSON text, docs and defaults kept (what a registry is given)
-    direct: Write | None = None  # the direct body writer (``app.kafka.avro_writer``), if it covers the schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +153,6 @@ def _parse(raw: Any, where: str) -> _Schema:
         timestamps=_top_level_timestamps(raw),
         header=MAGIC + fp.to_bytes(8, "little"),
         source=orjson.dumps(raw).decode(),
-        direct=compile_writer(parsed),
     )
 
 
@@ -221,13 +218,6 @@ def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
     if schema.timestamps:
         record = {**record, **{f: _to_ms(record.get(f)) for f in schema.timestamps}}
     confluent = _output_writers.get(schema_name)
-    if confluent is None and schema.direct is not None:
-        buf = bytearray(schema.header)
-        try:
-            schema.direct(buf, record)
-            return bytes(buf)
-        except (Unhandled, UnicodeError):
-            pass  # fastavro writes it, or names what is wrong with it
     try:
         if confluent is not None:
             return confluent(record)
