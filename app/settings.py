@@ -396,9 +396,9 @@ class WorkerSettings:
     standby_replicas: int = setting("WORKER_STANDBY_REPLICAS", "0", _non_negative(_int),
                                     "standby replicas of every table")
     batch_size: int = setting(
-        "WORKER_BATCH_SIZE", "20000", _positive(_int),
-        "max events per processing batch (per-batch costs: one flush of outputs, one of state; an order touched "
-        "many times in a batch is written once)")
+        "WORKER_BATCH_SIZE", "50000", _positive(_int),
+        "max events per processing batch (per-batch costs: one flush of outputs, one of state, with exactly-once "
+        "one transaction per partition; an order touched many times in a batch is written once)")
     batch_within_s: float = setting("WORKER_BATCH_WITHIN_S", "0.1", _positive(_float),
                                     "how long an idle consumer waits for a record before the stage turns "
                                     "(a batch is what has arrived: no record waits for a batch to fill)")
