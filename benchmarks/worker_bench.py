@@ -311,14 +311,13 @@ def raw_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 300) 
 POLL_S = 0.1
 
 
-def reading_since(worker: WorkerProcess, topic: str, stage: str = "governance") -> float | None:
+def first_records_at(worker: WorkerProcess, topic: str, stage: str = "governance") -> float | None:
     """Unix time at which ``stage`` had its first records of ``topic`` in hand: the timestamp
-    of its last "<stage>: first records from <topic> since the assignment" line in the
+    of its first "<stage>: first records from <topic> since the assignment" line in the
     worker's JSON log (``app.runtime.runner``: logged when the first batch after an
     assignment has been read, before it is processed), or None. The raw consumer and the
     peer are timed from their first record too."""
     head = f"{stage}: first records from {topic} since the assignment"
-    since = None
     try:
         lines = worker.log_file.read_text(errors="replace").splitlines()
     except OSError:
@@ -331,8 +330,8 @@ def reading_since(worker: WorkerProcess, topic: str, stage: str = "governance") 
         except ValueError:
             continue
         if str(entry.get("msg", "")).startswith(head):
-            since = datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00")).timestamp()
-    return since
+            return datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: str) -> dict[str, float]:
@@ -355,7 +354,7 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: s
         if n >= count:
             cpu = cpu_seconds(pid) - cpu0
             end = metric(worker, "syncgov_last_commit_timestamp_seconds")
-            start = reading_since(worker, topic)
+            start = first_records_at(worker, topic)
             if end is None or start is None:
                 raise RuntimeError(f"worker {worker.url}: no start of reading in its log or no last commit in /metrics")
             elapsed = end - start
@@ -461,24 +460,24 @@ def quix_run(bootstrap: str, topic: str, n: int, app_id: str, expected: dict[str
 # -- scale-out: two worker processes against one -------------------------------------------
 
 
-def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: float) -> dict[str, float]:
-    """``wait_processed`` over several workers of one group: their processed counts summed."""
+def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: float, topic: str) -> dict[str, float]:
+    """``wait_processed`` over several workers of one group: their processed counts summed,
+    timed from the first worker's first records in hand to the last worker's last commit."""
     deadline = time.monotonic() + timeout_s
-    first_t = first_n = None
     pids = [w.process.pid for w in workers if w.process]
-    cpu0 = 0.0
+    cpu0 = sum(cpu_seconds(p) for p in pids)
     n = 0.0
     while time.monotonic() < deadline:
         n = sum(metric(w, "syncgov_records_processed_total") or 0.0 for w in workers)
-        now = time.perf_counter()
-        if n > 0 and first_t is None:
-            first_t, first_n, cpu0 = now, n, sum(cpu_seconds(p) for p in pids)
         if n >= count:
-            assert first_t is not None and first_n is not None
-            elapsed, counted = now - first_t, count - first_n
-            rate = counted / elapsed if elapsed > 0 and counted > 0 else float("nan")
-            return {"events_per_s": rate, "seconds": elapsed, "counted": counted,
-                    "cpu_s": sum(cpu_seconds(p) for p in pids) - cpu0}
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            starts = [s for s in (first_records_at(w, topic) for w in workers) if s is not None]
+            ends = [e for e in (metric(w, "syncgov_last_commit_timestamp_seconds") for w in workers) if e is not None]
+            if not starts or not ends:
+                raise RuntimeError("no worker logged its first records or reported a last commit")
+            elapsed = max(ends) - min(starts)
+            rate = count / elapsed if elapsed > 0 else float("nan")
+            return {"events_per_s": rate, "seconds": elapsed, "counted": float(count), "cpu_s": cpu}
         if any(w.process is None or w.process.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited after {n:.0f} of {count} records")
         time.sleep(POLL_S)
@@ -515,7 +514,7 @@ def scale(bootstrap: str, children: Children, records: int, reps: int, tag: str,
             time.sleep(settle_s)
             producing = threading.Thread(target=produce, args=(bootstrap, topic, stream))
             producing.start()
-            done = wait_processed_all(workers, n, timeout_s=max(120, n / 50))
+            done = wait_processed_all(workers, n, timeout_s=max(120, n / 50), topic=topic)
             producing.join()
             (one if k == 1 else two).append(done["events_per_s"])
             if k == 2:

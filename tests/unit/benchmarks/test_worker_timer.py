@@ -16,7 +16,7 @@ def log_line(ts: str, msg: str, logger: str = "app.runtime.runner") -> str:
     return json.dumps({"ts": ts, "level": "info", "logger": logger, "msg": msg})
 
 
-def test_the_start_is_the_last_first_records_line_of_the_governance_stage_for_the_topic(tmp_path: Path) -> None:
+def test_the_start_is_the_first_first_records_line_of_the_governance_stage_for_the_topic(tmp_path: Path) -> None:
     worker = WorkerProcess("127.0.0.1:1", tmp_path)
     worker.log_file.write_text("\n".join([
         "not json at all: governance: reading t.events partitions [0]",
@@ -25,9 +25,9 @@ def test_the_start_is_the_last_first_records_line_of_the_governance_stage_for_th
         log_line("2026-12-06T03:00:02.500Z", "governance: first records from other.events since the assignment: 20000"),
         log_line("2026-12-06T03:00:03.250Z", "governance: first records from t.events since the assignment: 20000"),
     ]) + "\n")
-    assert worker_bench.reading_since(worker, "t.events") == pytest.approx(1796526003.25)
-    assert worker_bench.reading_since(worker, "t.events", stage="inventory") is None
-    assert worker_bench.reading_since(worker, "missing.events") is None
+    assert worker_bench.first_records_at(worker, "t.events") == pytest.approx(1796526000.0)  # the first, not a later re-assignment's
+    assert worker_bench.first_records_at(worker, "t.events", stage="inventory") is None
+    assert worker_bench.first_records_at(worker, "missing.events") is None
 
 
 def test_every_record_counts_and_the_span_ends_at_the_last_commit(tmp_path: Path,
@@ -36,7 +36,7 @@ def test_every_record_counts_and_the_span_ends_at_the_last_commit(tmp_path: Path
     still all the records over reading start -> last commit, not the rest over poll time."""
     worker = WorkerProcess("127.0.0.1:1", tmp_path)
     worker.log_file.write_text(log_line("2026-12-06T03:00:00.000Z", "governance: first records from t.events since the assignment: 20000") + "\n")
-    start = worker_bench.reading_since(worker, "t.events")
+    start = worker_bench.first_records_at(worker, "t.events")
     assert start is not None
     scrapes = iter([{"syncgov_records_processed_total": 60_000.0},
                     {"syncgov_records_processed_total": 100_000.0, "syncgov_last_commit_timestamp_seconds": start + 2.0}])
