@@ -14,8 +14,10 @@ Faust or aiokafka name.
 - ``send_writes``: what ``table[key] = value`` does, keeping the changelog send's future.
 - ``changelog_records``/``apply_committed`` (exactly-once): the changelog records Faust
   would send for a table's writes, as raw bytes for a Kafka transaction; and, once the
-  transaction is committed, the same writes applied to the local store without sending
-  them again (with the store's persisted offset, as Faust's own exactly-once mode does).
+  transaction is committed (or, without transactions, once the broker has acknowledged
+  them), the same writes applied to the local store without sending them again, with the
+  store's persisted offset, as Faust's own exactly-once mode does: on RocksDB one write
+  batch per partition and batch (``write_batch``, the bulk restore's writer too).
 - ``install_read_committed`` (exactly-once): Faust's worker consumer (table recovery and
   standbys) reads committed records only, without Faust's own ``exactly_once`` guarantee
   (which would make Faust's producer transactional).
@@ -160,9 +162,15 @@ def raw_changelog(table: AnyTable) -> None:
 
 
 def apply_committed(table: AnyTable, origin: Origin, writes: Sequence[Write], last_offset: int | None) -> None:
-    """Apply writes whose changelog records a committed transaction holds to the table of
-    ``origin``'s partition, without sending them again; ``last_offset`` (the offset of the
-    last of those records) becomes the store's persisted offset, as after Faust's own sends."""
+    """Apply writes whose changelog records the broker holds (acknowledged, or in a committed
+    transaction) to the table of ``origin``'s partition, without sending them again;
+    ``last_offset`` (the offset of the last of those records) becomes the store's persisted
+    offset, as after Faust's own sends. On RocksDB (rocksdict) the writes and the offset go
+    in one write batch (``write_batch``, as a bulk restore: a key-by-key write through
+    Faust's store cost ~6 % of the worker); the memory store is written key by key."""
+    if bulk_restorable(table):
+        write_batch(table, origin.partition, writes, last_offset)
+        return
     bind(origin)
     for key, value in writes:
         if value is None:
@@ -324,8 +332,9 @@ BulkRead = Callable[[dict[TP, tuple[int, int]], Callable[[TP, Sequence[Restored]
 
 
 def bulk_restorable(table: Any) -> bool:
-    """Whether ``table``'s store takes a bulk restore: Faust's RocksDB store on rocksdict
-    (the memory store, or python-rocksdb, restores the Faust way)."""
+    """Whether ``table``'s store takes RocksDB write batches (a bulk restore, committed
+    writes): Faust's RocksDB store on rocksdict (the memory store, or python-rocksdb, is
+    written the Faust way)."""
     store = getattr(table, "data", None)
     return (hasattr(store, "_db_for_partition") and hasattr(store, "offset_key")
             and bool(getattr(store, "use_rocksdict", False)))
@@ -337,23 +346,31 @@ def restore_batch(table: Any, tp: TP, records: Sequence[Restored]) -> None:
     per record, a delete per tombstone, a ``FencedTable``'s fenced records skipped), in
     one write batch that also sets the store's persisted offset to the last record's
     (``Store.set_persisted_offset``), so records and offset land together."""
-    import rocksdict
-
     if not records:
         return
-    store = table.data
-    partition = tp.partition
     keep = table.keep if isinstance(table, FencedTable) else None
+    write_batch(table, tp.partition, ((key, value) for _, key, value in records), records[-1][0], keep)
+
+
+def write_batch(table: Any, partition: int, writes: Iterable[tuple[bytes | None, bytes | None]], offset: int | None,
+                keep: Callable[[int, bytes, bytes | None], bool] | None = None) -> None:
+    """Put (or, for a None value, delete) every key of ``writes`` in ``partition``'s RocksDB
+    database, and ``offset`` as the store's persisted offset (``Store.set_persisted_offset``'s
+    key), all in one write batch; a key-less write, or one ``keep`` refuses, is skipped."""
+    import rocksdict
+
+    store = table.data
     batch = rocksdict.WriteBatch(raw_mode=True)
     put, delete = batch.put, batch.delete
-    for _, key, value in records:
+    for key, value in writes:
         if key is None or (keep is not None and not keep(partition, key, value)):
             continue
         if value is None:
             delete(key)
         else:
             put(key, value)
-    put(store.offset_key, str(records[-1][0]).encode())
+    if offset is not None:
+        put(store.offset_key, str(offset).encode())
     store._db_for_partition(partition).write(batch)
 
 

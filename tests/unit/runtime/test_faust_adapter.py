@@ -213,6 +213,52 @@ def test_committed_writes_are_applied_to_their_partition_without_being_sent_agai
     assert persisted == [(faust.types.TP("adapter-test-apply-apply-changelog", 2), 41)]
 
 
+def test_committed_writes_on_rocksdb_leave_the_store_as_faust_s_own_writes_do(tmp_path: object) -> None:
+    """On RocksDB the committed writes go in one write batch with the persisted offset: the
+    partition then reads as after Faust's key-by-key writes and ``set_persisted_offset``,
+    the other partitions are untouched and nothing is sent."""
+    from pathlib import Path
+
+    @dataclass(frozen=True)
+    class Origin:
+        topic: str
+        partition: int
+        offset: int
+
+    kept, gone, new = (table_key(2, ORDERS, ["WH1", o]) for o in ("O-1", "O-0", "O-2"))
+    writes = [(kept, b"new"), (gone, None), (new, b"first")]
+    tables = [_rocks_table(Path(str(tmp_path)) / way, "state") for way in ("faust", "batch")]
+    for table in tables:
+        faust_adapter.bind(Origin("events", 2, 6))
+        table.data[kept] = b"old"
+        table.data[gone] = b"old"
+        faust_adapter.bind(Origin("events", 1, 6))
+        table.data[table_key(1, ORDERS, ["WH1", "O-9"])] = b"other partition"
+    faust_way, batched = tables
+    tp = faust.types.TP(faust_adapter.changelog_topic_name(batched), 2)
+    faust_adapter.bind(Origin("events", 2, 7))
+    for key, value in writes:
+        if value is None:
+            faust_way.data.pop(key, None)
+        else:
+            faust_way.data[key] = value
+    faust_way.data.set_persisted_offset(tp, 41)
+
+    def no_send(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a committed write must not be sent again")
+
+    batched.send_changelog = no_send  # type: ignore[method-assign]
+    assert faust_adapter.bulk_restorable(batched)
+    faust_adapter.apply_committed(batched, Origin("events", 2, 7), writes, last_offset=41)
+    for p in (1, 2):
+        assert dict(faust_adapter.partition_items(batched, p)) == dict(faust_adapter.partition_items(faust_way, p))
+    assert dict(faust_adapter.partition_items(batched, 2)) == {kept: b"new", new: b"first"}
+    assert batched.data.persisted_offset(tp) == faust_way.data.persisted_offset(tp) == 41
+    assert batched.data[kept] == b"new" and gone not in batched.data  # Faust's own reads agree
+    faust_adapter.apply_committed(batched, Origin("events", 2, 8), [(kept, b"newer")], last_offset=None)
+    assert batched.data.persisted_offset(tp) == 41  # no offset given: the stored one stays
+
+
 def test_read_committed_is_set_on_the_consumer_faust_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka import AIOKafkaConsumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
