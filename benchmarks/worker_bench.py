@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.core.timeutil import parse_ts  # noqa: E402
 from app.kafka import codec  # noqa: E402
 from app.kafka.clients import create_topics, produce, read_all  # noqa: E402
 from app.kafka.clients import send as kafka_send  # noqa: E402
@@ -326,11 +326,11 @@ def first_records_at(worker: WorkerProcess, topic: str, stage: str = "governance
         if head not in line:
             continue
         try:
-            entry = json.loads(line)
-        except ValueError:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
             continue
         if str(entry.get("msg", "")).startswith(head):
-            return datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00")).timestamp()
+            return parse_ts(entry["ts"]) / 1000
     return None
 
 

@@ -166,8 +166,8 @@ def apply_committed(table: AnyTable, origin: Origin, writes: Sequence[Write], la
     transaction) to the table of ``origin``'s partition, without sending them again;
     ``last_offset`` (the offset of the last of those records) becomes the store's persisted
     offset, as after Faust's own sends. On RocksDB (rocksdict) the writes and the offset go
-    in one write batch (``write_batch``, as a bulk restore: a key-by-key write through
-    Faust's store cost ~6 % of the worker); the memory store is written key by key."""
+    in one write batch (``write_batch``, as a bulk restore: key by key through Faust's store
+    a write costs 5.6–8.0 µs, in a batch 1.4–1.9 µs); the memory store is written key by key."""
     if bulk_restorable(table):
         write_batch(table, origin.partition, writes, last_offset)
         return
