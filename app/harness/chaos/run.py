@@ -362,8 +362,11 @@ class Chaos:
     async def late_sale(self) -> None:
         """One more sale entered by the ERP's users (straight into Tryton), so that a create
         (its OrderAccepted note) reaches the ERP while creates lose their answers, when the
-        load brings none at that moment. Released and worked like every other order."""
-        if self.feed_done or not self.sites:
+        load brings none at that moment. Released and worked like every other order: the
+        warehouse works releases until the drain is over, and the drain waits for every
+        release to be worked, so this holds after the ERP's users are done too (the usual
+        case at the end of a short run, where only the warehouse's buttons are still queued)."""
+        if self.stop_feeding or not self.sites:
             return
         rest = self.erp.direct_rest(1)
         code = self.cfg.warehouses[0]
