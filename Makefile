@@ -51,7 +51,7 @@ bench: install system-deps
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
 
-# ERP capacity (issue #16) against real Tryton behind nginx at 10 r/s burst 5: orders and
+# ERP capacity against real Tryton behind nginx at 10 r/s burst 5: orders and
 # warehouse events per ERP request, 429s, backlog drain vs the quota's floor ->
 # benchmarks/results/erp.json. Options: make bench-erp ERP_BENCH_ARGS="--orders 200 --drain 10000"
 ERP_BENCH_ARGS ?= --orders 120 --drain 10000 --reps 2 --drain-reps 1

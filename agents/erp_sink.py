@@ -36,7 +36,7 @@ from app.runtime import faust_adapter
 from app.runtime.failfast import or_exit
 from app.runtime.ownership import Ownership
 from app.runtime.runner import confluent_reader
-from app.runtime.statestore import ChangelogSender, Origin, bind, commit_all
+from app.runtime.statestore import ChangelogSender, Origin, commit_all
 from app.settings import ErpSettings, Settings
 
 if TYPE_CHECKING:
@@ -118,8 +118,7 @@ class FaustLedger:
         self.table, self.topic, self.ownership, self.changelog = table, topic, ownership, changelog
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        bind(Origin(self.topic, partition, 0))
-        return self.table.get(key)
+        return faust_adapter.partition_get(self.table, partition, key)
 
     async def commit(self, partition: int, offset: int, flush: Flush) -> None:
         await commit_all([(Origin(self.topic, partition, offset), flush)], self.table, self.changelog, self.ownership)

@@ -127,6 +127,25 @@ def partition_get(table: AnyTable, partition: int, key: bytes) -> bytes | None:
     return value if value is None else bytes(value)
 
 
+def partition_reader(table: AnyTable, partition: int) -> Callable[[bytes], bytes | None]:
+    """``partition_get`` of one partition as a function of the key (a flush's ``previous``):
+    that partition's RocksDB database, or the memory store's dict, read directly. Faust's
+    ``table.get`` reads the same bytes, but finds the partition through the bound event,
+    decodes through its serialisers and indexes every key it reads (a few microseconds a
+    key on the commit path)."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        get = store._db_for_partition(partition).get
+
+        def read(key: bytes) -> bytes | None:
+            value = get(key)
+            return value if value is None else bytes(value)
+
+        return read
+    data = store.data  # memory://: one dict for every partition
+    return lambda key: data.get(key)
+
+
 def send_writes(table: AnyTable, writes: Sequence[Write]) -> list[FutureMessage]:
     """Apply writes to the table of the current partition (see ``bind``) and send them to
     its changelog; returns the sends' futures (Faust's ``producer.flush`` may return while

@@ -147,7 +147,7 @@ async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, chang
 
     With ``ownership``, the lease is checked before anything is written (``Fenced``), and
     after the commit (a commit that may have raced a new owner wipes and exits).
-    ``previous`` reads each partition's own store (``bind``). ``sent``: records queued
+    ``previous`` reads each partition's own store (``faust_adapter.partition_reader``). ``sent``: records queued
     before (the batch's outputs, through the same producer): they are acknowledged in the
     first round, with the other writes, so before any commit record (two round trips a
     batch, not three)."""
@@ -161,8 +161,7 @@ async def commit_all(commits: list[tuple[Origin, Flush]], table: AnyTable, chang
     topic = faust_adapter.changelog_topic_name(table)
     batches: list[tuple[Origin, list[Write]]] = []
     for origin, flush in commits:
-        bind(origin)  # ``previous`` reads this partition's store
-        writes = flush(table.get)
+        writes = flush(faust_adapter.partition_reader(table, origin.partition))
         batches.append((origin, writes))
         for key, value in writes[:-1]:
             changelog.send(topic, key, value, origin.partition, deliveries)

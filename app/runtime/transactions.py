@@ -57,7 +57,7 @@ from app.kafka.clients import PRODUCER_DEFAULTS
 from app.runtime import faust_adapter
 from app.runtime.faust_adapter import AnyTable
 from app.runtime.ownership import BatchAborted, Fenced, Ownership
-from app.runtime.statestore import Commits, Flush, Origin, Outputs, bind, records
+from app.runtime.statestore import Commits, Flush, Origin, Outputs, records
 from tables.records import Write, fence_write
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,7 @@ class TransactionalWriter:
             offset = -1
             if part.commit is not None:
                 offset, flush = part.commit
-                bind(Origin(self.topic, partition, offset))  # ``previous`` reads this partition's store
-                writes = flush(self.table.get)
+                writes = flush(faust_adapter.partition_reader(self.table, partition))
             # Encoded here, on the event loop's thread: the encoders' caches are not thread-safe
             txs.append(_Transaction(partition, self._encode(part), writes, Origin(self.topic, partition, offset)))
         await self._run(txs)

@@ -259,6 +259,35 @@ def test_committed_writes_on_rocksdb_leave_the_store_as_faust_s_own_writes_do(tm
     assert batched.data.persisted_offset(tp) == 41  # no offset given: the stored one stays
 
 
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+def test_a_partitions_reader_reads_what_faust_reads_for_an_event_of_that_partition(tmp_path: object, store: str) -> None:
+    """The flush's ``previous`` (``partition_reader``) reads a partition's store directly:
+    the bytes Faust's own ``table.get`` answers with that partition's event bound, and, on
+    RocksDB, nothing of another partition's database."""
+    from pathlib import Path
+
+    @dataclass(frozen=True)
+    class Origin:
+        topic: str
+        partition: int
+        offset: int
+
+    table = _rocks_table(Path(str(tmp_path)), "reader") if store == "rocksdb" else _table("reader")
+    here, there, absent = table_key(2, ORDERS, ["WH1", "O-1"]), table_key(1, ORDERS, ["WH1", "O-9"]), b"2\x1fnone"
+    faust_adapter.bind(Origin("events", 2, 6))
+    table.data[here] = b'{"o":6,"v":1}'
+    faust_adapter.bind(Origin("events", 1, 6))
+    table.data[there] = b"other partition"
+    read = faust_adapter.partition_reader(table, 2)
+    faust_adapter.bind(Origin("events", 2, 7))
+    assert read(here) == table.get(here) == b'{"o":6,"v":1}' and read(absent) is None is table.get(absent)
+    assert isinstance(read(here), bytes)
+    if store == "rocksdb":
+        assert read(there) is None  # another partition's database
+    table.data[here] = b'{"o":7,"v":2}'  # a later write is read (no copy taken)
+    assert read(here) == b'{"o":7,"v":2}'
+
+
 def test_read_committed_is_set_on_the_consumer_faust_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka import AIOKafkaConsumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
