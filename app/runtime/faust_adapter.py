@@ -119,31 +119,24 @@ def partition_items(table: AnyTable, partition: int) -> Iterator[tuple[bytes, by
 
 def partition_get(table: AnyTable, partition: int, key: bytes) -> bytes | None:
     """One key of one partition's store (RocksDB: that partition's database only)."""
-    store = table.data
-    if hasattr(store, "_db_for_partition"):
-        value = store._db_for_partition(partition).get(key)
-    else:  # memory://
-        value = store.data.get(key)
-    return value if value is None else bytes(value)
+    return partition_reader(table, partition)(key)
 
 
 def partition_reader(table: AnyTable, partition: int) -> Callable[[bytes], bytes | None]:
-    """``partition_get`` of one partition as a function of the key (a flush's ``previous``):
+    """One partition's store as a function of the key (a flush's ``previous``):
     that partition's RocksDB database, or the memory store's dict, read directly. Faust's
     ``table.get`` reads the same bytes, but finds the partition through the bound event,
     decodes through its serialisers and indexes every key it reads (a few microseconds a
     key on the commit path)."""
     store = table.data
-    if hasattr(store, "_db_for_partition"):
-        get = store._db_for_partition(partition).get
+    # RocksDB: the partition's own database; memory://: one dict for every partition
+    get = store._db_for_partition(partition).get if hasattr(store, "_db_for_partition") else store.data.get
 
-        def read(key: bytes) -> bytes | None:
-            value = get(key)
-            return value if value is None else bytes(value)
+    def read(key: bytes) -> bytes | None:
+        value = get(key)
+        return value if value is None else bytes(value)
 
-        return read
-    data = store.data  # memory://: one dict for every partition
-    return lambda key: data.get(key)
+    return read
 
 
 def send_writes(table: AnyTable, writes: Sequence[Write]) -> list[FutureMessage]:
