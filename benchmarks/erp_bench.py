@@ -476,7 +476,7 @@ def run_all(bootstrap: str, children: Children, *, orders: int, drain_n: int, re
     return out
 
 
-# -- issue #16: capacity figures (make bench-erp) ------------------------------------------------
+# -- ERP capacity figures (make bench-erp) ------------------------------------------------
 
 TARGETS = {"orders_per_request": (">=", 2.0), "events_per_request": (">=", 100.0), "quota_violations": ("<=", 0),
            "drain_vs_floor": ("<=", 1.1)}
@@ -593,7 +593,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, reps: int, rate: float, burst: int,
              mix_orders: int, tag: str, drain_reps: int | None = None) -> dict[str, Any]:
-    """The four figures of issue #16 against real Tryton behind nginx, ``reps`` runs each."""
+    """The four ERP capacity figures against real Tryton behind nginx, ``reps`` runs each."""
     stack = Stack(children, fresh_dir(f"{tag}-erp"), rate, burst)
     runs, drains = [], []
     for rep in range(reps):
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--mix-orders", type=int, default=1000)
-    parser.add_argument("--capacity", action="store_true", help="issue #16 figures (make bench-erp)")
+    parser.add_argument("--capacity", action="store_true", help="the ERP capacity figures (make bench-erp)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine()}

@@ -271,7 +271,7 @@ async def test_source_yields_each_change_once(direct: TrytonRest, adapter: Tryto
     assert SourceCursor.from_json(cursor.to_json()) == cursor
 
 
-# -- issue #16: batched reads and JSON-RPC bulk writes -------------------------------------------
+# -- ERP capacity: batched reads and JSON-RPC bulk writes -------------------------------------------
 
 
 async def test_bulk_lifecycle_many_orders_few_requests_one_bad_item_alone(

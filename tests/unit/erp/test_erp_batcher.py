@@ -1,4 +1,4 @@
-"""The coalescing batcher (issue #16): grouping, per-item outcomes, one bad item, order within a
+"""The coalescing batcher: grouping, per-item outcomes, one bad item, order within a
 document, per-item fences, the latency-adaptive cap, and a strict limiter on a fresh start."""
 from __future__ import annotations
 

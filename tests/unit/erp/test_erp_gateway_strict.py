@@ -1,4 +1,4 @@
-"""No 429 from the gateway (issue #16, ``quota_violations`` = 0): the limiter and the client
+"""No 429 from the gateway (``quota_violations`` = 0): the limiter and the client
 against an exact model of nginx's ``limit_req`` (``nginx_limit_req``), with adversarial delays
 between a request's grant and the wire, from a fresh start, cold or not, and against a gateway
 that still counts the burst a previous process just spent; and ``ERP_BURST_RESERVE`` validated."""

@@ -1,4 +1,4 @@
-"""The ordered ERP sink (issue #14): nothing lost, nothing twice, nothing out of order while
+"""The ordered ERP sink: nothing lost, nothing twice, nothing out of order while
 partitions are cut, restarted and fenced; deferral, holds, parking, poison, lost answers.
 
 Every test drives ``app.erp.sink.OrderedErpSink`` with fakes (``sinkfakes``): a topic and
