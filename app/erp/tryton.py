@@ -21,6 +21,7 @@ import aiohttp
 from app import metrics
 from app.core import model
 from app.erp.client import ErpHttpClient
+from app.erp.memo import SingleFlight
 from app.erp.port import (
     DocumentState,
     MilestoneRecord,
@@ -236,9 +237,10 @@ class TrytonAdapter:
         # order_id -> (when, the shipment as this adapter's own button left it): the next
         # milestone of the same document starts from it instead of a read (coalescing).
         self._known: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._products: dict[str, dict[str, Any]] = {}
-        self._warehouses: dict[str, dict[str, Any]] = {}
-        self._locations: dict[tuple[int, str], int] = {}
+        # Master data, each key loaded once however many milestones miss it at once.
+        self._products: SingleFlight[str, dict[str, Any]] = SingleFlight()
+        self._warehouses: SingleFlight[str, dict[str, Any]] = SingleFlight()
+        self._locations: SingleFlight[tuple[Any, ...], int] = SingleFlight()
         self._posts: dict[str, Callable[[MilestoneRecord], Awaitable[PostResult]]] = {
             model.M_ORDER_ACCEPTED: self._post_accepted,
             model.M_ORDER_PICKED: self._post_picked,
@@ -275,6 +277,8 @@ class TrytonAdapter:
         return cls(rest, rpc, max_batch=max_batch, target_s=max(0.5, min(5.0, erp.timeout_s / 3)), window_s=window_s)
 
     async def close(self) -> None:
+        for memo in (self._products, self._warehouses, self._locations):
+            await memo.close()
         await self.ops.close()
         await self.rest.close()
 
@@ -533,41 +537,43 @@ class TrytonAdapter:
     # -- inventory adjustments --------------------------------------------------------------
 
     async def _warehouse(self, code: str) -> dict[str, Any]:
-        if code not in self._warehouses:
+        async def load() -> dict[str, Any]:
             found = await self.ops.read_one(
                 "stock.location", "code", code, ("storage_location", "lost_found_location", "input_location"),
                 [["type", "=", "warehouse"]])
             if not found:
                 raise PermanentErpError(200, f"Tryton has no warehouse with code {code!r} (search answered [])")
-            self._warehouses[code] = found
-        return self._warehouses[code]
+            return found
+        return await self._warehouses.get(code, load)
 
     async def _storage(self, warehouse: dict[str, Any], code: str) -> int:
         """The storage location with this code under the warehouse, else its storage zone."""
         storage = _id(_get(warehouse, "storage_location"))
-        key = (warehouse["id"], code)
-        if key not in self._locations:
+
+        async def load() -> int:
             found = await self.ops.read_one(
                 "stock.location", "code", code, (), [["type", "=", "storage"], ["parent", "child_of", [storage]]])
-            self._locations[key] = found["id"] if found else storage
-        return self._locations[key]
+            return int(found["id"]) if found else storage
+        return await self._locations.get((warehouse["id"], code), load)
 
     async def _lost_found(self, warehouse: dict[str, Any]) -> int:
         if warehouse.get("lost_found_location"):
             return _id(warehouse["lost_found_location"])
-        found = await self.rest.search("stock.location", [("type", "=", "lost_found")], (), limit=1)
-        if not found:
-            raise PermanentErpError(200, "Tryton has no lost_found (inventory) location")
-        location: int = found[0]["id"]
-        return location
+
+        async def load() -> int:
+            found = await self.rest.search("stock.location", [("type", "=", "lost_found")], (), limit=1)
+            if not found:
+                raise PermanentErpError(200, "Tryton has no lost_found (inventory) location")
+            return int(found[0]["id"])
+        return await self._locations.get(("lost_found",), load)
 
     async def _product(self, sku: str) -> dict[str, Any]:
-        if sku not in self._products:
+        async def load() -> dict[str, Any]:
             found = await self.ops.read_one("product.product", "code", sku, ("default_uom",))
             if not found:
                 raise PermanentErpError(200, f"Tryton has no product.product with code {sku!r} (search answered [])")
-            self._products[sku] = found
-        return self._products[sku]
+            return found
+        return await self._products.get(sku, load)
 
     async def _internal(self, m: MilestoneRecord) -> dict[str, Any] | None:
         return await self.ops.read_one(INTERNAL, "reference", m["milestone_id"], ("state", "number"))
@@ -661,10 +667,13 @@ class TrytonAdapter:
         for warehouse in self._warehouses.values():
             if warehouse["id"] == warehouse_id:
                 return warehouse
-        found = await self.ops.read_one(
-            "stock.location", "id", warehouse_id, ("code", "storage_location", "lost_found_location", "input_location"))
-        if not found:
-            raise PermanentErpError(200, f"Tryton has no stock.location {warehouse_id}")
-        self._warehouses[str(found.get("code") or warehouse_id)] = found
-        return found
 
+        async def load() -> dict[str, Any]:
+            found = await self.ops.read_one(
+                "stock.location", "id", warehouse_id, ("code", "storage_location", "lost_found_location", "input_location"))
+            if not found:
+                raise PermanentErpError(200, f"Tryton has no stock.location {warehouse_id}")
+            if found.get("code"):
+                self._warehouses.put(str(found["code"]), found)
+            return found
+        return await self._warehouses.get(f"id:{warehouse_id}", load)
