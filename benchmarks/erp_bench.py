@@ -1,4 +1,8 @@
-"""ERP figures (figure 5) against the real Tryton 8.2 behind the real nginx gateway.
+"""ERP capacity (`make bench-erp`, and `make bench`'s ERP section, both through
+``capacity`` with the sizes of ``BENCH_ERP``) against the real Tryton 8.2 behind the real
+nginx gateway. Four figures, each with PASS/FAIL: orders taken from released to done per
+ERP request and 429s (A), warehouse events per ERP request on the default mix (B), and a
+backlog's drain against the quota's floor (C).
 
 A. End-to-end run (requests per milestone type, 429s at the configured quota).
    K orders are created in Tryton directly (not through the gateway: set-up), then the
@@ -11,10 +15,10 @@ A. End-to-end run (requests per milestone type, 429s at the configured quota).
    a milestone type by its URI (the adapter's calls are fixed per type, docs/erp.md),
    the shipment reads one per order milestone plus one after each ``wait``.
 
-B. Warehouse events per ERP call on the simulator's default mix = events /
+B. Warehouse events per ERP request on the simulator's default mix = events /
    sum over types of (milestones of that type in a replay of the default mix x requests
-   per milestone of that type measured in A). SyncExceptions are never posted (0 calls).
-   A type A did not post (none in its flow) takes the count documented in docs/erp.md.
+   per milestone of that class measured: order milestones and returns in A,
+   InventoryAdjusted in C). SyncExceptions are never posted (0 requests).
 
 C. Backlog drain: N InventoryAdjusted milestones (real ones from a replay of the default
    mix, one warehouse; cloned under new ids when the replay has fewer) are put on a fresh
@@ -71,9 +75,6 @@ from benchmarks.worker_bench import (  # noqa: E402
 )
 from tests.integration.streams import replay, simulate  # noqa: E402
 
-#: Requests per milestone as documented in docs/erp.md (used only for types run A did not post).
-DOCUMENTED = {"OrderAccepted": 3, "OrderPicked": 3.5, "OrderPacked": 2, "ShipmentConfirmed": 3,
-              "InventoryAdjusted": 5, "ReturnReceived": 5.5, "SyncException": 0}
 POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
                 "ReturnReceived")
 
@@ -372,18 +373,6 @@ def default_mix(orders: int) -> dict[str, Any]:
     return {"orders": orders, "events": len(stream), "milestones": dict(kinds)}
 
 
-def events_per_call(mix: dict[str, Any], per_type: dict[str, float]) -> tuple[float, dict[str, Any]]:
-    used, calls = {}, 0.0
-    for kind, n in mix["milestones"].items():
-        if kind in per_type:
-            r, src = per_type[kind], "measured"
-        else:
-            r, src = DOCUMENTED.get(kind, 0), "docs/erp.md"
-        used[kind] = {"milestones": n, "requests_each": round(r, 3), "from": src}
-        calls += n * r
-    return mix["events"] / calls if calls else float("inf"), {"calls": calls, "by_type": used}
-
-
 # -- C: backlog drain -------------------------------------------------------------------------
 
 
@@ -454,29 +443,11 @@ def drain(bootstrap: str, children: Children, stack: Stack, n: int, tag: str) ->
     }
 
 
-def run_all(bootstrap: str, children: Children, *, orders: int, drain_n: int, reps: int, rate: float, burst: int,
-            mix_orders: int, tag: str) -> dict[str, Any]:
-    stack = Stack(children, fresh_dir(f"{tag}-erp"), rate, burst)
-    out: dict[str, Any] = {"gateway_rate_per_s": rate, "gateway_burst": burst,
-                           "tryton": "8.2 on SQLite", "max_in_flight": 4}
-    e2e = end_to_end(bootstrap, children, stack, orders, tag)
-    out["end_to_end"] = e2e
-    log(f"erp e2e: {e2e['requests']} requests for {e2e['events']} events, {e2e['throttled_429']} x 429, "
-        f"{e2e['shipments_done']}/{orders} shipments done, per milestone {e2e['requests_per_milestone']}")
-    mix = default_mix(mix_orders)
-    ratio, detail = events_per_call(mix, e2e["requests_per_milestone"])
-    out["default_mix"] = {**mix, **detail, "events_per_erp_call": ratio}
-    log(f"erp: default mix {mix['events']} events -> {detail['calls']:.0f} ERP calls = {ratio:.2f} events/call")
-    out["drain"] = []
-    for rep in range(reps):
-        d = drain(bootstrap, children, stack, drain_n, f"{tag}-{rep}")
-        out["drain"].append(d)
-        log(f"erp drain rep {rep + 1}/{reps}: {drain_n} milestones, {d['requests']} requests in {d['drain_s']:.1f}s "
-            f"(floor {d['floor_at_quota_s']:.1f}s, x{d['ratio_to_floor']:.2f}), {d['throttled_429']} x 429")
-    return out
-
-
 # -- ERP capacity figures (make bench-erp) ------------------------------------------------
+
+#: The sizes of `make bench-erp` and of `make bench`'s ERP section (one measurement, one report).
+BENCH_ERP: dict[str, Any] = {"orders": 120, "drain_n": 10_000, "reps": 2, "drain_reps": 1, "rate": 10.0, "burst": 5,
+                             "mix_orders": 1000}
 
 TARGETS = {"orders_per_request": (">=", 2.0), "events_per_request": (">=", 100.0), "quota_violations": ("<=", 0),
            "drain_vs_floor": ("<=", 1.1)}
@@ -683,42 +654,37 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ERP calls per event, quota violations, backlog drain")
-    parser.add_argument("--orders", type=int, default=12, help="orders in the end-to-end run")
-    parser.add_argument("--drain", type=int, default=40, help="milestones in the backlog")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--drain-reps", type=int, default=None, help="drains (default: --reps)")
-    parser.add_argument("--rate", type=float, default=20)
-    parser.add_argument("--burst", type=int, default=10)
-    parser.add_argument("--mix-orders", type=int, default=1000)
-    parser.add_argument("--capacity", action="store_true", help="the ERP capacity figures (make bench-erp)")
+    d = BENCH_ERP
+    parser = argparse.ArgumentParser(
+        description="ERP capacity against real Tryton behind nginx: orders and events per ERP request, "
+                    "429s, backlog drain against the quota's floor")
+    parser.add_argument("--orders", type=int, default=d["orders"], help="orders in each end-to-end run")
+    parser.add_argument("--drain", type=int, default=d["drain_n"], help="InventoryAdjusted milestones in the backlog")
+    parser.add_argument("--reps", type=int, default=d["reps"], help="end-to-end runs")
+    parser.add_argument("--drain-reps", type=int, default=d["drain_reps"], help="drains")
+    parser.add_argument("--rate", type=float, default=d["rate"], help="the gateway's (and the sink's) requests/s")
+    parser.add_argument("--burst", type=int, default=d["burst"])
+    parser.add_argument("--mix-orders", type=int, default=d["mix_orders"], help="orders of the default mix")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine()}
-    if args.capacity:
-        with Children() as children:
-            bootstrap = children.broker().bootstrap
-            out["erp_capacity"] = capacity(bootstrap, children, orders=args.orders, drain_n=args.drain,
-                                           reps=args.reps, rate=args.rate, burst=args.burst,
-                                           mix_orders=args.mix_orders, tag=f"ec{int(time.time())}",
-                                           drain_reps=args.drain_reps)
-        figures = out["erp_capacity"]["figures"]
-        out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
-                    for name, f in figures.items()})
-        text = json.dumps(out, indent=2, default=str)
-        if args.out:
-            args.out.write_text(text + "\n")
-        print(text)
-        for name, f in figures.items():
-            print(f"{name}: {f['value']} (target {f['target']}) {f['verdict']}  spread {f['spread']}", file=sys.stderr)
-        for name, f in out["erp_capacity"]["diagnostics"].items():
-            print(f"{name}: {f['value']} ({f['how']})", file=sys.stderr)
-        return 0
     with Children() as children:
         bootstrap = children.broker().bootstrap
-        out["erp"] = run_all(bootstrap, children, orders=args.orders, drain_n=args.drain, reps=args.reps,
-                             rate=args.rate, burst=args.burst, mix_orders=args.mix_orders, tag=f"eb{int(time.time())}")
-    print(json.dumps(out, indent=2, default=str))
+        out["erp_capacity"] = capacity(bootstrap, children, orders=args.orders, drain_n=args.drain,
+                                       reps=args.reps, rate=args.rate, burst=args.burst,
+                                       mix_orders=args.mix_orders, tag=f"ec{int(time.time())}",
+                                       drain_reps=args.drain_reps)
+    figures = out["erp_capacity"]["figures"]
+    out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
+                for name, f in figures.items()})
+    text = json.dumps(out, indent=2, default=str)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    for name, f in figures.items():
+        print(f"{name}: {f['value']} (target {f['target']}) {f['verdict']}  spread {f['spread']}", file=sys.stderr)
+    for name, f in out["erp_capacity"]["diagnostics"].items():
+        print(f"{name}: {f['value']} ({f['how']})", file=sys.stderr)
     return 0
 
 

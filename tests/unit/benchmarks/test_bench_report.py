@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from benchmarks.run import errored, figure, jsonable, render_markdown, skipped, summarize, verdict
 
 
@@ -215,3 +217,33 @@ def test_pyspy_groups_take_the_first_matching_group() -> None:
     assert total == 10
     assert groups[OTHER] == 2 and sum(groups.values()) == 10
     assert groups["core: Engine.process_event"] == 3
+
+
+def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make bench` reports the ERP section with `make bench-erp`'s own measurement (same
+    sizes, same four figures, the verdict on the worst run), not a second, older one."""
+    from benchmarks import erp_bench as eb
+    from benchmarks.run import erp_section
+
+    asked: dict[str, object] = {}
+
+    def capacity(*_: object, **kw: object) -> dict[str, object]:
+        asked.update(kw)
+        figs = {"orders_per_request": (2.4, [2.4, 2.7], "PASS"), "events_per_request": (203.0, [203.0, 207.0], "PASS"),
+                "quota_violations": (0, [0.0, 0.0, 0.0], "PASS"), "drain_vs_floor": (3.6, [3.6], "FAIL")}
+        return {"figures": {k: {"value": v, "spread": {"runs": runs}, "verdict": ver} for k, (v, runs, ver) in figs.items()},
+                "diagnostics": {"drain_erp_cpu_floor_vs_quota_floor": {"value": 2.7}},
+                "drain": [{"drain_s": 338.0, "requests": 935}], "end_to_end": [{"requests": 50}, {"requests": 51}]}
+
+    monkeypatch.setattr(eb, "capacity", capacity)
+    raw: dict[str, object] = {}
+    rows = erp_section({"erp": True}, raw, "b", None, "t")
+    assert {k: asked[k] for k in ("orders", "drain_n", "reps", "drain_reps")} == {
+        k: eb.BENCH_ERP[k] for k in ("orders", "drain_n", "reps", "drain_reps")}
+    by_id = {r["id"]: r for r in rows}
+    assert [by_id[i]["verdict"] for i in ("erp_orders_per_request", "erp_events_per_request", "erp_429", "erp_drain")] \
+        == ["PASS", "PASS", "PASS", "FAIL"]
+    assert by_id["erp_drain"]["values"] == [3.6] and "338 s for 935 requests" in by_id["erp_drain"]["conditions"]
+    assert by_id["erp_429"]["target"] == {"op": "==", "value": 0} and "erp" in raw
+    quick = erp_section({"erp": False}, {}, "b", None, "t")
+    assert [r["verdict"] for r in quick] == ["SKIP"] * 4
