@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.core.ids import milestone_id  # noqa: E402
 from app.core.keys import event_key  # noqa: E402
 from app.core.timeutil import format_ts  # noqa: E402
 from app.erp.client import ErpHttpClient  # noqa: E402
@@ -379,13 +380,14 @@ def default_mix(orders: int) -> dict[str, Any]:
 def adjustments(n: int, salt: str) -> list[dict[str, Any]]:
     """N real InventoryAdjusted milestones of one warehouse, under ids new to the ERP (``salt``):
     the adapter finds an adjustment by its milestone id, so a repeated id would be a cheap
-    acknowledgement instead of a posting."""
+    acknowledgement instead of a posting. The new ids have the form of real ones (32 hex
+    digits, ``app.core.ids``): how many ids one batched read carries depends on their length."""
     stream = simulate(orders=min(4500, max(100, int(n * 4.5))), warehouses=1, seed=9)  # ~1,000 real ones
     found = [m for m in replay([[v for _, v in stream]]) if m["type"] == "InventoryAdjusted"]
     out = []
     for i in range(n):
         m = dict(found[i % len(found)])
-        m["milestone_id"] = f"{m['milestone_id']}-{salt}-{i}"
+        m["milestone_id"] = milestone_id(m["milestone_id"], salt, str(i))
         out.append(m)
     return out
 
