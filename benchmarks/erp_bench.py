@@ -676,19 +676,25 @@ def main(argv: list[str] | None = None) -> int:
                                        reps=args.reps, rate=args.rate, burst=args.burst,
                                        mix_orders=args.mix_orders, tag=f"ec{int(time.time())}",
                                        drain_reps=args.drain_reps)
-    figures = out["erp_capacity"]["figures"]
-    out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
-                for name, f in figures.items()})
-    text = json.dumps(out, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
+    text = report(out, args.out)
     print(text)
-    for name, f in figures.items():
+    for name, f in out["erp_capacity"]["figures"].items():
         print(f"{name}: {f['value']} (target {f['target']}) {f['verdict']}  spread {f['spread']}", file=sys.stderr)
     for name, f in out["erp_capacity"]["diagnostics"].items():
         print(f"{name}: {f['value']} ({f['how']})", file=sys.stderr)
     return 0
 
+
+def report(out: dict[str, Any], path: Path | None) -> str:
+    """The JSON of ``benchmarks/results/erp.json`` (the capacity run with its four verdicts on
+    top), written to ``path`` too; `make bench`'s ERP section writes the same file."""
+    figures = out["erp_capacity"]["figures"]
+    out.update({name: {"value": f["value"], "target": f["target"], "verdict": f["verdict"]}
+                for name, f in figures.items()})
+    text = json.dumps(out, indent=2, default=str)
+    if path:
+        path.write_text(text + "\n")
+    return text
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,6 +53,7 @@ MODES: dict[str, dict[str, Any]] = {
         "scale_records": 200_000, "scale_reps": 2,
         "latency_rate": 10000, "latency_seconds": 60, "latency_wait_s": 60, "latency_sustainable": True,
         "erp": True,  # the sizes of `make bench-erp` (erp_bench.BENCH_ERP)
+        "erp_json": "",  # where the ERP section's erp.json goes ("": benchmarks/results/erp.json)
         "recovery_keys": 1_000_000, "recovery_reps": 3, "recovery_baseline_reps": 3,
         "brokers": "embedded,apache", "core_build": "native",
     },
@@ -414,8 +415,10 @@ def latency_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, ch
 def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, children: Any,
                 tag: str) -> list[dict[str, Any]]:
     """The ERP capacity figures of `make bench-erp` (``erp_bench.capacity``, the same sizes):
-    one measurement, one set of names, whichever command ran it."""
+    one measurement, one set of names, whichever command ran it; it rewrites
+    ``benchmarks/results/erp.json`` as `make bench-erp` does."""
     from benchmarks import erp_bench as eb
+    from benchmarks import worker_bench as wb
 
     rows = (("erp_orders_per_request", "ERP: orders released to done per ERP request", "orders_per_request",
              "{:.2f}"),
@@ -431,6 +434,7 @@ def erp_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, childr
                       rate=sizes["rate"], burst=sizes["burst"], mix_orders=sizes["mix_orders"], tag=tag,
                       drain_reps=sizes["drain_reps"])
     raw["erp"] = cap
+    eb.report({"machine": wb.machine(), "erp_capacity": cap}, Path(cfg.get("erp_json") or RESULTS / "erp.json"))
     drains, runs = cap["drain"], cap["end_to_end"]
     quota = f"gateway {sizes['rate']:g} r/s burst {sizes['burst']} = ERP_RATE_PER_S/ERP_BURST, bulk mode on"
     cpu = cap["diagnostics"]["drain_erp_cpu_floor_vs_quota_floor"]["value"]

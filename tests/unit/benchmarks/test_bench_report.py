@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -219,7 +220,7 @@ def test_pyspy_groups_take_the_first_matching_group() -> None:
     assert groups["core: Engine.process_event"] == 3
 
 
-def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`make bench` reports the ERP section with `make bench-erp`'s own measurement (same
     sizes, same four figures, the verdict on the worst run), not a second, older one."""
     from benchmarks import erp_bench as eb
@@ -231,13 +232,14 @@ def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.Mo
         asked.update(kw)
         figs = {"orders_per_request": (2.4, [2.4, 2.7], "PASS"), "events_per_request": (203.0, [203.0, 207.0], "PASS"),
                 "quota_violations": (0, [0.0, 0.0, 0.0], "PASS"), "drain_vs_floor": (3.6, [3.6], "FAIL")}
-        return {"figures": {k: {"value": v, "spread": {"runs": runs}, "verdict": ver} for k, (v, runs, ver) in figs.items()},
+        return {"figures": {k: {"value": v, "spread": {"runs": runs}, "verdict": ver, "target": "t"}
+                            for k, (v, runs, ver) in figs.items()},
                 "diagnostics": {"drain_erp_cpu_floor_vs_quota_floor": {"value": 2.7}},
                 "drain": [{"drain_s": 338.0, "requests": 935}], "end_to_end": [{"requests": 50}, {"requests": 51}]}
 
     monkeypatch.setattr(eb, "capacity", capacity)
     raw: dict[str, object] = {}
-    rows = erp_section({"erp": True}, raw, "b", None, "t")
+    rows = erp_section({"erp": True, "erp_json": str(tmp_path / "erp.json")}, raw, "b", None, "t")
     assert {k: asked[k] for k in ("orders", "drain_n", "reps", "drain_reps")} == {
         k: eb.BENCH_ERP[k] for k in ("orders", "drain_n", "reps", "drain_reps")}
     by_id = {r["id"]: r for r in rows}
@@ -245,5 +247,8 @@ def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.Mo
         == ["PASS", "PASS", "PASS", "FAIL"]
     assert by_id["erp_drain"]["values"] == [3.6] and "338 s for 935 requests" in by_id["erp_drain"]["conditions"]
     assert by_id["erp_429"]["target"] == {"op": "==", "value": 0} and "erp" in raw
+    written = json.loads((tmp_path / "erp.json").read_text())  # the file `make bench-erp` writes
+    assert written["drain_vs_floor"] == {"value": 3.6, "target": "t", "verdict": "FAIL"}
+    assert written["erp_capacity"]["drain"] == [{"drain_s": 338.0, "requests": 935}] and "machine" in written
     quick = erp_section({"erp": False}, {}, "b", None, "t")
     assert [r["verdict"] for r in quick] == ["SKIP"] * 4
