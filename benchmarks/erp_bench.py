@@ -584,12 +584,13 @@ def capacity(bootstrap: str, children: Children, *, orders: int, drain_n: int, r
         runs.append(e2e)
         log(f"erp capacity e2e {rep + 1}/{reps}: {e2e['shipments_done']}/{orders} done with {sink_requests} sink "
             f"requests ({e2e['orders_per_request']:.2f} orders/request), {e2e['throttled_429']} x 429, {dict(by_class)}")
-    for rep in range(reps if drain_reps is None else drain_reps):
+    n_drains = reps if drain_reps is None else drain_reps
+    for rep in range(n_drains):
         d = drain(bootstrap, children, stack, drain_n, f"{tag}-d{rep}")
         lines_busy = d["mean_request_time_s"] * d["requests"]
         d["erp_request_s_sum"] = round(lines_busy, 1)
         drains.append(d)
-        log(f"erp capacity drain {rep + 1}/{reps}: {drain_n} milestones, {d['requests']} requests in "
+        log(f"erp capacity drain {rep + 1}/{n_drains}: {drain_n} milestones, {d['requests']} requests in "
             f"{d['drain_s']:.1f}s (floor {d['floor_at_quota_s']:.1f}s, x{d['ratio_to_floor']:.2f}), "
             f"{d['throttled_429']} x 429, ERP busy {d['erp_busy_s']:.0f}s, Tryton CPU {d['erp_cpu_s']:.0f}s, "
             f"request time summed {lines_busy:.0f}s")
