@@ -6,10 +6,17 @@ batched search, and the same product was asked for in every batch (371 of the 99
 a 10,000 drain were these lookups). Here the first miss starts one load; every caller that
 misses the same key while it runs awaits that load. A failed load is not cached: its callers
 all get its error, the next caller loads again.
+
+A load serves callers of several documents and partitions, so it runs in a context of its
+own, not the first caller's: the sink's fence (``before_send``: no request for a partition
+this worker no longer owns) reads the calling task's partition from a context variable, and
+one caller's revoked partition must not fail the others' lookup. Master data reads change
+nothing, so they need no fence.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
@@ -42,14 +49,15 @@ class SingleFlight(Generic[K, V]):
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The value of ``key``: cached, or the load already running for it, or a new load.
-        The load runs in a task of its own, so a caller cancelled while it waits (its
-        milestone's deadline) does not cancel it for the others."""
+        The load runs in a task of its own, in an empty context: a caller cancelled while it
+        waits does not cancel it for the others, and no caller's context variables (the
+        sink's partition, which its fence checks) apply to it."""
         if key in self._values:
             return self._values[key]
         task = self._loading.get(key)
         if task is None:
             self.loads += 1
-            task = asyncio.ensure_future(self._load(key, load))
+            task = asyncio.get_running_loop().create_task(self._load(key, load), context=contextvars.Context())
             task.add_done_callback(_retrieved)  # every caller may be gone when it fails
             self._loading[key] = task
         return await asyncio.shield(task)

@@ -127,3 +127,40 @@ async def test_a_backlog_of_adjustments_looks_up_each_warehouse_bin_and_product_
     with pytest.raises(PermanentErpError):
         await adapter._product("NOPE")
     assert reads.reads.count(("product.product", "NOPE")) == 2
+
+
+async def test_a_load_does_not_run_in_its_first_callers_context() -> None:
+    """The sink's fence raises ``Revoked`` for a request made in the context of a partition
+    this worker lost; a shared lookup started by such a caller must still answer the callers
+    of the partitions it owns."""
+    from app.erp.sink import _PARTITION, Revoked, fence
+
+    owned = {2}
+    check = fence(lambda p: p in owned)
+    memo: SingleFlight[str, str] = SingleFlight()
+    release = asyncio.Event()
+
+    async def load() -> str:
+        await release.wait()
+        check()  # what the batcher runs right before the lookup's request
+        return "product"
+
+    async def caller(partition: int) -> str:
+        _PARTITION.set(partition)
+        return await memo.get("SKU-1", load)
+
+    lost = asyncio.create_task(caller(1))  # each task has its own copy of the context
+    await asyncio.sleep(0)  # partition 1's milestone starts the load
+    kept = asyncio.create_task(caller(2))
+    await asyncio.sleep(0)
+    release.set()
+    assert await kept == "product" and await lost == "product" and memo.loads == 1
+    with pytest.raises(Revoked):  # the same call in partition 1's own context is fenced
+        await asyncio.create_task(_fenced_in(1, check))
+
+
+async def _fenced_in(partition: int, check: Any) -> None:
+    from app.erp.sink import _PARTITION
+
+    _PARTITION.set(partition)
+    check()
