@@ -40,13 +40,15 @@ def ensure_venv() -> Path:
 
 
 def run(bootstrap: str, topic: str, records: int, app_id: str, state_dir: Path, partitions: int,
-        timeout_s: float = 600) -> dict[str, Any]:
+        timeout_s: float = 600, exactly_once: bool = False) -> dict[str, Any]:
     """One run of the peer: events/s (first record to the last one processed), seconds, CPU
     seconds, VmHWM; raises if it does not finish. Its milestones are on ``<app_id>.milestones``
-    and ``<app_id>.exceptions`` when it returns."""
+    and ``<app_id>.exceptions`` when it returns. ``exactly_once``: Quix's own exactly-once
+    processing guarantee (Kafka transactions), to compare with a worker that runs with them."""
     cmd = [str(ensure_venv()), str(ROOT / "benchmarks" / "quix_peer.py"), "--bootstrap", bootstrap,
            "--topic", topic, "--app-id", app_id, "--records", str(records), "--partitions", str(partitions),
-           "--state-dir", str(state_dir), "--timeout", str(timeout_s)]
+           "--state-dir", str(state_dir), "--timeout", str(timeout_s),
+           "--processing-guarantee", "exactly-once" if exactly_once else "at-least-once"]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 120, cwd=ROOT)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]

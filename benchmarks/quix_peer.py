@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--processing-guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once",
+                        help="Quix's own; the bench gives the worker's (exactly-once where the worker runs "
+                             "with Kafka transactions)")
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         auto_offset_reset="earliest",
         state_dir=args.state_dir,
         loglevel=os.environ.get("QUIX_LOGLEVEL", "WARNING"),
+        processing_guarantee=args.processing_guarantee,
     )
 
     def topic(name: str, partitions: int | None = None) -> Any:

@@ -326,12 +326,15 @@ def quix_figures(tp: dict[str, Any], worker_ok: bool, parity: str) -> list[dict[
     # the peer runs in the first repetitions (quick mode: only the first); each against the worker of its repetition
     ratios = [w / q["events_per_s"] for w, q in zip(tp["worker_events_per_s"], runs, strict=False) if "events_per_s" in q]
     cpu_ratios = [q["cpu_us_per_event"] / w for w, q in zip(tp["worker_cpu_us_per_event"], runs, strict=False) if "events_per_s" in q]
+    guarantee = ", ".join(sorted({q.get("processing_guarantee", "at-least-once") for q in good}))
     return [
         figure("quix", "Quix Streams 3.28.1 peer events/s (same topic, same run)", [q["events_per_s"] for q in good],
                "events/s", ok=quix_ok,
                conditions="benchmarks/quix_peer.py in .venv-quix: syncgov's app.core per input partition, order "
                           "states and dedup keys in Quix's per-key RocksDB state (changelog on), milestones / "
-                          "dead letters / stock forwards and marks to topics, inventory stage on the stock topic",
+                          "dead letters / stock forwards and marks to topics, inventory stage on the stock topic; "
+                          f"Quix's processing guarantee {guarantee}, the worker's (exactly-once where the worker "
+                          "runs with Kafka transactions)",
                note=f"{statistics.median(q['cpu_us_per_event'] for q in good):,.0f} µs CPU per event; {qparity}"),
         figure("ratio_quix", "worker / Quix ratio", ratios, "", target=target, ok=worker_ok and quix_ok,
                conditions="per repetition (worker and Quix of the same repetition)", note=parity, fmt="{:.2f}"),

@@ -165,6 +165,11 @@ class Children:
         self.broker_env[broker.bootstrap] = worker_env(impl)
         return broker
 
+    def exactly_once(self, bootstrap: str) -> bool:
+        """Whether this broker's workers commit with Kafka transactions (the lane's
+        ``WORKER_EXACTLY_ONCE``; ``auto`` is on for any broker given by address)."""
+        return self.broker_env.get(bootstrap, {}).get("WORKER_EXACTLY_ONCE", "auto") != "off"
+
     def worker(self, bootstrap: str, data_dir: Path, env: dict[str, str], start: bool = True,
                ready_timeout_s: float = 120.0) -> WorkerProcess:
         worker = WorkerProcess(bootstrap, data_dir, env={"LOG_LEVEL": "info", **self.broker_env.get(bootstrap, {}),
@@ -377,7 +382,8 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         raw_cpu.append(cpu)
         log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
         if peer_reps is None or rep < peer_reps:
-            quix.append(quix_run(bootstrap, topic, n, f"{tag}-qx{rep}", expected))
+            quix.append(quix_run(bootstrap, topic, n, f"{tag}-qx{rep}", expected,
+                                 exactly_once=children.exactly_once(bootstrap)))
         app_id = f"{tag}-tp{rep}"
         worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
         spy: subprocess.Popen[bytes] | None = None
@@ -423,17 +429,21 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
     }
 
 
-def quix_run(bootstrap: str, topic: str, n: int, app_id: str, expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One run of the Quix Streams peer (``benchmarks/quix_peer.py``) and its parity check."""
+def quix_run(bootstrap: str, topic: str, n: int, app_id: str, expected: dict[str, dict[str, Any]],
+             exactly_once: bool = False) -> dict[str, Any]:
+    """One run of the Quix Streams peer (``benchmarks/quix_peer.py``) and its parity check,
+    with the worker's processing guarantee (``exactly_once``: both with Kafka transactions)."""
     from benchmarks import quix_bench
 
     try:
-        got = quix_bench.run(bootstrap, topic, n, app_id, fresh_dir(app_id), PARTITIONS, timeout_s=max(120, n / 50))
+        got = quix_bench.run(bootstrap, topic, n, app_id, fresh_dir(app_id), PARTITIONS, timeout_s=max(120, n / 50),
+                             exactly_once=exactly_once)
     except Exception as exc:  # the peer is a comparison: its failure is reported, not fatal
         log(f"quix peer failed: {exc!r}")
         return {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
     ok, detail = check_parity(bootstrap, app_id, expected)
-    got.update(ok=ok, detail=detail, cpu_us_per_event=got["cpu_s"] / n * 1e6)
+    got.update(ok=ok, detail=detail, cpu_us_per_event=got["cpu_s"] / n * 1e6,
+               processing_guarantee="exactly-once" if exactly_once else "at-least-once")
     log(f"quix peer: {got['events_per_s']:,.0f}/s ({got['seconds']:.2f}s, {got['cpu_s']:.1f} CPU s), "
         f"VmHWM {got['vm_hwm_mib'] or 0:.0f} MiB, parity {'OK' if ok else 'FAIL'}: {detail}")
     return got
