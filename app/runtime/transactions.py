@@ -314,20 +314,26 @@ class TransactionalWriter:
                 if offset is not None and (tx.last_changelog_offset is None or offset > tx.last_changelog_offset):
                     tx.last_changelog_offset = offset
 
-        def send(topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        def send(topic: str, key: bytes, value: bytes | None, partition: int,
+                 report: Callable[[KafkaError | None, Message], None] | None) -> None:
             while True:
                 try:
-                    producer.produce(topic, value, key, partition, on_delivery=delivered)
+                    producer.produce(topic, value, key, partition, on_delivery=report)
                     return
                 except BufferError:
                     producer.poll(0.05)
 
+        # A delivery report (a Python call per record, under the GIL) only for the last
+        # changelog record: the meta record, written last to this partition's changelog, has
+        # the highest offset of the transaction's changelog records. Any record that fails
+        # fails the commit (a transaction is all or nothing), so the others need none.
+        last = len(tx.writes) - 1
         try:
             producer.begin_transaction()
             for topic, key, value, partition in tx.outputs:
-                send(topic, key, value, partition)
-            for key, value in tx.writes:  # the meta record last
-                send(changelog, key, value, tx.partition)
+                send(topic, key, value, partition, None)
+            for i, (key, value) in enumerate(tx.writes):  # the meta record last
+                send(changelog, key, value, tx.partition, delivered if i == last else None)
             producer.commit_transaction(CALL_TIMEOUT_S)  # flushes; fails if a record failed
         except KafkaException as exc:
             tx.error = _failure(exc)

@@ -100,7 +100,8 @@ class FakeProducer:
             for topic, partition, key, value, on_delivery in self.pending:
                 offset = self.broker.offsets.get((topic, partition), 0)
                 self.broker.offsets[(topic, partition)] = offset + 1
-                on_delivery(None, _Delivered(topic, partition, offset))
+                if on_delivery is not None:  # as confluent-kafka: a report only where one was asked
+                    on_delivery(None, _Delivered(topic, partition, offset))
                 self.broker.visible.append((topic, partition, key, value))
         self.pending = []
 
@@ -200,6 +201,32 @@ def test_each_partition_is_one_transaction_outputs_then_state_meta_last_applied_
     faust_adapter.bind(Origin(TOPIC, 0, 3))
     assert w.table.data[table_key(0, META)] == b'{"o":3}'  # applied after the commit
     assert table_key(0, "x", [1]) not in w.table.data
+
+
+def test_only_the_meta_record_asks_for_a_delivery_report_and_its_offset_is_the_one_persisted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery report is a Python call per record under the GIL; the transaction needs one
+    only for its last changelog record (the meta record: the highest changelog offset, which
+    the local store records as persisted). A failed record fails the commit anyway."""
+    broker = Broker()
+    w = writer(broker)
+    taken(w, broker, {0})
+    applied: list[tuple[int, int, int | None]] = []
+    monkeypatch.setattr(faust_adapter, "apply_committed",
+                        lambda table, origin, writes, last: applied.append((origin.partition, len(writes), last)))
+    asked: list[tuple[str, bytes | None]] = []
+    produce = FakeProducer.produce
+
+    def spy(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
+            partition: int = -1, on_delivery: Any = None, **kw: Any) -> None:
+        if on_delivery is not None:
+            asked.append((topic, key))
+        produce(self, topic, value, key, partition, on_delivery, **kw)
+
+    monkeypatch.setattr(FakeProducer, "produce", spy)
+    asyncio.run(w.write([(milestone(1), Origin(TOPIC, 0, 3))], [Mark(0, 3, 99)], [(0, 3, _writes(0, 3))]))
+    assert asked == [(w.changelog, table_key(0, META))]
+    assert applied == [(0, 3, broker.offsets[(w.changelog, 0)] - 1)]  # the meta record's offset
 
 
 def test_the_partitions_of_a_batch_commit_concurrently() -> None:
