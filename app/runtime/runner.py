@@ -10,10 +10,11 @@ Per partition *P*, in this order and in this one place:
    (the offset stored with the state: state and input offset are one commit);
 3. **processing**: batches of *P*'s records go to ``stage.process``; the stage writes its
    outputs and its state through its ``BatchWriter`` (lease checked before, after:
-   ``Ownership``; with Kafka transactions, one transaction per partition and batch);
+   ``Ownership``; with Kafka transactions, one transaction per partition and batch, whose
+   commit overlaps the next batch's reading and processing);
 4. **revoked**: when Faust revokes *P*, or the assignment changes, or the lease fails,
-   the batch in flight ends first (the lock), then ``stage.revoke({P})`` drops *P*'s
-   in-memory state. Anything not committed is redone by the next owner from the stored
+   the batch in flight ends first (the lock) and every batch written has committed
+   (``stage.settle()``), then ``stage.revoke({P})`` drops *P*'s in-memory state. Anything not committed is redone by the next owner from the stored
    offset; nothing of *P* is skipped, since the consumer is re-seeked on every change.
 
 Consumer offsets are also committed to ``<group>`` for lag monitoring only; they are
@@ -58,6 +59,10 @@ class Stage(Protocol):
 
     def revoke(self, partitions: set[int]) -> None:
         """Drop the partitions' in-memory state (what is committed stays in the table)."""
+
+    async def settle(self) -> None:
+        """Wait until every batch written so far has committed (raises ``Fenced`` or
+        ``BatchAborted`` for one that did not)."""
 
     async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
         """Process one batch (possibly empty: timers such as idle marks run then)."""
@@ -108,10 +113,23 @@ class StageRunner:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def on_revoked(self, partitions: set[int]) -> None:
-        """Faust revokes partitions: let the batch in flight finish, then drop them."""
+        """Faust revokes partitions: let the batch in flight finish and commit, then drop them."""
         async with self.lock:
-            self._drop(partitions & self.loaded)
+            if await self._settled():
+                self._drop(partitions & self.loaded)
             self.assigned = None  # re-sync (and re-seek) before the next batch
+
+    async def _settled(self) -> bool:
+        """Every batch written has committed (True); else the stage's state is ahead of what
+        is stored: all of it is dropped, to be re-read from the stored offsets (False)."""
+        try:
+            await self.stage.settle()
+            return True
+        except (Fenced, BatchAborted) as exc:
+            log.warning("%s: batch abandoned: %s", self.stage.name, exc)
+            self._drop(set(self.loaded))
+            self.assigned = None
+            return False
 
     def _drop(self, partitions: set[int]) -> None:
         if partitions:
@@ -123,6 +141,7 @@ class StageRunner:
         """Read exactly ``owned``: drop the others, load and fence the new ones, and seek
         every partition to the offset after its stored state."""
         assert self.reader is not None
+        await self.stage.settle()  # raises as the next write would: the caller drops and retries
         self._drop(self.loaded - owned)
         new = owned - self.loaded
         if new:
@@ -198,7 +217,6 @@ class StageRunner:
                 self._commit_lag()
         if msgs:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            metrics.LAST_COMMIT.set(time.time())
 
     async def run(self) -> None:
         self.reader = self._make_reader()
@@ -206,6 +224,11 @@ class StageRunner:
             while True:
                 await self.step()
         finally:
+            try:  # a stop lets the last batch's commit finish (a crash leaves it to the next owner)
+                await asyncio.shield(self.stage.settle())
+            except (Fenced, BatchAborted, asyncio.CancelledError) as exc:
+                log.warning("%s: the last batch did not commit at stop (%s); its records are redone", self.stage.name,
+                            exc or type(exc).__name__)
             reader, self.reader = self.reader, None
             await self._call(reader.close)
             self.executor.shutdown(wait=False)

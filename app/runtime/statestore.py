@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app import metrics
 from app.core.engine import Output
 from app.core.stock import Mark
 from app.runtime import faust_adapter
@@ -96,13 +97,21 @@ class BatchWriter(Protocol):
         """Take partitions over: fence their previous owner, write the fence records."""
 
     def forget(self, partitions: set[int]) -> None:
-        """The partitions are no longer this stage's (revoked, or dropped after a failure)."""
+        """The partitions are no longer this stage's (revoked, or dropped after a failure;
+        after ``settle``)."""
 
-    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits,
+                    on_committed: Callable[[], None] | None = None) -> None:
         """One batch: its outputs and marks, and per partition its state up to its last
-        offset. Raises ``Fenced`` (not written) or ``BatchAborted`` (nothing of an aborted
-        partition written): the runner drops the stage's state and re-reads from the
-        stored offsets."""
+        offset; ``on_committed`` runs once it is committed. Raises ``Fenced`` (not written)
+        or ``BatchAborted`` (nothing of an aborted partition written): the runner drops the
+        stage's state and re-reads from the stored offsets. A writer may return before the
+        batch has committed (``TransactionalWriter``: the commit overlaps the next batch's
+        work); its failure is then raised by the next ``write`` or ``settle``."""
+
+    async def settle(self) -> None:
+        """Wait until every batch written so far has committed; raise the failure of one
+        that did not. Before a lifecycle step (fence, drop, re-seek, stop)."""
 
 
 async def write_fences(table: AnyTable, topic: str, partitions: set[int], epoch: int, ownership: Ownership) -> None:
@@ -230,9 +239,17 @@ class AtLeastOnceWriter:
     def forget(self, partitions: set[int]) -> None:
         pass
 
-    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+    async def settle(self) -> None:
+        pass  # every write has committed when it returns
+
+    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits,
+                    on_committed: Callable[[], None] | None = None) -> None:
         sent = Deliveries()
         if outputs or marks:
             self.store.check()  # a fenced worker emits nothing (its batch is redone by the owner)
             sent = self.queue(outputs, marks)
         await self.store.commit(commits, sent)
+        if outputs or marks or commits:
+            metrics.LAST_COMMIT.set(time.time())
+        if on_committed is not None:
+            on_committed()

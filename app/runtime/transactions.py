@@ -33,6 +33,20 @@ re-syncs; its producer is discarded). Any other failure aborts that partition's
 transaction -> ``BatchAborted``: nothing of it is visible, the batch is redone from the
 stored offset. Partitions of the same batch that did commit are applied first.
 
+**One batch's commit overlaps the next batch's work.** ``write`` starts the batch's
+transactions and returns; the runner reads and the core processes the next batch while they
+commit (the broker's round trips, not this process's CPU, are most of a commit). The next
+``write`` (and every lifecycle step: ``fence``, the runner before it drops or re-seeks
+partitions, and at stop) first waits for that commit (``settle``) and raises its failure
+there, before anything of the next batch is flushed or produced: a partition's transactions
+stay strictly one after the other, in input order, and the next batch's state writes are
+computed from a store that has the previous batch applied. A batch's bookkeeping (the
+processed count, metrics, ``syncgov_last_commit_timestamp_seconds``) runs when it has
+committed (``on_committed``). If the commit fails, the in-memory state is a batch or two
+ahead of what is stored: the runner drops it and re-reads from the stored offsets, as for any
+failed batch. Kafka Streams decouples its commits from processing the same way (it commits
+on an interval).
+
 The lease (``Ownership.check``) is still checked before each batch: the ERP sink, which
 is not transactional, relies on the same ownership, and a worker that knows it lost the
 partition should not even try. No wipe after a late commit is needed: a commit the broker
@@ -52,6 +66,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from faust.types import TP
 
+from app import metrics
 from app.core.stock import Mark
 from app.kafka.clients import PRODUCER_DEFAULTS
 from app.runtime import faust_adapter
@@ -228,6 +243,8 @@ class TransactionalWriter:
         self.producers = producers
         self.produce_outputs = produce_outputs
         self.executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix=f"{producers.prefix}-tx")
+        #: The last batch's commit, while it may still be under way (``settle``).
+        self._pending: asyncio.Task[None] | None = None
 
     def records(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         return records(self.table, partition)
@@ -238,6 +255,7 @@ class TransactionalWriter:
     async def fence(self, partitions: set[int], epoch: int) -> None:
         """Take partitions over: their producers (normally initialised before the restore),
         then each partition's fence record in a transaction of its own."""
+        await self.settle()
         if not partitions:
             return
         self.ownership.check()
@@ -250,10 +268,27 @@ class TransactionalWriter:
                 self.table.note_fence(partition, epoch)
 
     def forget(self, partitions: set[int]) -> None:
+        if self._pending is not None and not self._pending.done():
+            # The runner settles before it drops partitions; a commit still under way here
+            # would be producing with the producers about to be discarded.
+            raise RuntimeError(f"{self.producers.prefix}: partitions {sorted(partitions)} dropped during a commit")
         self.producers.discard(partitions)
 
-    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits) -> None:
+    async def settle(self) -> None:
+        """Wait for the last batch's commit if it is still under way; raise its failure."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits,
+                    on_committed: Callable[[], None] | None = None) -> None:
+        """Start the batch's transactions, once the previous batch's have committed (its
+        failure is raised here); they commit while the caller goes on. ``on_committed`` runs
+        when they have."""
+        await self.settle()
         if not (outputs or marks or commits):
+            if on_committed is not None:
+                on_committed()
             return
         self.ownership.check()  # a worker that knows it lost its partitions does not even try
         txs = []
@@ -265,7 +300,7 @@ class TransactionalWriter:
                 writes = flush(faust_adapter.partition_reader(self.table, partition))
             # Encoded here, on the event loop's thread: the encoders' caches are not thread-safe
             txs.append(_Transaction(partition, self._encode(part), writes, Origin(self.topic, partition, offset)))
-        await self._run(txs)
+        self._pending = asyncio.get_running_loop().create_task(self._run(txs, on_committed))
 
     def _encode(self, part: PartitionBatch) -> list[Record]:
         encoded: list[Record] = []
@@ -276,7 +311,7 @@ class TransactionalWriter:
         self.produce_outputs(keep, part.outputs, part.marks)
         return encoded
 
-    async def _run(self, txs: list[_Transaction]) -> None:
+    async def _run(self, txs: list[_Transaction], on_committed: Callable[[], None] | None = None) -> None:
         """Run the transactions concurrently; apply what committed; raise for the rest."""
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self.executor, self._transaction, tx) for tx in txs))
@@ -285,6 +320,9 @@ class TransactionalWriter:
                 faust_adapter.apply_committed(self.table, tx.origin, tx.writes, tx.last_changelog_offset)
         failed = [tx for tx in txs if tx.error is not None]
         if not failed:
+            metrics.LAST_COMMIT.set(time.time())
+            if on_committed is not None:
+                on_committed()
             return
         fenced = [tx.partition for tx in failed if isinstance(tx.error, Fenced)]
         self.producers.discard(tx.partition for tx in failed if isinstance(tx.error, Fenced))

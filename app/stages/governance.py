@@ -155,8 +155,12 @@ class GovernanceStage:
                 marks.append(Mark(partition, last, wm))
                 p.marked = wm
         marks.extend(self._idle_marks(now, highs))
-        await self.writer.write(outputs, marks, [(ps.partition, last, flush_to(ps, last)) for ps, last in done])
-        self._observe(done, highs, sum(len(m) for m in batch.values()))
+        records = sum(len(m) for m in batch.values())
+        await self.writer.write(outputs, marks, [(ps.partition, last, flush_to(ps, last)) for ps, last in done],
+                                on_committed=lambda: self._observe(done, highs, records))
+
+    async def settle(self) -> None:
+        await self.writer.settle()
 
     def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:
         """Idle marks for owned partitions with nothing to read for the idle time."""

@@ -148,12 +148,15 @@ def test_a_zombie_is_fenced_by_the_broker_and_none_of_its_records_is_ever_commit
     async def run() -> None:
         await zombie.fence({0}, epoch=1)
         await zombie.write([("before", Origin("eos.events", 0, 0))], [], [(0, 0, _flush_of(0, "O-1"))])
+        await zombie.settle()  # committed (a write returns while its commit is under way)
         # The zombie stalls mid-batch: its records are in the log when the new owner takes the
         # partition over (before its restore: init_transactions with the same id).
         writers.on_commit.append(lambda: new_owner.producers.renew({0}))
         with pytest.raises(Fenced, match="fenced by the broker"):
             await zombie.write([("zombie", Origin("eos.events", 0, 1))], [], [(0, 1, _flush_of(1, "O-ZOMBIE"))])
+            await zombie.settle()
         await new_owner.write([("owner", Origin("eos.events", 0, 1))], [], [(0, 1, _flush_of(1, "O-2"))])
+        await new_owner.settle()
 
     asyncio.run(run())
     changelog = zombie.changelog

@@ -122,6 +122,12 @@ def encode(send: Any, outputs: list[tuple[Any, Origin]], marks: list[Mark]) -> N
             send("stock", b"", orjson.dumps([mark.source, mark.offset]), partition)
 
 
+async def written(w: TransactionalWriter, *args: Any) -> None:
+    """A batch written and committed (``write`` returns while the commit is under way)."""
+    await w.write(*args)
+    await w.settle()
+
+
 def ownership() -> Ownership:
     lease = Lease(6.0, 1.0, clock=lambda: 0.0)
     lease.renew(0.0)
@@ -185,7 +191,7 @@ def test_each_partition_is_one_transaction_outputs_then_state_meta_last_applied_
     broker.on_commit = lambda producer: seen_at_commit.append(w.table.data.get(table_key(0, META)))
 
     async def run() -> None:
-        await w.write([(milestone(1), Origin(TOPIC, 0, 3))], [Mark(0, 3, 99)], [(0, 3, _writes(0, 3)), (1, 8, _writes(1, 8))])
+        await written(w, [(milestone(1), Origin(TOPIC, 0, 3))], [Mark(0, 3, 99)], [(0, 3, _writes(0, 3)), (1, 8, _writes(1, 8))])
 
     asyncio.run(run())
     calls = {txid: [c for t, c in broker.calls if t == txid] for txid in ("app-governance-0", "app-governance-1")}
@@ -224,7 +230,7 @@ def test_only_the_meta_record_asks_for_a_delivery_report_and_its_offset_is_the_o
         produce(self, topic, value, key, partition, on_delivery, **kw)
 
     monkeypatch.setattr(FakeProducer, "produce", spy)
-    asyncio.run(w.write([(milestone(1), Origin(TOPIC, 0, 3))], [Mark(0, 3, 99)], [(0, 3, _writes(0, 3))]))
+    asyncio.run(written(w, [(milestone(1), Origin(TOPIC, 0, 3))], [Mark(0, 3, 99)], [(0, 3, _writes(0, 3))]))
     assert asked == [(w.changelog, table_key(0, META))]
     assert applied == [(0, 3, broker.offsets[(w.changelog, 0)] - 1)]  # the meta record's offset
 
@@ -237,7 +243,7 @@ def test_the_partitions_of_a_batch_commit_concurrently() -> None:
     broker.on_commit = lambda producer: barrier.wait()
 
     async def run() -> None:
-        await w.write([], [], [(p, 1, _writes(p, 1)) for p in range(3)])
+        await written(w, [], [], [(p, 1, _writes(p, 1)) for p in range(3)])
 
     asyncio.run(run())
     assert sum(1 for _, c in broker.calls if c == "commit") == 3
@@ -249,18 +255,18 @@ def test_a_zombie_is_fenced_by_a_new_owners_init_and_nothing_of_its_batch_is_vis
     taken(zombie, broker, {0})
 
     async def run() -> None:
-        await zombie.write([], [], [(0, 1, _writes(0, 1))])
+        await written(zombie, [], [], [(0, 1, _writes(0, 1))])
         owner.producers.renew({0})  # the new owner fences before its restore
         before = list(broker.visible)
         with pytest.raises(Fenced):
-            await zombie.write([(milestone(5), Origin(TOPIC, 0, 2))], [], [(0, 2, _writes(0, 2))])
+            await written(zombie, [(milestone(5), Origin(TOPIC, 0, 2))], [], [(0, 2, _writes(0, 2))])
         assert broker.visible == before, "the fenced batch is not visible"
         faust_adapter.bind(Origin(TOPIC, 0, 2))
         assert zombie.table.data[table_key(0, META)] == b'{"o":1}', "nor applied to the zombie's store"
         assert 0 not in zombie.producers.held(), "the fenced producer is discarded"
         with pytest.raises(BatchAborted, match="no producer"):  # and not re-initialised behind its back
-            await zombie.write([(milestone(6), Origin(TOPIC, 0, 3))], [], [])
-        await owner.write([(milestone(5), Origin(TOPIC, 0, 2))], [], [(0, 2, _writes(0, 2))])
+            await written(zombie, [(milestone(6), Origin(TOPIC, 0, 3))], [], [])
+        await written(owner, [(milestone(5), Origin(TOPIC, 0, 2))], [], [(0, 2, _writes(0, 2))])
 
     asyncio.run(run())
     assert [k for t, _, k, _ in broker.visible if t == "milestones"] == [b"m-5"]
@@ -279,7 +285,7 @@ def test_a_failed_commit_aborts_that_partition_only_and_raises_batch_aborted() -
 
     async def run() -> None:
         with pytest.raises(BatchAborted):
-            await w.write([(milestone(1), Origin(TOPIC, 1, 4))], [], [(0, 3, _writes(0, 3)), (1, 4, _writes(1, 4))])
+            await written(w, [(milestone(1), Origin(TOPIC, 1, 4))], [], [(0, 3, _writes(0, 3)), (1, 4, _writes(1, 4))])
 
     asyncio.run(run())
     assert ("app-governance-1", "abort") in broker.calls
@@ -292,6 +298,67 @@ def test_a_failed_commit_aborts_that_partition_only_and_raises_batch_aborted() -
     assert w.table.data.get(table_key(1, META)) is None
 
 
+def test_a_batchs_commit_overlaps_the_next_batch_and_its_failure_surfaces_before_the_next_is_produced() -> None:
+    """``write`` returns with the transactions under way (the runner reads and processes the
+    next batch meanwhile); the next ``write`` waits for them first and raises their failure
+    before it flushes or produces anything; ``on_committed`` runs only once committed."""
+    broker = Broker()
+    w = writer(broker)
+    taken(w, broker, {0})
+    release = threading.Event()
+    broker.on_commit = lambda producer: release.wait(10)
+    done: list[str] = []
+    flushed: list[int] = []
+
+    def flush_of(offset: int) -> Any:
+        inner = _writes(0, offset)
+
+        def flush(previous: Callable[[bytes], bytes | None]) -> list[tuple[bytes, bytes | None]]:
+            flushed.append(offset)
+            return inner(previous)
+        return flush
+
+    async def run() -> None:
+        await w.write([(milestone(1), Origin(TOPIC, 0, 1))], [], [(0, 1, flush_of(1))],
+                      on_committed=lambda: done.append("1"))
+        await asyncio.sleep(0.05)
+        assert done == [] and not any(t == "milestones" for t, _, _, _ in broker.visible), "still committing"
+        second = asyncio.ensure_future(w.write([(milestone(2), Origin(TOPIC, 0, 2))], [], [(0, 2, flush_of(2))],
+                                               on_committed=lambda: done.append("2")))
+        await asyncio.sleep(0.05)
+        assert flushed == [1], "the next batch's state is not flushed before the previous one committed"
+        release.set()
+        await second
+        await w.settle()
+        assert done == ["1", "2"]
+
+    asyncio.run(run())
+    assert [k for t, _, k, _ in broker.visible if t == "milestones"] == [b"m-1", b"m-2"]
+
+    # a failed commit is raised by the next write, which then produces nothing
+    failing = Broker()
+    w2 = writer(failing)
+    taken(w2, failing, {0})
+
+    commits = iter([True])  # the first commit fails, later ones succeed
+
+    def fail(producer: FakeProducer) -> None:
+        if next(commits, False):
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"))
+
+    failing.on_commit = fail
+    flushed.clear()
+
+    async def run_failing() -> None:
+        await w2.write([(milestone(3), Origin(TOPIC, 0, 3))], [], [(0, 3, flush_of(3))])
+        with pytest.raises(BatchAborted):
+            await w2.write([(milestone(4), Origin(TOPIC, 0, 4))], [], [(0, 4, flush_of(4))])
+        await w2.settle()  # nothing left under way
+
+    asyncio.run(run_failing())
+    assert flushed == [3] and not any(t == "milestones" for t, _, _, _ in failing.visible)
+
+
 def test_the_lease_is_checked_before_any_transaction() -> None:
     broker = Broker()
     lease = Lease(6.0, 1.0, clock=lambda: 100.0)
@@ -300,7 +367,7 @@ def test_the_lease_is_checked_before_any_transaction() -> None:
 
     async def run() -> None:
         with pytest.raises(Fenced):
-            await w.write([(milestone(1), Origin(TOPIC, 0, 1))], [], [])
+            await written(w, [(milestone(1), Origin(TOPIC, 0, 1))], [], [])
 
     asyncio.run(run())
     assert broker.calls == []
