@@ -275,10 +275,18 @@ class TransactionalWriter:
         self.producers.discard(partitions)
 
     async def settle(self) -> None:
-        """Wait for the last batch's commit if it is still under way; raise its failure."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
+        """Wait for the last batch's commit if it is still under way; raise its failure.
+        Shielded: a caller cancelled while it waits (a stop, a rebalance) leaves the commit
+        running and pending, so the next ``settle`` (the runner's at stop) still waits for it
+        and applies it; the task is forgotten only once it is done."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if pending.done() and self._pending is pending:
+                self._pending = None
 
     async def write(self, outputs: Outputs, marks: list[Mark], commits: Commits,
                     on_committed: Callable[[], None] | None = None) -> None:

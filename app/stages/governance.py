@@ -156,8 +156,13 @@ class GovernanceStage:
                 p.marked = wm
         marks.extend(self._idle_marks(now, highs))
         records = sum(len(m) for m in batch.values())
+        # What this batch counted, taken now: the next batch's core may run before this one
+        # has committed (its bookkeeping runs then), and must not be counted with it.
+        seen = [(ps, dict(ps.engine.counts), ps.engine.watermark, last) for ps, last in done]
+        for ps, _ in done:
+            ps.engine.counts.clear()
         await self.writer.write(outputs, marks, [(ps.partition, last, flush_to(ps, last)) for ps, last in done],
-                                on_committed=lambda: self._observe(done, highs, records))
+                                on_committed=lambda: self._observe(seen, highs, records))
 
     async def settle(self) -> None:
         await self.writer.settle()
@@ -176,15 +181,17 @@ class GovernanceStage:
             log.info("input partition %d idle at offset %d", partition, p.state.offset)
         return marks
 
-    def _observe(self, done: list[tuple[PartitionState, int]], highs: Mapping[int, int], records: int) -> None:
-        for ps, last in done:
-            for (etype, source), n in ps.engine.counts.items():
+    def _observe(self, seen: list[tuple[PartitionState, dict[tuple[str, str], int], int | None, int]],
+                 highs: Mapping[int, int], records: int) -> None:
+        """A committed batch's bookkeeping: per partition its event counts and watermark as
+        the batch left them, its SLA samples, its lag."""
+        for ps, counts, watermark, last in seen:
+            for (etype, source), n in counts.items():
                 metrics.EVENTS.labels(etype, source if source in SOURCES else "other").inc(n)
-            ps.engine.counts.clear()
             for name, seconds in ps.sla:
                 SLA[name].observe(seconds)
-            if ps.engine.watermark is not None:
-                metrics.WATERMARK.labels(str(ps.partition)).set(ps.engine.watermark / 1000)
+            if watermark is not None:
+                metrics.WATERMARK.labels(str(ps.partition)).set(watermark / 1000)
             high = highs.get(ps.partition)
             if high is not None:
                 metrics.CONSUMER_LAG.labels(self.topic, str(ps.partition)).set(max(0, high - last - 1))

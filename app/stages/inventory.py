@@ -62,13 +62,14 @@ class InventoryStage:
                 last = offset
             if last is not None:
                 done.append((st, last))
+        seen = [(st.partition, st.stage.watermark) for st, _ in done]  # as this batch left them
         await self.writer.write(outputs, [], [(st.partition, last, flush_to(st, last)) for st, last in done],
-                                on_committed=lambda: self._observe(done))
+                                on_committed=lambda: self._observe(seen))
 
-    def _observe(self, done: list[tuple[InventoryState, int]]) -> None:
-        for st, _ in done:
-            if st.stage.watermark is not None:
-                metrics.INVENTORY_WATERMARK.labels(str(st.partition)).set(st.stage.watermark / 1000)
+    def _observe(self, seen: list[tuple[int, int | None]]) -> None:
+        for partition, watermark in seen:
+            if watermark is not None:
+                metrics.INVENTORY_WATERMARK.labels(str(partition)).set(watermark / 1000)
         metrics.TABLE_KEYS.labels("inventory_windows").set(sum(len(st.windows) for st in self.partitions.values()))
 
     async def settle(self) -> None:

@@ -319,3 +319,42 @@ def test_the_first_records_after_each_assignment_are_logged_once(caplog: pytest.
     first = [rec.getMessage() for rec in caplog.records if "first records" in rec.getMessage()]
     assert first == ["governance: first records from events since the assignment: 2",
                      "governance: first records from events since the assignment: 2"]  # partition 1's
+
+
+def test_a_batchs_bookkeeping_counts_that_batch_even_when_it_runs_after_the_next_one_was_processed() -> None:
+    """With Kafka transactions a batch's bookkeeping runs when it has committed, which can be
+    after the core has processed the next batch: each batch counts its own events."""
+    from app import metrics
+
+    class Deferred(AtLeastOnceWriter):
+        """Commits at once, runs the bookkeeping when the test says (as after a late commit)."""
+
+        def __init__(self, store: FakeStore, emitted: Emitted) -> None:
+            super().__init__(store, emitted)
+            self.later: list[Callable[[], None]] = []
+
+        async def write(self, outputs: object, marks: object, commits: object,
+                        on_committed: Callable[[], None] | None = None) -> None:
+            await super().write(outputs, marks, commits)  # type: ignore[arg-type]
+            if on_committed is not None:
+                self.later.append(on_committed)
+
+    def admitted() -> float:
+        return metrics.REGISTRY.get_sample_value("syncgov_events_total", {"type": "OrderReleased", "source": "erp"}) or 0.0
+
+    async def run() -> None:
+        store, emitted = FakeStore(), Emitted()
+        writer = Deferred(store, emitted)
+        st = GovernanceStage(topic=TOPIC, writer=writer, settings=CoreSettings(), idle_partition_s=30,
+                             monotonic=lambda: 0.0)
+        await st.assign({0}, epoch=1)
+        before = admitted()
+        await st.process({0: [Msg(0, 0, release(1)), Msg(0, 1, release(2))]}, {0: 5})
+        await st.process({0: [Msg(0, 2, release(3)), Msg(0, 3, release(4)), Msg(0, 4, release(5))]}, {0: 5})
+        first, second = writer.later
+        first()
+        assert admitted() - before == 2, "the first batch's two events, not the second's too"
+        second()
+        assert admitted() - before == 5
+
+    asyncio.run(run())

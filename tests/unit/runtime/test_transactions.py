@@ -359,6 +359,37 @@ def test_a_batchs_commit_overlaps_the_next_batch_and_its_failure_surfaces_before
     assert flushed == [3] and not any(t == "milestones" for t, _, _, _ in failing.visible)
 
 
+def test_a_cancelled_wait_for_a_commit_does_not_cancel_the_commit() -> None:
+    """A stop or a rebalance may cancel the task waiting in ``settle``: the commit goes on,
+    stays pending, and the next ``settle`` (the runner's at stop) waits for it, applies its
+    writes to the store and runs its bookkeeping."""
+    broker = Broker()
+    w = writer(broker)
+    taken(w, broker, {0})
+    release = threading.Event()
+    broker.on_commit = lambda producer: release.wait(10)
+    done: list[str] = []
+
+    async def run() -> None:
+        await w.write([(milestone(1), Origin(TOPIC, 0, 1))], [], [(0, 1, _writes(0, 1))],
+                      on_committed=lambda: done.append("1"))
+        waiter = asyncio.ensure_future(w.settle())
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        with pytest.raises(RuntimeError, match="dropped during a commit"):
+            w.forget({0})  # still under way: the producers stay
+        release.set()
+        await w.settle()
+        assert done == ["1"]
+
+    asyncio.run(run())
+    faust_adapter.bind(Origin(TOPIC, 0, 1))
+    assert w.table.data[table_key(0, META)] == b'{"o":1}', "applied to the store once committed"
+    assert [k for t, _, k, _ in broker.visible if t == "milestones"] == [b"m-1"]
+
+
 def test_the_lease_is_checked_before_any_transaction() -> None:
     broker = Broker()
     lease = Lease(6.0, 1.0, clock=lambda: 100.0)
