@@ -42,7 +42,8 @@ there, before anything of the next batch is flushed or produced: a partition's t
 stay strictly one after the other, in input order, and the next batch's state writes are
 computed from a store that has the previous batch applied. A batch's bookkeeping (the
 processed count, metrics, ``syncgov_last_commit_timestamp_seconds``) runs when it has
-committed (``on_committed``). If the commit fails, the in-memory state is a batch or two
+committed (``on_committed``); a wait for a commit that is cancelled does not cancel the
+commit (``settle``). If the commit fails, the in-memory state is a batch or two
 ahead of what is stored: the runner drops it and re-reads from the stored offsets, as for any
 failed batch. Kafka Streams decouples its commits from processing the same way (it commits
 on an interval).
