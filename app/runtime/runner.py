@@ -14,8 +14,9 @@ Per partition *P*, in this order and in this one place:
    commit overlaps the next batch's reading and processing);
 4. **revoked**: when Faust revokes *P*, or the assignment changes, or the lease fails,
    the batch in flight ends first (the lock) and every batch written has committed
-   (``stage.settle()``), then ``stage.revoke({P})`` drops *P*'s in-memory state. Anything not committed is redone by the next owner from the stored
-   offset; nothing of *P* is skipped, since the consumer is re-seeked on every change.
+   (``stage.settle()``), then ``stage.revoke({P})`` drops *P*'s in-memory state.
+   Anything not committed is redone by the next owner from the stored offset; nothing of
+   *P* is skipped, since the consumer is re-seeked on every change.
 
 Consumer offsets are also committed to ``<group>`` for lag monitoring only; they are
 never read back.
