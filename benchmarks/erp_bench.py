@@ -76,9 +76,6 @@ from benchmarks.worker_bench import (  # noqa: E402
 )
 from tests.integration.streams import replay, simulate  # noqa: E402
 
-POSTED_TYPES = ("OrderAccepted", "OrderPicked", "OrderPacked", "ShipmentConfirmed", "InventoryAdjusted",
-                "ReturnReceived")
-
 
 class AccessLine(Protocol):
     """A request line of the gateway's access log (``ops/nginx/gateway.py``)."""

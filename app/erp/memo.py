@@ -31,7 +31,7 @@ class SingleFlight(Generic[K, V]):
         self.limit = limit
         self._values: dict[K, V] = {}
         self._loading: dict[K, asyncio.Task[V]] = {}
-        self.loads = 0  # loads started (a test and a log line read it)
+        self.loads = 0  # loads started
 
     def __contains__(self, key: object) -> bool:
         return key in self._values

@@ -298,15 +298,21 @@ def test_a_failed_commit_aborts_that_partition_only_and_raises_batch_aborted() -
     assert w.table.data.get(table_key(1, META)) is None
 
 
-def test_a_batchs_commit_overlaps_the_next_batch_and_its_failure_surfaces_before_the_next_is_produced() -> None:
-    """``write`` returns with the transactions under way (the runner reads and processes the
-    next batch meanwhile); the next ``write`` waits for them first and raises their failure
-    before it flushes or produces anything; ``on_committed`` runs only once committed."""
+def held_commits() -> tuple[Broker, TransactionalWriter, threading.Event]:
+    """A writer that owns partition 0 and whose commits wait until the event is set."""
     broker = Broker()
     w = writer(broker)
     taken(w, broker, {0})
     release = threading.Event()
     broker.on_commit = lambda producer: release.wait(10)
+    return broker, w, release
+
+
+def test_a_batchs_commit_overlaps_the_next_batch_and_its_failure_surfaces_before_the_next_is_produced() -> None:
+    """``write`` returns with the transactions under way (the runner reads and processes the
+    next batch meanwhile); the next ``write`` waits for them first and raises their failure
+    before it flushes or produces anything; ``on_committed`` runs only once committed."""
+    broker, w, release = held_commits()
     done: list[str] = []
     flushed: list[int] = []
 
@@ -363,11 +369,7 @@ def test_a_cancelled_wait_for_a_commit_does_not_cancel_the_commit() -> None:
     """A stop or a rebalance may cancel the task waiting in ``settle``: the commit goes on,
     stays pending, and the next ``settle`` (the runner's at stop) waits for it, applies its
     writes to the store and runs its bookkeeping."""
-    broker = Broker()
-    w = writer(broker)
-    taken(w, broker, {0})
-    release = threading.Event()
-    broker.on_commit = lambda producer: release.wait(10)
+    broker, w, release = held_commits()
     done: list[str] = []
 
     async def run() -> None:
