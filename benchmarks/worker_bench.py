@@ -354,11 +354,13 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: s
 
 
 def py_spy() -> str:
-    """The py-spy binary: on PATH, in the project's venv, or in the bench venv (.venv-quix)."""
-    for candidate in (shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", ROOT / ".venv-quix" / "bin" / "py-spy"):
+    """The py-spy binary: on PATH, in the project's venv, or in the bench venv (.venv-quix,
+    made here if missing: a ``--no-peer --profile`` run on a fresh machine needs it too)."""
+    for candidate in (shutil.which("py-spy"), Path(sys.executable).parent / "py-spy"):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    raise FileNotFoundError("py-spy not found: .venv-quix/bin/python -m pip install py-spy==0.4.3")
+    from benchmarks import quix_bench
+    return str(quix_bench.ensure_venv().parent / "py-spy")
 
 
 def throughput(bootstrap: str, children: Children, records: int, reps: int, tag: str,
