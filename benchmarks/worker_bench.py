@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -52,7 +53,7 @@ if str(ROOT) not in sys.path:
 
 from app.core.timeutil import parse_ts  # noqa: E402
 from app.kafka import codec  # noqa: E402
-from app.kafka.clients import create_topics, produce, read_all  # noqa: E402
+from app.kafka.clients import TOPIC_CONFIG, TopicSpec, create_topics, ensure_topics, produce, read_all  # noqa: E402
 from app.kafka.clients import send as kafka_send  # noqa: E402
 from app.kafka.embedded import EmbeddedBroker  # noqa: E402
 
@@ -240,10 +241,30 @@ def orders_for(records: int) -> int:
 
 def recorded(bootstrap: str, topic: str, count: int) -> list[list[bytes]]:
     """The topic as recorded, one list per partition in offset order (read with count=)."""
+    return recorded_with_append_times(bootstrap, topic, count)[0]
+
+
+def recorded_with_append_times(bootstrap: str, topic: str, count: int) -> tuple[list[list[bytes]], dict[str, int]]:
+    """``recorded``, and each event id's broker append time (ms) where the broker stamped the
+    records (a topic with LogAppendTime; empty otherwise)."""
     parts: dict[int, list[bytes]] = {}
+    appended: dict[str, int] = {}
     for rec in read_all(bootstrap, topic, count=count, timeout_s=300):
         parts.setdefault(rec.partition, []).append(rec.value)
-    return [parts[p] for p in sorted(parts)]
+        if rec.appended:
+            eid = event_id(rec.value)
+            if eid is not None:
+                appended.setdefault(eid, rec.timestamp_ms)
+    return [parts[p] for p in sorted(parts)], appended
+
+
+def event_id(value: bytes) -> str | None:
+    """A JSON record's ``event_id``, if it has one."""
+    try:
+        eid = orjson.loads(value).get("event_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return eid if isinstance(eid, str) else None
 
 
 def worker_milestones(bootstrap: str, app_id: str) -> list[tuple[dict[str, Any], int]]:
@@ -534,15 +555,11 @@ def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     """Produce at ``rate``/s, keep ``time.time()`` before each produce by event_id; returns the achieved rate."""
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, "linger.ms": 5,
                          "batch.num.messages": 10000})
-    loads = orjson.loads
     started = time.perf_counter()
     for n, (key, value) in enumerate(records, 1):
-        try:
-            eid = loads(value).get("event_id")
-        except (orjson.JSONDecodeError, AttributeError):
-            eid = None
+        eid = event_id(value)
         now = time.time()
-        if isinstance(eid, str) and eid not in sent_at:
+        if eid is not None and eid not in sent_at:
             sent_at[eid] = now
         kafka_send(producer, topic, value, key, poll_s=0.01)
         ahead = n / rate - (time.perf_counter() - started)
@@ -560,8 +577,65 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))  # the ceil(q/100 * n)-th
     return ordered[k]
+
+
+def _stats(lat: list[float]) -> dict[str, Any]:
+    return {"n": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat) if lat else float("nan"), "missing": sum(1 for x in lat if x == float("inf"))}
+
+
+def latency_stats(expected: list[dict[str, Any]], sent_at: dict[str, float], got: dict[str, int],
+                  appended: dict[str, int], windows: int = 3, warmup_s: float = 1.0) -> dict[str, Any]:
+    """Latencies (ms) of the expected milestones: from the ``produce()`` wall time of the
+    completing event (the last sent of its evidence, ``sent_at`` in s) to the milestone's
+    timestamp (``got`` in ms; missing: infinite), per window of send time after the warm-up,
+    overall and by type. Where the broker stamped the completing event (``appended``, ms),
+    each window also splits it: ``append_*`` from that append to the milestone (the worker's
+    fetch, batch, core and write) and ``send_*`` from ``produce()`` to the append (the load
+    generator's client and the broker's produce path)."""
+    t0 = min(sent_at.values())
+    # (send time of the completing event, latency ms, type, from append ms, send to append ms)
+    samples: list[tuple[float, float, str, float | None, float | None]] = []
+    unmatched = 0
+    for m in expected:
+        sent = [(sent_at[e], e) for e in m.get("event_ids", []) if e in sent_at]
+        if not sent:
+            unmatched += 1
+            continue
+        at, completing = max(sent)
+        got_ms = got.get(m["milestone_id"])
+        total = (got_ms - at * 1000) if got_ms is not None else float("inf")
+        stamp = appended.get(completing)
+        from_append = send = None
+        if stamp is not None:
+            from_append = (got_ms - stamp) if got_ms is not None else float("inf")
+            send = stamp - at * 1000
+        samples.append((at, total, m["type"], from_append, send))
+    usable = [x for x in samples if x[0] >= t0 + warmup_s]
+    span = (max(sent_at.values()) - (t0 + warmup_s)) / windows
+    per_window = []
+    for w in range(windows):
+        lo = t0 + warmup_s + w * span
+        hi = lo + span if w < windows - 1 else float("inf")
+        inside = [x for x in usable if lo <= x[0] < hi]
+        window = _stats([x[1] for x in inside])
+        after_ms = [x[3] for x in inside if x[3] is not None]
+        send_ms = [x[4] for x in inside if x[4] is not None]
+        if inside and len(after_ms) == len(send_ms) == len(inside):  # every completing event stamped
+            after, before = _stats(after_ms), _stats(send_ms)
+            window.update(append_p50_ms=after["p50_ms"], append_p99_ms=after["p99_ms"],
+                          send_p50_ms=before["p50_ms"], send_p99_ms=before["p99_ms"])
+        per_window.append(window)
+    return {
+        "windows": per_window,
+        "overall": _stats([x[1] for x in usable]),
+        "by_type": {k: _stats([x[1] for x in usable if x[2] == k]) for k in ORDER_MILESTONES
+                    if any(x[2] == k for x in usable)},
+        "unmatched_milestones": unmatched,
+        "negative_latencies": sum(1 for x in usable if x[1] < 0),
+    }
 
 
 def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag: str,
@@ -573,7 +647,10 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
     stream = simulate(orders=orders_for(total) + 5, warehouses=4, seed=21)[:total]
     app_id = f"{tag}-lat{int(rate)}"
     topic = f"{app_id}.events"
-    create_topics(bootstrap, [topic], PARTITIONS)
+    # Stamped by the broker when it appends a record (the worker reads only the payload's
+    # event time): the worker's own part of the latency is told apart from the send's.
+    ensure_topics(bootstrap, [TopicSpec(topic, {**TOPIC_CONFIG, "message.timestamp.type": "LogAppendTime"}, False)],
+                  PARTITIONS)
     worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
     sent_at: dict[str, float] = {}
     achieved = paced_produce(bootstrap, topic, stream, rate, sent_at)
@@ -591,31 +668,9 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
     for m, ts in worker_milestones(bootstrap, app_id):
         got[m["milestone_id"]] = min(ts, got.get(m["milestone_id"], ts))
     worker.kill9()
-    expected = [m for m in replay(recorded(bootstrap, topic, n)) if m["type"] in ORDER_MILESTONES]
-    t0 = min(sent_at.values())
-    samples: list[tuple[float, float, str]] = []  # (produce time of the completing event, latency ms, type)
-    unmatched = 0
-    for m in expected:
-        times = [sent_at[e] for e in m.get("event_ids", []) if e in sent_at]
-        if not times:
-            unmatched += 1
-            continue
-        at = max(times)
-        got_ms = got.get(m["milestone_id"])
-        samples.append((at, (got_ms - at * 1000) if got_ms is not None else float("inf"), m["type"]))
-    usable = [x for x in samples if x[0] >= t0 + warmup_s]
-    t_end = max(sent_at.values())
-    span = (t_end - (t0 + warmup_s)) / windows
-
-    def stats(lat: list[float]) -> dict[str, Any]:
-        return {"n": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-                "max_ms": max(lat) if lat else float("nan"), "missing": sum(1 for x in lat if x == float("inf"))}
-
-    per_window = []
-    for w in range(windows):
-        lo = t0 + warmup_s + w * span
-        hi = lo + span if w < windows - 1 else float("inf")
-        per_window.append(stats([x[1] for x in usable if lo <= x[0] < hi]))
+    parts, appended = recorded_with_append_times(bootstrap, topic, n)
+    expected = [m for m in replay(parts) if m["type"] in ORDER_MILESTONES]
+    measured = latency_stats(expected, sent_at, got, appended, windows=windows, warmup_s=warmup_s)
     return {
         "rate_per_s": rate,
         "achieved_rate_per_s": achieved,
@@ -625,13 +680,8 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
         "processed_when_measured": processed,
         "processing": done,
         "wait_after_produce_s": wait_s,
-        "windows": per_window,
-        "overall": stats([x[1] for x in usable]),
-        "by_type": {k: stats([x[1] for x in usable if x[2] == k]) for k in ORDER_MILESTONES
-                    if any(x[2] == k for x in usable)},
+        **measured,
         "expected_order_milestones": len(expected),
-        "unmatched_milestones": unmatched,
-        "negative_latencies": sum(1 for x in usable if x[1] < 0),
         "worker_vm_hwm_mib": peak,
     }
 

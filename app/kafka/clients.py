@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path; stubs lack the re-export
 
 from app.kafka import security as kafka_settings
@@ -247,6 +255,9 @@ class Record:
     key: bytes | None
     value: bytes  # b"" for a tombstone (as ``app.harness.chaos.verify`` and the ERP sink read them)
     timestamp_ms: int
+    #: ``timestamp_ms`` is the broker's append time (a topic with ``message.timestamp.type``
+    #: LogAppendTime), not the producer's create time.
+    appended: bool = False
 
 
 _T = TypeVar("_T")
@@ -344,7 +355,8 @@ def read_all(
                     continue  # (a message without an error has its partition and offset)
                 done[p] = offset + 1
                 read += 1
-                yield Record(topic, p, offset, msg.key(), msg.value() or b"", msg.timestamp()[1])
+                kind, stamp = msg.timestamp()
+                yield Record(topic, p, offset, msg.key(), msg.value() or b"", stamp, kind == TIMESTAMP_LOG_APPEND_TIME)
             # Past what no record shows: transaction markers and aborted records (a
             # transactional topic's end is a commit marker, never delivered)
             for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
