@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.commands.replay import replay_by_record  # noqa: E402
+from app.core.model import CoreSettings, Milestone  # noqa: E402
 from app.core.timeutil import parse_ts  # noqa: E402
 from app.kafka import codec  # noqa: E402
 from app.kafka.clients import TOPIC_CONFIG, TopicSpec, create_topics, ensure_topics, produce, read_all  # noqa: E402
@@ -586,25 +588,37 @@ def _stats(lat: list[float]) -> dict[str, Any]:
             "max_ms": max(lat) if lat else float("nan"), "missing": sum(1 for x in lat if x == float("inf"))}
 
 
-def latency_stats(expected: list[dict[str, Any]], sent_at: dict[str, float], got: dict[str, int],
+def completed_by(parts: list[list[bytes]]) -> list[tuple[dict[str, Any], str | None]]:
+    """The replay's order milestones (contract dicts, as ``replay`` gives them), each with the
+    event id of the record whose processing emitted it: the event that completed it, which
+    is not always in its evidence (a hold released by a later event, a line short-closed)."""
+    out = []
+    for raw, outputs in replay_by_record(parts, CoreSettings()):
+        eid = event_id(raw) if raw is not None else None
+        for o in outputs:
+            if isinstance(o, Milestone) and o.type in ORDER_MILESTONES:
+                out.append((normalize(o.to_dict()), eid))
+    return out
+
+
+def latency_stats(expected: list[tuple[dict[str, Any], str | None]], sent_at: dict[str, float], got: dict[str, int],
                   appended: dict[str, int], windows: int = 3, warmup_s: float = 1.0) -> dict[str, Any]:
-    """Latencies (ms) of the expected milestones: from the ``produce()`` wall time of the
-    completing event (the last sent of its evidence, ``sent_at`` in s) to the milestone's
-    timestamp (``got`` in ms; missing: infinite), per window of send time after the warm-up,
-    overall and by type. Where the broker stamped the completing event (``appended``, ms),
-    each window also splits it: ``append_*`` from that append to the milestone (the worker's
-    fetch, batch, core and write) and ``send_*`` from ``produce()`` to the append (the load
-    generator's client and the broker's produce path)."""
+    """Latencies (ms) of the expected milestones (each with the event that completed it,
+    ``completed_by``): from that event's ``produce()`` wall time (``sent_at``, s) to the
+    milestone's timestamp (``got``, ms; missing: infinite), per window of send time after the
+    warm-up, overall and by type. Where the broker stamped the completing event
+    (``appended``, ms), each window also splits it: ``append_*`` from that append to the
+    milestone (the worker's fetch, batch, core and write) and ``send_*`` from ``produce()`` to
+    the append (the load generator's client and the broker's produce path)."""
     t0 = min(sent_at.values())
     # (send time of the completing event, latency ms, type, from append ms, send to append ms)
     samples: list[tuple[float, float, str, float | None, float | None]] = []
     unmatched = 0
-    for m in expected:
-        sent = [(sent_at[e], e) for e in m.get("event_ids", []) if e in sent_at]
-        if not sent:
+    for m, completing in expected:
+        if completing is None or completing not in sent_at:
             unmatched += 1
             continue
-        at, completing = max(sent)
+        at = sent_at[completing]
         got_ms = got.get(m["milestone_id"])
         total = (got_ms - at * 1000) if got_ms is not None else float("inf")
         stamp = appended.get(completing)
@@ -669,7 +683,7 @@ def latency(bootstrap: str, children: Children, rate: float, seconds: float, tag
         got[m["milestone_id"]] = min(ts, got.get(m["milestone_id"], ts))
     worker.kill9()
     parts, appended = recorded_with_append_times(bootstrap, topic, n)
-    expected = [m for m in replay(parts) if m["type"] in ORDER_MILESTONES]
+    expected = completed_by(parts)
     measured = latency_stats(expected, sent_at, got, appended, windows=windows, warmup_s=warmup_s)
     return {
         "rate_per_s": rate,

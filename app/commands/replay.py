@@ -133,17 +133,21 @@ class PartitionedReplay:
 def replay_partitions(partitions: list[list[bytes]], settings: CoreSettings = CoreSettings(), finish: bool = False) -> list[Output]:
     """Every output of a recorded topic's partitions (JSON records); without ``finish``
     no end-of-input flush, which is what a worker (that never sees an end) gives."""
+    return [o for _, outputs in replay_by_record(partitions, settings, finish) for o in outputs]
+
+
+def replay_by_record(partitions: list[list[bytes]], settings: CoreSettings = CoreSettings(),
+                     finish: bool = False) -> Iterator[tuple[bytes | None, list[Output]]]:
+    """``replay_partitions``' outputs with the record that made them: (record, its outputs)
+    in replay order, then (None, what the partitions' ends and ``finish`` made)."""
     run = PartitionedReplay(len(partitions), settings)
-    out: list[Output] = []
     for p, records in enumerate(partitions):
         process = run.engines[p].process
         for raw in records:
-            out.extend(run.route(p, process(raw)))
-    for p in range(len(partitions)):
-        out.extend(run.end_partition(p))
+            yield raw, run.route(p, process(raw))
+    yield None, [o for p in range(len(partitions)) for o in run.end_partition(p)]
     if finish:
-        out.extend(run.finish())
-    return out
+        yield None, run.finish()
 
 
 def _ndjson(engine: Engine, stream: IO[bytes]) -> Iterator[list[Output]]:
