@@ -591,7 +591,8 @@ def _stats(lat: list[float]) -> dict[str, Any]:
 def completed_by(parts: list[list[bytes]]) -> list[tuple[dict[str, Any], str | None]]:
     """The replay's order milestones (contract dicts, as ``replay`` gives them), each with the
     event id of the record whose processing emitted it: the event that completed it, which
-    is not always in its evidence (a hold released by a later event, a line short-closed)."""
+    is not always in its evidence (picks held until their order's release arrives: the
+    OrderReleased completes the OrderPicked, whose evidence is the picks)."""
     out = []
     for raw, outputs in replay_by_record(parts, CoreSettings()):
         eid = event_id(raw) if raw is not None else None

@@ -98,6 +98,7 @@ def test_each_order_milestone_is_paired_with_the_record_that_emitted_it() -> Non
         assert raw is not None and completing is not None and completing == worker_bench.event_id(raw)
         assert orjson.loads(raw)["order_id"] == m["order_id"]
     # the case the evidence got wrong: completed by an event that is not in its evidence (here
-    # an order whose picking is completed by a later event of the order)
+    # picks that arrived before their order's release, held until it: the release completes
+    # the OrderPicked, whose evidence is the two picks)
     outside = [(m["type"], m["order_id"]) for m, completing in paired if completing not in m["event_ids"]]
     assert outside == [("OrderPicked", "SO0000007")]
