@@ -10,6 +10,7 @@ state is written: a crash re-emits milestones (same ids), it never loses one.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
@@ -36,6 +37,7 @@ LINEAGE: Final = "l"
 #: The fence record: the epoch of the worker that took the partition over (see
 #: ``app/runtime/ownership.py``); every other record carries its writer's epoch as "e".
 FENCE: Final = "f"
+_NULL: Final = b"null"
 _KEYED = (ORDERS, RETURNS)  # an input partition's keyed stores (windows: InventoryState)
 
 #: A table write: (key, value) with value None for a delete.
@@ -224,6 +226,36 @@ def _decode_value(kind: str, value: Any) -> Any:
     return value
 
 
+class Written:
+    """The value each key was last written with by this partition's flushes, encoded
+    (``keyed_writes``' ``"v"``): the value it has as of the committed offset once that
+    flush has committed, so the next flush that changes the key takes its prior value
+    from here instead of reading and decoding the stored record. Valid only while every
+    flush of its owner has committed: a stage drops a partition's state (and so this)
+    after a failed batch, and builds it anew on assignment. Bounded: the keys written
+    longest ago are forgotten past ``limit`` (a forgotten key is read from the store)."""
+
+    __slots__ = ("_values", "limit")
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._values: dict[bytes, bytes] = {}
+        self.limit = limit
+
+    def get(self, tkey: bytes) -> bytes | None:
+        return self._values.get(tkey)
+
+    def put(self, tkey: bytes, value: bytes) -> None:
+        values = self._values
+        values.pop(tkey, None)  # re-inserted last: the dict is in order of last write
+        values[tkey] = value
+        if len(values) > self.limit:
+            for old in list(itertools.islice(values, len(values) - self.limit)):
+                del values[old]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 def keyed_writes(
     partition: int,
     kind: str,
@@ -232,19 +264,26 @@ def keyed_writes(
     committed: int,
     previous: Callable[[bytes], bytes | None],
     epoch: int = 0,
+    written: Written | None = None,
 ) -> Iterator[Write]:
     """One record per key of ``store`` changed since the last flush: its new value and the
-    value it replaces as of the ``committed`` offset (for the rollback on load)."""
+    value it replaces as of the ``committed`` offset (for the rollback on load), the latter
+    from ``written`` when it has the key, else read from the stored record."""
     for key in store.dirty:
         tkey = table_key(partition, kind, key)
         value = store.get(key)
-        stored = previous(tkey)
-        prior = None
-        if stored is not None:
-            rec = orjson.loads(stored)
-            prior = rec["v"] if rec["o"] <= committed else rec["p"]
+        encoded = _NULL if value is None else orjson.dumps(_encode_value(kind, value))
+        prior = None if written is None else written.get(tkey)
+        if prior is None:
+            prior = _NULL
+            stored = previous(tkey)
+            if stored is not None:
+                rec = orjson.loads(stored)
+                prior = orjson.dumps(rec["v"] if rec["o"] <= committed else rec["p"])
+        if written is not None:
+            written.put(tkey, encoded)
         yield tkey, orjson.dumps(
-            {"o": offset, "v": None if value is None else _encode_value(kind, value), "p": prior, "e": epoch}
+            {"o": offset, "v": orjson.Fragment(encoded), "p": orjson.Fragment(prior), "e": epoch}
         )
 
 
@@ -391,6 +430,8 @@ class PartitionState:
         #: Lineage entries of this batch, by order key; SLA samples of the last flush.
         self.lineage: dict[tuple[str, str], list[lineage.Entry]] = {}
         self.sla: list[tuple[str, float]] = []
+        #: The keyed stores' values as this state's flushes wrote them (their prior values).
+        self.written = Written()
         self._clear()
 
     def _clear(self) -> None:
@@ -415,7 +456,7 @@ class PartitionState:
         writes: list[Write] = []
         p = self.partition
         for kind in _KEYED:
-            writes.extend(keyed_writes(p, kind, self.stores[kind], offset, self.offset, previous, self.epoch))
+            writes.extend(keyed_writes(p, kind, self.stores[kind], offset, self.offset, previous, self.epoch, self.written))
         seen = self.stores[SEEN]
         added = [[key, seen[key]] for key in seen.dirty if key in seen]
         if added:
@@ -490,11 +531,13 @@ class InventoryState:
             windows[tuple(parts)] = value
         windows.dirty.clear()
         self.windows = windows
+        self.written = Written()
         self.stage = InventoryStage(settings, sources, windows, dict(meta["marks"]), meta["watermark"])
 
     def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:
         """The table writes that commit everything processed up to ``offset``, meta last."""
-        writes = list(keyed_writes(self.partition, WINDOWS, self.windows, offset, self.offset, previous, self.epoch))
+        writes = list(keyed_writes(self.partition, WINDOWS, self.windows, offset, self.offset, previous, self.epoch,
+                                   self.written))
         meta = {"o": offset, "marks": sorted(self.stage.marks.items()), "watermark": self.stage.watermark, "e": self.epoch}
         writes.append((table_key(self.partition, META), orjson.dumps(meta)))
         self.offset = offset

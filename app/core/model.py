@@ -167,17 +167,25 @@ class Milestone:
         _SET_EVENT_IDS(self, event_ids)
         _SET_BODY(self, {} if body is None else body)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The contract JSON form: every field at top level, timestamps as ISO strings."""
-        occurred_at = self.occurred_at
-        out: dict[str, Any] = {
+    def to_wire(self) -> dict[str, Any]:
+        """The contract's fields at top level with timestamps as int ms, as the Avro
+        records carry them (``timestamp-millis``): what the worker encodes, without
+        formatting a time only for the encoder to parse it back."""
+        return {
             "milestone_id": self.milestone_id,
             "type": self.type,
             "warehouse_id": self.warehouse_id,
-            "occurred_at": None if occurred_at is None else format_ts(occurred_at),
+            "occurred_at": self.occurred_at,
             "event_ids": list(self.event_ids),
             **self.body,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract JSON form: every field at top level, timestamps as ISO strings."""
+        out = self.to_wire()
+        occurred_at = self.occurred_at
+        if occurred_at is not None:
+            out["occurred_at"] = format_ts(occurred_at)
         if self.type == M_INVENTORY_ADJUSTED:
             for key in _TIME_FIELDS:
                 out[key] = format_ts(out[key])

@@ -216,7 +216,9 @@ def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
     if schema is None:
         raise EncodeError(f"no schema named {schema_name!r}")
     if schema.timestamps:
-        record = {**record, **{f: _to_ms(record.get(f)) for f in schema.timestamps}}
+        fixed = {f: _to_ms(v) for f in schema.timestamps if (v := record.get(f)).__class__ is not int}
+        if fixed:
+            record = {**record, **fixed}
     confluent = _output_writers.get(schema_name)
     try:
         if confluent is not None:
@@ -242,7 +244,8 @@ def encode_event(record: Mapping[str, Any]) -> bytes:
 
 
 def encode_milestone(record: Mapping[str, Any]) -> bytes:
-    """Encode a milestone (``Milestone.to_dict()``); the schema is ``syncgov.milestone.<type>``."""
+    """Encode a milestone (``Milestone.to_wire()``, or ``to_dict()``: ISO times are parsed);
+    the schema is ``syncgov.milestone.<type>``."""
     return _encode_typed(record, MILESTONE_NAMESPACE)
 
 

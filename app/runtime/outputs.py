@@ -87,7 +87,7 @@ class OutputEncoder:
 
     def _milestone(self, send: Send, m: Milestone) -> None:
         topic = self.topics.exceptions if m.type == M_SYNC_EXCEPTION else self.topics.milestones
-        send(topic, keys.milestone_key(m), codec.encode_milestone(m.to_dict()), -1)
+        send(topic, keys.milestone_key(m), codec.encode_milestone(m.to_wire()), -1)
         metrics.MILESTONES.labels(m.type).inc()
         if m.type == M_ORDER_ACCEPTED and m.body["version"] == 1 and m.occurred_at is not None:
             metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - m.occurred_at / 1000))

@@ -8,7 +8,7 @@ import pytest
 from app.core import Engine
 from app.core.model import CoreSettings, StockForward
 from app.core.stock import Mark, apply_record, encode_forward, encode_mark
-from tables.records import InventoryState, PartitionState
+from tables.records import InventoryState, PartitionState, Written
 
 
 def ev(i: int, type_: str, **fields: object) -> bytes:
@@ -312,3 +312,75 @@ def test_a_lazy_key_is_read_as_of_the_load_offset_whatever_was_committed_since()
     # also after this state has flushed past 7 without touching the key
     assert store[("WH1", "R1", "S1")] == 30
     assert list(store) == [("WH1", "R1", "S1")] and len(store) == 1
+
+
+# -- prior values from the flushes' own writes (``Written``) -------------------------------
+
+
+def simulated(orders: int = 40) -> list[bytes]:
+    """A default-mix stream of one warehouse (orders touched over many batches)."""
+    from app.simulator.generate import Simulation
+    from app.simulator.model import DEFAULT_FAULTS, SimConfig
+
+    config = SimConfig(seed=3, orders=orders, warehouses=1, start="2026-11-27T08:00:00.000Z", faults=DEFAULT_FAULTS)
+    return [raw for batch in Simulation(config, on_truth=lambda m: None).batches() for _, raw in batch]
+
+
+def flushed(ps: PartitionState | InventoryState, table: FakeTable, records: list[bytes], batch: int,
+            apply: object) -> list[list]:
+    """Every flush's writes, batch by batch (the table updated after each)."""
+    flushes = []
+    for start in range(0, len(records), batch):
+        for raw in records[start : start + batch]:
+            apply(ps, raw)  # type: ignore[operator]
+        writes = ps.flush(start + min(batch, len(records) - start) - 1, table.get)
+        table.apply(writes)
+        flushes.append(writes)
+    return flushes
+
+
+@pytest.mark.parametrize("limit", [3, 20_000])
+@pytest.mark.parametrize("batch", [1, 2, 7, 50])
+def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int, limit: int) -> None:
+    """A flush takes a key's prior value from what this state last wrote for it instead of
+    reading the stored record: the records are byte for byte those of a state that reads
+    every prior value from the table (limit 0), also when keys are forgotten past the
+    limit; and the state reloads from them to the same outputs."""
+    records = STREAM + simulated()
+
+    def process(ps: PartitionState, raw: bytes) -> None:
+        ps.process(raw)
+
+    reading = PartitionState(0, CoreSettings(), None)
+    reading.written.limit = 0
+    cached = PartitionState(0, CoreSettings(), None)
+    cached.written.limit = limit
+    read_table, cached_table = FakeTable(), FakeTable()
+    expected = flushed(reading, read_table, records, batch, process)
+    assert sum(1 for writes in expected for key, value in writes if b'"p":{' in (value or b"")) > 10
+    assert flushed(cached, cached_table, records, batch, process) == expected
+    assert len(reading.written) == 0 and 0 < len(cached.written) <= limit
+    assert cached_table == read_table
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100])
+def test_inventory_prior_values_from_its_own_writes_are_the_stored_ones(batch: int) -> None:
+    recs = stock_records()
+
+    def apply(st: InventoryState, raw: bytes) -> None:
+        apply_record(st.stage, raw)
+
+    reading = InventoryState(0, CoreSettings(), 2)
+    reading.written.limit = 0
+    expected = flushed(reading, FakeTable(), recs, batch, apply)
+    assert flushed(InventoryState(0, CoreSettings(), 2), FakeTable(), recs, batch, apply) == expected
+
+
+def test_written_forgets_the_keys_written_longest_ago() -> None:
+    written = Written(limit=2)
+    for key in (b"a", b"b", b"c"):
+        written.put(key, key.upper())
+    assert (written.get(b"a"), written.get(b"b"), written.get(b"c")) == (None, b"B", b"C")
+    written.put(b"b", b"B2")  # written again: now the latest
+    written.put(b"d", b"D")
+    assert (written.get(b"b"), written.get(b"c"), written.get(b"d"), len(written)) == (b"B2", None, b"D", 2)
