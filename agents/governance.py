@@ -92,8 +92,10 @@ def build_runners(worker: WorkerApp) -> list[StageRunner]:
         sources=s.topics.partitions,
     )
     size, within = s.worker.batch_size, s.worker.batch_within_s
+    events = StageRunner(governance, ownership, confluent_reader(config, f"{s.worker.app_id}-events"), size, within)
+    governance.end_offsets = events.end_offsets  # asked before an empty partition is reported idle
     return [
-        StageRunner(governance, ownership, confluent_reader(config, f"{s.worker.app_id}-events"), size, within),
+        events,
         StageRunner(inventory, ownership, confluent_reader(config, f"{s.worker.app_id}-stock"), size, within),
     ]
 

@@ -12,8 +12,14 @@ each input partition's own stream, the same on every run and in ``replay``.
 An input partition that has never had an event and reports itself idle (nothing to
 read for a while) is left out of the minimum; every other partition counts with its last
 watermark, so a quiet partition holds windows until it moves on (upstream heartbeats, e.g.
-scanner telemetry, keep every partition moving). Forwards are deduplicated by the input
-offset they carry: a restarted upstream re-sends a batch, never a different one.
+scanner telemetry, keep every partition moving). An idle report is kept only once some
+input partition has had an event: before that the whole input is quiet (a fresh topic
+before the load starts), which says nothing of whether this partition will have events.
+Kept, such a report would leave the partition out when the load starts, and the first
+partitions to report would close windows before it is heard from, making its first
+events late (its upstream repeats the report while it stays idle and empty). Forwards
+are deduplicated by the input offset they carry: a restarted upstream re-sends a batch,
+never a different one.
 """
 
 from __future__ import annotations
@@ -84,12 +90,18 @@ class InventoryStage:
         if mark is None:
             mark = [None, -1, False]
         wm = mark[0] if stamp is None or (mark[0] is not None and mark[0] >= stamp) else stamp
+        if idle and wm is None and not self._started():
+            idle = False  # the whole input is quiet: not a reason to leave this partition out
         self.marks[source] = [wm, max(offset, mark[1]), idle]
         new = self._watermark()
         if new is None or (self.watermark is not None and new <= self.watermark):
             return []
         self.watermark = new
         return self.windows.close(new)
+
+    def _started(self) -> bool:
+        """Whether some input partition has had an event (has a watermark)."""
+        return any(mark[0] is not None for mark in self.marks.values())
 
     def _watermark(self) -> int | None:
         """The minimum over the input partitions' watermarks. A partition that never had an

@@ -165,6 +165,19 @@ class StageRunner:
                 out[partition] = high
         return out
 
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """The broker's end offsets of ``partitions`` of the stage's topic, asked now (not
+        the consumer's cached ones, which a stalled process may hold from before)."""
+        reader = self.reader
+        assert reader is not None
+
+        def ask() -> dict[int, int]:
+            return {p: reader.get_watermark_offsets(TopicPartition(self.stage.topic, p), 10.0, False)[1]
+                    for p in partitions}
+
+        ends: dict[int, int] = await self._call(ask)
+        return ends
+
     def _commit_lag(self) -> None:
         assert self.reader is not None
         offsets = [TopicPartition(self.stage.topic, p, o) for p, o in self.stage.committed().items() if o > 0]

@@ -7,8 +7,12 @@ partition; the stage does not know which). Events are keyed by (warehouse_id, or
 an order's events stay ordered in one partition; each partition has its own event-time
 watermark. On-time StockAdjusted go on to the inventory stage through the stock topic
 with this partition's watermark (a mark after every batch that moved it, an idle mark
-when a partition that never had an event has had nothing to read for
-``WORKER_IDLE_PARTITION_S``).
+when a partition has had nothing to read for ``WORKER_IDLE_PARTITION_S``, repeated at that
+interval while it has never had an event: the inventory stage keeps an idle report of an
+empty partition only once the load has started, see ``app/core/stock.py``; before such a
+report the partition's end offset is asked of the broker, ``end_offsets``, since the
+cached one may be stale: a worker that was stalled or starved of CPU must not report a
+partition empty whose first records it has not fetched yet).
 
 The stage is a plain object with the lifecycle of ``app.runtime.runner.Stage``; it is
 given its writer and its clock, so tests build it without a broker.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from app import metrics
@@ -42,6 +46,7 @@ class _Partition:
     last_record: float  # monotonic time of its last record (or of its load)
     marked: int | None = None  # the watermark last reported
     idle: bool = False
+    idle_at: float = 0.0  # monotonic time of its last idle mark
 
 
 def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
@@ -86,6 +91,7 @@ class GovernanceStage:
         idle_partition_s: float,
         batch_clock: BatchClock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        end_offsets: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None,
     ) -> None:
         self.topic = topic
         self.writer = writer
@@ -93,6 +99,9 @@ class GovernanceStage:
         self.idle_partition_s = idle_partition_s
         self.clock = batch_clock or BatchClock()
         self.monotonic = monotonic
+        #: The broker's end offsets of partitions, asked before an empty one is reported
+        #: idle (the runner's ``end_offsets``; None: the batch's cached ones are trusted).
+        self.end_offsets = end_offsets
         self.partitions: dict[int, _Partition] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -154,7 +163,7 @@ class GovernanceStage:
             if wm != p.marked or was_idle:
                 marks.append(Mark(partition, last, wm))
                 p.marked = wm
-        marks.extend(self._idle_marks(now, highs))
+        marks.extend(await self._idle_marks(now, highs))
         records = sum(len(m) for m in batch.values())
         # What this batch counted, taken now: the next batch's core may run before this one
         # has committed (its bookkeeping runs then), and must not be counted with it.
@@ -167,18 +176,36 @@ class GovernanceStage:
     async def settle(self) -> None:
         await self.writer.settle()
 
-    def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:
-        """Idle marks for owned partitions with nothing to read for the idle time."""
-        marks = []
+    async def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:
+        """Idle marks for owned partitions with nothing to read for the idle time; again
+        every idle time for one that has never had an event (the inventory stage ignores
+        such a report made before any partition had an event). An empty partition is
+        reported only if the broker's end offset, asked now, has nothing to read either."""
+        idle: list[tuple[int, _Partition]] = []
         for partition, p in self.partitions.items():
-            if p.idle or now - p.last_record < self.idle_partition_s:
+            if now - p.last_record < self.idle_partition_s:
+                continue
+            if p.idle and (p.state.engine.watermark is not None or now - p.idle_at < self.idle_partition_s):
                 continue
             high = highs.get(partition)
             if high is not None and p.state.offset + 1 < high:
                 continue  # records waiting: slow, not idle
-            p.idle = True
+            idle.append((partition, p))
+        empty = [partition for partition, p in idle if p.state.engine.watermark is None]
+        if empty and self.end_offsets is not None:
+            try:
+                ends = await self.end_offsets(empty)
+            except Exception as exc:  # the broker did not answer: not reported idle this time
+                log.warning("end offsets of input partitions %s: %s", empty, exc)
+                ends = {}
+            idle = [(partition, p) for partition, p in idle if partition not in empty
+                    or (partition in ends and p.state.offset + 1 >= ends[partition])]
+        marks = []
+        for partition, p in idle:
+            if not p.idle:
+                log.info("input partition %d idle at offset %d", partition, p.state.offset)
+            p.idle, p.idle_at = True, now
             marks.append(Mark(partition, p.state.offset, p.state.engine.watermark, idle=True))
-            log.info("input partition %d idle at offset %d", partition, p.state.offset)
         return marks
 
     def _observe(self, seen: list[tuple[PartitionState, dict[tuple[str, str], int], int | None, int]],

@@ -72,18 +72,34 @@ CASES: dict[str, list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]] = {
         (("m", 1, 1, 2 * MIN, False), []),  # the stage's watermark does not move back
     ],
     "forwards alone move a source's watermark": [
-        (("m", 1, -1, None, True), []),
         (("f", 0, 0, "e1", 10, 5), []),
+        (("m", 1, -1, None, True), []),
         (("f", 0, 1, "e2", 7 * MIN, 1), [("InventoryAdjusted", 5, 1, None)]),
     ],
     "an idle empty partition listed first does not hold the others": [
-        (("m", 0, -1, None, True), []),
         (("f", 1, 0, "e1", 10, 5), []),
+        (("m", 0, -1, None, True), []),
         (("f", 1, 1, "e2", 7 * MIN, 1), [("InventoryAdjusted", 5, 1, None)]),
     ],
     "every partition idle and empty closes nothing": [
         (("m", 0, -1, None, True), []),
         (("m", 1, -1, None, True), []),
+    ],
+    # A fresh topic before the load: every partition reports itself idle and empty. The
+    # first partition to start must not close windows before the other is heard from.
+    "an idle report made before any partition had an event is not kept": [
+        (("m", 0, -1, None, True), []),
+        (("m", 1, -1, None, True), []),
+        (("f", 0, 0, "e1", 10, 5), []),
+        (("m", 0, 0, 20 * MIN, False), []),  # partition 1 still holds the window
+        (("f", 1, 0, "e2", 1 * MIN, 4), []),  # on time: counted, not late
+        (("m", 1, 0, 20 * MIN, False), [("InventoryAdjusted", 9, 2, None)]),
+    ],
+    "an idle report repeated once a partition has had an event is kept": [
+        (("m", 1, -1, None, True), []),
+        (("f", 0, 0, "e1", 10, 5), []),
+        (("m", 0, 0, 7 * MIN, False), []),
+        (("m", 1, -1, None, True), [("InventoryAdjusted", 5, 1, None)]),
     ],
     "an empty partition's first record, at offset 0, counts": [
         (("m", 1, -1, None, True), []),
@@ -146,8 +162,9 @@ def test_stage_restored_from_its_stores_goes_on_where_it_stopped() -> None:
 
 def test_stage_restored_watermark_does_not_move_back() -> None:
     first = InventoryStage(S, 2)
-    first.mark(Mark(1, -1, None, True))
     first.mark(Mark(0, 3, ms(10 * MIN), False))
+    first.mark(Mark(1, -1, None, True))
+    assert first.watermark == ms(10 * MIN)
     second = InventoryStage(S, 2, store=first.windows.store, marks=first.marks, watermark=first.watermark)
     # partition 1 comes back from idleness with an event of 1 min (its window closed at 6 min)
     assert _summary(second.forward(1, 0, _ev("e1", 1 * MIN, 4), ms(2 * MIN))) == [("INVALID_EVENT", None, None, "late")]
@@ -163,10 +180,11 @@ def test_stage_finish_closes_every_open_window() -> None:
 
 def test_stock_topic_records_keep_idle_marks_and_the_forward_identity() -> None:
     stage = InventoryStage(S, 2)
+    assert apply_record(stage, encode_forward(0, 0, _ev("e1", 10, 5), ms(10))) == []
+    assert stage.watermark is None  # partition 1 is not heard from yet
     assert apply_record(stage, encode_mark(Mark(1, -1, None, True))) == []
     assert stage.marks[1] == [None, -1, True]
-    assert apply_record(stage, encode_forward(0, 0, _ev("e1", 10, 5), ms(10))) == []
-    assert stage.watermark == ms(10)  # the forward's stamp moved it (partition 1 is idle)
+    assert stage.watermark == ms(10)  # the forward's stamp counts (partition 1 is idle)
     closed, late = apply_record(stage, encode_forward(0, 1, _ev("e2", 10, 1), ms(7 * MIN)))
     assert (closed.type, closed.body["net_delta"]) == ("InventoryAdjusted", 5)
     assert late.milestone_id == ids.record_exception_id("wms", "e2") and late.body["detail"] == "late"

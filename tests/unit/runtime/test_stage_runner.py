@@ -358,3 +358,70 @@ def test_a_batchs_bookkeeping_counts_that_batch_even_when_it_runs_after_the_next
         assert admitted() - before == 5
 
     asyncio.run(run())
+
+
+def test_an_empty_partition_repeats_its_idle_mark_a_partition_with_events_reports_once() -> None:
+    """The inventory stage keeps an idle report of an empty partition only once some
+    partition has had an event (app/core/stock.py): one made while the whole topic was
+    still empty would be lost, so an empty partition repeats it every idle time."""
+    async def run() -> None:
+        clock = [0.0]
+        store, emitted = FakeStore(), Emitted()
+        st = stage(store, emitted, now=lambda: clock[0])  # idle after 30 s
+        await st.assign({0, 1}, epoch=1)
+
+        async def at(t: float, batch: dict[int, list[Msg]] | None = None) -> list[tuple[int, bool]]:
+            """The idle marks of a turn at ``t``: (partition, with a watermark)."""
+            clock[0] = t
+            before = len(emitted.marks)
+            await st.process(batch or {}, {0: len(batch[0]) if batch else 0, 1: 0})
+            return [(m.source, m.watermark is not None) for m in emitted.marks[before:] if m.idle]
+
+        assert await at(29) == []
+        assert await at(30) == [(0, False), (1, False)]  # the whole topic is quiet
+        assert await at(45) == []
+        assert await at(50, {0: [Msg(0, 0, release(1))]}) == []  # partition 0 starts
+        assert await at(60) == [(1, False)]  # the empty one again, 30 s after its last report
+        assert await at(80) == [(0, True)]  # partition 0 idle, with its watermark: once
+        assert await at(90) == [(1, False)]
+        assert await at(200) == [(1, False)]
+
+    asyncio.run(run())
+
+
+def test_an_empty_partition_is_reported_idle_only_if_the_broker_has_nothing_for_it_either() -> None:
+    """A worker stalled (or starved of CPU) when the load starts wakes up with the cached
+    end offsets of before: asked afresh, partition 1 has records, so it is not reported
+    idle and keeps holding the inventory windows until its events are in."""
+    async def run() -> None:
+        clock = [0.0]
+        store, emitted = FakeStore(), Emitted()
+        ends = {0: 0, 1: 3}
+        asked: list[list[int]] = []
+
+        async def end_offsets(partitions: list[int]) -> dict[int, int]:
+            asked.append(partitions)
+            return {p: ends[p] for p in partitions}
+
+        st = GovernanceStage(topic=TOPIC, writer=AtLeastOnceWriter(store, emitted), settings=CoreSettings(),
+                             idle_partition_s=30, monotonic=lambda: clock[0], end_offsets=end_offsets)
+        await st.assign({0, 1}, epoch=1)
+        clock[0] = 40
+        await st.process({}, {0: 0, 1: 0})  # the cached ends: both empty
+        assert asked == [[0, 1]]
+        assert [(m.source, m.idle) for m in emitted.marks] == [(0, True)]
+
+    asyncio.run(run())
+
+
+def test_the_runner_asks_the_broker_for_end_offsets_not_its_cache() -> None:
+    class Ends(FakeConsumer):
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 1,
+                                  cached: bool = False) -> tuple[int, int]:
+            return 0, 0 if cached else 5
+
+    async def run() -> None:
+        r = runner(stage(FakeStore(), Emitted()), Group({0}), Ends({}))
+        assert await r.end_offsets([0, 1]) == {0: 5, 1: 5}
+
+    asyncio.run(run())
