@@ -6,8 +6,10 @@ import orjson
 import pytest
 
 from app.core import Engine
-from app.core.model import CoreSettings, StockForward
+from app.core.model import CoreSettings, Milestone, StockForward
 from app.core.stock import Mark, apply_record, encode_forward, encode_mark
+from app.kafka import codec
+from tables import lineage
 from tables.records import InventoryState, PartitionState, Written
 
 
@@ -113,8 +115,6 @@ def test_sizes_report_each_store() -> None:
 
 
 def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
-    from tables import lineage
-
     table = FakeTable()
     ps = PartitionState(0, CoreSettings(), None)
     for offset, raw in enumerate(STREAM):
@@ -335,21 +335,27 @@ def flushed(ps: PartitionState | InventoryState, table: FakeTable, records: list
             apply(ps, raw)  # type: ignore[operator]
         writes = ps.flush(start + min(batch, len(records) - start) - 1, table.get)
         table.apply(writes)
-        flushes.append(writes)
+        flushes.append([writes, getattr(ps, "sla", None)])
     return flushes
 
 
 @pytest.mark.parametrize("limit", [3, 20_000])
 @pytest.mark.parametrize("batch", [1, 2, 7, 50])
 def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int, limit: int) -> None:
-    """A flush takes a key's prior value from what this state last wrote for it instead of
-    reading the stored record: the records are byte for byte those of a state that reads
-    every prior value from the table (limit 0), also when keys are forgotten past the
-    limit; and the state reloads from them to the same outputs."""
+    """A flush takes a key's prior value from what this state last wrote for it instead
+    of reading the stored record: the records (lineage trails among them) and the SLA
+    samples are byte for byte those of a state that reads every prior value from the
+    table (limit 0), also when keys are forgotten past the limit."""
     records = STREAM + simulated()
 
     def process(ps: PartitionState, raw: bytes) -> None:
-        ps.process(raw)
+        """As the governance stage: the event's and its milestones' lineage entries noted."""
+        decoded = codec.decode_input(raw)
+        if isinstance(decoded, dict):
+            ps.note(lineage.decoded_entry(decoded))
+        for out in ps.process(raw):
+            if isinstance(out, Milestone):
+                ps.note(lineage.milestone_entry(out))
 
     reading = PartitionState(0, CoreSettings(), None)
     reading.written.limit = 0
@@ -357,7 +363,10 @@ def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int
     cached.written.limit = limit
     read_table, cached_table = FakeTable(), FakeTable()
     expected = flushed(reading, read_table, records, batch, process)
-    assert sum(1 for writes in expected for key, value in writes if b'"p":{' in (value or b"")) > 10
+    writes = [value or b"" for flush, _ in expected for _, value in flush]
+    assert sum(1 for value in writes if b'"p":{' in value) > 10  # prior values
+    assert sum(1 for value in writes if value.startswith(b'[{"at":')) > 10  # lineage trails
+    assert sum(len(sla) for _, sla in expected) > 10
     assert flushed(cached, cached_table, records, batch, process) == expected
     assert len(reading.written) == 0 and 0 < len(cached.written) <= limit
     assert cached_table == read_table
@@ -384,3 +393,4 @@ def test_written_forgets_the_keys_written_longest_ago() -> None:
     written.put(b"b", b"B2")  # written again: now the latest
     written.put(b"d", b"D")
     assert (written.get(b"b"), written.get(b"c"), written.get(b"d"), len(written)) == (b"B2", None, b"D", 2)
+
