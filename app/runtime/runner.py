@@ -37,6 +37,9 @@ from app.runtime.ownership import BatchAborted, Fenced, Ownership
 
 log = logging.getLogger(__name__)
 
+#: How long a stage waits for the broker's watermarks of its empty partitions (all of them).
+END_OFFSETS_TIMEOUT_S = 5.0
+
 
 class InputRecord(Protocol):
     """What a stage reads of a record (a confluent-kafka ``Message`` without error)."""
@@ -165,17 +168,25 @@ class StageRunner:
                 out[partition] = high
         return out
 
-    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
-        """The broker's end offsets of ``partitions`` of the stage's topic, asked now (not
-        the consumer's cached ones, which a stalled process may hold from before)."""
+    async def end_offsets(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """The broker's (low, high) watermarks of ``partitions`` of the stage's topic, asked
+        now (not the consumer's cached ones, which a stalled process may hold from before),
+        within ``END_OFFSETS_TIMEOUT_S`` for all of them (else it raises)."""
         reader = self.reader
         assert reader is not None
 
-        def ask() -> dict[int, int]:
-            return {p: reader.get_watermark_offsets(TopicPartition(self.stage.topic, p), 10.0, False)[1]
-                    for p in partitions}
+        def ask() -> dict[int, tuple[int, int]]:
+            deadline = time.monotonic() + END_OFFSETS_TIMEOUT_S
+            out = {}
+            for p in partitions:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no end offsets within {END_OFFSETS_TIMEOUT_S} s")
+                low, high = reader.get_watermark_offsets(TopicPartition(self.stage.topic, p), left, False)
+                out[p] = (low, high)
+            return out
 
-        ends: dict[int, int] = await self._call(ask)
+        ends: dict[int, tuple[int, int]] = await self._call(ask)
         return ends
 
     def _commit_lag(self) -> None:

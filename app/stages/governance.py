@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from math import inf
 
 from app import metrics
 from app.core.engine import Output
@@ -46,7 +47,14 @@ class _Partition:
     last_record: float  # monotonic time of its last record (or of its load)
     marked: int | None = None  # the watermark last reported
     idle: bool = False
-    idle_at: float = 0.0  # monotonic time of its last idle mark
+    idle_at: float = -inf  # monotonic time of its last idle mark, or of the last ask for its end
+    repeat: bool = False  # an empty partition's idle mark to repeat (made before the load started)
+
+
+def _nothing_to_read(offset: int, low: int, high: int) -> bool:
+    """Whether a partition whose state is at ``offset`` has no record to read, by the
+    broker's (low, high) watermarks: none past the offset, or only records that aged out."""
+    return high >= 0 and max(offset + 1, low) >= high
 
 
 def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
@@ -91,7 +99,7 @@ class GovernanceStage:
         idle_partition_s: float,
         batch_clock: BatchClock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        end_offsets: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None,
+        end_offsets: Callable[[list[int]], Awaitable[dict[int, tuple[int, int]]]] | None = None,
     ) -> None:
         self.topic = topic
         self.writer = writer
@@ -99,8 +107,8 @@ class GovernanceStage:
         self.idle_partition_s = idle_partition_s
         self.clock = batch_clock or BatchClock()
         self.monotonic = monotonic
-        #: The broker's end offsets of partitions, asked before an empty one is reported
-        #: idle (the runner's ``end_offsets``; None: the batch's cached ones are trusted).
+        #: The broker's (low, high) watermarks of partitions, asked before an empty one is
+        #: reported idle (the runner's ``end_offsets``; None: the batch's cached ends are trusted).
         self.end_offsets = end_offsets
         self.partitions: dict[int, _Partition] = {}
 
@@ -112,7 +120,12 @@ class GovernanceStage:
             ps = PartitionState(partition, self.settings, self.clock, source=StoredPartition(self.writer, partition))
             ps.epoch = epoch
             self.partitions[partition] = _Partition(ps, now)
-        await self.writer.fence(partitions, epoch)
+        try:
+            await self.writer.fence(partitions, epoch)
+        except BaseException:
+            for partition in partitions:  # not this stage's (the runner re-syncs)
+                self.partitions.pop(partition, None)
+            raise
         return {p: self.partitions[p].state.offset + 1 for p in partitions}
 
     def revoke(self, partitions: set[int]) -> None:
@@ -151,6 +164,7 @@ class GovernanceStage:
         done: list[tuple[PartitionState, int]] = []
         now = self.monotonic()
         self.clock.tick()
+        started = any(p.marked is not None for p in self.partitions.values())  # in an earlier batch
         for partition, msgs in batch.items():
             p = self.partitions[partition]
             p.last_record = now
@@ -163,7 +177,7 @@ class GovernanceStage:
             if wm != p.marked or was_idle:
                 marks.append(Mark(partition, last, wm))
                 p.marked = wm
-        marks.extend(await self._idle_marks(now, highs))
+        marks.extend(await self._idle_marks(now, highs, started))
         records = sum(len(m) for m in batch.values())
         # What this batch counted, taken now: the next batch's core may run before this one
         # has committed (its bookkeeping runs then), and must not be counted with it.
@@ -176,35 +190,46 @@ class GovernanceStage:
     async def settle(self) -> None:
         await self.writer.settle()
 
-    async def _idle_marks(self, now: float, highs: Mapping[int, int]) -> list[Mark]:
-        """Idle marks for owned partitions with nothing to read for the idle time; again
-        every idle time for one that has never had an event (the inventory stage ignores
-        such a report made before any partition had an event). An empty partition is
-        reported only if the broker's end offset, asked now, has nothing to read either."""
+    async def _idle_marks(self, now: float, highs: Mapping[int, int], started: bool) -> list[Mark]:
+        """Idle marks for owned partitions with nothing to read for the idle time. One that
+        has never had an event repeats its report every idle time until it makes one after
+        ``started`` (a mark with a watermark of another partition of this stage committed in
+        an earlier batch, so ahead of the report in every stock partition): the inventory
+        stage ignores a report of an empty partition made before any partition had an event.
+        An empty partition is reported only if the broker, asked now, has nothing to read for
+        it either (``end_offsets``: the consumer's cached end may be from before a stall); it
+        is asked at most once an idle time, answered or not."""
         idle: list[tuple[int, _Partition]] = []
         for partition, p in self.partitions.items():
-            if now - p.last_record < self.idle_partition_s:
+            if now - p.last_record < self.idle_partition_s or now - p.idle_at < self.idle_partition_s:
                 continue
-            if p.idle and (p.state.engine.watermark is not None or now - p.idle_at < self.idle_partition_s):
+            empty = p.state.engine.watermark is None
+            if p.idle and not (empty and p.repeat):
                 continue
             high = highs.get(partition)
-            if high is not None and p.state.offset + 1 < high:
+            if not (empty and self.end_offsets is not None) and high is not None and p.state.offset + 1 < high:
                 continue  # records waiting: slow, not idle
             idle.append((partition, p))
-        empty = [partition for partition, p in idle if p.state.engine.watermark is None]
-        if empty and self.end_offsets is not None:
+        asked = [partition for partition, p in idle if p.state.engine.watermark is None]
+        if asked and self.end_offsets is not None:
+            for partition in asked:
+                self.partitions[partition].idle_at = now
+            # the previous batch's commit first: the broker's answer must hold until the
+            # report is appended, and only this batch's own write is left in between
+            await self.writer.settle()
             try:
-                ends = await self.end_offsets(empty)
+                ends = await self.end_offsets(asked)
             except Exception as exc:  # the broker did not answer: not reported idle this time
-                log.warning("end offsets of input partitions %s: %s", empty, exc)
+                log.warning("end offsets of input partitions %s: %s", asked, exc)
                 ends = {}
-            idle = [(partition, p) for partition, p in idle if partition not in empty
-                    or (partition in ends and p.state.offset + 1 >= ends[partition])]
+            idle = [(partition, p) for partition, p in idle if partition not in asked
+                    or (partition in ends and _nothing_to_read(p.state.offset, *ends[partition]))]
         marks = []
         for partition, p in idle:
             if not p.idle:
                 log.info("input partition %d idle at offset %d", partition, p.state.offset)
             p.idle, p.idle_at = True, now
+            p.repeat = p.state.engine.watermark is None and not started
             marks.append(Mark(partition, p.state.offset, p.state.engine.watermark, idle=True))
         return marks
 
