@@ -7,12 +7,12 @@ partition; the stage does not know which). Events are keyed by (warehouse_id, or
 an order's events stay ordered in one partition; each partition has its own event-time
 watermark. On-time StockAdjusted go on to the inventory stage through the stock topic
 with this partition's watermark (a mark after every batch that moved it, an idle mark
-when a partition has had nothing to read for ``WORKER_IDLE_PARTITION_S``, repeated at that
-interval while it has never had an event: the inventory stage keeps an idle report of an
-empty partition only once the load has started, see ``app/core/stock.py``; before such a
-report the partition's end offset is asked of the broker, ``end_offsets``, since the
-cached one may be stale: a worker that was stalled or starved of CPU must not report a
-partition empty whose first records it has not fetched yet).
+when a partition has had nothing to read for ``WORKER_IDLE_PARTITION_S``; one that has
+never had an event repeats it at that interval until it has made one after the load
+started, since the inventory stage keeps an idle report of an empty partition only then,
+see ``app/core/stock.py``; before such a report the partition's watermarks are asked of the
+broker, ``end_offsets``, since the cached ones may be stale: a worker that was stalled or
+starved of CPU must not report a partition empty whose first records it has not fetched).
 
 The stage is a plain object with the lifecycle of ``app.runtime.runner.Stage``; it is
 given its writer and its clock, so tests build it without a broker.
