@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
 import os
 import subprocess
@@ -36,6 +35,8 @@ pytestmark = [pytest.mark.erp, pytest.mark.kafka, pytest.mark.apache_kafka]
 
 CLIENT_ID, CLIENT_SECRET = "syncgov-e2e", "e2e-client-secret-Vb71"
 TOKEN_LIFETIME_S = 3.0
+#: Time between the client's look at its token's age and the request's arrival at the gateway.
+RENEWAL_SLACK_S = 0.5
 #: Tryton's context header asking it to skip its confirmation dialogs (base64url of
 #: {"_skip_warnings": true}): a static header of the mapping, nothing computed.
 SKIP_WARNINGS = {"X-Tryton-Context": "eyJfc2tpcF93YXJuaW5ncyI6IHRydWV9"}
@@ -172,10 +173,17 @@ async def test_tryton_as_another_erp_release_feed_to_reconciliation(erp_stack, k
         record = front.record
         assert [why for _, why in record.refused if why != "revoked"] == [], record.refused
         assert [why for _, why in record.refused].count("revoked") >= 1
-        worker_tokens = sorted((at, token) for at, token in record.issued if at >= source_done_at)
-        renewed_early = [(a0, a1) for (a0, t0), (a1, _) in itertools.pairwise(worker_tokens)
-                         if t0 not in front.revoked and a1 < a0 + TOKEN_LIFETIME_S]
-        assert renewed_early, f"no token renewed while still valid: {worker_tokens}"
+        # The client stops using a token a quarter of its lifetime before it expires. Whether a
+        # request of this run falls in that last quarter depends on the run's pace (an idle sink
+        # fetches its next token after the expiry, which is right too), so what is asserted is
+        # that no request carried a token past its renewal point; the renewal itself, with the
+        # clock under control, is pinned by tests/unit/erp/test_erp_oauth.py.
+        issued_at = dict((token, at) for at, token in record.issued)
+        renew_after = TOKEN_LIFETIME_S * 0.75 + RENEWAL_SLACK_S
+        late = [(at - issued_at[token], path) for at, token, path in record.forwarded
+                if at - issued_at[token] > renew_after]
+        assert late == [], f"requests sent with a token past its renewal point ({renew_after} s): {late}"
+        assert len([1 for at, _ in record.issued if at >= source_done_at]) >= 2  # the revoked one was replaced
         assert record.bad_client == 0
 
         # 4. Reconciliation through the port: in sync but for the cancelled order.
