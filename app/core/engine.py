@@ -96,7 +96,7 @@ class Engine:
     def process(self, raw: bytes) -> list[Output]:
         """One raw JSON record."""
         d = decode(raw)
-        if d.__class__ is not dict:  # decode returns a plain dict or the reason (str)
+        if type(d) is not dict:  # decode returns a plain dict or the reason (str)
             return self._invalid(None, raw, cast(str, d))
         return self.process_event(d, raw)
 
@@ -106,20 +106,23 @@ class Engine:
         ``raw`` is kept in the dead letter if the record fails rule 8; without it the
         dead letter holds the record as canonical JSON.
         """
-        if d.__class__ is not dict:
-            if not isinstance(d, Mapping):
-                return self._invalid(None, raw, "undecodable: record is not an object")
-            d = dict(d)
-        checked = check(d)
+        plain: dict[str, Any]
+        if type(d) is dict:
+            plain = cast("dict[str, Any]", d)
+        elif isinstance(d, Mapping):
+            plain = dict(d)
+        else:
+            return self._invalid(None, raw, "undecodable: record is not an object")
+        checked = check(plain)
         if isinstance(checked, str):  # the rejection reason
-            return self._invalid(d, raw, checked)
+            return self._invalid(plain, raw, checked)
         spec, event_id, source, occurred_at, data = checked
         counts = self.counts
         ckey = (spec.name, source)
         counts[ckey] = counts.get(ckey, 0) + 1
         clock = self.clock
         if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
-            return self._invalid(d, raw, FUTURE)
+            return self._invalid(plain, raw, FUTURE)
         wm = self.watermark
         authorized = source in spec.authority
         if data is None and authorized:
@@ -137,14 +140,14 @@ class Engine:
         if seen.next_prune < self._due:
             self._due = seen.next_prune
         if not authorized:
-            return cast("list[Output]", self._filter([self._unauthorized(d, spec, occurred_at)]))
+            return cast("list[Output]", self._filter([self._unauthorized(plain, spec, occurred_at)]))
         assert data is not None  # telemetry (data None) has returned above, authorized or not
         out: list[Output] = []
         if wm is None or occurred_at > wm:
             self.watermark = wm = occurred_at
             if wm >= self._due:
                 out = cast("list[Output]", self._advance(wm))
-        warehouse_id = d["warehouse_id"]
+        warehouse_id = plain["warehouse_id"]
         if spec.name == STOCK_ADJUSTED:
             ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, None, data))
             if not self.forward_stock:
@@ -156,7 +159,7 @@ class Engine:
             else:
                 out.append(StockForward(ev, wm))
         else:
-            order_id = d["order_id"]
+            order_id = plain["order_id"]
             ev = new_event((event_id, spec.name, source, occurred_at, warehouse_id, order_id, data))
             out.extend(self._apply_order(ev, wm))
         return out
@@ -278,9 +281,9 @@ class Engine:
         occurred_at = self.watermark
         if d is not None:
             wh = d.get("warehouse_id")
-            warehouse_id = wh if wh.__class__ is str and wh else None
+            warehouse_id = wh if type(wh) is str and wh else None
             oid = d.get("order_id")
-            order_id = oid if oid.__class__ is str and oid else None
+            order_id = oid if type(oid) is str and oid else None
             try:
                 occurred_at = parse_ts(d.get("occurred_at"))
             except ValueError:

@@ -65,7 +65,7 @@ class TypeSpec:
     authority: frozenset[str]
     strings: tuple[str, ...]  # required non-empty strings besides the common fields
     optional: tuple[str, ...]  # optional strings (null counts as absent)
-    extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None  # other fields, normalised
+    extra: Callable[[dict[str, Any]], dict[str, Any]] | None  # other fields, normalised
     telemetry: bool
     data_strings: tuple[str, ...]  # ``strings`` kept in ``Event.data`` (all but order_id)
 
@@ -75,11 +75,11 @@ class TypeSpec:
         return "order_id" in self.strings or "order_id" in self.optional
 
 
-def _int(d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX) -> int:
+def _int(d: dict[str, Any], name: str, positive: bool, limit: int = INT32_MAX) -> int:
     v = d.get(name)
     if v is None:
         raise Invalid(name)
-    if v.__class__ is not int:
+    if type(v) is not int:
         raise Invalid(name, f"must be an integer, got {type(v).__name__}")
     if positive and v <= 0:
         raise Invalid(name, f"must be > 0, got {v}")
@@ -88,18 +88,18 @@ def _int(d: Mapping[str, Any], name: str, positive: bool, limit: int = INT32_MAX
     return v
 
 
-def _str(d: Mapping[str, Any], name: str) -> str:
+def _str(d: dict[str, Any], name: str) -> str:
     v = d.get(name)
     if v is None:
         raise Invalid(name)
-    if v.__class__ is not str or not v:
+    if type(v) is not str or not v:
         raise Invalid(name, "must be a non-empty string")
     if len(v) > MAX_STRING:
         raise Invalid(name, f"is longer than {MAX_STRING} characters")
     return v
 
 
-def _list(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
+def _list(d: dict[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
     v = d.get(name)
     if v is None:
         raise Invalid(name)
@@ -110,18 +110,23 @@ def _list(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
     return v
 
 
-def _entries(d: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
-    """The non-empty list of objects in ``d[name]``."""
+def _entries(d: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The non-empty list of objects in ``d[name]``, each as a dict."""
     entries = _list(d, name)
     if not entries:
         raise Invalid(name, "must not be empty")
+    out: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
-        if entry.__class__ is not dict and not isinstance(entry, Mapping):
+        if type(entry) is dict:
+            out.append(entry)
+        elif isinstance(entry, Mapping):
+            out.append(dict(entry))
+        else:
             raise Invalid(f"{name}[{i}]", "must be an object")
-    return entries
+    return out
 
 
-def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
+def _lines(d: dict[str, Any]) -> dict[str, Any]:
     lines = []
     seen: set[int] = set()
     for i, entry in enumerate(_entries(d, "lines")):
@@ -138,15 +143,15 @@ def _lines(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"lines": tuple(lines)}
 
 
-def _pick(d: Mapping[str, Any]) -> dict[str, Any]:
+def _pick(d: dict[str, Any]) -> dict[str, Any]:
     return {"line_no": _int(d, "line_no", False), "qty": _int(d, "qty", True)}
 
 
-def _short_close(d: Mapping[str, Any]) -> dict[str, Any]:
+def _short_close(d: dict[str, Any]) -> dict[str, Any]:
     return {"line_no": _int(d, "line_no", False)}
 
 
-def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
+def _pack(d: dict[str, Any]) -> dict[str, Any]:
     items = []
     for i, entry in enumerate(_entries(d, "items")):
         try:
@@ -156,30 +161,30 @@ def _pack(d: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"items": tuple(items)}
     weight = d.get("weight_kg")
     if weight is not None:
-        if weight.__class__ not in (int, float) or not weight >= 0:
+        if type(weight) not in (int, float) or not weight >= 0:
             raise Invalid("weight_kg", "must be a number >= 0")
         out["weight_kg"] = weight
     return out
 
 
-def _dispatch(d: Mapping[str, Any]) -> dict[str, Any]:
+def _dispatch(d: dict[str, Any]) -> dict[str, Any]:
     ids = _list(d, "package_ids")
     for i, v in enumerate(ids):
-        if v.__class__ is not str or not v or len(v) > MAX_STRING:
+        if type(v) is not str or not v or len(v) > MAX_STRING:
             raise Invalid(f"package_ids[{i}]", f"must be a non-empty string of at most {MAX_STRING} characters")
     return {"package_ids": tuple(ids)}
 
 
-def _stock(d: Mapping[str, Any]) -> dict[str, Any]:
+def _stock(d: dict[str, Any]) -> dict[str, Any]:
     return {"delta": _int(d, "delta", False, INT64_MAX)}
 
 
-def _return(d: Mapping[str, Any]) -> dict[str, Any]:
+def _return(d: dict[str, Any]) -> dict[str, Any]:
     qty = _int(d, "qty", True)
     disposition = d.get("disposition")
     if disposition is None:
         raise Invalid("disposition")
-    if disposition.__class__ is not str or disposition not in DISPOSITIONS:
+    if type(disposition) is not str or disposition not in DISPOSITIONS:
         raise Invalid("disposition", "must be one of inspect, restock, scrap")
     return {"qty": qty, "disposition": disposition}
 
@@ -188,7 +193,7 @@ def _spec(
     name: str,
     strings: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
-    extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> TypeSpec:
     data_strings = tuple(n for n in strings if n != "order_id")
     telemetry = name in TELEMETRY
@@ -215,24 +220,24 @@ SPECS: Final[dict[str, TypeSpec]] = {
 _TYPE_NAMES: Final = ", ".join(sorted(SPECS))
 
 
-def _bad_string(d: Mapping[str, Any], name: str) -> str:
+def _bad_string(d: dict[str, Any], name: str) -> str:
     v = d.get(name)
     if v is None:
         return f"missing field '{name}'"
-    if v.__class__ is str and len(v) > MAX_STRING:
+    if type(v) is str and len(v) > MAX_STRING:
         return f"field '{name}' is longer than {MAX_STRING} characters"
     return f"field '{name}' must be a non-empty string"
 
 
-def _common_reason(d: Mapping[str, Any]) -> str:
+def _common_reason(d: dict[str, Any]) -> str:
     """Why the common fields are bad (checked in contract order); "" if they are not."""
     event_id = d.get("event_id")
-    if event_id.__class__ is not str or not event_id or len(event_id) > MAX_STRING:
+    if type(event_id) is not str or not event_id or len(event_id) > MAX_STRING:
         return _bad_string(d, "event_id")
     kind = d.get("type")
     if kind is None:
         return "missing field 'type'"
-    if kind.__class__ is not str or kind not in SPECS:
+    if type(kind) is not str or kind not in SPECS:
         return f"field 'type' must be one of {_TYPE_NAMES}, got {str(kind)[:40]!r}"
     occurred_at = d.get("occurred_at")
     if occurred_at is None:
@@ -244,10 +249,10 @@ def _common_reason(d: Mapping[str, Any]) -> str:
     source = d.get("source")
     if source is None:
         return "missing field 'source'"
-    if source.__class__ is not str:
+    if type(source) is not str:
         return "field 'source' must be a string"
     warehouse_id = d.get("warehouse_id")
-    if warehouse_id.__class__ is not str or not warehouse_id or len(warehouse_id) > MAX_STRING:
+    if type(warehouse_id) is not str or not warehouse_id or len(warehouse_id) > MAX_STRING:
         return _bad_string(d, "warehouse_id")
     return ""
 
@@ -255,7 +260,7 @@ def _common_reason(d: Mapping[str, Any]) -> str:
 Checked = tuple[TypeSpec, str, str, int, dict[str, Any] | None]
 
 
-def check(d: Mapping[str, Any]) -> Checked | str:
+def check(d: dict[str, Any]) -> Checked | str:
     """Validate ``d``; return ``(spec, event_id, source, occurred_at_ms, data)`` or the
     rejection reason.
 
@@ -267,22 +272,22 @@ def check(d: Mapping[str, Any]) -> Checked | str:
         kind = d["type"]
         source = d["source"]
         warehouse_id = d["warehouse_id"]
-        spec = SPECS[kind] if kind.__class__ is str else None
+        spec = SPECS[kind] if type(kind) is str else None
         occurred_at = parse_ts(d["occurred_at"])
         if (
             spec is None
-            or event_id.__class__ is not str
+            or type(event_id) is not str
             or not event_id
             or len(event_id) > MAX_STRING
-            or source.__class__ is not str
-            or warehouse_id.__class__ is not str
+            or type(source) is not str
+            or type(warehouse_id) is not str
             or not warehouse_id
             or len(warehouse_id) > MAX_STRING
         ):
             return _common_reason(d)
         for name in spec.strings:
             v = d[name]
-            if v.__class__ is not str or not v or len(v) > MAX_STRING:
+            if type(v) is not str or not v or len(v) > MAX_STRING:
                 return _bad_string(d, name)
     except (KeyError, ValueError):
         # A common field is missing or bad, or else (reason "") the type string ``name``.
@@ -290,7 +295,7 @@ def check(d: Mapping[str, Any]) -> Checked | str:
     if spec.telemetry:
         for name in spec.optional:
             v = d.get(name)
-            if v is not None and (v.__class__ is not str or len(v) > MAX_STRING):
+            if v is not None and (type(v) is not str or len(v) > MAX_STRING):
                 return f"field '{name}' must be a string of at most {MAX_STRING} characters, or null"
         return spec, event_id, source, occurred_at, None
     try:
@@ -302,7 +307,7 @@ def check(d: Mapping[str, Any]) -> Checked | str:
     for name in spec.optional:
         v = d.get(name)
         if v is not None:
-            if v.__class__ is not str or len(v) > MAX_STRING:
+            if type(v) is not str or len(v) > MAX_STRING:
                 return f"field '{name}' must be a string of at most {MAX_STRING} characters, or null"
             data[name] = v
     return spec, event_id, source, occurred_at, data
@@ -310,16 +315,17 @@ def check(d: Mapping[str, Any]) -> Checked | str:
 
 def validate(d: Mapping[str, Any]) -> Event | str:
     """A validated ``Event`` (telemetry included) or the rejection reason."""
-    checked = check(d)
+    plain = d if isinstance(d, dict) else dict(d)
+    checked = check(plain)
     if isinstance(checked, str):  # the rejection reason
         return checked
     spec, event_id, source, occurred_at, data = checked
     if data is None:
-        data = {n: d[n] for n in spec.strings}
-        data.update((n, d[n]) for n in spec.optional if d.get(n) is not None)
-    order_id = d.get("order_id") if spec.has_order_id else None
+        data = {n: plain[n] for n in spec.strings}
+        data.update((n, plain[n]) for n in spec.optional if plain.get(n) is not None)
+    order_id = plain.get("order_id") if spec.has_order_id else None
     data.pop("order_id", None)
-    return Event(event_id, spec.name, source, occurred_at, d["warehouse_id"], order_id, data)
+    return Event(event_id, spec.name, source, occurred_at, plain["warehouse_id"], order_id, data)
 
 
 def too_large(size: int) -> str:
@@ -335,7 +341,7 @@ def decode(raw: bytes) -> dict[str, Any] | str:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return f"undecodable: invalid JSON: {exc}"
-    if value.__class__ is not dict:
+    if type(value) is not dict:
         return f"undecodable: JSON value is {type(value).__name__}, expected an object"
     return value
 
@@ -346,6 +352,6 @@ def identity(d: object) -> tuple[str, str] | None:
         return None
     source = d.get("source")
     event_id = d.get("event_id")
-    if source.__class__ is str and event_id.__class__ is str and event_id:
+    if type(source) is str and type(event_id) is str and event_id:
         return source, event_id
     return None

@@ -11,14 +11,14 @@ MIN_MS: Final = -62135596800000  # 0001-01-01T00:00:00.000Z
 MAX_MS: Final = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 # "YYYY-MM-DDTHH:MM:" -> ms of that minute; the canonical form parses without datetime.
-_MINUTES: dict[str, int] = {}
+_MINUTES: Final[dict[str, int]] = {}
 _MINUTES_MAX: Final = 200_000
 # minute since the epoch -> "YYYY-MM-DDTHH:MM:", and ms within the minute -> "SS.mmmZ",
 # for format_ts (the suffixes are filled on first use).
-_PREFIXES: dict[int, str] = {}
-_SUFFIXES: list[str] = []
+_PREFIXES: Final[dict[int, str]] = {}
+_SUFFIXES: Final[list[str]] = []
 # "SS.mmmZ" -> ms within the minute (60,000 entries, filled on first use).
-_REST: dict[str, int] = {}
+_REST: Final[dict[str, int]] = {}
 
 
 def parse_ts(value: object) -> int:
@@ -27,7 +27,7 @@ def parse_ts(value: object) -> int:
     Sub-millisecond digits are truncated (floor). Raises ``ValueError`` for anything else
     (naive times, floats, bools, out-of-range values).
     """
-    cls = value.__class__
+    cls = type(value)
     if cls is str:
         v: str = value  # type: ignore[assignment]
         base = _MINUTES.get(v[:17])
