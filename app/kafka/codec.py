@@ -35,6 +35,7 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema
 
 from app.core import parse  # the pure core imports nothing of app outside app.core
+from app.kafka import avro_writer
 
 
 def _avro_dir() -> Path:
@@ -99,6 +100,8 @@ class _Schema:
     timestamps: tuple[str, ...]
     header: bytes
     source: str  # the schema as JSON text, docs and defaults kept (what a registry is given)
+    #: The schema's own encoder (``app.kafka.avro_writer``); None: fastavro writes it.
+    writer: avro_writer.Writer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,15 @@ def _parse(raw: Any, where: str) -> _Schema:
         timestamps=_top_level_timestamps(raw),
         header=MAGIC + fp.to_bytes(8, "little"),
         source=orjson.dumps(raw).decode(),
+        writer=_writer(parsed),
     )
+
+
+def _writer(parsed: dict[str, Any]) -> avro_writer.Writer | None:
+    try:
+        return avro_writer.compile_writer(parsed)
+    except avro_writer.Unsupported:
+        return None
 
 
 @cache
@@ -223,6 +234,10 @@ def encode(record: Mapping[str, Any], schema_name: str) -> bytes:
     try:
         if confluent is not None:
             return confluent(record)
+        if schema.writer is not None:
+            buf = bytearray(schema.header)
+            schema.writer(buf, record)
+            return bytes(buf)
         out = io.BytesIO()
         out.write(schema.header)
         schemaless_writer(out, schema.parsed, record)
