@@ -20,6 +20,11 @@ also pays for first calls: compare the later ones). The stream ends a few hours 
 now (the worker's `future` check), so two runs' streams differ slightly: compare
 instructions per event (7 December: 49,046 and 49,324 per event in two runs of the same
 code, 0.6 % apart; repetitions of one run 0.01 % apart).
+
+The process runs with the worker's garbage-collector policy (``app.runtime.heap.tune``,
+``--gc-gen0`` as ``WORKER_GC_GEN0``; 0 keeps Python's defaults), applied after the stream is
+built, as the worker applies it after start-up. Until 7 December, afternoon, the bench ran
+with Python's defaults, so its counts included collections the worker does not make.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.core.model import CoreSettings
 from app.core.stock import Mark
+from app.runtime import heap
 from app.runtime.outputs import OutputEncoder
 from app.runtime.statestore import Commits, Outputs
 from app.settings import TopicSettings, load_section
@@ -152,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=5000, help="records per batch, all partitions together")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--callgrind", action="store_true", help="zero and dump callgrind's counters per repetition")
+    parser.add_argument("--gc-gen0", type=int, default=heap.GEN0,
+                        help="the worker's GC policy's young threshold (0: Python's defaults)")
     args = parser.parse_args(argv)
     records = stream(args.orders)
+    heap.tune(args.gc_gen0)
     zero: Callable[[], None] = (lambda: callgrind("-z")) if args.callgrind else (lambda: None)
     dump: Callable[[], None] = (lambda: callgrind("-d")) if args.callgrind else (lambda: None)
     reps = [run(records, args.batch, zero, dump) for _ in range(args.reps)]
