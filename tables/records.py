@@ -269,8 +269,9 @@ def keyed_writes(
     """One record per key of ``store`` changed since the last flush: its new value and the
     value it replaces as of the ``committed`` offset (for the rollback on load), the latter
     from ``written`` when it has the key, else read from the stored record."""
+    head = table_key(partition, kind)[:-2]  # without the empty list's "[]": one per flush, not per key
     for key in store.dirty:
-        tkey = table_key(partition, kind, key)
+        tkey = head + orjson.dumps(key)  # a tuple: the JSON list table_key writes
         value = store.get(key)
         encoded = _NULL if value is None else orjson.dumps(_encode_value(kind, value))
         prior = None if written is None else written.get(tkey)

@@ -56,12 +56,14 @@ class OutputEncoder:
 
     def produce(self, send: Send, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
         """Hand to ``send`` every output, in order, then the marks (each to every stock
-        partition)."""
+        partition); the milestones are counted in the metrics once all are handed over."""
         t = self.topics
+        milestones: dict[str, int] = {}  # counted once per type and batch, not per milestone
         for out, origin in outputs:
             match out:
                 case Milestone():
                     self._milestone(send, out)
+                    milestones[out.type] = milestones.get(out.type, 0) + 1
                 case StockForward():
                     e = out.event
                     value = encode_forward(origin.partition, origin.offset, e, out.watermark)
@@ -84,11 +86,12 @@ class OutputEncoder:
             value = encode_mark(mark)
             for partition in range(t.partitions):
                 send(t.stock, b"", value, partition)
+        for mtype, n in milestones.items():
+            metrics.MILESTONES.labels(mtype).inc(n)
 
     def _milestone(self, send: Send, m: Milestone) -> None:
         topic = self.topics.exceptions if m.type == M_SYNC_EXCEPTION else self.topics.milestones
         send(topic, keys.milestone_key(m), codec.encode_milestone(m.to_wire()), -1)
-        metrics.MILESTONES.labels(m.type).inc()
         if m.type == M_ORDER_ACCEPTED and m.body["version"] == 1 and m.occurred_at is not None:
             metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - m.occurred_at / 1000))
         if m.type == M_SYNC_EXCEPTION:
