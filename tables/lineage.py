@@ -68,16 +68,18 @@ def _first(trail: Iterable[Entry], mtype: str) -> Entry | None:
 def sla_samples(trail: list[Entry], new: list[Entry]) -> Iterator[tuple[str, float]]:
     """Event-time SLA samples (seconds) completed by ``new`` milestone entries:
     release -> picked (OrderAccepted v1 time to OrderPicked) and packed -> shipped."""
-    both = [*trail, *new]
+    both: list[Entry] | None = None  # built only for a batch that completes a sample (few do)
     for e in new:
         if e["kind"] != "milestone" or not isinstance(e.get("at"), int):
             continue
-        start = None
         if e["type"] == model.M_ORDER_PICKED:
-            start = _first(both, model.M_ORDER_ACCEPTED)
-            name = "release_to_picked"
+            begins, name = model.M_ORDER_ACCEPTED, "release_to_picked"
         elif e["type"] == model.M_SHIPMENT_CONFIRMED:
-            start = _first(both, model.M_ORDER_PACKED)
-            name = "packed_to_shipped"
+            begins, name = model.M_ORDER_PACKED, "packed_to_shipped"
+        else:
+            continue
+        if both is None:
+            both = [*trail, *new]
+        start = _first(both, begins)
         if start is not None and isinstance(start.get("at"), int):
             yield name, max(0.0, (e["at"] - start["at"]) / 1000)

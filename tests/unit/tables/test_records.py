@@ -114,6 +114,32 @@ def test_sizes_report_each_store() -> None:
     assert sizes["orders"] == 2 and sizes["dedup_keys"] == 8
 
 
+def _ms(mtype: str, at: object) -> lineage.Entry:
+    return {"at": at, "kind": "milestone", "id": f"m-{mtype}-{at}", "type": mtype}
+
+
+@pytest.mark.parametrize(
+    ("trail", "new", "expected"),
+    [
+        # The start in the stored trail, the end in the batch; the start is the first of its type.
+        ([_ms("OrderAccepted", 1_000), _ms("OrderAccepted", 2_000)], [_ms("OrderPicked", 7_500)],
+         [("release_to_picked", 6.5)]),
+        # Both in the same batch; packed -> shipped.
+        ([], [_ms("OrderPacked", 10_000), _ms("ShipmentConfirmed", 12_000)], [("packed_to_shipped", 2.0)]),
+        # An end without its start, an end without an int time, events and other milestones: no sample.
+        ([{"at": 0, "kind": "event", "id": "e", "type": "OrderAccepted"}],
+         [_ms("OrderPicked", 5_000), _ms("ShipmentConfirmed", None), _ms("OrderPacked", 1)], []),
+        # A start without an int time; an end before its start counts 0.
+        ([_ms("OrderAccepted", "x"), _ms("OrderPacked", 9_000)],
+         [_ms("OrderPicked", 1_000), _ms("ShipmentConfirmed", 8_000)], [("packed_to_shipped", 0.0)]),
+    ],
+)
+def test_sla_samples_pair_each_end_with_the_first_start(
+    trail: list[lineage.Entry], new: list[lineage.Entry], expected: list[tuple[str, float]]
+) -> None:
+    assert list(lineage.sla_samples(trail, new)) == expected
+
+
 def test_lineage_is_stored_capped_and_yields_sla_samples() -> None:
     table = FakeTable()
     ps = PartitionState(0, CoreSettings(), None)
