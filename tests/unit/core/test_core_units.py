@@ -114,6 +114,17 @@ def test_parse_ts_range_is_inclusive_and_datetimes_floor_to_int_ms() -> None:
     assert got == 1795773600000 and got.__class__ is int
 
 
+def test_every_millisecond_of_a_minute_formats_and_parses_through_the_tables() -> None:
+    """The "SS.mmmZ" tables (built once, shared by format_ts and parse_ts's fast path) hold
+    what formatting each millisecond gives, and parse back to it."""
+    base = 1795773600000
+    for rest in range(60_000):
+        text = format_ts(base + rest)
+        assert text == f"2026-11-27T10:00:{rest // 1000:02d}.{rest % 1000:03d}Z"
+        assert parse_ts(text) == base + rest
+    assert parse_ts("2026-11-27T10:00:59.999Z") == base + 59_999 and parse_ts("2026-11-27T10:01:00.000Z") == base + 60_000
+
+
 def test_format_ts() -> None:
     assert format_ts(1795773600000) == "2026-11-27T10:00:00.000Z"
     assert format_ts(-1) == "1969-12-31T23:59:59.999Z"
