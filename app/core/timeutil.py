@@ -73,8 +73,11 @@ def _fill_suffixes() -> None:
         return
     seconds = [f"{sec:02d}." for sec in range(60)]
     millis = [f"{milli:03d}Z" for milli in range(1000)]
-    _SUFFIXES.extend([sec + milli for sec in seconds for milli in millis])
-    _REST.update(zip(_SUFFIXES, range(60_000), strict=True))
+    suffixes = [sec + milli for sec in seconds for milli in millis]
+    # Each table appears whole (one C-level update each), the parse table first; two
+    # threads filling at once write the same contents.
+    _REST.update(zip(suffixes, range(60_000), strict=True))
+    _SUFFIXES[:] = suffixes
 
 
 def format_ts(ms: int) -> str:
@@ -84,9 +87,9 @@ def format_ts(ms: int) -> str:
     if prefix is None:
         dt = EPOCH + timedelta(minutes=minute)
         prefix = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        if not _SUFFIXES:
+            _fill_suffixes()  # before the prefix is stored: a cached prefix implies the suffixes
         if len(_PREFIXES) >= _MINUTES_MAX:
             _PREFIXES.clear()
         _PREFIXES[minute] = prefix
-        if not _SUFFIXES:
-            _fill_suffixes()
     return prefix + _SUFFIXES[rest]

@@ -8,13 +8,17 @@ the Python source of a function that encodes one record of it field by field (``
 ``dataclasses`` does), so a record costs what its values cost.
 
 It covers the types ``avro/`` uses: record, array, string, bytes, int, long, boolean, double,
-float and unions of ``null`` and one other type. Any other schema raises
-:class:`Unsupported` and the caller keeps fastavro for it. For a record that fits its schema
-the bytes are fastavro's (``tests/unit/kafka/test_avro_writer.py`` compares both over every
-schema and generated records); missing fields follow fastavro's non-strict rule (the field's
-default, else null for a nullable field, else an error). A value of the wrong type raises
-(``AttributeError``, ``TypeError``, ``KeyError``, ``OverflowError``): the codec turns that
-into its ``EncodeError``.
+float and unions of ``null`` and one other type. Any other schema (enum, map, fixed, wider
+unions, a logical type, whose values fastavro converts, a recursive record) raises
+:class:`Unsupported` and the caller keeps fastavro for it; the codec generates writers only
+for the project's own schemas, which records are written with, not for a registry's. For a
+record that fits its schema the bytes are fastavro's (``tests/unit/kafka/test_avro_writer.py``
+compares both over every schema and generated records); missing fields follow fastavro's
+non-strict rule (the field's default, else null for a nullable field, else an error); a
+union's branch takes what fastavro's would (no bool for a number, 32 bits for an int). A value
+of the wrong type raises (``AttributeError``, ``TypeError``, ``KeyError``, ``OverflowError``,
+``struct.error``), also where fastavro coerces it (a float in a long, any value in a boolean,
+a str in a double): the codec turns that into its ``EncodeError``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def _require_int(n: Any) -> int:
     return n
 
 
+def _require_bytes(v: Any) -> bytes | bytearray | memoryview:
+    if type(v) is bytes or isinstance(v, (bytes, bytearray, memoryview)):
+        return v
+    raise TypeError(f"expected bytes, got {type(v).__name__}")
+
+
 def _require_bool(v: Any) -> bool:
     if type(v) is not bool:
         raise TypeError(f"expected a bool, got {type(v).__name__}")
@@ -66,6 +76,8 @@ class _Source:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
+        #: Names of the records being generated (a reference to one of them is recursion).
+        self.expanding: set[str] = set()
         self._n = 0
 
     def var(self, stem: str) -> str:
@@ -95,8 +107,12 @@ def _emit(src: _Source, schema: Any, value: str, indent: int, named: dict[str, A
     """Code that appends the encoding of the expression ``value`` (a local name) to ``buf``."""
     kind = _type_name(schema)
     if isinstance(schema, str) and schema in named:
+        if schema in src.expanding:
+            raise Unsupported(f"recursive schema: {schema} refers to itself")
         _emit(src, named[schema], value, indent, named)
         return
+    if isinstance(schema, dict) and "logicalType" in schema:
+        raise Unsupported(f"logical type {schema['logicalType']!r}: fastavro converts its values")
     if kind == "string":
         b = src.var("b")
         src.add(indent, f"{b} = {value}.encode()")
@@ -106,8 +122,10 @@ def _emit(src: _Source, schema: Any, value: str, indent: int, named: dict[str, A
         src.add(indent + 1, f"write_long(buf, len({b}))")
         src.add(indent, f"buf += {b}")
     elif kind == "bytes":
-        src.add(indent, f"write_long(buf, len({value}))")
-        src.add(indent, f"buf += bytes({value})")
+        b = src.var("b")
+        src.add(indent, f"{b} = require_bytes({value})")
+        src.add(indent, f"write_long(buf, len({b}))")
+        src.add(indent, f"buf += {b}")
     elif kind in ("int", "long"):
         src.add(indent, f"if type({value}) is int and -64 <= {value} < 64:")
         src.add(indent + 1, f"buf.append(({value} << 1) ^ ({value} >> 63))")
@@ -132,6 +150,15 @@ def _emit(src: _Source, schema: Any, value: str, indent: int, named: dict[str, A
         src.add(indent, f"if {value} is None:")
         src.add(indent + 1, f"buf.append({null_at << 1})")
         src.add(indent, "else:")
+        # fastavro picks a union's branch by the value's type: a bool is no number there,
+        # and an int branch takes only 32-bit values.
+        other_kind = _type_name(named.get(other, other) if isinstance(other, str) else other)
+        if other_kind in ("int", "long", "float", "double"):
+            src.add(indent + 1, f"if type({value}) is bool:")
+            src.add(indent + 2, f"raise TypeError('a bool is not a {other_kind}')")
+        if other_kind == "int":
+            src.add(indent + 1, f"if not -2147483648 <= {value} <= 2147483647:")
+            src.add(indent + 2, f"raise OverflowError('{{}} does not fit an Avro int'.format({value}))")
         src.add(indent + 1, f"buf.append({(1 - null_at) << 1})")
         _emit(src, other, value, indent + 1, named)
     elif kind == "array":
@@ -143,8 +170,13 @@ def _emit(src: _Source, schema: Any, value: str, indent: int, named: dict[str, A
         _emit(src, schema["items"], item, indent + 2, named)
         src.add(indent, "buf.append(0)")
     elif kind == "record":
-        named[schema["name"]] = schema
+        name = schema["name"]
+        if name in src.expanding:
+            raise Unsupported(f"recursive schema: {name} contains itself")
+        named[name] = schema
+        src.expanding.add(name)
         _record(src, schema, value, indent, named)
+        src.expanding.discard(name)
     else:
         raise Unsupported(f"Avro type {kind!r}")
 
@@ -173,9 +205,11 @@ def compile_writer(schema: Mapping[str, Any]) -> Writer:
         raise Unsupported("the top-level schema is not a record")
     src = _Source()
     src.add(0, "def write(buf, record):")
+    src.expanding.add(schema["name"])
     _record(src, schema, "record", 1, dict(schema.get("__named_schemas") or {}))
     namespace: dict[str, Any] = {
         "write_long": write_long, "require_int": _require_int, "require_bool": _require_bool,
+        "require_bytes": _require_bytes,
         "pack_double": _DOUBLE, "pack_float": _FLOAT, **src.consts,
     }
     exec(compile("\n".join(src.lines), f"<avro writer {schema.get('name')}>", "exec"), namespace)

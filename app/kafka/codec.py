@@ -136,13 +136,15 @@ def _top_level_timestamps(raw: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _load(path: Path) -> _Schema:
     try:
-        return _parse(orjson.loads(path.read_bytes()), str(path))
+        return _parse(orjson.loads(path.read_bytes()), str(path), encodes=True)
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
 
 
-def _parse(raw: Any, where: str) -> _Schema:
-    """One schema (as JSON value) parsed; ``where`` names it in the error."""
+def _parse(raw: Any, where: str, encodes: bool = False) -> _Schema:
+    """One schema (as JSON value) parsed; ``where`` names it in the error. ``encodes``: the
+    project's own schemas, which records are written with, get their generated writer; a
+    registry's schemas only decode."""
     if not isinstance(raw, dict) or raw.get("type") != "record":
         raise ValueError(f"{where}: the top-level schema is not a record")
     parsed = parse_schema(_plain_longs(raw))
@@ -156,7 +158,7 @@ def _parse(raw: Any, where: str) -> _Schema:
         timestamps=_top_level_timestamps(raw),
         header=MAGIC + fp.to_bytes(8, "little"),
         source=orjson.dumps(raw).decode(),
-        writer=_writer(parsed),
+        writer=_writer(parsed) if encodes else None,
     )
 
 

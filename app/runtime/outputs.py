@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import assert_never
 
 from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import Counter
 
 from app import metrics
 from app.core import keys
@@ -56,14 +57,17 @@ class OutputEncoder:
 
     def produce(self, send: Send, outputs: Iterable[tuple[Output, Origin]], marks: Iterable[Mark] = ()) -> None:
         """Hand to ``send`` every output, in order, then the marks (each to every stock
-        partition); the milestones are counted in the metrics once all are handed over."""
+        partition). The metrics of what was handed over (milestones, sync exceptions and
+        dead letters by label, release-to-accepted samples) are updated once all of it was,
+        once per label and call, not per record: a call that raises counts nothing, and its
+        batch is redone."""
         t = self.topics
-        milestones: dict[str, int] = {}  # counted once per type and batch, not per milestone
+        counts: dict[tuple[Counter, str], int] = {}
+        accepted: list[int] = []  # event times (ms) of first OrderAccepted milestones
         for out, origin in outputs:
             match out:
                 case Milestone():
-                    self._milestone(send, out)
-                    milestones[out.type] = milestones.get(out.type, 0) + 1
+                    self._milestone(send, out, counts, accepted)
                 case StockForward():
                     e = out.event
                     value = encode_forward(origin.partition, origin.offset, e, out.watermark)
@@ -79,23 +83,31 @@ class OutputEncoder:
                         failed_at=int(time.time() * 1000),
                     )
                     send(t.dead_letters, out.record_id.encode(), value, -1)
-                    metrics.DEAD_LETTERS.labels(reason_category(out.reason)).inc()
+                    label = (metrics.DEAD_LETTERS, reason_category(out.reason))
+                    counts[label] = counts.get(label, 0) + 1
                 case _:
                     assert_never(out)
         for mark in marks:
             value = encode_mark(mark)
             for partition in range(t.partitions):
                 send(t.stock, b"", value, partition)
-        for mtype, n in milestones.items():
-            metrics.MILESTONES.labels(mtype).inc(n)
+        for (counter, name), n in counts.items():
+            counter.labels(name).inc(n)
+        if accepted:
+            now = time.time()
+            for occurred_at in accepted:
+                metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, now - occurred_at / 1000))
 
-    def _milestone(self, send: Send, m: Milestone) -> None:
+    def _milestone(self, send: Send, m: Milestone, counts: dict[tuple[Counter, str], int], accepted: list[int]) -> None:
         topic = self.topics.exceptions if m.type == M_SYNC_EXCEPTION else self.topics.milestones
         send(topic, keys.milestone_key(m), codec.encode_milestone(m.to_wire()), -1)
+        label = (metrics.MILESTONES, m.type)
+        counts[label] = counts.get(label, 0) + 1
         if m.type == M_ORDER_ACCEPTED and m.body["version"] == 1 and m.occurred_at is not None:
-            metrics.SLA_RELEASE_TO_ACCEPTED.observe(max(0.0, time.time() - m.occurred_at / 1000))
-        if m.type == M_SYNC_EXCEPTION:
-            metrics.SYNC_EXCEPTIONS.labels(m.body["code"]).inc()
+            accepted.append(m.occurred_at)
+        elif m.type == M_SYNC_EXCEPTION:
+            label = (metrics.SYNC_EXCEPTIONS, m.body["code"])
+            counts[label] = counts.get(label, 0) + 1
 
 
 class Deliveries:
