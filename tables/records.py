@@ -205,6 +205,15 @@ def fence_write(partition: int, epoch: int) -> Write:
     return fence_key(partition), orjson.dumps({"e": epoch})
 
 
+def take_over_epoch(generation: int, fences: Iterable[bytes | None]) -> int:
+    """The epoch to take partitions over with: the group's generation, or one more than the
+    highest epoch their stored fence records hold if that is not below it. A generation is
+    not monotonic across a group's life (Apache Kafka 4 starts a deleted empty group again at
+    1), the fence order is: each take-over must fence higher than the last one stored."""
+    stored = [orjson.loads(raw)["e"] for raw in fences if raw]
+    return max(generation, max(stored) + 1) if stored else generation
+
+
 def _parse_key(key: bytes) -> tuple[str, list[Any]]:
     _, kind, parts = key.split(SEP.encode(), 2)
     return kind.decode(), orjson.loads(parts)

@@ -33,7 +33,7 @@ from app.kafka import codec
 from app.runtime.runner import Batch, InputRecord
 from app.runtime.statestore import BatchClock, BatchWriter, Flush, Origin, Outputs
 from tables import lineage
-from tables.records import InventoryState, PartitionState
+from tables.records import InventoryState, PartitionState, fence_key, take_over_epoch
 
 log = logging.getLogger(__name__)
 SLA = {"release_to_picked": metrics.SLA_RELEASE_TO_PICKED, "packed_to_shipped": metrics.SLA_PACKED_TO_SHIPPED}
@@ -116,6 +116,7 @@ class GovernanceStage:
 
     async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
         now = self.monotonic()
+        epoch = take_over_epoch(epoch, (self.writer.get(p, fence_key(p)) for p in partitions))
         for partition in partitions:
             ps = PartitionState(partition, self.settings, self.clock, source=StoredPartition(self.writer, partition))
             ps.epoch = epoch

@@ -16,7 +16,7 @@ from app.core.stock import apply_record
 from app.runtime.runner import Batch
 from app.runtime.statestore import BatchWriter, Origin, Outputs
 from app.stages.governance import flush_to
-from tables.records import InventoryState
+from tables.records import InventoryState, fence_key, take_over_epoch
 
 
 class InventoryStage:
@@ -32,6 +32,7 @@ class InventoryStage:
         self.partitions: dict[int, InventoryState] = {}
 
     async def assign(self, partitions: set[int], epoch: int) -> dict[int, int]:
+        epoch = take_over_epoch(epoch, (self.writer.get(p, fence_key(p)) for p in partitions))
         for partition in partitions:
             st = InventoryState(partition, self.settings, self.sources, self.writer.records(partition))
             st.epoch = epoch

@@ -10,7 +10,7 @@ from app.core.model import CoreSettings, Milestone, StockForward
 from app.core.stock import Mark, apply_record, encode_forward, encode_mark
 from app.kafka import codec
 from tables import lineage
-from tables.records import InventoryState, PartitionState, Written
+from tables.records import InventoryState, PartitionState, Written, fence_write, take_over_epoch
 
 
 def ev(i: int, type_: str, **fields: object) -> bytes:
@@ -420,3 +420,15 @@ def test_written_forgets_the_keys_written_longest_ago() -> None:
     written.put(b"d", b"D")
     assert (written.get(b"b"), written.get(b"c"), written.get(b"d"), len(written)) == (b"B2", None, b"D", 2)
 
+
+
+@pytest.mark.parametrize(("generation", "stored", "epoch"), [
+    (3, [], 3),                      # nothing stored: the generation
+    (3, [None, None], 3),            # partitions never fenced
+    (7, [fence_write(0, 5)[1]], 7),  # the generation is above the stored fence: it, as always
+    (1, [fence_write(0, 5)[1]], 6),  # the group started again at 1: above the stored fence
+    (5, [fence_write(0, 5)[1]], 6),  # equal is not above
+    (2, [fence_write(0, 4)[1], None, fence_write(1, 9)[1]], 10),  # above every partition's
+])
+def test_a_take_over_epoch_is_above_every_stored_fence(generation: int, stored: list[bytes | None], epoch: int) -> None:
+    assert take_over_epoch(generation, stored) == epoch
