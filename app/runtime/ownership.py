@@ -18,7 +18,9 @@ partition over while it still holds a batch. Two guards keep such a *zombie* out
   expired *after* a commit means the commit may have raced the new owner: the worker
   marks its local stores for a wipe and exits (the changelog is the truth).
 - an **epoch** on every state record: the consumer group's generation when the worker
-  took the partition over. The new owner writes a fence record with its epoch first; a
+  took the partition over, raised above the partition's last stored fence when it is not
+  above it (``tables.records.take_over_epoch``: a deleted empty group starts again at
+  generation 1 on Apache Kafka 4). The new owner writes a fence record with its epoch first; a
   restore skips any record of a lower epoch written after it (``FencedTable``), so a late
   write of the old owner can never be taken for committed state.
 
