@@ -191,9 +191,14 @@ def prefix(partition: int) -> bytes:
     return f"{partition}{SEP}".encode()
 
 
+def key_head(partition: int, kind: str) -> bytes:
+    """``<partition>SEP<kind>SEP``: what every key of one kind in one partition starts with."""
+    return prefix(partition) + kind.encode() + SEP.encode()
+
+
 def table_key(partition: int, kind: str, parts: Iterable[Any] = ()) -> bytes:
     """``<partition>SEP<kind>SEP<JSON list of the key's parts>``."""
-    return prefix(partition) + kind.encode() + SEP.encode() + orjson.dumps(list(parts))
+    return key_head(partition, kind) + orjson.dumps(list(parts))
 
 
 def fence_key(partition: int) -> bytes:
@@ -209,7 +214,7 @@ def take_over_epoch(generation: int, fences: Iterable[bytes | None]) -> int:
     """The epoch to take partitions over with: the group's generation, or one more than the
     highest epoch their stored fence records hold if that is not below it. A generation is
     not monotonic across a group's life (Apache Kafka 4 starts a deleted empty group again at
-    1), the fence order is: each take-over must fence higher than the last one stored."""
+    1); the fences must be: each take-over fences higher than the last one stored."""
     stored = [orjson.loads(raw)["e"] for raw in fences if raw]
     return max(generation, max(stored) + 1) if stored else generation
 
@@ -278,7 +283,7 @@ def keyed_writes(
     """One record per key of ``store`` changed since the last flush: its new value and the
     value it replaces as of the ``committed`` offset (for the rollback on load), the latter
     from ``written`` when it has the key, else read from the stored record."""
-    head = table_key(partition, kind)[:-2]  # without the empty list's "[]": one per flush, not per key
+    head = key_head(partition, kind)  # once per flush, not per key
     for key in store.dirty:
         tkey = head + orjson.dumps(key)  # a tuple: the JSON list table_key writes
         value = store.get(key)
