@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 #: ``--groups``: the worker's samples by part of the streaming path. A stack goes to the first
-#: group one of whose frame-name fragments it contains (so the order matters).
+#: group one of whose frame-name fragments it contains (so the order matters); a fragment
+#: ending in ``$`` must be in the stack's last frame (the function's own time).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state changelog: Faust table send + aiokafka producer (per record)",
      ("send_writes", "Sender._send_produce_req", "ProducerBuffer", "SendProduceReqHandler", "Sender._sender_routine",
@@ -25,6 +26,9 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state records: tables/records.py flush (keys, prior values, lineage trails)", ("PartitionState.flush",)),
     ("outputs: app/runtime/outputs (Avro, confluent-kafka produce)", ("emit (app/runtime/outputs", "produce (app/runtime/outputs")),
     ("core: Engine.process_event", ("Engine.process_event", "Engine.reject")),
+    # The compiled core has no frames of its own: its time is the per-record loop's own.
+    ("core (compiled) and the per-record loop: GovernanceStage._run_partition's own time",
+     ("GovernanceStage._run_partition$",)),
     ("decode: codec.decode_input", ("decode_input",)),
     ("lineage entries per event and milestone", ("decoded_entry", "milestone_entry", "PartitionState.note")),
     ("stage: rest of GovernanceStage / InventoryStage (metrics, marks)", ("GovernanceStage", "InventoryStage")),
@@ -47,8 +51,13 @@ def grouped(lines: list[str]) -> tuple[int, Counter[str]]:
         count = int(m["count"])
         total += count
         stack = m["stack"]
-        groups[next((name for name, keys in GROUPS if any(k in stack for k in keys)), OTHER)] += count
+        last = stack.rsplit(";", 1)[-1]
+        groups[next((name for name, keys in GROUPS if any(_matches(k, stack, last) for k in keys)), OTHER)] += count
     return total, groups
+
+
+def _matches(fragment: str, stack: str, last: str) -> bool:
+    return fragment[:-1] in last if fragment.endswith("$") else fragment in stack
 
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")

@@ -19,10 +19,15 @@ HEAD: Final = 20
 Entry = dict[str, Any]
 
 
+#: The event types kept in no order's trail: telemetry (scans, tote reads) is counted in
+#: metrics. (The stage's per-record loop tests this before calling ``decoded_entry``.)
+UNTRAILED: Final = TELEMETRY
+
+
 def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
-    """(order key, entry) for a decoded business event that names an order, else None:
-    telemetry (scans, tote reads) is counted in metrics, not kept in an order's trail."""
-    if d.get("type") in TELEMETRY:
+    """(order key, entry) for a decoded business event that names an order, else None
+    (for the ``UNTRAILED`` types, among others)."""
+    if d.get("type") in UNTRAILED:
         return None
     warehouse_id = d.get("warehouse_id")
     order_id = d.get("order_id")

@@ -359,6 +359,7 @@ def decode_dead_letter(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
 
 #: The Confluent wire format's first byte (+ a 4-byte big-endian schema registry id).
 CONFLUENT_MAGIC: Final = b"\x00"
+_AVRO_FIRST: Final = MAGIC[:1]  # the first byte of an Avro single-object record
 CONFLUENT_HEADER_LEN: Final = 5
 #: How long an id the registry did not know stays unknown before it is asked again.
 UNKNOWN_ID_RETRY_S: Final = 60.0
@@ -468,7 +469,7 @@ def decode_input(raw: bytes) -> dict[str, Any] | str:
     if first == CONFLUENT_MAGIC:
         if _confluent is None:
             return confluent_reason(raw[: parse.MAX_RECORD_BYTES])
-    elif first != MAGIC[:1]:
+    elif first != _AVRO_FIRST:
         return parse.decode(raw)
     if len(raw) > parse.MAX_RECORD_BYTES:
         return parse.too_large(len(raw))

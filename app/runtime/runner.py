@@ -224,13 +224,7 @@ class StageRunner:
             if self.assigned is None or self.ownership.owned() != self.assigned:
                 self.assigned = None  # the assignment changed meanwhile: re-sync and re-seek first
                 return
-            batch: dict[int, list[InputRecord]] = {}
-            for msg in msgs:
-                if msg.error() is None:
-                    record = cast(InputRecord, msg)  # without an error it has its partition and offset
-                    batch.setdefault(record.partition(), []).append(record)
-                else:
-                    log.warning("%s consumer: %s", self.stage.name, msg.error())
+            batch = by_partition(msgs, self.stage.name)
             try:
                 await self.stage.process(batch, self._highs())
             except (Fenced, BatchAborted) as exc:
@@ -257,6 +251,26 @@ class StageRunner:
             reader, self.reader = self.reader, None
             await self._call(reader.close)
             self.executor.shutdown(wait=False)
+
+
+def by_partition(msgs: list[Message], stage: str) -> dict[int, list[InputRecord]]:
+    """The records of ``msgs`` by partition, in order; an error event is logged and
+    skipped. (Per record: a consumer's batch comes in runs of one partition, so the list
+    is looked up once a run.)"""
+    batch: dict[int, list[InputRecord]] = {}
+    partition = -1
+    records: list[InputRecord] = []
+    for msg in msgs:
+        if msg.error() is None:
+            record = cast(InputRecord, msg)  # without an error it has its partition and offset
+            p = record.partition()
+            if p != partition:
+                partition = p
+                records = batch.setdefault(p, [])
+            records.append(record)
+        else:
+            log.warning("%s consumer: %s", stage, msg.error())
+    return batch
 
 
 def read_batch(reader: Reader, batch_size: int, within_s: float) -> list[Message]:

@@ -14,10 +14,12 @@ See ``tables/records.py`` for the record layout and the crash-consistency rule, 
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from app import metrics
 from app.core.engine import Output
@@ -31,17 +33,25 @@ from tables.records import Write, fence_write, prefix
 
 class BatchClock:
     """The wall clock (int ms) of the `future` check, read once per batch (the check's
-    tolerance is minutes; a clock call per event cost ~3 % of the worker)."""
+    tolerance is minutes; a clock call per event cost ~3 % of the worker).
+
+    The core calls ``read`` for every event: a C-level callable (a ``partial`` of
+    ``getitem`` over a one-slot list), ~40 ns a call against ~95 ns for this object's
+    own ``__call__``, a Python method."""
 
     def __init__(self) -> None:
-        self.now_ms = int(time.time() * 1000)
+        self._now = [int(time.time() * 1000)]
+        self.read = cast("Callable[[], int]", functools.partial(operator.getitem, self._now, 0))
+
+    @property
+    def now_ms(self) -> int:
+        return self._now[0]
 
     def tick(self) -> None:
-        self.now_ms = int(time.time() * 1000)
+        self._now[0] = int(time.time() * 1000)
 
     def __call__(self) -> int:
-        return self.now_ms
-
+        return self._now[0]
 
 
 def records(table: AnyTable, partition: int) -> Iterator[tuple[bytes, bytes]]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from math import inf
 
 from app import metrics
-from app.core.engine import Output
 from app.core.model import SOURCES, CoreSettings, Milestone
 from app.core.stock import Mark
 from app.kafka import codec
@@ -55,15 +54,6 @@ def _nothing_to_read(offset: int, low: int, high: int) -> bool:
     """Whether a partition whose state is at ``offset`` has no record to read, by the
     broker's (low, high) watermarks: none past the offset, or only records that aged out."""
     return high >= 0 and max(offset + 1, low) >= high
-
-
-def decode_and_run(ps: PartitionState, raw: bytes) -> list[Output]:
-    """One record through the core, decoded once (the lineage reads the same decode)."""
-    d = codec.decode_input(raw)
-    if isinstance(d, str):
-        return ps.engine.reject(raw, d)
-    ps.note(lineage.decoded_entry(d))
-    return ps.engine.process_event(d, raw)
 
 
 @dataclass(frozen=True)
@@ -118,7 +108,7 @@ class GovernanceStage:
         now = self.monotonic()
         epoch = take_over_epoch(epoch, (self.writer.get(p, fence_key(p)) for p in partitions))
         for partition in partitions:
-            ps = PartitionState(partition, self.settings, self.clock, source=StoredPartition(self.writer, partition))
+            ps = PartitionState(partition, self.settings, self.clock.read, source=StoredPartition(self.writer, partition))
             ps.epoch = epoch
             self.partitions[partition] = _Partition(ps, now)
         try:
@@ -140,14 +130,29 @@ class GovernanceStage:
     # -- processing --------------------------------------------------------------------
 
     def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
-        """Run the core over one partition's records; the last offset processed, or None."""
+        """Run the core over one partition's records; the last offset processed, or None.
+        Each record is decoded once (the lineage reads the same decode), inline: this
+        is the loop every event takes."""
         last = None
         skip_to = ps.offset
+        engine = ps.engine
+        decode = codec.decode_input
+        entry_of = lineage.decoded_entry
+        untrailed = lineage.UNTRAILED  # most events: no call for them
         for msg in msgs:
             offset = msg.offset()
             if offset <= skip_to:
                 continue  # already in the stored state
-            outs = decode_and_run(ps, msg.value() or b"")
+            raw = msg.value() or b""
+            d = decode(raw)
+            if isinstance(d, str):
+                outs = engine.reject(raw, d)
+            else:
+                if d.get("type") not in untrailed:
+                    entry = entry_of(d)
+                    if entry is not None:
+                        ps.note(entry)
+                outs = engine.process_event(d, raw)
             if outs:
                 origin = Origin(self.topic, msg.partition(), offset)
                 for out in outs:

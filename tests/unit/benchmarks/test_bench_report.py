@@ -213,11 +213,15 @@ def test_pyspy_groups_take_the_first_matching_group() -> None:
     from benchmarks.pyspy_top import OTHER, grouped
 
     lines = ["run;commit_all;send_writes;x 5", "run;decode_and_run;Engine.process_event (app/core/engine.py:9) 3",
-             "run;idle 2"]
+             "run;idle 2", "run;GovernanceStage._run_partition (app/stages/governance.py:160) 7",
+             "run;GovernanceStage._run_partition (app/stages/governance.py:160);decode_input (app/kafka/codec.py:470) 4"]
     total, groups = grouped(lines)
-    assert total == 10
-    assert groups[OTHER] == 2 and sum(groups.values()) == 10
+    assert total == 21
+    assert groups[OTHER] == 2 and sum(groups.values()) == 21
     assert groups["core: Engine.process_event"] == 3
+    # the compiled core's time is the loop's own; what the loop calls goes to its group
+    assert groups["core (compiled) and the per-record loop: GovernanceStage._run_partition's own time"] == 7
+    assert groups["decode: codec.decode_input"] == 4
 
 
 def test_the_full_reports_erp_rows_are_bench_erps_figures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -505,3 +505,21 @@ def test_a_failed_fence_leaves_no_partition_behind() -> None:
         assert st.partitions == {}
 
     asyncio.run(run())
+
+
+def test_a_batch_is_split_by_partition_in_order_skipping_error_events(caplog: pytest.LogCaptureFixture) -> None:
+    """Runs of one partition, interleaved, come out per partition in their order; an error
+    event is logged and is no record."""
+    from app.runtime.runner import by_partition
+
+    class ErrorEvent(Msg):
+        def error(self) -> str:  # type: ignore[override]
+            return "partition EOF"
+
+    msgs = [Msg(0, 5, b""), Msg(0, 6, b""), Msg(2, 1, b""), ErrorEvent(1, 0, b""), Msg(0, 7, b""),
+            Msg(2, 2, b""), Msg(2, 3, b"")]
+    with caplog.at_level("WARNING"):
+        batch = by_partition(msgs, "governance")  # type: ignore[arg-type]
+    assert {p: [m.offset() for m in ms] for p, ms in batch.items()} == {0: [5, 6, 7], 2: [1, 2, 3]}
+    assert "governance consumer: partition EOF" in caplog.text
+    assert by_partition([], "governance") == {}

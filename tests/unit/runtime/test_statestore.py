@@ -161,3 +161,18 @@ def test_queued_outputs_without_state_to_commit_are_still_waited_for() -> None:
     changelog.queued.append(("milestones", b"k", b"v", 0, sent))
     with pytest.raises(OutputError):
         asyncio.run(commit_all([], table, changelog, Lease(), sent))  # type: ignore[arg-type]
+
+
+def test_batch_clock_read_follows_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core's per-event clock (``read``, a C-level callable) returns the time of the
+    last ``tick``, as the clock object itself does, in int milliseconds."""
+    from app.runtime import statestore
+
+    now = [1_700_000_000.0004]
+    monkeypatch.setattr(statestore.time, "time", lambda: now[0])
+    clock = statestore.BatchClock()
+    assert clock.read() == clock() == clock.now_ms == 1_700_000_000_000
+    now[0] = 1_700_000_123.4567
+    assert clock.read() == 1_700_000_000_000  # read once per batch, not per event
+    clock.tick()
+    assert clock.read() == clock() == clock.now_ms == 1_700_000_123_456
