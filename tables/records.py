@@ -14,7 +14,7 @@ import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import orjson
 
@@ -240,25 +240,29 @@ def _decode_value(kind: str, value: Any) -> Any:
     return value
 
 
-class Written:
-    """The value each key was last written with by this partition's flushes, encoded
-    (``keyed_writes``' ``"v"``): the value it has as of the committed offset once that
-    flush has committed, so the next flush that changes the key takes its prior value
-    from here instead of reading and decoding the stored record. Valid only while every
-    flush of its owner has committed: a stage drops a partition's state (and so this)
-    after a failed batch, and builds it anew on assignment. Bounded: the keys written
-    longest ago are forgotten past ``limit`` (a forgotten key is read from the store)."""
+V = TypeVar("V")
+
+
+class Written(Generic[V]):
+    """What this partition's flushes last wrote for each key: for a keyed store, the value
+    encoded (``keyed_writes``' ``"v"``); for an order's lineage, its trail. Once that flush
+    has committed it is the key's value as of the committed offset, so the next flush that
+    changes the key takes it from here instead of reading and decoding the stored record.
+    Valid only while every flush of its owner has committed: a stage drops a partition's
+    state (and so this) after a failed batch, and builds it anew on assignment. Bounded:
+    the keys written longest ago are forgotten past ``limit`` (a forgotten key is read from
+    the store)."""
 
     __slots__ = ("_values", "limit")
 
     def __init__(self, limit: int = 20_000) -> None:
-        self._values: dict[bytes, bytes] = {}
+        self._values: dict[bytes, V] = {}
         self.limit = limit
 
-    def get(self, tkey: bytes) -> bytes | None:
+    def get(self, tkey: bytes) -> V | None:
         return self._values.get(tkey)
 
-    def put(self, tkey: bytes, value: bytes) -> None:
+    def put(self, tkey: bytes, value: V) -> None:
         values = self._values
         values.pop(tkey, None)  # re-inserted last: the dict is in order of last write
         values[tkey] = value
@@ -270,6 +274,13 @@ class Written:
         return len(self._values)
 
 
+#: Order trails a partition's state keeps as it last wrote them (``PartitionState.trails``):
+#: a trail is up to ``lineage.MAX_ENTRIES`` small dicts (~15 for an order of the default mix,
+#: ~5 KiB), so at most ~10 MiB a partition; an order touched by consecutive batches is then
+#: neither read back nor decoded.
+TRAILS_KEPT: Final = 2_000
+
+
 def keyed_writes(
     partition: int,
     kind: str,
@@ -278,7 +289,7 @@ def keyed_writes(
     committed: int,
     previous: Callable[[bytes], bytes | None],
     epoch: int = 0,
-    written: Written | None = None,
+    written: Written[bytes] | None = None,
 ) -> Iterator[Write]:
     """One record per key of ``store`` changed since the last flush: its new value and the
     value it replaces as of the ``committed`` offset (for the rollback on load), the latter
@@ -446,7 +457,9 @@ class PartitionState:
         self.lineage: dict[tuple[str, str], list[lineage.Entry]] = {}
         self.sla: list[tuple[str, float]] = []
         #: The keyed stores' values as this state's flushes wrote them (their prior values).
-        self.written = Written()
+        self.written: Written[bytes] = Written()
+        #: The order trails as this state's flushes wrote them.
+        self.trails: Written[list[lineage.Entry]] = Written(TRAILS_KEPT)
         self._clear()
 
     def _clear(self) -> None:
@@ -487,13 +500,18 @@ class PartitionState:
         # Lineage is an audit trail, not engine state: written without the value it
         # replaces; a batch redelivered after a crash does not add its entries twice.
         self.sla = []
+        trails = self.trails
         for key, new in self.lineage.items():
             tkey = table_key(p, LINEAGE, key)
-            stored = previous(tkey)
-            trail = orjson.loads(stored) if stored else []
+            trail = trails.get(tkey)
+            if trail is None:
+                stored = previous(tkey)
+                trail = orjson.loads(stored) if stored else []
             fresh = lineage.new_entries(trail, new)
             self.sla.extend(lineage.sla_samples(trail, fresh))
-            writes.append((tkey, orjson.dumps(lineage.extend(trail, fresh))))
+            trail = lineage.extend(trail, fresh)  # a new list: the one kept is never changed
+            writes.append((tkey, orjson.dumps(trail)))
+            trails.put(tkey, trail)
         self.lineage = {}
         writes.append(
             (
@@ -546,7 +564,7 @@ class InventoryState:
             windows[tuple(parts)] = value
         windows.dirty.clear()
         self.windows = windows
-        self.written = Written()
+        self.written: Written[bytes] = Written()
         self.stage = InventoryStage(settings, sources, windows, dict(meta["marks"]), meta["watermark"])
 
     def flush(self, offset: int, previous: Callable[[bytes], bytes | None]) -> list[Write]:

@@ -368,10 +368,10 @@ def flushed(ps: PartitionState | InventoryState, table: FakeTable, records: list
 @pytest.mark.parametrize("limit", [3, 20_000])
 @pytest.mark.parametrize("batch", [1, 2, 7, 50])
 def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int, limit: int) -> None:
-    """A flush takes a key's prior value from what this state last wrote for it instead
-    of reading the stored record: the records (lineage trails among them) and the SLA
-    samples are byte for byte those of a state that reads every prior value from the
-    table (limit 0), also when keys are forgotten past the limit."""
+    """A flush takes a key's prior value, and an order's trail, from what this state last
+    wrote for it instead of reading the stored record: the records (lineage trails among
+    them) and the SLA samples are byte for byte those of a state that reads every prior
+    value and trail from the table (limit 0), also when keys are forgotten past the limit."""
     records = STREAM + simulated()
 
     def process(ps: PartitionState, raw: bytes) -> None:
@@ -384,9 +384,9 @@ def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int
                 ps.note(lineage.milestone_entry(out))
 
     reading = PartitionState(0, CoreSettings(), None)
-    reading.written.limit = 0
+    reading.written.limit = reading.trails.limit = 0
     cached = PartitionState(0, CoreSettings(), None)
-    cached.written.limit = limit
+    cached.written.limit = cached.trails.limit = limit
     read_table, cached_table = FakeTable(), FakeTable()
     expected = flushed(reading, read_table, records, batch, process)
     writes = [value or b"" for flush, _ in expected for _, value in flush]
@@ -395,6 +395,7 @@ def test_prior_values_from_the_flushes_own_writes_are_the_stored_ones(batch: int
     assert sum(len(sla) for _, sla in expected) > 10
     assert flushed(cached, cached_table, records, batch, process) == expected
     assert len(reading.written) == 0 and 0 < len(cached.written) <= limit
+    assert len(reading.trails) == 0 and 0 < len(cached.trails) <= limit
     assert cached_table == read_table
 
 
