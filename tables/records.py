@@ -275,10 +275,10 @@ class Written(Generic[V]):
 
 
 #: Order trails a partition's state keeps as it last wrote them (``PartitionState.trails``):
-#: a trail is up to ``lineage.MAX_ENTRIES`` small dicts (~15 for an order of the default mix,
-#: ~5 KiB), so at most ~10 MiB a partition; an order touched by consecutive batches is then
-#: neither read back nor decoded.
-TRAILS_KEPT: Final = 2_000
+#: an order touched by consecutive batches is then neither read back nor decoded. A trail
+#: is up to ``lineage.MAX_ENTRIES`` small dicts: the worker bench measured ~7.5 KiB a kept
+#: trail (VmHWM +35-40 MiB for ~5,100 orders), so this bound is ~7.5 MiB a partition.
+TRAILS_KEPT: Final = 1_000
 
 
 def keyed_writes(
