@@ -20,14 +20,17 @@ Entry = dict[str, Any]
 
 
 #: The event types kept in no order's trail: telemetry (scans, tote reads) is counted in
-#: metrics. (The stage's per-record loop tests this before calling ``decoded_entry``.)
+#: metrics. (The stage's per-record loop tests a string ``type`` against this before
+#: calling ``decoded_entry``.)
 UNTRAILED: Final = TELEMETRY
 
 
 def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
     """(order key, entry) for a decoded business event that names an order, else None
-    (for the ``UNTRAILED`` types, among others)."""
-    if d.get("type") in UNTRAILED:
+    (for the ``UNTRAILED`` types, and for a ``type`` that is not a string: a list or an
+    object is no set member, and the core dead-letters the record)."""
+    kind = d.get("type")
+    if kind.__class__ is not str or kind in UNTRAILED:
         return None
     warehouse_id = d.get("warehouse_id")
     order_id = d.get("order_id")

@@ -148,7 +148,8 @@ class GovernanceStage:
             if isinstance(d, str):
                 outs = engine.reject(raw, d)
             else:
-                if d.get("type") not in untrailed:
+                kind = d.get("type")
+                if kind.__class__ is not str or kind not in untrailed:  # (a list is no set member)
                     entry = entry_of(d)
                     if entry is not None:
                         ps.note(entry)

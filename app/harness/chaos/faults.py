@@ -381,7 +381,7 @@ POISON_KINDS = ("random-bytes", "truncated-avro", "unknown-fingerprint", "wrong-
 _WRONG: dict[str, Any] = {
     "qty": "2", "line_no": "one", "items": "all of them", "package_ids": 7, "delta": "-2", "barcode": 12345,
     "tote_id": ["T-1"], "lines": {"line_no": 1}, "tracking_no": 4711, "occurred_at": "yesterday at noon",
-    "location": None, "sku": 42,
+    "location": None, "sku": 42, "type": ["OrderReleased"],
 }
 
 

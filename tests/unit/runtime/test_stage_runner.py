@@ -523,3 +523,23 @@ def test_a_batch_is_split_by_partition_in_order_skipping_error_events(caplog: py
     assert {p: [m.offset() for m in ms] for p, ms in batch.items()} == {0: [5, 6, 7], 2: [1, 2, 3]}
     assert "governance consumer: partition EOF" in caplog.text
     assert by_partition([], "governance") == {}
+
+
+@pytest.mark.parametrize("kind", [["ItemScanned"], {"a": 1}, 7, None, "Bogus"])
+def test_a_record_whose_type_is_no_type_name_is_dead_lettered_not_a_crash(kind: object) -> None:
+    """Bad input (rule 8) of any JSON shape goes to the dead letters with its reason, and
+    the records around it are processed: a ``type`` that is a list or an object (no member
+    of a set of names) once raised in the stage's lineage step, before the core saw it."""
+    async def run() -> None:
+        store, emitted = FakeStore(), Emitted()
+        st = stage(store, emitted)
+        await st.assign({0}, epoch=1)
+        bad = orjson.loads(release(2))
+        bad["type"] = kind
+        await st.process({0: [Msg(0, 0, release(1)), Msg(0, 1, orjson.dumps(bad)), Msg(0, 2, release(3))]}, {0: 3})
+        assert emitted.accepted() == ["O-1", "O-3"]
+        dead = [o for o in emitted.outputs if isinstance(o, DeadLetter)]
+        assert len(dead) == 1 and "'type'" in dead[0].reason
+        assert st.committed() == {0: 3}
+
+    asyncio.run(run())
