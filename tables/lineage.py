@@ -26,18 +26,21 @@ UNTRAILED: Final = TELEMETRY
 
 
 def decoded_entry(d: dict[str, Any]) -> tuple[tuple[str, str], Entry] | None:
-    """(order key, entry) for a decoded business event that names an order, else None
-    (for the ``UNTRAILED`` types, and for a ``type`` that is not a string: a list or an
-    object is no set member, and the core dead-letters the record)."""
+    """(order key, entry) for a decoded business event that names an order, else None:
+    for the ``UNTRAILED`` types, and for a record whose type, id, warehouse or order is not
+    a string (the core dead-letters it; a list or an object is no set member, and an entry's
+    (kind, id) is a set member in ``new_entries``)."""
     kind = d.get("type")
     if kind.__class__ is not str or kind in UNTRAILED:
         return None
     warehouse_id = d.get("warehouse_id")
     order_id = d.get("order_id")
-    if warehouse_id.__class__ is not str or order_id.__class__ is not str or not warehouse_id or not order_id:
+    event_id = d.get("event_id")
+    if (warehouse_id.__class__ is not str or order_id.__class__ is not str or event_id.__class__ is not str
+            or not warehouse_id or not order_id):
         return None  # per event: class checks, not isinstance over a generator
     try:
-        entry = {"at": parse_ts(d["occurred_at"]), "kind": "event", "id": d["event_id"], "type": d["type"], "source": d["source"]}
+        entry = {"at": parse_ts(d["occurred_at"]), "kind": "event", "id": event_id, "type": kind, "source": d["source"]}
     except (KeyError, TypeError, ValueError):
         return None
     return (warehouse_id, order_id), entry

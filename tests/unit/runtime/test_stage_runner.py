@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition
 from app.core.model import CoreSettings, DeadLetter, Milestone
 from app.core.stock import Mark
 from app.runtime.outputs import Deliveries
-from app.runtime.ownership import Fenced, Lease, Ownership
+from app.runtime.ownership import BatchAborted, Fenced, Lease, Ownership
 from app.runtime.runner import StageRunner, read_batch
 from app.runtime.statestore import AtLeastOnceWriter, Flush
 from app.stages.governance import GovernanceStage
@@ -248,6 +248,52 @@ def test_a_batch_cut_by_an_expired_lease_is_redone_from_the_stored_offset_nothin
         assert out.accepted() == [f"O-{i}" for i in range(8)]
 
     asyncio.run(run())
+
+
+class AbortingStore(FakeStore):
+    """A store whose ``abort_at``-th commit builds its writes (the flush ran, the state's kept
+    values moved on) and then aborts, as an aborted Kafka transaction does."""
+
+    def __init__(self, abort_at: int) -> None:
+        super().__init__()
+        self.abort_at, self.commits = abort_at, 0
+
+    async def commit(self, commits: list[tuple[int, int, Flush]], sent: Deliveries) -> None:
+        self.commits += 1
+        if self.commits == self.abort_at:
+            for partition, _, flush in commits:
+                flush(self.table(partition).get)
+            raise BatchAborted("aborted")
+        await super().commit(commits, sent)
+
+
+def test_an_aborted_batch_leaves_no_kept_trail_behind_its_redo_writes_each_entry_once() -> None:
+    """An order's trail is kept as the state last wrote it; a batch whose flush ran but whose
+    commit aborted drops the state (and what it kept), so the redo reads the stored trail: it
+    ends as a clean run's, every event once, in order."""
+    def trail(store: FakeStore) -> list[str]:
+        key = next(k for k in store.table(0) if b'"O-A"' in k and b"\x1fl\x1f" in k)
+        return [e["id"] for e in orjson.loads(store.table(0)[key]) if e["kind"] == "event"]
+
+    async def run(store: FakeStore) -> tuple[FakeStore, int]:
+        """The store after all records, and how many partition states the stage built."""
+        log = {0: [release(i, "O-A") for i in range(8)]}
+        st = stage(store, Emitted())
+        r = runner(st, Group({0}), FakeConsumer(log))
+        states = []
+        for _ in range(12):
+            await r.step()
+            if 0 in st.partitions and (not states or states[-1] is not st.partitions[0].state):
+                states.append(st.partitions[0].state)
+        assert st.committed() == {0: 8}
+        return store, len(states)
+
+    clean, built = asyncio.run(run(FakeStore()))
+    assert built == 1
+    aborted, built = asyncio.run(run(AbortingStore(abort_at=2)))
+    assert built == 2  # the state that kept the aborted batch's trail was dropped
+    assert trail(clean) == [f"rel-{i}" for i in range(8)]
+    assert trail(aborted) == trail(clean)
 
 
 def test_nothing_is_taken_over_without_a_lease() -> None:
@@ -525,21 +571,31 @@ def test_a_batch_is_split_by_partition_in_order_skipping_error_events(caplog: py
     assert by_partition([], "governance") == {}
 
 
-@pytest.mark.parametrize("kind", [["ItemScanned"], {"a": 1}, 7, None, "Bogus"])
-def test_a_record_whose_type_is_no_type_name_is_dead_lettered_not_a_crash(kind: object) -> None:
+@pytest.mark.parametrize(("name", "value"), [
+    ("type", ["ItemScanned"]), ("type", {"a": 1}), ("type", 7), ("type", None), ("type", "Bogus"),
+    ("event_id", ["x"]), ("event_id", {"a": 1}), ("event_id", 7), ("source", ["erp"]), ("occurred_at", ["x"]),
+    ("order_id", ["O-2"]), ("warehouse_id", {"w": 1}),
+])
+def test_a_record_with_a_field_of_any_json_shape_is_dead_lettered_not_a_crash(name: str, value: object) -> None:
     """Bad input (rule 8) of any JSON shape goes to the dead letters with its reason, and
-    the records around it are processed: a ``type`` that is a list or an object (no member
-    of a set of names) once raised in the stage's lineage step, before the core saw it."""
+    the records around it are processed and committed: a ``type`` that is a list or an
+    object (no member of a set of names) once raised in the stage's lineage step before
+    the core saw the record, and an ``event_id`` that is one raised in the batch's flush
+    (an entry's (kind, id) is a set member there)."""
     async def run() -> None:
         store, emitted = FakeStore(), Emitted()
         st = stage(store, emitted)
         await st.assign({0}, epoch=1)
         bad = orjson.loads(release(2))
-        bad["type"] = kind
+        bad[name] = value
         await st.process({0: [Msg(0, 0, release(1)), Msg(0, 1, orjson.dumps(bad)), Msg(0, 2, release(3))]}, {0: 3})
         assert emitted.accepted() == ["O-1", "O-3"]
         dead = [o for o in emitted.outputs if isinstance(o, DeadLetter)]
-        assert len(dead) == 1 and "'type'" in dead[0].reason
+        assert len(dead) == 1 and f"'{name}'" in dead[0].reason
         assert st.committed() == {0: 3}
+        if name in ("type", "event_id") and not isinstance(value, str):
+            # the order's trail has the core's exception for the record, not an entry of its own
+            o2 = next(v for k, v in store.table(0).items() if b'"O-2"' in k and b"\x1fl\x1f" in k)
+            assert [e["kind"] for e in orjson.loads(o2)] == ["exception"]
 
     asyncio.run(run())
