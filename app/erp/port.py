@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, cast, get_args
 
+import orjson
+
 from app.core import model
 from app.erp.ratelimit import backoff
 
@@ -76,13 +78,31 @@ _HEAD = tuple(_MilestoneHead.__annotations__)
 
 
 def milestone_record(d: Mapping[str, Any]) -> MilestoneRecord:
-    """``d`` (a decoded milestone) as a :class:`MilestoneRecord`: its head fields present and
-    its type one the port knows, else ``ValueError`` naming what is wrong."""
+    """``d`` (a decoded milestone) as a :class:`MilestoneRecord`, else ``ValueError`` naming
+    what is wrong (the sink makes it a dead letter): its head fields present and of their
+    types, its type one the port knows, an ``order_id`` a string, and the whole record JSON
+    (a milestone decoded with another producer's Avro schema may hold bytes or decimals,
+    which the sink's ledger, holds and dead letters could not write)."""
     missing = [k for k in _HEAD if k not in d]
     if missing:
         raise ValueError(f"milestone without {', '.join(missing)}")
-    if d["type"] not in model.MILESTONE_TYPES:
-        raise ValueError(f"unknown milestone type {d['type']!r}")
+    kind = d["type"]
+    if kind.__class__ is not str or kind not in model.MILESTONE_TYPES:
+        raise ValueError(f"unknown milestone type {kind!r}")
+    mid = d["milestone_id"]
+    if mid.__class__ is not str or not mid:
+        raise ValueError(f"milestone_id must be a non-empty string, got {type(mid).__name__}")
+    for name in ("warehouse_id", "occurred_at", "order_id"):
+        value = d.get(name)
+        if value is not None and value.__class__ is not str:
+            raise ValueError(f"{name} must be a string or null, got {type(value).__name__}")
+    ids = d["event_ids"]
+    if not isinstance(ids, list | tuple) or any(i.__class__ is not str for i in ids):
+        raise ValueError("event_ids must be a list of strings")
+    try:
+        orjson.dumps(d)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise ValueError(f"milestone is not JSON: {exc}") from None
     return cast(MilestoneRecord, dict(d))
 
 

@@ -40,3 +40,22 @@ def test_a_record_of_a_type_the_port_does_not_know_is_refused_naming_it() -> Non
 def test_every_core_milestone_type_is_a_port_type() -> None:
     for kind in model.MILESTONE_TYPES:
         assert milestone_record(milestone("m1", kind))["type"] == kind
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("milestone_id", 7, "milestone_id must be a non-empty string, got int"),
+    ("milestone_id", "", "milestone_id must be a non-empty string, got str"),
+    ("type", ["OrderPicked"], "unknown milestone type"),
+    ("warehouse_id", 3, "warehouse_id must be a string or null, got int"),
+    ("occurred_at", 1_800_000_000_000, "occurred_at must be a string or null, got int"),
+    ("order_id", ["OUT-1"], "order_id must be a string or null, got list"),
+    ("event_ids", "e1", "event_ids must be a list of strings"),
+    ("event_ids", [1], "event_ids must be a list of strings"),
+    ("note", b"\x01", "milestone is not JSON"),
+])
+def test_a_record_with_a_field_of_another_type_is_refused_naming_it(field: str, value: object, message: str) -> None:
+    """What another producer's schema may decode to (an int id, bytes, a list) is refused by
+    name: the sink makes it a dead letter instead of failing on it later."""
+    m = {**milestone("m1"), field: value}
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        milestone_record(m)

@@ -324,6 +324,35 @@ async def test_an_undecodable_milestone_goes_to_the_erp_dead_letter_topic_and_th
     assert entry.kind == "undecodable" and not entry.redrivable
 
 
+@pytest.mark.parametrize("foreign", [
+    {"milestone_id": 7}, {"milestone_id": ["x1"]}, {"milestone_id": ""}, {"type": ["OrderPicked"]},
+    {"event_ids": [1]}, {"order_id": ["OUT-X"]}, {"warehouse_id": {"id": 1}}, {"note": b"\x01"},
+], ids=lambda d: ",".join(f"{k}={type(v).__name__}" for k, v in d.items()))
+async def test_a_milestone_of_a_foreign_shape_is_a_dead_letter_and_the_sink_goes_on(
+        foreign: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record another producer wrote to the milestones topic with its own registry schema
+    decodes to whatever that schema holds (an int id, bytes): the port refuses it by name, the
+    sink dead-letters it and goes on, also after a restart (it once exited on writing such a
+    record to its ledger, or on the next load of a hold keyed by an int id)."""
+    from app.kafka import codec
+
+    real = codec.decode
+    record = {**milestone("x1", "OrderPicked", "OUT-X"), **foreign}
+    monkeypatch.setattr(codec, "decode", lambda raw: dict(record) if raw == b"FOREIGN" else real(raw))
+    topic = Topic()
+    topic.add(b"FOREIGN", key=b"WH1|OUT-X")
+    topic.add(milestone("a1", "OrderPicked", "OUT-A"))
+    h = Harness(topic, Erp(), config=SinkConfig(settle_s=0.0))
+    h.start()
+    await h.run_until(lambda: h.done("a1") and h.ledger.offset() == 1)
+    (_, dead), = h.dead.records
+    assert dead["undecodable"] is True and dead["offset"] == 0
+    h.start()  # a restart reads its partition's ledger and holds again
+    topic.add(milestone("a2", "OrderPacked", "OUT-A"))
+    await h.run_until(lambda: h.done("a2"))
+    assert len(h.dead.records) == 1
+
+
 # -- hole 3: a create whose answer is lost -------------------------------------------------
 
 
