@@ -127,9 +127,50 @@ def encode_mark(mark: Mark) -> bytes:
     return orjson.dumps(["m", mark.source, mark.offset, mark.watermark, mark.idle])
 
 
-def apply_record(stage: InventoryStage, raw: bytes) -> list[Milestone]:
-    """Apply one stock-topic record (written by ``encode_forward``/``encode_mark``)."""
-    rec = orjson.loads(raw)
+def _int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _source(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _text(v: Any) -> bool:
+    return type(v) is str and v != ""
+
+
+def stock_reason(rec: Any) -> str:
+    """Why a decoded stock-topic record is not one ``encode_forward``/``encode_mark`` wrote
+    ("" if it is one): the topic is internal, but a record another producer wrote to it, or
+    a truncated or empty one, is a dead letter, not a stopped partition."""
+    if type(rec) is not list or not rec:
+        return "not a stock-topic record: expected a JSON list"
+    if rec[0] == "m":
+        if len(rec) != 5 or not (_source(rec[1]) and _int(rec[2])) or not (
+                rec[3] is None or _int(rec[3])) or type(rec[4]) is not bool:
+            return "not a stock-topic mark: expected [\"m\", source, offset, watermark or null, idle]"
+        return ""
+    if rec[0] != "f" or len(rec) != 9:
+        return "not a stock-topic record: expected a mark [\"m\", ...] or a forward [\"f\", ...]"
+    _, source, offset, stamp, event_id, src, occurred_at, warehouse_id, data = rec
+    if not (_source(source) and _int(offset) and _int(stamp) and _text(event_id) and _text(src)
+            and _int(occurred_at) and _text(warehouse_id) and type(data) is dict
+            and _text(data.get("sku")) and _text(data.get("location")) and type(data.get("delta")) is int):
+        return ("not a stock-topic forward: expected [\"f\", source, offset, stamp, event_id, source, "
+                "occurred_at, warehouse_id, {sku, location, delta, ...}] of their types")
+    return ""
+
+
+def apply_record(stage: InventoryStage, raw: bytes) -> list[Milestone] | str:
+    """Apply one stock-topic record (written by ``encode_forward``/``encode_mark``); the
+    reason it is none (``stock_reason``, or not JSON) instead, leaving ``stage`` unchanged."""
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"undecodable: not a stock-topic record: invalid JSON: {exc}"
+    reason = stock_reason(rec)
+    if reason:
+        return reason
     if rec[0] == "m":
         return stage.mark(Mark(rec[1], rec[2], rec[3], rec[4]))
     _, source, offset, stamp, event_id, src, occurred_at, warehouse_id, data = rec

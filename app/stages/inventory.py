@@ -8,15 +8,19 @@ to the writer (``app.runtime.statestore.BatchWriter``). Same lifecycle as every 
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from app import metrics
-from app.core.model import CoreSettings
+from app.core.ids import raw_exception_id
+from app.core.model import CoreSettings, DeadLetter
 from app.core.stock import apply_record
 from app.runtime.runner import Batch
 from app.runtime.statestore import BatchWriter, Origin, Outputs
 from app.stages.governance import flush_to
 from tables.records import InventoryState, fence_key, take_over_epoch
+
+log = logging.getLogger(__name__)
 
 
 class InventoryStage:
@@ -59,7 +63,14 @@ class InventoryStage:
                 if offset <= st.offset:
                     continue  # already in the stored state
                 origin = Origin(self.topic, partition, offset)
-                outputs.extend((m, origin) for m in apply_record(st.stage, msg.value() or b""))
+                raw = msg.value() or b""
+                applied = apply_record(st.stage, raw)
+                if isinstance(applied, str):  # not a record the governance stage wrote
+                    log.warning("inventory: %s partition %d offset %d dead-lettered: %s", self.topic, partition,
+                                offset, applied)
+                    outputs.append((DeadLetter(raw, applied, raw_exception_id(raw)), origin))
+                else:
+                    outputs.extend((m, origin) for m in applied)
                 last = offset
             if last is not None:
                 done.append((st, last))

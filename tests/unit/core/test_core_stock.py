@@ -146,6 +146,32 @@ def test_stage_records_round_trip_through_the_stock_topic_encoding() -> None:
     assert direct.marks == encoded.marks
 
 
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"", "invalid JSON"), (b"null", "expected a JSON list"), (b"{}", "expected a JSON list"),
+    (b"[]", "expected a JSON list"), (b'["m",0]', "not a stock-topic mark"),
+    (b'["m",0,5,"x",false]', "not a stock-topic mark"), (b'["m",-1,5,null,false]', "not a stock-topic mark"),
+    (b'["m",0,5,null,0]', "not a stock-topic mark"), (b'["x",0,5,null,false]', "a mark"),
+    (b'["f",0,1,2,"e","wms",3,"W1",{"sku":"A","delta":1}]', "not a stock-topic forward"),
+    (b'["f",0,1,2,"e","wms",3,"W1",{"sku":[1],"location":"L1","delta":1}]', "not a stock-topic forward"),
+    (b'["f",0,1,2,"e","wms",3,"W1",{"sku":"A","location":"L1","delta":"1"}]', "not a stock-topic forward"),
+    (b'["f",0,1,2,["e"],"wms",3,"W1",{"sku":"A","location":"L1","delta":1}]', "not a stock-topic forward"),
+])
+def test_a_stock_topic_record_not_written_by_the_governance_stage_is_refused_with_its_reason(
+        raw: bytes, reason: str) -> None:
+    """The stock topic is internal, but a record of another shape (another producer, an empty
+    or truncated value) gives its reason and leaves the stage as it was: it once raised (a
+    stopped partition), and a mark with a string watermark was stored and failed every later
+    mark of its source."""
+    stage = InventoryStage(S, 1)
+    apply_record(stage, encode_forward(0, 1, _ev("e1", 10, 3), ms(10)))
+    before = (dict(stage.marks), stage.watermark, repr(sorted(stage.windows.store.items())))
+    out = apply_record(stage, raw)
+    assert isinstance(out, str) and reason in out
+    assert (dict(stage.marks), stage.watermark, repr(sorted(stage.windows.store.items()))) == before
+    good = apply_record(stage, encode_mark(Mark(0, 2, ms(7 * MIN), False)))
+    assert [m.body["net_delta"] for m in good] == [3]  # the stage goes on
+
+
 def test_stage_restored_from_its_stores_goes_on_where_it_stopped() -> None:
     first = InventoryStage(S, 1)
     first.forward(0, 5, _ev("e1", 10, 5), ms(10))

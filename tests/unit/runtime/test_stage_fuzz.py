@@ -1,7 +1,10 @@
-"""Bad input never stops a partition: any field of a valid event (or of its first line or
-item) replaced by any JSON value or dropped, between two valid records, goes through the governance stage's whole path
+"""Bad input never stops a partition.
+
+The governance stage: any field of a valid event (or of its first line or item) replaced by
+any JSON value or dropped, between two valid records, goes through the stage's whole path
 (decode, lineage entry, core, flush) without an exception, the batch commits, and a record the
-core rejects (rule 8) is one dead letter carrying its raw bytes."""
+core rejects (rule 8) is one dead letter carrying its raw bytes. The inventory stage: any
+bytes, any JSON or a near-valid forward or mark on the (internal) stock topic likewise."""
 from __future__ import annotations
 
 import asyncio
@@ -80,5 +83,61 @@ def test_any_field_of_any_json_shape_is_processed_or_dead_lettered_never_a_crash
             assert len(dead) == 1 and dead[0].raw == raw
         else:  # valid in its fields: only its time can make it a dead letter (too far ahead)
             assert [d.reason for d in dead] in ([], [FUTURE])
+
+    asyncio.run(run())
+
+
+# -- the inventory stage: any value on the (internal) stock topic -----------------------------
+
+FORWARD = ["f", 0, 1, 1_800_000_000_000, "e1", "wms", 1_800_000_000_000, "W1",
+           {"sku": "A", "location": "L1", "reason": "count", "delta": 3}]
+MARK = ["m", 0, 2, 1_800_003_600_000, False]
+
+
+@st.composite
+def stock_values(draw: st.DrawFn) -> bytes:
+    """Any bytes, any JSON, or a forward or mark of the governance stage's with one element
+    (or one of the forward's data fields) replaced by any JSON value."""
+    kind = draw(st.sampled_from(["bytes", "json", "near"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=40))
+    if kind == "json":
+        return orjson.dumps(draw(JSON))
+    rec = [*draw(st.sampled_from([FORWARD, MARK]))]
+    i = draw(st.integers(0, len(rec) - 1))
+    if type(rec[i]) is dict and draw(st.booleans()):
+        rec[i] = {**rec[i], draw(st.sampled_from(sorted(rec[i]))): draw(JSON)}
+    else:
+        rec[i] = draw(JSON)
+    return orjson.dumps(rec)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=stock_values())
+def test_any_value_on_the_stock_topic_is_applied_or_dead_lettered_never_a_crash(raw: bytes) -> None:
+    """A stock-topic record the governance stage did not write between two of its records (a
+    forward, then a mark that closes the forward's window): no exception, the batch commits;
+    a refused record is one dead letter with its raw bytes and the window closes with the
+    forward's delta; an applied one is shaped as the governance stage writes them."""
+    from app.core.model import CoreSettings, Milestone
+    from app.core.stock import stock_reason
+    from app.runtime.statestore import AtLeastOnceWriter
+    from app.stages.inventory import InventoryStage
+
+    async def run() -> None:
+        store, emitted = FakeStore(), Emitted()
+        s = InventoryStage(topic="stock", writer=AtLeastOnceWriter(store, emitted), settings=CoreSettings(),
+                           sources=1)
+        await s.assign({0}, epoch=1)
+        msgs = [Msg(0, 0, orjson.dumps(FORWARD)), Msg(0, 1, raw), Msg(0, 2, orjson.dumps(MARK))]
+        await s.process({0: msgs}, {0: 3})
+        assert s.committed() == {0: 3}
+        dead = [o for o in emitted.outputs if isinstance(o, DeadLetter)]
+        if dead:
+            assert len(dead) == 1 and dead[0].raw == raw
+            adjusted = [o for o in emitted.outputs if isinstance(o, Milestone) and o.type == "InventoryAdjusted"]
+            assert [m.body["net_delta"] for m in adjusted] == [3]
+        else:
+            assert stock_reason(orjson.loads(raw)) == ""
 
     asyncio.run(run())
