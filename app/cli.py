@@ -88,7 +88,8 @@ def _dlq(args: argparse.Namespace) -> int:
                 print(line)
         return EXIT_OK
     chosen = [e for e in entries if not ids or e.milestone_id in ids]
-    chosen_inputs = [e for e in inputs if not ids or e.record_id in ids]
+    # Without ids, the events topic's: a refused record of the internal stock topic is only listed.
+    chosen_inputs = [e for e in inputs if e.record_id in ids or (not ids and e.record.get("topic") == s.topics.events)]
     unknown = sorted(set(ids) - {e.milestone_id for e in chosen} - {e.record_id for e in chosen_inputs})
     if unknown:
         logs.error(f"not open: {', '.join(unknown)}", command="dlq")

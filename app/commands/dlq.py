@@ -262,9 +262,17 @@ def _derived_key(value: bytes) -> bytes | None:
 
 
 def plan_input_redrive(entries: Sequence[InputEntry], originals: Mapping[str, bytes | None],
-                       fixed: bytes | None = None) -> list[tuple[InputEntry, bytes | None, bytes]]:
+                       fixed: bytes | None = None,
+                       events_topic: str | None = None) -> list[tuple[InputEntry, bytes | None, bytes]]:
     """(entry, key, value) to send for each entry, or ``RedriveError`` naming what is wrong:
-    a fixed record that would be dead-lettered again, or a record whose key is unknown."""
+    a fixed record that would be dead-lettered again, a record whose key is unknown, or one
+    that did not come from ``events_topic`` (a record of the worker's internal stock topic
+    that the inventory stage refused: kept for inspection, never put on the events topic)."""
+    if events_topic is not None:
+        for e in entries:
+            if e.record.get("topic") != events_topic:
+                raise RedriveError(f"{e.record_id}: a record of {e.record.get('topic')}, not of the events topic "
+                                   f"{events_topic}: kept for inspection, not re-driven")
     if fixed is not None:
         if len(entries) != 1:
             raise RedriveError("a fixed record replaces exactly one dead letter: give one --id")
@@ -291,7 +299,7 @@ def redrive_input(s: Settings, entries: Sequence[InputEntry], fixed: bytes | Non
     """Put the entries' raw bytes (or ``fixed``, for one entry) back on the events topic
     with the original key, then close them with a marker. Nothing is sent when any entry
     cannot be re-driven (``RedriveError``)."""
-    plan = plan_input_redrive(entries, original_keys(s, entries), fixed)
+    plan = plan_input_redrive(entries, original_keys(s, entries), fixed, s.topics.events)
     producer = Producer({**client_config(s.kafka.bootstrap_servers, s.kafka), **PRODUCER_DEFAULTS})
     for _, key, value in plan:
         send(producer, s.topics.events, value, key)

@@ -10,9 +10,9 @@ from app.core import keys
 from app.kafka import codec
 
 
-def letter(rid: str, raw: bytes, offset: int = 5, partition: int = 1) -> bytes:
+def letter(rid: str, raw: bytes, offset: int = 5, partition: int = 1, topic: str = "syncgov.events") -> bytes:
     return codec.encode_dead_letter(raw=raw, reason="undecodable: invalid JSON", record_id=rid,
-                                    topic="syncgov.events", partition=partition, offset=offset,
+                                    topic=topic, partition=partition, offset=offset,
                                     failed_at=1_800_000_000_000)
 
 
@@ -66,3 +66,14 @@ def test_a_fixed_record_that_would_fail_again_is_refused() -> None:
         dlq.plan_input_redrive([entry("r", b"{")], {"r": b"k"}, fixed=b"{still broken")
     with pytest.raises(dlq.RedriveError, match="exactly one"):
         dlq.plan_input_redrive([entry("a", b"{"), entry("b", b"{")], {}, fixed=GOOD)
+
+
+def test_a_refused_record_of_the_internal_stock_topic_is_not_re_driven_to_the_events_topic() -> None:
+    """The inventory stage dead-letters a stock-topic record it cannot apply; re-driving it
+    would put an internal record on the events topic: refused by name, nothing planned."""
+    stock, = dlq.input_entries_from([(9, b"s", letter("s", b"[]", topic="syncgov.stock"))])
+    events = entry("r", GOOD)
+    with pytest.raises(dlq.RedriveError, match=r"s: a record of syncgov\.stock, not of the events topic"):
+        dlq.plan_input_redrive([events, stock], {"r": b"k"}, events_topic="syncgov.events")
+    (_, key, value), = dlq.plan_input_redrive([events], {"r": b"k"}, events_topic="syncgov.events")
+    assert (key, value) == (b"k", GOOD)
