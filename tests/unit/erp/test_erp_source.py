@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
+
 from app.erp.source import SourceCursor, poll
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, 0, 123456)
@@ -121,3 +123,26 @@ async def test_the_cursor_round_trips_through_json() -> None:
     assert events[0]["lines"][0]["qty"] == 1.5
     assert SourceCursor.from_json(cursor.to_json()) == cursor
     assert (await poll(erp, SourceCursor.from_json(cursor.to_json())))[0] == []
+
+
+def test_an_order_the_contract_cannot_carry_is_published_for_the_dead_letters_not_a_stopped_source() -> None:
+    """ERP data that does not fit the contract (a fractional quantity, a product without a
+    code) is published as JSON, which the worker dead-letters with the contract's reason;
+    the other releases are published as Avro and the source goes on (it once raised, and the
+    cursor never moved past that order again)."""
+    from app.commands.source import encoded
+    from app.core.engine import Engine
+    from app.core.model import DeadLetter
+    from app.kafka import codec
+
+    good = {"event_id": "tryton:s1", "type": "OrderReleased", "occurred_at": "2026-11-27T08:00:00.000Z",
+            "source": "erp", "warehouse_id": "WH1", "order_id": "O-1",
+            "lines": [{"line_no": 1, "sku": "SKU-1", "qty": 2}]}
+    assert encoded(good)[:2] == codec.MAGIC and codec.decode_input(encoded(good))["order_id"] == "O-1"
+    for line, field in (({"line_no": 1, "sku": "SKU-1", "qty": 2.5}, "lines[0].qty"),
+                        ({"line_no": 1, "sku": None, "qty": 2}, "lines[0].sku")):
+        bad = {**good, "lines": [line]}
+        raw = encoded(bad)
+        assert orjson.loads(raw) == bad
+        letters = [o for o in Engine().process(raw) if isinstance(o, DeadLetter)]
+        assert len(letters) == 1 and f"'{field}'" in letters[0].reason and letters[0].raw == raw
