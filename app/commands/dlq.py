@@ -67,7 +67,13 @@ def entries_from(records: Iterable[tuple[int, bytes | None, bytes]]) -> list[Ent
     entries: dict[str, Entry] = {}
     held: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
     for offset, key, raw in records:
-        value = orjson.loads(raw)
+        try:
+            value = orjson.loads(raw)
+            if type(value) is not dict:
+                raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        except ValueError as exc:  # orjson.JSONDecodeError too: another producer's record
+            log.warning("ERP dead-letter topic offset %d is not a dead letter (%s); skipped", offset, exc)
+            continue
         if "redriven" in value:
             mid, upto = str(value["redriven"]), value.get("upto")
             if mid in entries and (upto is None or entries[mid].upto <= upto):
@@ -139,8 +145,8 @@ def list_lines(entries: Sequence[Entry]) -> list[str]:
     for e in entries:
         r = e.record
         m = r.get("milestone") or {}
-        doc = m.get("order_id") or m.get("sku") or ""
-        lines.append(f"{r['milestone_id']}  {r['type']:<18} {doc:<14} {e.kind:<13} {r.get('status')}  "
+        doc = str(m.get("order_id") or m.get("sku") or "")
+        lines.append(f"{r['milestone_id']}  {r.get('type')!s:<18} {doc:<14} {e.kind:<13} {r.get('status')}  "
                      f"{str(r.get('detail', ''))[:120]}")
         for h in e.held:
             lines.append(f"    held behind it: {h['held']}  {h['type']}")

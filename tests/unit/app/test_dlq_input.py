@@ -77,3 +77,16 @@ def test_a_refused_record_of_the_internal_stock_topic_is_not_re_driven_to_the_ev
         dlq.plan_input_redrive([events, stock], {"r": b"k"}, events_topic="syncgov.events")
     (_, key, value), = dlq.plan_input_redrive([events], {"r": b"k"}, events_topic="syncgov.events")
     assert (key, value) == (b"k", GOOD)
+
+
+def test_the_erp_dead_letter_list_skips_what_is_no_dead_letter_and_shows_odd_fields() -> None:
+    """`dlq list` (and the ops page) over the ERP dead-letter topic: a record that is not
+    JSON, or not an object, is skipped, not fatal; a dead letter whose milestone holds odd
+    types is listed (it once raised formatting a list order id)."""
+    odd = orjson.dumps({"milestone_id": "m1", "type": "OrderPicked", "status": 422, "detail": "cannot be mapped",
+                        "milestone": {"order_id": [1]}})
+    entries = dlq.entries_from([(0, b"k", b"\xc3\x01junk"), (1, b"k", b"[1]"), (2, b"k", odd)])
+    assert [e.milestone_id for e in entries] == ["m1"]
+    lines = dlq.list_lines(entries)
+    assert lines[0].startswith("m1  OrderPicked") and "[1]" in lines[0]
+    assert lines[-1] == "1 open ERP dead letter(s), 0 milestone(s) held behind them"
