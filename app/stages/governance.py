@@ -149,7 +149,7 @@ class GovernanceStage:
                 outs = engine.reject(raw, d)
             else:
                 kind = d.get("type")
-                if kind.__class__ is not str or kind not in untrailed:  # (a list is no set member)
+                if kind.__class__ is str and kind not in untrailed:  # (decoded_entry: None for others)
                     entry = entry_of(d)
                     if entry is not None:
                         ps.note(entry)
