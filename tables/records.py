@@ -210,12 +210,35 @@ def fence_write(partition: int, epoch: int) -> Write:
     return fence_key(partition), orjson.dumps({"e": epoch})
 
 
+#: A top-level ``"e"`` that is its object's last member, as orjson writes every state
+#: record (``{..., "e": <epoch>}``): the final ``}`` closes the top-level object, and a
+#: ``"`` right after ``{`` or ``,`` opens a key (inside a string it would be escaped).
+_EPOCH_TAIL = re.compile(rb'[{,]"e":(-?(?:0|[1-9][0-9]{0,17}))}\Z')
+
+
+def record_epoch(value: bytes | None) -> int | None:
+    """The fencing epoch a state record was written under (``"e"``), if any. Decodes the
+    record only when the quick reads cannot tell (a restore reads every record)."""
+    if not value or value[:1] != b"{":
+        return None
+    if b'"e"' not in value and b"\\u" not in value:
+        return None  # no key "e" at all (nor one spelt with escapes)
+    tail = _EPOCH_TAIL.search(value, max(0, len(value) - 32))
+    if tail is not None:
+        return int(tail[1])
+    try:
+        epoch = orjson.loads(value).get("e")
+    except orjson.JSONDecodeError:
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
 def take_over_epoch(generation: int, fences: Iterable[bytes | None]) -> int:
     """The epoch to take partitions over with: the group's generation, or one more than the
     highest epoch their stored fence records hold if that is not below it. A generation is
     not monotonic across a group's life (Apache Kafka 4 starts a deleted empty group again at
     1); the fences must be: each take-over fences higher than the last one stored."""
-    stored = [orjson.loads(raw)["e"] for raw in fences if raw]
+    stored = [epoch for epoch in map(record_epoch, fences) if epoch is not None]
     return max(generation, max(stored) + 1) if stored else generation
 
 

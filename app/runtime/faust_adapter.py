@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 import weakref
@@ -46,14 +45,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias
 
-import orjson
 from faust.streams import _current_event
 from faust.tables import Table
 from faust.types import TP, EventT
 from faust.types.tuples import FutureMessage
 
-#: A table write: (key, value) with value None for a delete.
-Write = tuple[bytes, bytes | None]
+from tables.records import Write, record_epoch
 
 _log = logging.getLogger(__name__)
 
@@ -244,29 +241,6 @@ def install_transactional_restore(
 
     _build_highwaters.__wrapped__ = original  # type: ignore[attr-defined]
     Recovery._build_highwaters = _build_highwaters  # type: ignore[method-assign]
-
-
-#: A top-level ``"e"`` that is its object's last member, as orjson writes every state
-#: record (``{..., "e": <epoch>}``): the final ``}`` closes the top-level object, and a
-#: ``"`` right after ``{`` or ``,`` opens a key (inside a string it would be escaped).
-_EPOCH_TAIL = re.compile(rb'[{,]"e":(-?(?:0|[1-9][0-9]{0,17}))}\Z')
-
-
-def record_epoch(value: bytes | None) -> int | None:
-    """The fencing epoch a state record was written under (``"e"``), if any. Decodes the
-    record only when the quick reads cannot tell (a restore reads every record)."""
-    if not value or value[:1] != b"{":
-        return None
-    if b'"e"' not in value and b"\\u" not in value:
-        return None  # no key "e" at all (nor one spelt with escapes)
-    tail = _EPOCH_TAIL.search(value, max(0, len(value) - 32))
-    if tail is not None:
-        return int(tail[1])
-    try:
-        epoch = orjson.loads(value).get("e")
-    except orjson.JSONDecodeError:
-        return None
-    return epoch if isinstance(epoch, int) else None
 
 
 class FencedTable(Table):  # type: ignore[type-arg]

@@ -536,43 +536,6 @@ def test_a_rebalance_during_a_bulk_restore_stops_its_thread_before_recovery_goes
     faust_adapter.install_bulk_restore(None)
 
 
-def _epoch_by_decoding(value: bytes | None) -> int | None:
-    """``record_epoch`` as it was: decode the record, read its top-level ``e``."""
-    if not value or value[:1] != b"{":
-        return None
-    try:
-        epoch = orjson.loads(value).get("e")
-    except orjson.JSONDecodeError:
-        return None
-    return epoch if isinstance(epoch, int) else None
-
-
-def test_the_epoch_read_from_a_records_tail_is_the_decoded_one() -> None:
-    import random
-
-    fixed = [
-        b"", b"[]", b"{}", b'{"e":3}', b'{"e":-2}', b'{"e":0}', b'{"e":007}', b'{"e":true}', b'{"e":1.0}', b'{"e":1e3}',
-        b'{"o":1,"v":{"e":3},"p":null}', b'{"o":1,"v":null,"p":null,"e":12}', b'{"k,\\"e":5}',
-        b'{"k":",\\"e\\":5}"}', b'{"a":"x,","e":5}', b'{"\\u0065":4}', b'{"e":4,"x":1}', b'{"e" : 4}',
-        b'{"e":99999999999999999999999}', b'{"e":5} ', b"{broken", b'{"e":5', fence_write(1, 7)[1],
-    ]
-    rng = random.Random(17)
-    atoms: list[object] = [None, True, 0, -1, 42, 1.5, "", "e", '"e":1}', ',"e":2}', "x\\", "\u00e9"]
-
-    def value(depth: int) -> object:
-        roll = rng.random()
-        if depth > 2 or roll < 0.4:
-            return rng.choice(atoms)
-        if roll < 0.6:
-            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
-        keys = ["e", "o", "v", "p", "k,", '"e', "e\\"]
-        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 4))}
-
-    generated = [orjson.dumps(value(0)) for _ in range(3000)]
-    for raw in fixed + generated:
-        assert faust_adapter.record_epoch(raw) == _epoch_by_decoding(raw), raw
-
-
 def test_a_failed_bulk_restore_leaves_faust_s_recovery_where_its_write_batches_got(
         tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     from confluent_kafka import KafkaError, KafkaException

@@ -10,7 +10,7 @@ from app.core.model import CoreSettings, Milestone, StockForward
 from app.core.stock import Mark, apply_record, encode_forward, encode_mark
 from app.kafka import codec
 from tables import lineage
-from tables.records import InventoryState, PartitionState, Written, fence_write, take_over_epoch
+from tables.records import InventoryState, PartitionState, Written, fence_write, record_epoch, take_over_epoch
 
 
 def ev(i: int, type_: str, **fields: object) -> bytes:
@@ -433,3 +433,40 @@ def test_written_forgets_the_keys_written_longest_ago() -> None:
 ])
 def test_a_take_over_epoch_is_above_every_stored_fence(generation: int, stored: list[bytes | None], epoch: int) -> None:
     assert take_over_epoch(generation, stored) == epoch
+
+
+def _epoch_by_decoding(value: bytes | None) -> int | None:
+    """``record_epoch`` as it was: decode the record, read its top-level ``e``."""
+    if not value or value[:1] != b"{":
+        return None
+    try:
+        epoch = orjson.loads(value).get("e")
+    except orjson.JSONDecodeError:
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+def test_the_epoch_read_from_a_records_tail_is_the_decoded_one() -> None:
+    import random
+
+    fixed = [
+        b"", b"[]", b"{}", b'{"e":3}', b'{"e":-2}', b'{"e":0}', b'{"e":007}', b'{"e":true}', b'{"e":1.0}', b'{"e":1e3}',
+        b'{"o":1,"v":{"e":3},"p":null}', b'{"o":1,"v":null,"p":null,"e":12}', b'{"k,\\"e":5}',
+        b'{"k":",\\"e\\":5}"}', b'{"a":"x,","e":5}', b'{"\\u0065":4}', b'{"e":4,"x":1}', b'{"e" : 4}',
+        b'{"e":99999999999999999999999}', b'{"e":5} ', b"{broken", b'{"e":5', fence_write(1, 7)[1],
+    ]
+    rng = random.Random(17)
+    atoms: list[object] = [None, True, 0, -1, 42, 1.5, "", "e", '"e":1}', ',"e":2}', "x\\", "\u00e9"]
+
+    def value(depth: int) -> object:
+        roll = rng.random()
+        if depth > 2 or roll < 0.4:
+            return rng.choice(atoms)
+        if roll < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        keys = ["e", "o", "v", "p", "k,", '"e', "e\\"]
+        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    generated = [orjson.dumps(value(0)) for _ in range(3000)]
+    for raw in fixed + generated:
+        assert record_epoch(raw) == _epoch_by_decoding(raw), raw
