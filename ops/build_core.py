@@ -9,9 +9,10 @@ the extensions land in ``<out>/app/core/`` beside ``<out>/manifest.json`` (the i
 the sha256 of every module of ``app/core``, which ``app.core._native`` checks before it uses
 the build). ``--if-stale`` rebuilds only when the manifest no longer matches.
 
-Left as Python: ``__init__`` and ``_native`` (they choose the build) and ``model`` (its
+Left as Python: ``__init__`` and ``_native`` (they choose the build), ``model`` (its
 frozen-dataclass constructors are tuned for the interpreter; the compiled modules use its
-classes as ordinary Python classes).
+classes as ordinary Python classes) and ``telemetry`` (its msgspec classes are made at
+import; the decoding is msgspec's own C).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ if str(ROOT) not in sys.path:
 os.environ.pop("GOVERNANCE_CORE_BUILD", None)  # the tool reads the sources; an old build must not load
 from app.core import _native  # noqa: E402
 
-PYTHON_ONLY = frozenset({"__init__", "_native", "model"})
+PYTHON_ONLY = frozenset({"__init__", "_native", "model", "telemetry"})
 
 _SETUP = """
 import sys

@@ -84,9 +84,13 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
 
 
 def process_record(engine: Engine, raw: bytes) -> list[Output]:
-    """One record of an events topic as the worker reads it (``app.kafka.codec.decode_input``)."""
+    """One record of an events topic as the worker reads it (accepted telemetry by
+    ``Engine.process_telemetry``, any other record by ``app.kafka.codec.decode_input``)."""
     from app.kafka.codec import decode_input
 
+    outs = engine.process_telemetry(raw)
+    if outs is not None:
+        return outs
     d = decode_input(raw)
     if isinstance(d, str):
         return engine.reject(raw, d)

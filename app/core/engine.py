@@ -17,7 +17,7 @@ from typing import Any, Final, cast
 
 import orjson
 
-from app.core import ids, orders
+from app.core import ids, orders, telemetry
 from app.core import milestones as ms
 from app.core.dedup import Dedup, record_key
 from app.core.inventory import StockKey, WindowRecord, Windows, late
@@ -100,6 +100,34 @@ class Engine:
             return self._invalid(None, raw, cast(str, d))
         return self.process_event(d, raw)
 
+    def process_telemetry(self, raw: bytes) -> list[Output] | None:
+        """One raw record if it is authorized telemetry that rule 8 accepts and that is not
+        from the future, read without its dict (``app.core.telemetry``); None for any
+        other record, which the caller passes to ``process_event``. The outcome is the one
+        ``process_event`` gives the record (counts included): only the cost differs."""
+        read = telemetry.read(raw)
+        if read is None:
+            return None
+        spec, source, occurred_at = read
+        if source not in spec.authority:
+            return None
+        clock = self.clock
+        if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
+            return None
+        counts = self.counts
+        ckey = (spec.name, source)
+        counts[ckey] = counts.get(ckey, 0) + 1
+        return self._telemetry(occurred_at)
+
+    def _telemetry(self, occurred_at: int) -> list[Output]:
+        """Authorized, accepted telemetry: it moves the watermark, nothing else."""
+        wm = self.watermark
+        if wm is None or occurred_at > wm:
+            self.watermark = occurred_at
+            if occurred_at >= self._due:
+                return cast("list[Output]", self._advance(occurred_at))
+        return []
+
     def process_event(self, d: Mapping[str, Any], raw: bytes | None = None) -> list[Output]:
         """One decoded record (timestamps as ISO str, int ms or aware datetime).
 
@@ -129,11 +157,7 @@ class Engine:
             # Telemetry fast path. A duplicate of authorized telemetry can change nothing
             # (it causes no milestone and its time is already in the watermark), so it
             # is not kept in the dedup store (docs/rules.md, "Deduplication").
-            if wm is None or occurred_at > wm:
-                self.watermark = occurred_at
-                if occurred_at >= self._due:
-                    return cast("list[Output]", self._advance(occurred_at))
-            return []
+            return self._telemetry(occurred_at)
         seen = self.seen
         if not seen.first(f"{source}\x1f{event_id}", occurred_at, wm):  # dedup.record_key
             return []

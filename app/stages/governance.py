@@ -131,11 +131,13 @@ class GovernanceStage:
 
     def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
         """Run the core over one partition's records; the last offset processed, or None.
-        Each record is decoded once (the lineage reads the same decode), inline: this
-        is the loop every event takes."""
+        Accepted telemetry is read without a dict (``Engine.process_telemetry``); every
+        other record is decoded once (the lineage reads the same decode), inline: this is
+        the loop every event takes, as ``replay``'s ``process_record`` takes it."""
         last = None
         skip_to = ps.offset
         engine = ps.engine
+        telemetry = engine.process_telemetry
         decode = codec.decode_input
         entry_of = lineage.decoded_entry
         untrailed = lineage.UNTRAILED  # most events: no call for them
@@ -144,16 +146,18 @@ class GovernanceStage:
             if offset <= skip_to:
                 continue  # already in the stored state
             raw = msg.value() or b""
-            d = decode(raw)
-            if isinstance(d, str):
-                outs = engine.reject(raw, d)
-            else:
-                kind = d.get("type")
-                if kind.__class__ is str and kind not in untrailed:  # (decoded_entry: None for others)
-                    entry = entry_of(d)
-                    if entry is not None:
-                        ps.note(entry)
-                outs = engine.process_event(d, raw)
+            outs = telemetry(raw)  # most records: accepted telemetry, read without a dict
+            if outs is None:
+                d = decode(raw)
+                if isinstance(d, str):
+                    outs = engine.reject(raw, d)
+                else:
+                    kind = d.get("type")
+                    if kind.__class__ is str and kind not in untrailed:  # (decoded_entry: None for others)
+                        entry = entry_of(d)
+                        if entry is not None:
+                            ps.note(entry)
+                    outs = engine.process_event(d, raw)
             if outs:
                 origin = Origin(self.topic, msg.partition(), offset)
                 for out in outs:

@@ -1,0 +1,85 @@
+"""Telemetry's fast read: raw JSON bytes -> ``(spec, source, occurred_at)`` of a record that
+rule 8 accepts as telemetry (``ItemScanned``, ``ToteConveyed``: most of a warehouse's
+events), without building the record's dict; ``None`` for any other record.
+
+``None`` is not a verdict: the caller decodes such a record the ordinary way
+(``parse.decode`` then ``parse.check``), which gives every reason. What this module
+accepts, that path accepts too, with the same type, source and time, so the read changes
+only the cost, never an outcome. It holds because every field is read by a typed decoder
+(msgspec) built from the same ``SPECS`` as ``parse.check``:
+
+- each field of the type, with the rule's limits: the required strings non-empty and at
+  most ``MAX_STRING`` characters (``source`` any string), the optional ones a string of
+  at most ``MAX_STRING`` or null, ``occurred_at`` a string or an integer that
+  ``parse_ts`` then takes (a float or a bool is refused, as ``parse_ts`` refuses it);
+- *no other field*: msgspec skips an unknown field's value without the checks orjson
+  makes (UTF-8, infinity), so a record with one is read the ordinary way;
+- the record's JSON as strictly as orjson reads it (trailing data, control characters,
+  lone surrogates, invalid UTF-8 and escapes are errors in both), at most
+  ``MAX_RECORD_BYTES`` (a larger record is rule 8's ``too_large``).
+
+A duplicated key is read as orjson reads it (the last one), and a duplicated ``type``
+with another value is refused. ``tests/unit/core/test_telemetry.py`` runs both ways over
+generated records, the awkward ones included, and asserts the same outcome.
+
+Left as Python by the compiled build (``ops/build_core.py``): the decoder's classes are
+made at import from ``SPECS``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from app.core.parse import MAX_RECORD_BYTES, MAX_STRING, SPECS, TypeSpec
+from app.core.timeutil import parse_ts
+
+_REQUIRED: Any = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING)]
+_OPTIONAL: Any = Annotated[str, msgspec.Meta(max_length=MAX_STRING)] | None
+_COMMON: Final = ("event_id", "source", "warehouse_id", "occurred_at")
+
+
+def _struct(spec: TypeSpec) -> type[msgspec.Struct]:
+    """The typed reading of one telemetry type: its fields and nothing else."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        ("event_id", _REQUIRED), ("source", str), ("warehouse_id", _REQUIRED), ("occurred_at", str | int)]
+    fields += [(name, _REQUIRED) for name in spec.strings]
+    fields += [(name, _OPTIONAL, None) for name in spec.optional]
+    assert not set(_COMMON) & {*spec.strings, *spec.optional}, spec.name
+    return msgspec.defstruct(spec.name, fields, tag_field="type", tag=spec.name,
+                             forbid_unknown_fields=True, gc=False)
+
+
+_STRUCTS: Final = {spec.name: _struct(spec) for spec in SPECS.values() if spec.telemetry}
+#: The other types, by their tag only: their record's fields are passed over, unchecked
+#: (the ordinary read checks them), which costs less than the error of an unknown tag.
+_OTHERS: Final = tuple(msgspec.defstruct(spec.name, [], tag_field="type", tag=spec.name, gc=False)
+                       for spec in SPECS.values() if not spec.telemetry)
+
+
+def _decoder() -> Any:
+    union: Any = None
+    for struct in (*_STRUCTS.values(), *_OTHERS):
+        union = struct if union is None else union | struct
+    return msgspec.json.Decoder(union)
+
+
+_READ: Final = _decoder().decode
+_SPECS: Final = {struct: SPECS[name] for name, struct in _STRUCTS.items()}
+_ERRORS: Final = (msgspec.DecodeError, ValueError)  # msgspec.ValidationError is a DecodeError
+
+
+def read(raw: bytes) -> tuple[TypeSpec, str, int] | None:
+    """``(spec, source, occurred_at)`` of a telemetry record rule 8 accepts, or None (the
+    record is read the ordinary way)."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        record = _READ(raw)
+        spec = _SPECS.get(type(record))
+        if spec is None:
+            return None  # another type
+        return spec, record.source, parse_ts(record.occurred_at)
+    except _ERRORS:
+        return None
