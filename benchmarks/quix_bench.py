@@ -17,8 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-quix"
-#: What the peer needs besides the repository (app.core: orjson; app.kafka.codec: fastavro).
-PACKAGES = ("quixstreams==3.28.1", "orjson", "fastavro", "py-spy==0.4.3")  # py-spy: worker_bench --profile
+#: What the peer needs besides the repository (app.core: orjson, msgspec; app.kafka.codec: fastavro).
+PACKAGES = ("quixstreams==3.28.1", "orjson", "msgspec", "fastavro", "py-spy==0.4.3")  # py-spy: worker_bench --profile
 STAMP = VENV / ".installed"
 
 

@@ -2,7 +2,7 @@
 
 Runs in its own venv (``.venv-quix``, made by ``benchmarks.quix_bench.ensure_venv``: Quix
 Streams pins its own confluent-kafka and rocksdict, which must not meet Faust's), with the
-repository on ``sys.path`` for ``app.core`` (standard library + orjson) and ``app.kafka.codec``
+repository on ``sys.path`` for ``app.core`` (standard library, orjson, msgspec) and ``app.kafka.codec``
 (fastavro). The job is the worker's, written the Quix way:
 
 - events topic -> ``StreamingDataFrame.apply(stateful=True, expand=True)``: per input
@@ -98,8 +98,10 @@ class Governance:
         ctx = message_context()
         partition, offset = ctx.partition, ctx.offset
         engine, orders, seen = self.engine(partition)
-        d = codec.decode_input(raw)
-        outs: list[Output] = engine.reject(raw, d) if isinstance(d, str) else engine.process_event(d, raw)
+        outs: list[Output] | None = engine.process_telemetry(raw)  # as the worker reads a record
+        if outs is None:
+            d = codec.decode_input(raw)
+            outs = engine.reject(raw, d) if isinstance(d, str) else engine.process_event(d, raw)
         if orders.dirty:
             for key in orders.dirty:
                 value = orders.get(key)

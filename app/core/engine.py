@@ -94,7 +94,10 @@ class Engine:
     # -- entry points -------------------------------------------------------------
 
     def process(self, raw: bytes) -> list[Output]:
-        """One raw JSON record."""
+        """One raw JSON record (accepted telemetry read without a dict, as the worker reads it)."""
+        outs = self.process_telemetry(raw)
+        if outs is not None:
+            return outs
         d = decode(raw)
         if type(d) is not dict:  # decode returns a plain dict or the reason (str)
             return self._invalid(None, raw, cast(str, d))
