@@ -9,10 +9,9 @@ the extensions land in ``<out>/app/core/`` beside ``<out>/manifest.json`` (the i
 the sha256 of every module of ``app/core``, which ``app.core._native`` checks before it uses
 the build). ``--if-stale`` rebuilds only when the manifest no longer matches.
 
-Left as Python: ``__init__`` and ``_native`` (they choose the build), ``model`` (its
+Left as Python: ``__init__`` and ``_native`` (they choose the build) and ``model`` (its
 frozen-dataclass constructors are tuned for the interpreter; the compiled modules use its
-classes as ordinary Python classes) and ``telemetry`` (its msgspec classes are made at
-import; the decoding is msgspec's own C).
+classes as ordinary Python classes).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ if str(ROOT) not in sys.path:
 os.environ.pop("GOVERNANCE_CORE_BUILD", None)  # the tool reads the sources; an old build must not load
 from app.core import _native  # noqa: E402
 
-PYTHON_ONLY = frozenset({"__init__", "_native", "model", "telemetry"})
+PYTHON_ONLY = frozenset({"__init__", "_native", "model"})
 
 _SETUP = """
 import sys
@@ -51,11 +50,13 @@ def compiled_modules(package_dir: Path = _native.PACKAGE_DIR) -> list[str]:
 
 
 def is_current(out: Path) -> bool:
+    """The build there is of these sources, for this interpreter, and compiles the modules
+    this tool compiles now (a module moved in or out of ``PYTHON_ONLY`` rebuilds it)."""
     try:
-        _native.check(out)
+        manifest = _native.check(out)
     except ImportError:
         return False
-    return True
+    return manifest.get("compiled") == compiled_modules()
 
 
 def build(out: Path, *, python: str = sys.executable, quiet: bool = True) -> dict[str, object]:

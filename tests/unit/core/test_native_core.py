@@ -133,3 +133,15 @@ def test_the_build_tool_never_writes_into_the_source_tree(build: Path) -> None:
     assert not list((ROOT / "app" / "core").glob("*.so"))
     assert not (ROOT / "app" / "core" / "build").exists()
     assert build_core.is_current(build)
+
+
+def test_a_build_that_compiled_other_modules_is_not_current(build: Path, tmp_path: Path) -> None:
+    """A module moved in or out of the tool's ``PYTHON_ONLY`` since the build: ``--if-stale``
+    builds again (the build is still usable, ``_native.check`` passes; it is only not the one
+    the tool makes now)."""
+    copy = _copy(build, tmp_path)
+    assert build_core.is_current(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "compiled": manifest["compiled"][:-1]}))
+    _native.check(copy)
+    assert not build_core.is_current(copy)
