@@ -1,6 +1,6 @@
 """Pure governance core: the sync contract's rules as plain functions over plain state.
 
-Imports only the standard library and orjson; time is event time in int ms. With
+Imports only the standard library, orjson and msgspec; time is event time in int ms. With
 ``GOVERNANCE_CORE_BUILD`` set, its modules load from a mypyc build of these same sources
 (``app.core._native``; a build from other sources is refused).
 """
