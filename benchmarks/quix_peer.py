@@ -44,8 +44,9 @@ from quixstreams import Application, State, message_context  # noqa: E402
 from quixstreams.models.serializers import SerializationContext, Serializer  # noqa: E402
 from quixstreams.models.topics import TopicConfig  # noqa: E402
 
+from app.commands.replay import process_record  # noqa: E402
 from app.core import keys  # noqa: E402
-from app.core.engine import Engine, Output  # noqa: E402
+from app.core.engine import Engine  # noqa: E402
 from app.core.model import M_SYNC_EXCEPTION, CoreSettings, DeadLetter, Milestone, StockForward  # noqa: E402
 from app.core.stock import InventoryStage, Mark, apply_record, encode_forward, encode_mark  # noqa: E402
 from app.kafka import codec  # noqa: E402
@@ -98,10 +99,7 @@ class Governance:
         ctx = message_context()
         partition, offset = ctx.partition, ctx.offset
         engine, orders, seen = self.engine(partition)
-        outs: list[Output] | None = engine.process_telemetry(raw)  # as the worker reads a record
-        if outs is None:
-            d = codec.decode_input(raw)
-            outs = engine.reject(raw, d) if isinstance(d, str) else engine.process_event(d, raw)
+        outs = process_record(engine, raw)  # as the worker and replay read a record
         if orders.dirty:
             for key in orders.dirty:
                 value = orders.get(key)
