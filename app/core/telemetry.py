@@ -38,13 +38,15 @@ from app.core.timeutil import parse_ts
 
 _REQUIRED: Any = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING)]
 _OPTIONAL: Any = Annotated[str, msgspec.Meta(max_length=MAX_STRING)] | None
-_COMMON: Final = ("event_id", "source", "warehouse_id", "occurred_at")
+_COMMON: Final = ("event_id", "occurred_at", "source", "warehouse_id")
 
 
 def _struct(spec: TypeSpec) -> type[msgspec.Struct]:
     """The typed reading of one telemetry type: its fields and nothing else."""
+    # In the contract's order (``type``, the tag, is second there): msgspec looks a key up at
+    # the position it expects first, so records written in that order find each field at once.
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-        ("event_id", _REQUIRED), ("source", str), ("warehouse_id", _REQUIRED), ("occurred_at", str | int)]
+        ("event_id", _REQUIRED), ("occurred_at", str | int), ("source", str), ("warehouse_id", _REQUIRED)]
     fields += [(name, _REQUIRED) for name in spec.strings]
     fields += [(name, _OPTIONAL, None) for name in spec.optional]
     assert not set(_COMMON) & {*spec.strings, *spec.optional}, spec.name

@@ -27,7 +27,7 @@ from core_support import (
     short,
     stock,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core import ids, orders
@@ -123,6 +123,58 @@ def test_every_millisecond_of_a_minute_formats_and_parses_through_the_tables() -
         assert text == f"2026-11-27T10:00:{rest // 1000:02d}.{rest % 1000:03d}Z"
         assert parse_ts(text) == base + rest
     assert parse_ts("2026-11-27T10:00:59.999Z") == base + 59_999 and parse_ts("2026-11-27T10:01:00.000Z") == base + 60_000
+
+
+def _reference_ts(text: str) -> int:
+    """parse_ts of a string by ``datetime`` alone (no tables, no cached minute)."""
+    dt = datetime.fromisoformat(text)
+    if dt.utcoffset() is None:
+        raise ValueError("naive")
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+@settings(max_examples=400)
+@given(st.integers(min_value=MIN_MS, max_value=MAX_MS - 60_000), st.lists(
+    st.tuples(st.integers(min_value=0, max_value=27),
+              st.sampled_from(["0", "5", "6", "9", "/", ":", ".", "Z", "z", "+", "٣", "０", "\x00", "", "00"])),
+    max_size=3))
+def test_parse_ts_of_the_last_minute_is_the_datetime_reading(t: int, edits: list[tuple[int, str]]) -> None:
+    """The cached minute's fast path (prefix compare and five digits) accepts what the
+    tables and ``datetime`` accept, with the same value: a canonical timestamp of the minute
+    just parsed, edited anywhere (digits out of range, separators, non-ASCII digits, a
+    character more or less), parses as ``datetime.fromisoformat`` reads it, or is refused."""
+    text = format_ts(t)
+    assert parse_ts(text) == t and parse_ts(text) == t  # the second: the minute is cached
+    chars = list(text)
+    for at, ch in edits:
+        chars[min(at, len(chars) - 1)] = ch
+    edited = "".join(chars)
+    try:
+        expected: int | None = _reference_ts(edited)
+    except ValueError:
+        expected = None
+    try:
+        got: int | None = parse_ts(edited)
+    except ValueError:
+        got = None
+    assert got == expected, edited
+
+
+def test_parse_ts_cached_minute_starts_as_no_prefix() -> None:
+    """Before any canonical timestamp the cached minute matches no string (its text is longer
+    than any timestamp): a 24-character string of the right shape but no date is refused."""
+    from app.core import timeutil
+
+    saved = timeutil._LAST.last
+    try:
+        timeutil._LAST.last = ("\x00" * 25, 0)
+        with pytest.raises(ValueError):
+            parse_ts("\x00" * 17 + "00.000Z")
+        assert parse_ts("2026-11-27T10:00:01.002Z") == 1795773601002
+        assert timeutil._LAST.last == ("2026-11-27T10:00:", 1795773600000)
+        assert parse_ts("2026-11-27T10:00:59.999Z") == 1795773659999
+    finally:
+        timeutil._LAST.last = saved
 
 
 def test_format_ts() -> None:
