@@ -84,17 +84,12 @@ def dead_letter_line(letter: DeadLetter) -> bytes:
 
 
 def process_record(engine: Engine, raw: bytes) -> list[Output]:
-    """One record of an events topic as the worker reads it (accepted telemetry by
-    ``Engine.process_telemetry``, any other record by ``app.kafka.codec.decode_input``)."""
+    """One record of an events topic as the worker reads it (``Engine.process``: accepted
+    telemetry by ``Engine.process_telemetry``, any other record by ``app.kafka.codec.decode_input``
+    then ``Engine.process_decoded``, as ``Engine.process_batch`` does for the worker)."""
     from app.kafka.codec import decode_input
 
-    outs = engine.process_telemetry(raw)
-    if outs is not None:
-        return outs
-    d = decode_input(raw)
-    if isinstance(d, str):
-        return engine.reject(raw, d)
-    return engine.process_event(d, raw)
+    return engine.process(raw, decode_input)
 
 
 class PartitionedReplay:

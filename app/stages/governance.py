@@ -131,41 +131,36 @@ class GovernanceStage:
 
     def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
         """Run the core over one partition's records; the last offset processed, or None.
-        Accepted telemetry is read without a dict (``Engine.process_telemetry``); every
-        other record is decoded once (the lineage reads the same decode), inline: this is
-        the loop every event takes, as ``replay``'s ``process_record`` takes it."""
-        last = None
+        The records the state already holds are skipped; the others go to the core in one
+        call (``Engine.process_batch``: accepted telemetry read without a dict, every other
+        record decoded once by ``codec.decode_input``), which returns only the records that
+        were decoded or have outputs; their lineage entries and outputs are taken here, in
+        the records' order (an event's entry before its milestones'), as ``replay`` takes them."""
         skip_to = ps.offset
-        engine = ps.engine
-        telemetry = engine.process_telemetry
-        decode = codec.decode_input
+        start, n = 0, len(msgs)
+        while start < n and msgs[start].offset() <= skip_to:
+            start += 1  # already in the stored state
+        if start == n:
+            return None
+        if start:
+            msgs = msgs[start:]
         entry_of = lineage.decoded_entry
         untrailed = lineage.UNTRAILED  # most events: no call for them
-        for msg in msgs:
-            offset = msg.offset()
-            if offset <= skip_to:
-                continue  # already in the stored state
-            raw = msg.value() or b""
-            outs = telemetry(raw)  # most records: accepted telemetry, read without a dict
-            if outs is None:
-                d = decode(raw)
-                if isinstance(d, str):
-                    outs = engine.reject(raw, d)
-                else:
-                    kind = d.get("type")
-                    if kind.__class__ is str and kind not in untrailed:  # (decoded_entry: None for others)
-                        entry = entry_of(d)
-                        if entry is not None:
-                            ps.note(entry)
-                    outs = engine.process_event(d, raw)
+        for i, d, outs in ps.engine.process_batch([msg.value() or b"" for msg in msgs], codec.decode_input):
+            if d is not None:
+                kind = d.get("type")
+                if kind.__class__ is str and kind not in untrailed:  # (decoded_entry: None for others)
+                    entry = entry_of(d)
+                    if entry is not None:
+                        ps.note(entry)
             if outs:
-                origin = Origin(self.topic, msg.partition(), offset)
+                msg = msgs[i]
+                origin = Origin(self.topic, msg.partition(), msg.offset())
                 for out in outs:
                     outputs.append((out, origin))
                     if isinstance(out, Milestone):
                         ps.note(lineage.milestone_entry(out))
-            last = offset
-        return last
+        return msgs[-1].offset()
 
     async def process(self, batch: Batch, highs: Mapping[int, int]) -> None:
         """Run every partition's records, then write all outputs, marks and every
