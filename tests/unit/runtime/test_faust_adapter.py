@@ -560,3 +560,80 @@ def test_a_failed_bulk_restore_leaves_faust_s_recovery_where_its_write_batches_g
     asyncio.run(Recovery._build_offsets(stub, None, {a, b}, stub.active_offsets, "active"))  # type: ignore[arg-type]
     assert dict(stub.active_offsets) == {a: 1, b: -1}, "Faust reads on from the last batch written"
     faust_adapter.install_bulk_restore(None)
+
+
+_UNLOGGED_CHILD = """
+import os, sys
+from dataclasses import dataclass
+import faust
+from app.runtime import faust_adapter
+from tables.records import ORDERS, table_key
+
+unlogged, ending, datadir = sys.argv[1] == "1", sys.argv[2], sys.argv[3]
+if unlogged:
+    faust_adapter.install_unlogged_state()
+
+@dataclass(frozen=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+
+app = faust.App("unlogged", store="rocksdb://", datadir=datadir)
+table = app.Table("state", default=None, key_type=bytes, value_type=bytes, partitions=4)
+faust_adapter.bind(Origin("events", 2, 7))
+table.data[table_key(2, ORDERS, ["WH1", "by-faust"])] = b"faust"
+faust_adapter.apply_committed(table, Origin("events", 2, 7), [(table_key(2, ORDERS, ["WH1", "batched"]), b"batch")],
+                              last_offset=41)
+if ending == "close":
+    for db in table.data._dbs.values():
+        db.close()
+sys.stdout.flush()
+os._exit(0)  # no clean-up: what a kill -9 leaves
+"""
+
+
+@pytest.mark.parametrize(("unlogged", "ending", "kept"), [
+    pytest.param(False, "exit", True, id="logged-survives-a-crash"),
+    pytest.param(True, "exit", False, id="unlogged-a-crash-loses-the-memtable"),
+    pytest.param(True, "close", True, id="unlogged-a-clean-close-flushes"),
+])
+def test_unlogged_state_skips_the_write_ahead_log_and_a_clean_close_keeps_everything(
+        tmp_path: object, unlogged: bool, ending: str, kept: bool) -> None:
+    """With ``install_unlogged_state`` neither Faust's own writes nor the committed write
+    batches go to RocksDB's write-ahead log: a process that dies without closing its
+    databases leaves them as of their last flush (here: empty, offset included; the
+    changelog restore reads on from there), one that closes them keeps every write. Without
+    it the log keeps both across the crash (the control, so the crash here is a real one)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    datadir = Path(str(tmp_path)) / "data"
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-c", _UNLOGGED_CHILD, "1" if unlogged else "0", ending, str(datadir)],
+                   cwd=root, check=True, timeout=60)
+    import rocksdict
+
+    [path] = list(datadir.rglob("state-2.db"))  # partition 2's database, opened as the next process would
+    db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+    try:
+        got = {bytes(k): bytes(v) for k, v in db.items()}
+    finally:
+        db.close()
+    expected = {table_key(2, ORDERS, ["WH1", "by-faust"]): b"faust", table_key(2, ORDERS, ["WH1", "batched"]): b"batch",
+                RocksStore.offset_key: b"41"}
+    assert got == (expected if kept else {})
+
+
+def test_unlogged_state_wraps_faust_s_open_once() -> None:
+    from faust.stores.rocksdb import RocksDBOptions
+
+    original = getattr(RocksDBOptions.open, "__wrapped__", RocksDBOptions.open)
+    try:
+        faust_adapter.install_unlogged_state()
+        faust_adapter.install_unlogged_state()
+        assert RocksDBOptions.open.__wrapped__ is original  # type: ignore[attr-defined]
+        assert list(inspect.signature(original).parameters) == ["self", "path", "read_only"]
+    finally:
+        RocksDBOptions.open = original  # type: ignore[method-assign]
