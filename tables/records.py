@@ -84,6 +84,9 @@ class TrackedSet(set):  # type: ignore[type-arg]
         super().add(item)
 
 
+_UNREAD: Final = object()  # a LazyStore key not in its cache yet
+
+
 class LazyStore(MutableMapping[tuple[Any, ...], Any]):
     """A keyed store of one partition and kind (orders) that reads a key's stored record
     from the table the first time it is used, instead of decoding every key at load: a
@@ -134,7 +137,9 @@ class LazyStore(MutableMapping[tuple[Any, ...], Any]):
         return value
 
     def get(self, key: tuple[Any, ...], default: Any = None) -> Any:
-        value = self._value(key)
+        value = self._cache.get(key, _UNREAD)  # the cache inline: most keys an event touches are in it
+        if value is _UNREAD:
+            value = self._value(key)
         return default if value is None else value
 
     def __getitem__(self, key: tuple[Any, ...]) -> Any:
@@ -152,9 +157,13 @@ class LazyStore(MutableMapping[tuple[Any, ...], Any]):
     def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
         if value is None:
             raise ValueError("a LazyStore holds no None values (delete the key)")
-        if self._value(key) is None:
+        cache = self._cache
+        old = cache.get(key, _UNREAD)
+        if old is _UNREAD:
+            old = self._value(key)
+        if old is None:
             self._count += 1
-        self._cache[key] = value
+        cache[key] = value
         self.dirty.add(key)
 
     def __delitem__(self, key: tuple[Any, ...]) -> None:
@@ -318,22 +327,24 @@ def keyed_writes(
     value it replaces as of the ``committed`` offset (for the rollback on load), the latter
     from ``written`` when it has the key, else read from the stored record."""
     head = key_head(partition, kind)  # once per flush, not per key
+    dumps, loads = orjson.dumps, orjson.loads
+    # The record is ``{"o":<offset>,"v":<value>,"p":<prior>,"e":<epoch>}``, the bytes orjson
+    # writes for that dict with the values as fragments, joined without building the dict.
+    opening, closing = b'{"o":%d,"v":' % offset, b',"e":%d}' % epoch
     for key in store.dirty:
-        tkey = head + orjson.dumps(key)  # a tuple: the JSON list table_key writes
+        tkey = head + dumps(key)  # a tuple: the JSON list table_key writes
         value = store.get(key)
-        encoded = _NULL if value is None else orjson.dumps(_encode_value(kind, value))
+        encoded = _NULL if value is None else dumps(_encode_value(kind, value))
         prior = None if written is None else written.get(tkey)
         if prior is None:
             prior = _NULL
             stored = previous(tkey)
             if stored is not None:
-                rec = orjson.loads(stored)
-                prior = orjson.dumps(rec["v"] if rec["o"] <= committed else rec["p"])
+                rec = loads(stored)
+                prior = dumps(rec["v"] if rec["o"] <= committed else rec["p"])
         if written is not None:
             written.put(tkey, encoded)
-        yield tkey, orjson.dumps(
-            {"o": offset, "v": orjson.Fragment(encoded), "p": orjson.Fragment(prior), "e": epoch}
-        )
+        yield tkey, opening + encoded + b',"p":' + prior + closing
 
 
 def committed_records(
@@ -524,8 +535,9 @@ class PartitionState:
         # replaces; a batch redelivered after a crash does not add its entries twice.
         self.sla = []
         trails = self.trails
+        head = key_head(p, LINEAGE)  # + the key's JSON list: table_key, once per flush
         for key, new in self.lineage.items():
-            tkey = table_key(p, LINEAGE, key)
+            tkey = head + orjson.dumps(key)
             trail = trails.get(tkey)
             if trail is None:
                 stored = previous(tkey)

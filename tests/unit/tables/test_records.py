@@ -470,3 +470,29 @@ def test_the_epoch_read_from_a_records_tail_is_the_decoded_one() -> None:
     generated = [orjson.dumps(value(0)) for _ in range(3000)]
     for raw in fixed + generated:
         assert record_epoch(raw) == _epoch_by_decoding(raw), raw
+
+
+@pytest.mark.parametrize(("offset", "epoch"), [(0, 0), (41, 3), (2**40, 2**31 - 1), (-1, 0)])
+def test_a_keyed_record_is_the_bytes_orjson_writes_for_its_dict(offset: int, epoch: int) -> None:
+    """``keyed_writes`` joins each record from bytes: the same bytes as ``orjson.dumps`` of
+    ``{"o", "v", "p", "e"}`` with the value and the prior value as fragments, for a new key
+    (prior null), a key read back from its stored record, one from ``written``, a deletion."""
+    from tables.records import Tracked, keyed_writes, table_key
+
+    store: Tracked[tuple[str, ...]] = Tracked()
+    store[("WH-1", "R-1")] = 5
+    store[("WH-1", "R-2")] = [1, "x"]
+    store[("WH-1", "R-3")] = {"a": None}
+    store[("WH-1", "R-4")] = 1
+    del store[("WH-1", "R-4")]
+    stored = {table_key(2, "returns", ["WH-1", "R-2"]): orjson.dumps({"o": 1, "v": [0], "p": None, "e": 0})}
+    written: Written[bytes] = Written()
+    written.put(table_key(2, "returns", ["WH-1", "R-3"]), b'{"b":2}')
+    got = dict(keyed_writes(2, "returns", store, offset, 5, stored.get, epoch, written))
+    priors = {"R-1": None, "R-2": [0], "R-3": {"b": 2}, "R-4": None}
+    values = {"R-1": 5, "R-2": [1, "x"], "R-3": {"a": None}, "R-4": None}
+    assert got == {
+        table_key(2, "returns", ["WH-1", r]): orjson.dumps({"o": offset, "v": orjson.Fragment(orjson.dumps(values[r])),
+                                                            "p": orjson.Fragment(orjson.dumps(priors[r])), "e": epoch})
+        for r in ("R-1", "R-2", "R-3", "R-4")
+    }
