@@ -82,6 +82,7 @@ class Engine:
         #: Records that passed rule 8, by (type, source); the worker turns them into metrics.
         self.counts: dict[tuple[str, str], int] = {}
         self._hold = settings.hold_window_ms
+        self._future_ms: int = settings.future_tolerance_ms
         self._hold_heap: list[tuple[int, OrderKey]] = []
         self._hold_at: dict[OrderKey, int] = {}
         self._due: int | float = inf
@@ -135,17 +136,14 @@ class Engine:
         from the future, read without its dict (``app.core.telemetry``); None for any
         other record, which the caller passes to ``process_event``. The outcome is the one
         ``process_event`` gives the record (counts included): only the cost differs."""
-        read = telemetry.read(raw)
+        read = telemetry.read(raw)  # (authorized sources only)
         if read is None:
             return None
-        spec, source, occurred_at = read
-        if source not in spec.authority:
-            return None
+        ckey, occurred_at = read
         clock = self.clock
-        if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
+        if clock is not None and occurred_at > clock() + self._future_ms:
             return None
         counts = self.counts
-        ckey = (spec.name, source)
         counts[ckey] = counts.get(ckey, 0) + 1
         return self._telemetry(occurred_at)
 
@@ -179,7 +177,7 @@ class Engine:
         ckey = (spec.name, source)
         counts[ckey] = counts.get(ckey, 0) + 1
         clock = self.clock
-        if clock is not None and occurred_at > clock() + self.settings.future_tolerance_ms:
+        if clock is not None and occurred_at > clock() + self._future_ms:
             return self._invalid(plain, raw, FUTURE)
         wm = self.watermark
         authorized = source in spec.authority

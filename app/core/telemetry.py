@@ -1,6 +1,8 @@
-"""Telemetry's fast read: raw JSON bytes -> ``(spec, source, occurred_at)`` of a record that
-rule 8 accepts as telemetry (``ItemScanned``, ``ToteConveyed``: most of a warehouse's
-events), without building the record's dict; ``None`` for any other record.
+"""Telemetry's fast read: raw JSON bytes -> ``((type, source), occurred_at)`` of a record
+that rule 8 accepts as telemetry (``ItemScanned``, ``ToteConveyed``: most of a warehouse's
+events) from a source with authority over it (rule 2), without building the record's dict;
+``None`` for any other record. ``(type, source)`` is the engine's count key, one tuple per
+pair (the decoder returns the source as the interned string of its type's authority).
 
 ``None`` is not a verdict: the caller decodes such a record the ordinary way
 (``parse.decode`` then ``parse.check``), which gives every reason. What this module
@@ -9,7 +11,8 @@ only the cost, never an outcome. It holds because every field is read by a typed
 (msgspec) built from the same ``SPECS`` as ``parse.check``:
 
 - each field of the type, with the rule's limits: the required strings non-empty and at
-  most ``MAX_STRING`` characters (``source`` any string), the optional ones a string of
+  most ``MAX_STRING`` characters (``source`` one of the type's authority: a record from
+  any other source, which rule 2 reports, is read the ordinary way), the optional ones a string of
   at most ``MAX_STRING`` or null, ``occurred_at`` a string or an integer that
   ``parse_ts`` then takes (a float or a bool is refused, as ``parse_ts`` refuses it);
 - *no other field*: msgspec skips an unknown field's value without the checks orjson
@@ -29,7 +32,7 @@ costs 5 % fewer instructions per event on the stage's path.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -46,7 +49,8 @@ def _struct(spec: TypeSpec) -> type[msgspec.Struct]:
     # In the contract's order (``type``, the tag, is second there): msgspec looks a key up at
     # the position it expects first, so records written in that order find each field at once.
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-        ("event_id", _REQUIRED), ("occurred_at", str | int), ("source", str), ("warehouse_id", _REQUIRED)]
+        ("event_id", _REQUIRED), ("occurred_at", str | int), ("source", Literal[tuple(sorted(spec.authority))]),
+        ("warehouse_id", _REQUIRED)]
     fields += [(name, _REQUIRED) for name in spec.strings]
     fields += [(name, _OPTIONAL, None) for name in spec.optional]
     assert not set(_COMMON) & {*spec.strings, *spec.optional}, spec.name
@@ -69,20 +73,25 @@ def _decoder() -> Any:
 
 
 _READ: Final = _decoder().decode
-_SPECS: Final = {struct: SPECS[name] for name, struct in _STRUCTS.items()}
+#: ``(type, source)``, the engine's count key: one tuple object for every record of the pair
+#: (typed ``Any`` because compiled code would unpack a ``tuple[str, str]`` and build a new one).
+CountKey = Any
+#: Per telemetry type's class, its sources' count keys.
+_KEYS: Final[dict[type, dict[str, CountKey]]] = {
+    struct: {source: (name, source) for source in SPECS[name].authority} for name, struct in _STRUCTS.items()}
 _ERRORS: Final = (msgspec.DecodeError, ValueError)  # msgspec.ValidationError is a DecodeError
 
 
-def read(raw: bytes) -> tuple[TypeSpec, str, int] | None:
-    """``(spec, source, occurred_at)`` of a telemetry record rule 8 accepts, or None (the
-    record is read the ordinary way)."""
+def read(raw: bytes) -> tuple[CountKey, int] | None:
+    """``((type, source), occurred_at)`` of a telemetry record that rule 8 accepts, from a
+    source with authority over its type; None otherwise (the record is read the ordinary way)."""
     if len(raw) > MAX_RECORD_BYTES:
         return None
     try:
         record = _READ(raw)
-        spec = _SPECS.get(type(record))
-        if spec is None:
+        keys = _KEYS.get(type(record))
+        if keys is None:
             return None  # another type
-        return spec, record.source, parse_ts(record.occurred_at)
+        return keys[record.source], parse_ts(record.occurred_at)
     except _ERRORS:
         return None

@@ -44,7 +44,7 @@ def _ordinary(raw: bytes) -> tuple[str, str, int] | str:
 
 def _fast(raw: bytes) -> tuple[str, str, int] | None:
     read = telemetry.read(raw)
-    return None if read is None else (read[0].name, read[1], read[2])
+    return None if read is None else (*read[0], read[1])
 
 
 def _agree(raw: bytes) -> None:
@@ -56,6 +56,8 @@ def _agree(raw: bytes) -> None:
 def test_a_usual_telemetry_record_takes_the_fast_read() -> None:
     assert _fast(orjson.dumps(SCAN)) == ("ItemScanned", "robotics", NOW)
     assert _fast(orjson.dumps(TOTE)) == ("ToteConveyed", "conveyor", NOW + 365)
+    first, second = (telemetry.read(orjson.dumps({**SCAN, "event_id": e})) for e in ("a", "b"))
+    assert first is not None and second is not None and first[0] is second[0]  # one count key per (type, source)
     assert _fast(orjson.dumps({**SCAN, "order_id": None, "occurred_at": NOW})) == ("ItemScanned", "robotics", NOW)
     spaced = orjson.dumps(SCAN, option=orjson.OPT_INDENT_2)  # any JSON layout
     assert _fast(spaced) == ("ItemScanned", "robotics", NOW)
@@ -73,6 +75,9 @@ def test_a_usual_telemetry_record_takes_the_fast_read() -> None:
     orjson.dumps({**SCAN, "occurred_at": "2026-12-07T15:21:02"}),   # no offset
     orjson.dumps({**SCAN, "occurred_at": 0}).replace(b'"occurred_at":0', b'"occurred_at":' + b"9" * 20),
     orjson.dumps({**SCAN, "source": None}),
+    orjson.dumps({**SCAN, "source": "erp"}),                        # no authority over the type (rule 2)
+    orjson.dumps({**TOTE, "source": "robotics"}),
+    orjson.dumps({**SCAN, "source": ""}),
     orjson.dumps([SCAN]),
     orjson.dumps(SCAN) + b"x",
     orjson.dumps(SCAN)[:-1] + b',"z":"\xff"}',                      # invalid UTF-8 in a field it would skip
