@@ -158,7 +158,6 @@ def create_app(settings: Settings) -> WorkerApp:
     )
     lease = Lease(s.kafka.session_timeout_s, margin_s=min(1.0, s.kafka.session_timeout_s / 4))
     faust_adapter.install_heartbeat_probe(lease.renew)
-    faust_adapter.install_unlogged_state()
     faust_adapter.install_bulk_restore(
         restore.bulk_reader(client_config(s.kafka.bootstrap_servers, s.kafka)) if s.worker.bulk_restore else None)
     ownership = Ownership(

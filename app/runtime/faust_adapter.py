@@ -33,8 +33,6 @@ Faust or aiokafka name.
   recovery then finds them restored up to their highwater, as after a warm restart.
 - ``install_heartbeat_probe``: aiokafka's group coordinator reports each successful
   heartbeat and join to a callback (the lease in ``app.runtime.ownership``).
-- ``install_unlogged_state``: the state's RocksDB databases are opened with writes that
-  skip RocksDB's write-ahead log (the changelog is the log), as Kafka Streams does.
 """
 from __future__ import annotations
 
@@ -208,36 +206,6 @@ def install_read_committed() -> None:
 
     _create_worker_consumer.__wrapped__ = original  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
-
-
-def install_unlogged_state() -> None:
-    """Open every RocksDB state database (Faust's store on rocksdict) with its writes not
-    in RocksDB's write-ahead log, as Kafka Streams opens its state stores: the changelog
-    topic is the state's log. A write batch then costs the memtable insert alone (about a
-    third of it with the log, ``docs/design-notes.md``, "State").
-
-    Safe because every write of a partition's database is unlogged (the option is the
-    database's own, so Faust's writes take it too) and the database has one column family:
-    after a crash RocksDB comes back with the memtables it had flushed, a prefix of the
-    writes, and the store's persisted offset is in that prefix with the records it covers
-    (the committed writes and the bulk restore put it in their batch), so the changelog
-    restore reads on from there. A clean close flushes the memtables (RocksDB does when
-    there are unlogged writes), so a warm restart reads nothing again."""
-    import rocksdict
-    from faust.stores.rocksdb import RocksDBOptions
-
-    original = getattr(RocksDBOptions.open, "__wrapped__", RocksDBOptions.open)
-
-    def open_unlogged(self: Any, path: Any, *, read_only: bool = False) -> Any:
-        db = original(self, path, read_only=read_only)
-        if self.use_rocksdict:
-            options = rocksdict.WriteOptions()
-            setattr(options, "disable_wal", True)  # noqa: B010 - a property (rocksdict's stub says a method)
-            db.set_write_options(options)
-        return db
-
-    open_unlogged.__wrapped__ = original  # type: ignore[attr-defined]
-    RocksDBOptions.open = open_unlogged  # type: ignore[method-assign]
 
 
 def install_transactional_restore(
