@@ -131,7 +131,9 @@ class GovernanceStage:
 
     def _run_partition(self, ps: PartitionState, msgs: Sequence[InputRecord], outputs: Outputs) -> int | None:
         """Run the core over one partition's records; the last offset processed, or None.
-        The records the state already holds are skipped; the others go to the core in one
+        The records come in offset order (the consumer is assigned its partitions by the
+        runner and never seeks inside a batch), so those the state already holds are a
+        leading run, skipped; the others go to the core in one
         call (``Engine.process_batch``: accepted telemetry read without a dict, every other
         record decoded once by ``codec.decode_input``), which returns only the records that
         were decoded or have outputs; their lineage entries and outputs are taken here, in
