@@ -134,7 +134,8 @@ class Engine:
     def process_telemetry(self, raw: bytes) -> list[Output] | None:
         """One raw record if it is authorized telemetry that rule 8 accepts and that is not
         from the future, read without its dict (``app.core.telemetry``); None for any
-        other record, which the caller passes to ``process_event``. The outcome is the one
+        other record, which the caller passes on to ``process_decoded`` (``process`` and
+        ``process_batch`` do). The outcome is the one
         ``process_event`` gives the record (counts included): only the cost differs."""
         read = telemetry.read(raw)  # (authorized sources only)
         if read is None:
