@@ -40,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "core_events": 50_000, "core_reps": 3,
-        "worker_records": 60_000, "worker_reps": 2, "peer_reps": 1,
+        "worker_records": 60_000, "worker_reps": 2, "peer_reps": 1, "warmup_rounds": 0,
         "scale_records": 0, "scale_reps": 0,
         "latency_rate": 10000, "latency_seconds": 3, "latency_wait_s": 10, "latency_sustainable": False,
         "erp": False,
@@ -49,7 +49,7 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "full": {
         "core_events": 1_000_000, "core_reps": 3,
-        "worker_records": 100_000, "worker_reps": 3, "peer_reps": 3,
+        "worker_records": 100_000, "worker_reps": 3, "peer_reps": 3, "warmup_rounds": 1,
         "scale_records": 200_000, "scale_reps": 2,
         "latency_rate": 10000, "latency_seconds": 60, "latency_wait_s": 60, "latency_sustainable": True,
         "erp": True,  # the sizes of `make bench-erp` (erp_bench.BENCH_ERP)
@@ -287,14 +287,16 @@ def worker_section(cfg: dict[str, Any], raw: dict[str, Any], bootstrap: str, chi
     from benchmarks import worker_bench as wb
 
     tp = wb.throughput(bootstrap, children, cfg["worker_records"], cfg["worker_reps"], tag,
-                       peer_reps=cfg["peer_reps"])
+                       peer_reps=cfg["peer_reps"], warmup=int(cfg.get("warmup_rounds", 0)))
     raw["throughput"] = tp
     ok = all(p["ok"] for p in tp["parity"])
     parity = "milestones = replay in every repetition" if ok else \
         "; ".join(p["detail"] for p in tp["parity"] if not p["ok"])
     cond = (f"default mix, {tp['records']:,} JSON records (~{tp['mean_record_bytes']:.0f} B), {tp['warehouses']} "
             f"warehouses, {tp['partitions']} partitions, {LABELS[broker]}, 1 worker process, RocksDB, ERP sink off; "
-            f"{len(tp['worker_events_per_s'])} repetitions, raw, Quix and worker alternating")
+            f"{len(tp['worker_events_per_s'])} repetitions, raw, Quix and worker alternating"
+            + (f", after {tp['warmup_rounds']} untimed warm-up round(s) of the peer and the worker on the same broker"
+               if tp.get("warmup_rounds") else ""))
     figs = [
         figure("worker", "worker events/s per process (saturation)", tp["worker_events_per_s"], "events/s",
                conditions=cond, ok=ok,

@@ -387,8 +387,13 @@ def py_spy() -> str:
 
 
 def throughput(bootstrap: str, children: Children, records: int, reps: int, tag: str,
-               profile: Path | None = None, peer_reps: int | None = None) -> dict[str, Any]:
-    """Figure 3 (+ RSS): returns the raw and the worker measurements and the parity checks."""
+               profile: Path | None = None, peer_reps: int | None = None, warmup: int = 0) -> dict[str, Any]:
+    """Figure 3 (+ RSS): returns the raw and the worker measurements and the parity checks.
+
+    ``warmup`` rounds (a worker, and the peer unless ``peer_reps`` is 0) run over the same
+    records first and are not counted: the timed repetitions then meet a broker past its JVM's
+    warm-up (a fresh Apache Kafka spends most of its CPU in its first minutes compiling, C2
+    ~12 s in a 90 s bench run), as a production broker is; they still write fresh topics."""
     stream = simulate(orders=orders_for(records), warehouses=4, seed=7)
     n = len(stream)
     topic = f"{tag}.tp.events"
@@ -401,6 +406,19 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
     del stream
     raw_rates, raw_cpu, worker_rates, worker_cpu, rss, parity = [], [], [], [], [], []
     quix: list[dict[str, Any]] = []
+    for rep in range(warmup):
+        if peer_reps != 0:
+            got = quix_run(bootstrap, topic, n, f"{tag}-wqx{rep}", expected, exactly_once=children.exactly_once(bootstrap))
+            if not got.get("ok"):
+                raise RuntimeError(f"warm-up: the peer's milestones differ from replay: {got.get('detail') or got}")
+        app_id = f"{tag}-wtp{rep}"
+        worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
+        done = wait_processed(worker, n, timeout_s=max(120, n / 50), topic=topic)
+        ok, detail = check_parity(bootstrap, app_id, expected)
+        worker.kill9()
+        if not ok:
+            raise RuntimeError(f"warm-up: the worker's milestones differ from replay: {detail}")
+        log(f"throughput warm-up {rep + 1}/{warmup} (not counted): worker {done['events_per_s']:,.0f}/s, parity OK")
     for rep in range(reps):
         rate, secs, cpu = raw_consume(bootstrap, topic, n)
         raw_rates.append(rate)
@@ -451,6 +469,7 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         "worker_vm_hwm_mib": rss,
         "parity": parity,
         "quix": quix,
+        "warmup_rounds": warmup,
     }
 
 
@@ -711,13 +730,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-wait", type=float, default=60)
     parser.add_argument("--profile", type=Path, help="py-spy record the first worker repetition to this file")
     parser.add_argument("--no-peer", action="store_true", help="without the Quix Streams peer")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed warm-up rounds before the repetitions")
     args = parser.parse_args(argv)
     tag = f"wb{int(time.time())}"
     out: dict[str, Any] = {"machine": machine(), "broker": args.broker}
     with Children() as children:
         bootstrap = children.broker(args.broker).bootstrap
         out["throughput"] = throughput(bootstrap, children, args.records, args.reps, tag, args.profile,
-                                       peer_reps=0 if args.no_peer else None)
+                                       peer_reps=0 if args.no_peer else None, warmup=args.warmup)
         if args.latency_seconds > 0:
             out["latency"] = latency(bootstrap, children, args.rate, args.latency_seconds, tag,
                                      wait_s=args.latency_wait)
