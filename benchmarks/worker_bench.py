@@ -101,6 +101,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuTrace:
+    """A worker's CPU seconds sampled from a thread every ``every_s`` (the kernel counts
+    them in 10 ms ticks) from its spawn on, so the CPU between two moments of the worker's
+    own clock (its first records in hand, its last commit) can be read afterwards. Read at
+    the moment the bench saw the worker ready instead, it missed what the worker did before
+    that: the ready poll runs every 0.2 s, and the worker starts reading as it becomes ready
+    (up to a fifth of a 100,000-record run's CPU until 8 December)."""
+
+    def __init__(self, worker: WorkerProcess, every_s: float = 0.01) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.every_s = every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(worker, every_s), daemon=True)
+        self._thread.start()
+
+    def _run(self, worker: WorkerProcess, every_s: float) -> None:
+        while not self._done.is_set():
+            proc = worker.process
+            if proc is not None:
+                cpu = cpu_seconds(proc.pid)
+                if math.isnan(cpu):
+                    return
+                self.samples.append((time.time(), cpu))
+            self._done.wait(every_s)
+
+    def at(self, when: float, wait_s: float = 2.0) -> float:
+        """The CPU seconds of the last sample at or before ``when`` (Unix time), once a
+        sample after it is in (waiting up to ``wait_s`` for it)."""
+        deadline = time.monotonic() + wait_s
+        while (not self.samples or self.samples[-1][0] <= when) and self._thread.is_alive() \
+                and time.monotonic() < deadline:
+            time.sleep(self.every_s)
+        before = [cpu for t, cpu in self.samples if t <= when]
+        if not before:
+            raise RuntimeError("no CPU sample of the worker before the moment asked")
+        return before[-1]
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(1)
+
+
 def metric(worker: WorkerProcess, name: str, labels: str = "") -> float | None:
     """One sample of the worker's /metrics (``name{labels}``), or None if absent or not answered
     (a worker busy in a long synchronous step does not answer until it is done)."""
@@ -362,7 +404,8 @@ def first_records_at(worker: WorkerProcess, topic: str, stage: str = "governance
     return None
 
 
-def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: str) -> dict[str, float]:
+def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: str,
+                   trace: CpuTrace | None = None) -> dict[str, float]:
     """Poll /metrics every POLL_S until ``count`` records of ``topic`` are processed; then
     events/s over all ``count`` records, timed from the governance stage's first records in
     hand (its log line) to its last committed batch (``syncgov_last_commit_timestamp_seconds``),
@@ -373,7 +416,7 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: s
     work done before the first batch's count reached /metrics (a poll is not answered while a
     batch runs the core), up to a whole batch, which made the figure up to 2 x too high on
     100,000 records."""
-    return wait_processed_all([worker], count, timeout_s, topic)
+    return wait_processed_all([worker], count, timeout_s, topic, trace)
 
 
 def py_spy() -> str:
@@ -406,33 +449,22 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
     del stream
     raw_rates, raw_cpu, worker_rates, worker_cpu, rss, parity = [], [], [], [], [], []
     quix: list[dict[str, Any]] = []
-    for rep in range(warmup):
-        if peer_reps != 0:
-            got = quix_run(bootstrap, topic, n, f"{tag}-wqx{rep}", expected, exactly_once=children.exactly_once(bootstrap))
-            if not got.get("ok"):
-                raise RuntimeError(f"warm-up: the peer's milestones differ from replay: {got.get('detail') or got}")
-        app_id = f"{tag}-wtp{rep}"
-        worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
-        done = wait_processed(worker, n, timeout_s=max(120, n / 50), topic=topic)
-        ok, detail = check_parity(bootstrap, app_id, expected)
-        worker.kill9()
-        if not ok:
-            raise RuntimeError(f"warm-up: the worker's milestones differ from replay: {detail}")
-        log(f"throughput warm-up {rep + 1}/{warmup} (not counted): worker {done['events_per_s']:,.0f}/s, parity OK")
-    for rep in range(reps):
-        rate, secs, cpu = raw_consume(bootstrap, topic, n)
-        raw_rates.append(rate)
-        raw_cpu.append(cpu)
-        log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
-        if peer_reps is None or rep < peer_reps:
-            quix.append(quix_run(bootstrap, topic, n, f"{tag}-qx{rep}", expected,
-                                 exactly_once=children.exactly_once(bootstrap)))
-        app_id = f"{tag}-tp{rep}"
-        worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic))
+    warmups: list[dict[str, Any]] = []
+    worker_cpu_from_ready: list[float] = []
+
+    def peer_round(app_id: str) -> dict[str, Any]:
+        return quix_run(bootstrap, topic, n, app_id, expected, exactly_once=children.exactly_once(bootstrap))
+
+    def worker_round(app_id: str, spy_to: Path | None = None) -> tuple[dict[str, float], float | None, bool, str]:
+        """A fresh worker over the topic: its timing, peak RSS and parity check; killed after."""
+        worker = children.worker(bootstrap, fresh_dir(app_id), app_env(app_id, topic), start=False)
+        trace = CpuTrace(worker)
+        children.add(trace.stop)
+        worker.start(120.0)
         spy: subprocess.Popen[bytes] | None = None
-        if profile is not None and rep == 0 and worker.process is not None:
+        if spy_to is not None and worker.process is not None:
             spy = subprocess.Popen([py_spy(), "record", "--nonblocking",
-                                    "-o", str(profile), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
+                                    "-o", str(spy_to), "-f", "raw", "-r", "400", "-p", str(worker.process.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
             def stop_spy(s: subprocess.Popen[bytes] = spy) -> None:
@@ -440,21 +472,42 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
                     s.terminate()
 
             children.add(stop_spy)
-        done = wait_processed(worker, n, timeout_s=max(120, n / 50), topic=topic)
-        rate, secs, counted = done["events_per_s"], done["seconds"], done["counted"]
-        worker_rates.append(rate)
-        worker_cpu.append(done["cpu_s"] / counted * 1e6 if counted else float("nan"))
+        done = wait_processed(worker, n, timeout_s=max(120, n / 50), topic=topic, trace=trace)
+        trace.stop()
         peak = vm_hwm_mb(worker.process.pid) if worker.process else None
-        rss.append(peak)
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes the profile
             spy.wait(60)
         ok, detail = check_parity(bootstrap, app_id, expected)
+        worker.kill9()  # measured and checked: no need to wait for a clean leave of the group
+        return done, peak, ok, detail
+
+    for rep in range(warmup):
+        peer = peer_round(f"{tag}-wqx{rep}") if peer_reps != 0 else {}
+        done, _, ok, detail = worker_round(f"{tag}-wtp{rep}")
+        warmups.append({"worker_events_per_s": done["events_per_s"], "ok": ok, "detail": detail,
+                        "peer_ok": peer.get("ok"), "peer_detail": peer.get("detail") or peer.get("error")})
+        if not ok:  # a correctness check failed: the worker's figures are a FAIL whatever their speed
+            parity.append({"ok": False, "detail": f"warm-up round {rep + 1}: {detail}"})
+        log(f"throughput warm-up {rep + 1}/{warmup} (not counted): worker {done['events_per_s']:,.0f}/s, "
+            f"parity {'OK' if ok else 'FAIL'}: {detail}")
+    for rep in range(reps):
+        rate, secs, cpu = raw_consume(bootstrap, topic, n)
+        raw_rates.append(rate)
+        raw_cpu.append(cpu)
+        log(f"throughput rep {rep + 1}/{reps}: raw consumer {rate:,.0f}/s ({secs:.2f}s, {cpu:.2f} CPU s)")
+        if peer_reps is None or rep < peer_reps:
+            quix.append(peer_round(f"{tag}-qx{rep}"))
+        done, peak, ok, detail = worker_round(f"{tag}-tp{rep}", profile if rep == 0 else None)
+        rate, secs, counted = done["events_per_s"], done["seconds"], done["counted"]
+        worker_rates.append(rate)
+        worker_cpu.append(done["cpu_s"] / counted * 1e6 if counted else float("nan"))
+        worker_cpu_from_ready.append(done.get("cpu_s_from_ready", math.nan) / counted * 1e6 if counted else math.nan)
+        rss.append(peak)
         parity.append({"ok": ok, "detail": detail})
         log(f"throughput rep {rep + 1}/{reps}: worker {rate:,.0f}/s ({secs:.2f}s for {counted:.0f}, "
-            f"{done['cpu_s']:.1f} CPU s), "
+            f"{done['cpu_s']:.2f} CPU s; {done.get('cpu_s_from_ready', math.nan):.2f} from ready on), "
             f"VmHWM {peak:.0f} MiB, parity {'OK' if ok else 'FAIL'}: {detail}")
-        worker.kill9()  # measured and checked: no need to wait for a clean leave of the group
     return {
         "records": n,
         "mean_record_bytes": round(sum(sizes) / len(sizes), 1),
@@ -466,10 +519,12 @@ def throughput(bootstrap: str, children: Children, records: int, reps: int, tag:
         "ratios": [w / r for w, r in zip(worker_rates, raw_rates, strict=True)],
         "raw_cpu_us_per_event": [c / n * 1e6 for c in raw_cpu],
         "worker_cpu_us_per_event": worker_cpu,
+        "worker_cpu_us_per_event_from_ready": worker_cpu_from_ready,
         "worker_vm_hwm_mib": rss,
         "parity": parity,
         "quix": quix,
         "warmup_rounds": warmup,
+        "warmup": warmups,
     }
 
 
@@ -496,10 +551,12 @@ def quix_run(bootstrap: str, topic: str, n: int, app_id: str, expected: dict[str
 # -- scale-out: two worker processes against one -------------------------------------------
 
 
-def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: float, topic: str) -> dict[str, float]:
+def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: float, topic: str,
+                       trace: CpuTrace | None = None) -> dict[str, float]:
     """``wait_processed`` over the workers of one group: their processed counts summed, timed
     from the first worker's first records in hand to the last worker's last commit, their CPU
-    seconds summed."""
+    seconds summed. With one worker's ``trace``, its CPU seconds are those of that same span
+    (``cpu_s``; else from this call on)."""
     deadline = time.monotonic() + timeout_s
     pids = [w.process.pid for w in workers if w.process]
     cpu0 = sum(cpu_seconds(p) for p in pids)
@@ -514,7 +571,10 @@ def wait_processed_all(workers: list[WorkerProcess], count: int, timeout_s: floa
                 raise RuntimeError(f"no 'first records from {topic}' line in a worker's log, or no last commit in /metrics")
             elapsed = max(ends) - min(starts)
             rate = count / elapsed if elapsed > 0 else float("nan")
-            return {"events_per_s": rate, "seconds": elapsed, "counted": float(count), "cpu_s": cpu}
+            out = {"events_per_s": rate, "seconds": elapsed, "counted": float(count), "cpu_s": cpu}
+            if trace is not None:  # the span's CPU; and what the bench saw from ready on, for comparison
+                out.update(cpu_s=trace.at(max(ends)) - trace.at(min(starts)), cpu_s_from_ready=cpu)
+            return out
         if any(w.process is None or w.process.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited after {n:.0f} of {count} records processed")
         time.sleep(POLL_S)
