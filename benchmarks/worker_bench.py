@@ -113,10 +113,10 @@ class CpuTrace:
         self.samples: list[tuple[float, float]] = []
         self.every_s = every_s
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(worker, every_s), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(worker,), daemon=True)
         self._thread.start()
 
-    def _run(self, worker: WorkerProcess, every_s: float) -> None:
+    def _run(self, worker: WorkerProcess) -> None:
         while not self._done.is_set():
             proc = worker.process
             if proc is not None:
@@ -124,7 +124,7 @@ class CpuTrace:
                 if math.isnan(cpu):
                     return
                 self.samples.append((time.time(), cpu))
-            self._done.wait(every_s)
+            self._done.wait(self.every_s)
 
     def at(self, when: float, wait_s: float = 2.0) -> float:
         """The CPU seconds of the last sample at or before ``when`` (Unix time), once a
@@ -409,7 +409,9 @@ def wait_processed(worker: WorkerProcess, count: int, timeout_s: float, topic: s
     """Poll /metrics every POLL_S until ``count`` records of ``topic`` are processed; then
     events/s over all ``count`` records, timed from the governance stage's first records in
     hand (its log line) to its last committed batch (``syncgov_last_commit_timestamp_seconds``),
-    and the worker's CPU seconds from this call (the worker just ready) to the end.
+    and the worker's CPU seconds over the same span from its ``trace`` (without one: from this
+    call, the worker just ready, to the end; that misses what it did before the bench saw it
+    ready, see ``CpuTrace``).
 
     Neither end of that span depends on when a poll happens to be answered: timing from the
     first poll that saw a processed record (as this did before 2026-12-06) left out all the
