@@ -123,9 +123,11 @@ class LazyStore(MutableMapping[tuple[Any, ...], Any]):
         self.dirty: set[tuple[Any, ...]] = set()
 
     def _value(self, key: tuple[Any, ...]) -> Any:
-        cache = self._cache
-        if key in cache:
-            return cache[key]
+        value = self._cache.get(key, _UNREAD)
+        return self._load(key) if value is _UNREAD else value
+
+    def _load(self, key: tuple[Any, ...]) -> Any:
+        """A key not in the cache yet: read from the table, decoded, cached (None: absent)."""
         raw = self._lookup(table_key(self._partition, self._kind, key))
         value = None
         if raw is not None:
@@ -133,13 +135,13 @@ class LazyStore(MutableMapping[tuple[Any, ...], Any]):
             value = rec["v"] if rec["o"] <= self._offset else rec["p"]
             if value is not None:
                 value = _decode_value(self._kind, value)
-        cache[key] = value
+        self._cache[key] = value
         return value
 
     def get(self, key: tuple[Any, ...], default: Any = None) -> Any:
         value = self._cache.get(key, _UNREAD)  # the cache inline: most keys an event touches are in it
         if value is _UNREAD:
-            value = self._value(key)
+            value = self._load(key)
         return default if value is None else value
 
     def __getitem__(self, key: tuple[Any, ...]) -> Any:
@@ -160,7 +162,7 @@ class LazyStore(MutableMapping[tuple[Any, ...], Any]):
         cache = self._cache
         old = cache.get(key, _UNREAD)
         if old is _UNREAD:
-            old = self._value(key)
+            old = self._load(key)
         if old is None:
             self._count += 1
         cache[key] = value
